@@ -5,13 +5,23 @@ pipeline draws fresh random affine parameters per sample and warps the whole bat
 device in one pass.
 """
 
+from gpuaug.augment import AugmentParams, FitStats, GPUAugment, apply, sample_params, standardize
+from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.image import ImageLoadError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AugmentConfig",
+    "AugmentParams",
     "DirectoryDataset",
+    "FitStats",
+    "GPUAugment",
     "ImageLoadError",
+    "apply",
+    "load_config",
+    "sample_params",
+    "standardize",
     "__version__",
 ]

@@ -1,0 +1,733 @@
+"""Keras' ImageDataGenerator augmentation, per sample, batched on the device.
+
+Two steps, as in Keras (``get_random_transform`` / ``apply_transform``):
+
+- `sample_params` draws every random parameter for the whole batch at once, on the device,
+  from a `torch.Generator` (one ``torch.rand`` call per batch; no loop over samples);
+- `apply` composes rotation, shift, shear, zoom and the flips into one 2x3 matrix per sample
+  (`affine_matrix`), warps the batch with one batched sampling call (`gpuaug.warp.warp_affine`),
+  then applies channel shift, brightness and the normalisation (`standardize`).
+
+`GPUAugment` is the ``nn.Module`` that does both and keeps the last parameters for replay.
+
+Conventions (pinned by tests against Keras 3's legacy ``ImageDataGenerator``):
+
+- Coordinates: x is horizontal (columns), y is vertical (rows), pixel centres at integers, the
+  image centre at ((W - 1) / 2, (H - 1) / 2).
+- The matrix maps each *output* pixel to the *input* point it reads, as Keras/scipy: with
+  ``T = R(angle) @ Shift(shift_px) @ Shear(shear) @ Zoom(zoom)`` about the centre,
+  ``src = c + T (dst - c)``. So a positive ``shift_px[:, 0]`` moves the content left, a zoom
+  factor > 1 shows more of the image (content smaller), a positive angle turns the content
+  counter-clockwise on screen (y points down). These are exactly Keras' ``theta, tx, ty,
+  shear, zx, zy`` (`AugmentParams.to_keras`).
+- Order, as Keras: warp -> channel shift -> horizontal flip -> vertical flip -> brightness ->
+  ``preprocessing_function`` -> rescale -> samplewise center/std -> featurewise center/std ->
+  ZCA. The flips are folded into the warp's matrix (exact: the channel shift between them is
+  pointwise with a per-image global min/max, so it commutes with a flip).
+
+Where we differ from Keras, on purpose:
+
+- Keras draws ``tx`` (applied horizontally) from ``height_shift_range`` scaled by the image
+  *height*, and ``ty`` (vertical) from ``width_shift_range`` scaled by the *width*, so its
+  ``height_shift_range`` moves images sideways. We follow its documentation:
+  ``width_shift_range`` -> horizontal shift, a fraction of the width.
+- Keras rotates, shears and zooms a non-square image about ((H - 1) / 2, (W - 1) / 2) read as
+  (x, y), not about its centre (``transform_matrix_offset_center`` gets (h, w) but the matrix
+  is in (x, y)). We use the true centre. For square images both agree.
+- ``brightness``: Keras truncates the image to uint8 and lets PIL scale it (truncating
+  again); we compute ``clip(x * b, 0, 255)`` in float, so Keras' result is lower by less than
+  ``b + 1`` grey levels (about ``(b + 1) / 2`` on average) for 0..255 images.
+- ``preprocessing_function`` is called once per batch with a (B, C, H, W) tensor on the
+  device, not once per (H, W, C) numpy image.
+- Which stages run is decided by the config (a Python-level choice, no host sync): a stage
+  the config turns off is skipped whatever the params hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpuaug.config import AugmentConfig, ShiftRange, load_config
+from gpuaug.warp import warp_affine
+
+__all__ = [
+    "AugmentParams",
+    "FitStats",
+    "GPUAugment",
+    "affine_matrix",
+    "apply",
+    "sample_params",
+    "standardize",
+]
+
+# Columns of the one uniform draw per batch (the generator's consumption is fixed per sample).
+_ANGLE, _SHIFT_X, _SHIFT_Y, _SHEAR, _ZOOM_X, _ZOOM_Y = range(6)
+_FLIP_H, _FLIP_V, _CHANNEL, _BRIGHTNESS, _SIGN_X, _SIGN_Y = range(6, 12)
+_N_DRAWS = 12
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The random parameters of a batch: one row per sample, tensors on the batch's device.
+
+    The fields are exactly Keras' ``get_random_transform`` values (see `to_keras`), with x
+    horizontal (columns) and y vertical (rows).
+
+    Attributes:
+        angle_deg: Rotation in degrees (Keras ``theta``).
+        shift_px: Sampling offset in pixels [x, y] (Keras ``tx``, ``ty``): the output reads
+            the input at +shift, so a positive x moves the content left.
+        shear_deg: Shear angle in degrees (Keras ``shear``).
+        zoom: Zoom factors [x, y] (Keras ``zx``, ``zy``); > 1 makes the content smaller.
+        flip_h: Flip left-right.
+        flip_v: Flip up-down.
+        channel_shift: Intensity added to every channel, 0 when off.
+        brightness: Brightness factor, 1 when off.
+
+    Shape:
+        angle_deg, shear_deg, channel_shift, brightness: (B,) float32; shift_px, zoom: (B, 2)
+        float32; flip_h, flip_v: (B,) bool. All on one device.
+    """
+
+    angle_deg: torch.Tensor
+    shift_px: torch.Tensor
+    shear_deg: torch.Tensor
+    zoom: torch.Tensor
+    flip_h: torch.Tensor
+    flip_v: torch.Tensor
+    channel_shift: torch.Tensor
+    brightness: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = self.angle_deg.shape[0] if self.angle_deg.ndim == 1 else -1
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"`{f.name}` must be a tensor; got {type(value).__name__}")
+            expected = (n, 2) if f.name in ("shift_px", "zoom") else (n,)
+            if n < 0 or tuple(value.shape) != expected:
+                raise ValueError(
+                    f"`{f.name}` must have shape {expected} (B = len(angle_deg)); "
+                    f"got {tuple(value.shape)}"
+                )
+            if value.device != self.angle_deg.device:
+                raise ValueError(
+                    f"all params must be on one device; `{f.name}` is on {value.device}, "
+                    f"`angle_deg` on {self.angle_deg.device}"
+                )
+
+    def __len__(self) -> int:
+        return self.angle_deg.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """The device the params live on."""
+        return self.angle_deg.device
+
+    def _map(self, fn: Any) -> AugmentParams:
+        return AugmentParams(
+            **{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        )
+
+    def index(self, i: int | slice | torch.Tensor | Sequence[int]) -> AugmentParams:
+        """The params of some rows: an int (kept as a batch of one), a slice or an index tensor."""
+        if isinstance(i, int | np.integer):
+            n = len(self)
+            if not -n <= int(i) < n:
+                raise IndexError(f"index {int(i)} is out of range for {n} samples")
+            j = int(i) % n
+            return self._map(lambda t: t[j : j + 1])
+        if isinstance(i, slice):
+            return self._map(lambda t: t[i])
+        index = torch.as_tensor(i, device=self.device)
+        return self._map(lambda t: t[index])
+
+    def __getitem__(self, i: int | slice | torch.Tensor | Sequence[int]) -> AugmentParams:
+        return self.index(i)
+
+    def to(self, device: torch.device | str) -> AugmentParams:
+        """The same params on ``device``."""
+        return self._map(lambda t: t.to(device))
+
+    def to_keras(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as Keras' ``apply_transform`` parameters (Python scalars; syncs the host).
+
+        ``channel_shift_intensity`` is None when the shift is 0 and ``brightness`` None when the
+        factor is 1, which is how Keras marks them off. For a non-square image Keras would turn
+        these about a different centre (see the module docstring).
+        """
+        row = self.index(i)
+        channel = float(row.channel_shift[0])
+        brightness = float(row.brightness[0])
+        return {
+            "theta": float(row.angle_deg[0]),
+            "tx": float(row.shift_px[0, 0]),
+            "ty": float(row.shift_px[0, 1]),
+            "shear": float(row.shear_deg[0]),
+            "zx": float(row.zoom[0, 0]),
+            "zy": float(row.zoom[0, 1]),
+            "flip_horizontal": bool(row.flip_h[0]),
+            "flip_vertical": bool(row.flip_v[0]),
+            "channel_shift_intensity": None if channel == 0 else channel,
+            "brightness": None if brightness == 1 else brightness,
+        }
+
+    @classmethod
+    def from_keras(
+        cls, transforms: Sequence[dict[str, Any]], device: torch.device | str | None = None
+    ) -> AugmentParams:
+        """Params from Keras ``get_random_transform`` dicts, one per sample (missing keys: off)."""
+
+        def col(key: str, default: float) -> torch.Tensor:
+            values = [default if t.get(key) is None else float(t[key]) for t in transforms]
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        return cls(
+            angle_deg=col("theta", 0.0),
+            shift_px=torch.stack([col("tx", 0.0), col("ty", 0.0)], dim=1),
+            shear_deg=col("shear", 0.0),
+            zoom=torch.stack([col("zx", 1.0), col("zy", 1.0)], dim=1),
+            flip_h=col("flip_horizontal", 0.0) != 0,
+            flip_v=col("flip_vertical", 0.0) != 0,
+            channel_shift=col("channel_shift_intensity", 0.0),
+            brightness=col("brightness", 1.0),
+        )
+
+    @classmethod
+    def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
+        """Params that change nothing (angle 0, shift 0, zoom 1, no flip, brightness 1)."""
+        zeros = torch.zeros(batch_size, device=device)
+        return cls(
+            angle_deg=zeros,
+            shift_px=torch.zeros(batch_size, 2, device=device),
+            shear_deg=zeros,
+            zoom=torch.ones(batch_size, 2, device=device),
+            flip_h=torch.zeros(batch_size, dtype=torch.bool, device=device),
+            flip_v=torch.zeros(batch_size, dtype=torch.bool, device=device),
+            channel_shift=zeros,
+            brightness=torch.ones(batch_size, device=device),
+        )
+
+
+@dataclass(frozen=True)
+class FitStats:
+    """Dataset statistics from `GPUAugment.fit` (None where not fitted).
+
+    Shape:
+        mean, std: (C, 1, 1) float; zca_matrix: (C*H*W, C*H*W) float, acting on images
+        flattened channels-first. All on one device.
+    """
+
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    zca_matrix: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _symmetric(u: torch.Tensor, r: float) -> torch.Tensor:
+    """Uniform in [-r, r) from u uniform in [0, 1)."""
+    return (2.0 * u - 1.0) * r
+
+
+def _shift(r: ShiftRange, u: torch.Tensor, u_sign: torch.Tensor, size: int) -> torch.Tensor:
+    """One axis of Keras' shift rule (``get_random_transform``), batched."""
+    if not r:
+        return torch.zeros_like(u)
+    if isinstance(r, tuple | int):  # Keras: np.random.choice(r) * np.random.choice([-1, 1])
+        sign = torch.where(u_sign < 0.5, -1.0, 1.0)
+        if isinstance(r, int):  # np.random.choice(n) picks from 0 .. n-1
+            value = torch.floor(u * r).clamp_(max=r - 1)
+        else:
+            k = torch.floor(u * len(r)).clamp_(max=len(r) - 1)
+            value = torch.full_like(u, float(r[0]))
+            for j, v in enumerate(r[1:], start=1):  # a loop over the choices, not the samples
+                value = torch.where(k == j, float(v), value)
+        value = value * sign
+        # Keras scales when np.max(r) < 1: only a list of fractions can be (an int n is >= 1)
+        return value * size if isinstance(r, tuple) and max(r) < 1 else value
+    value = _symmetric(u, float(r))
+    return value * size if r < 1 else value
+
+
+def sample_params(
+    config: AugmentConfig,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> AugmentParams:
+    """Draw the random parameters of a batch, as Keras' ``get_random_transform`` per sample.
+
+    All draws come from one ``torch.rand((batch_size, 12))`` on ``device`` (no loop over
+    samples, no host sync), so a generator in a given state always gives the same params on the
+    same device. Rules (Keras'): angle U(-r, r); shifts per `AugmentConfig.width_shift_range`
+    (horizontal, x width) and ``height_shift_range`` (vertical, x height); shear U(-s, s); zoom
+    x and y independently U(lo, hi) (exactly 1 when lo = hi = 1); each flip with p = 0.5 when
+    on; channel shift U(-c, c); brightness U(lo, hi) or 1.
+
+    Args:
+        config: The augmentation settings.
+        batch_size: B.
+        height: Image height H (scales fractional vertical shifts).
+        width: Image width W (scales fractional horizontal shifts).
+        generator: Source of randomness (its device must be ``device``'s); the global RNG if
+            None.
+        device: Where to draw; defaults to the generator's device, else CPU.
+
+    Returns:
+        The batch's `AugmentParams`, float32 / bool tensors on ``device``.
+
+    Raises:
+        ValueError: A negative batch size or non-positive image size, or a generator on
+            another device.
+    """
+    if not isinstance(config, AugmentConfig):
+        raise TypeError(f"`config` must be an AugmentConfig; got {type(config).__name__}")
+    if batch_size < 0:
+        raise ValueError(f"`batch_size` must be >= 0; got {batch_size}")
+    if height < 1 or width < 1:
+        raise ValueError(f"`height` and `width` must be >= 1; got {height} x {width}")
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"`generator` is on {generator.device} but the params are drawn on {device}; "
+            f"make it with torch.Generator(device={str(device)!r})"
+        )
+
+    u = torch.rand((batch_size, _N_DRAWS), generator=generator, device=device)
+    angle = _symmetric(u[:, _ANGLE], float(config.rotation_range))
+    shift_x = _shift(config.width_shift_range, u[:, _SHIFT_X], u[:, _SIGN_X], width)
+    shift_y = _shift(config.height_shift_range, u[:, _SHIFT_Y], u[:, _SIGN_Y], height)
+    shear = _symmetric(u[:, _SHEAR], float(config.shear_range))
+    lo, hi = config.zoom_bounds
+    zoom = lo + (hi - lo) * u[:, [_ZOOM_X, _ZOOM_Y]]
+    if lo == hi == 1:
+        zoom = torch.ones_like(zoom)
+    flip_h = (u[:, _FLIP_H] < 0.5) & config.horizontal_flip
+    flip_v = (u[:, _FLIP_V] < 0.5) & config.vertical_flip
+    channel = _symmetric(u[:, _CHANNEL], float(config.channel_shift_range))
+    if config.brightness_range is None:
+        brightness = torch.ones_like(u[:, _BRIGHTNESS])
+    else:
+        b_lo, b_hi = config.brightness_range
+        brightness = b_lo + (b_hi - b_lo) * u[:, _BRIGHTNESS]
+    return AugmentParams(
+        angle_deg=angle,
+        shift_px=torch.stack([shift_x, shift_y], dim=1),
+        shear_deg=shear,
+        zoom=zoom,
+        flip_h=flip_h,
+        flip_v=flip_v,
+        channel_shift=channel,
+        brightness=brightness,
+    )
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def affine_matrix(
+    params: AugmentParams, height: int, width: int, *, include_flips: bool = True
+) -> torch.Tensor:
+    """The per-sample destination -> source pixel matrices, in Keras' composition order.
+
+    ``src = c + R(angle) @ (shift + Shear(shear) @ Zoom(zoom) @ F(dst - c))`` with c the image
+    centre ((W - 1) / 2, (H - 1) / 2), ``R = [[cos, -sin], [sin, cos]]``,
+    ``Shear = [[1, -sin(shear)], [0, cos(shear)]]``, ``Zoom = diag(zx, zy)`` (Keras'
+    ``apply_affine_transform``), and F the flips (``diag(+-1, +-1)``: flipping the output after
+    the warp, as Keras does, is the same as reading the warp at the mirrored pixel).
+
+    Args:
+        params: The batch's parameters.
+        height: H.
+        width: W.
+        include_flips: Fold ``flip_h`` / ``flip_v`` in (as `apply` does); False gives Keras'
+            ``apply_affine_transform`` matrix alone.
+
+    Returns:
+        (B, 2, 3) float32 on the params' device, acting on (x = column, y = row, 1).
+    """
+    device = params.device
+    # float64 for the trigonometry where the device has it (B x 6 numbers: free), so the matrix
+    # is exact to float32 rounding.
+    work = torch.float32 if device.type == "mps" else torch.float64
+    theta = torch.deg2rad(params.angle_deg.to(work))
+    shear = torch.deg2rad(params.shear_deg.to(work))
+    zx, zy = params.zoom[:, 0].to(work), params.zoom[:, 1].to(work)
+    tx, ty = params.shift_px[:, 0].to(work), params.shift_px[:, 1].to(work)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    # A = R @ Shear @ Zoom = [[cos zx, -zy sin(theta + shear)], [sin zx, zy cos(theta + shear)]]
+    a00, a10 = cos * zx, sin * zx
+    a01, a11 = -zy * torch.sin(theta + shear), zy * torch.cos(theta + shear)
+    if include_flips:
+        fx = torch.where(params.flip_h, -1.0, 1.0).to(work)
+        fy = torch.where(params.flip_v, -1.0, 1.0).to(work)
+        a00, a10 = a00 * fx, a10 * fx
+        a01, a11 = a01 * fy, a11 * fy
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # offset = c + R t - A c
+    b0 = cx + cos * tx - sin * ty - (a00 * cx + a01 * cy)
+    b1 = cy + sin * tx + cos * ty - (a10 * cx + a11 * cy)
+    matrix = torch.stack(
+        [torch.stack([a00, a01, b0], dim=-1), torch.stack([a10, a11, b1], dim=-1)], dim=1
+    )
+    return matrix.to(torch.float32)
+
+
+def _flip(x: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor) -> torch.Tensor:
+    x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
+    return torch.where(flip_v[:, None, None, None], x.flip(-2), x)
+
+
+# ----------------------------------------------------------------------------- apply
+
+
+def _check_batch(images: Any, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor (B, C, H, W); got {type(images).__name__}"
+        )
+    if images.ndim != 4:
+        raise ValueError(f"`{name}` must be (B, C, H, W); got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"`{name}` must be uint8 or float; got {images.dtype}")
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _augment(x: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
+    """Warp (+ flips), channel shift, brightness on float images (Keras' apply_transform)."""
+    _, _, height, width = x.shape
+    if config.has_geometry:
+        matrix = affine_matrix(params, height, width, include_flips=config.has_flips)
+        x = warp_affine(x, matrix.to(x.dtype), config.fill_mode, config.cval, config.interpolation)
+    elif config.has_flips:
+        x = _flip(x, params.flip_h, params.flip_v)
+    if config.channel_shift_range:
+        # Keras' apply_channel_shift: add, then clip to the image's own (all-channel) range.
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        hi = x.amax(dim=(1, 2, 3), keepdim=True)
+        x = torch.clamp(x + params.channel_shift.to(x.dtype)[:, None, None, None], lo, hi)
+    if config.brightness_range is not None:
+        x = (x * params.brightness.to(x.dtype)[:, None, None, None]).clamp(0.0, 255.0)
+    return x
+
+
+def standardize(
+    x: torch.Tensor, config: AugmentConfig, stats: FitStats | None = None
+) -> torch.Tensor:
+    """Keras' ``ImageDataGenerator.standardize`` for a float batch, on its device.
+
+    ``preprocessing_function`` -> ``rescale`` -> samplewise center (each image's mean over all
+    pixels and channels) -> samplewise std (``/ (std + 1e-6)``) -> featurewise center
+    (per-channel mean) -> featurewise std (``/ (std + 1e-6)``) -> ZCA. A featurewise step whose
+    statistics were not fitted is skipped with a warning, as Keras does. The rescale and the
+    featurewise steps are folded into one multiply-add when nothing sits between them.
+
+    Shape:
+        x: (B, C, H, W) float -> (B, C, H, W), same dtype and device.
+    """
+    stats = stats or FitStats()
+    if config.preprocessing_function is not None:
+        x = config.preprocessing_function(x)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                "`preprocessing_function` must return a tensor (B, C, H, W); "
+                f"got {type(x).__name__}"
+            )
+    # A pending affine map x * scale + shift, applied when something non-affine comes next.
+    scale: float | torch.Tensor = 1.0
+    shift: float | torch.Tensor = 0.0
+    pending = False
+
+    def flush(x: torch.Tensor) -> torch.Tensor:
+        nonlocal scale, shift, pending
+        if pending:
+            x = x * scale
+            if isinstance(shift, torch.Tensor) or shift != 0.0:
+                x = x + shift
+        scale, shift, pending = 1.0, 0.0, False
+        return x
+
+    if config.rescale:
+        scale, pending = float(config.rescale), True
+    if config.samplewise_center:
+        x = flush(x)
+        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    if config.samplewise_std_normalization:
+        x = x / (x.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-6)
+    if config.featurewise_center:
+        if stats.mean is None:
+            warnings.warn(
+                "`featurewise_center` is on but the augmenter has not been fit; call "
+                "GPUAugment.fit(x) first. Skipping it.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            shift = shift - stats.mean.to(x.device, x.dtype)
+            pending = True
+    if config.featurewise_std_normalization:
+        if stats.std is None:
+            warnings.warn(
+                "`featurewise_std_normalization` is on but the augmenter has not been fit; "
+                "call GPUAugment.fit(x) first. Skipping it.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            inv = 1.0 / (stats.std.to(x.device, x.dtype) + 1e-6)
+            scale, shift, pending = scale * inv, shift * inv, True
+    x = flush(x)
+    if config.zca_whitening:
+        if stats.zca_matrix is None:
+            warnings.warn(
+                "`zca_whitening` is on but the augmenter has not been fit; call "
+                "GPUAugment.fit(x) first. Skipping it.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            b = x.shape[0]
+            zca = stats.zca_matrix.to(x.device, x.dtype)
+            if zca.shape[0] != x[0].numel():
+                raise ValueError(
+                    f"the ZCA matrix was fit on images of {zca.shape[0]} values; this batch has "
+                    f"{x[0].numel()} per image ({tuple(x.shape[1:])})"
+                )
+            x = (x.reshape(b, -1) @ zca).reshape(x.shape)
+    return x
+
+
+def apply(
+    images: torch.Tensor,
+    params: AugmentParams,
+    config: AugmentConfig,
+    *,
+    stats: FitStats | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Augment a batch with given params, as Keras' ``apply_transform`` + ``standardize``.
+
+    Args:
+        images: The batch, read on its 0..255 scale (uint8, or float on that scale).
+        params: One row per image, on the images' device (`sample_params`).
+        config: Which stages run, the fill mode and the normalisation.
+        stats: Fitted featurewise statistics (`GPUAugment.fit`), if the config uses them.
+        dtype: Output dtype (a float dtype). float64 computes in float64, anything else in
+            float32.
+
+    Returns:
+        The augmented, normalised batch.
+
+    Shape:
+        images: (B, C, H, W) uint8 or float, any device -> (B, C, H, W) ``dtype``, same device.
+
+    Raises:
+        ValueError: Not a 4-D batch, or params of another length or device.
+        TypeError: Images neither uint8 nor float, or a non-float ``dtype``.
+    """
+    _check_batch(images)
+    if not isinstance(params, AugmentParams):
+        raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
+    if len(params) != images.shape[0]:
+        raise ValueError(
+            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
+        )
+    if params.device != images.device:
+        raise ValueError(
+            f"`params` are on {params.device} but the images on {images.device}; "
+            "use params.to(images.device)"
+        )
+    if not dtype.is_floating_point:
+        raise TypeError(f"`dtype` must be a float dtype; got {dtype}")
+    x = images.to(_work_dtype(dtype))
+    x = _augment(x, params, config)
+    x = standardize(x, config, stats)
+    return x.to(dtype)
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class GPUAugment(nn.Module):
+    """Keras' ImageDataGenerator augmentation as a module: per-sample params, one batched warp.
+
+    ``forward`` draws fresh params for the batch on its device (or takes given ones), applies
+    them (`apply`) and keeps them in ``last_params`` for replay: ``aug(x, params=p)`` or
+    ``aug.apply(x, p)`` reproduces a batch exactly, and a generator seeded the same way
+    reproduces the params on the same device.
+
+    Args:
+        config: An `AugmentConfig`, a preset name or a YAML path (`load_config`); None gives
+            no augmentation (a float conversion).
+        dtype: Output dtype (float).
+
+    Attributes:
+        config: The settings.
+        dtype: The output dtype.
+        last_params: The params of the last ``forward`` call (None before one).
+        mean, std, zca_matrix: Buffers set by `fit` (None before).
+
+    Shape:
+        images: (B, C, H, W) uint8 or float on the 0..255 scale, any device
+        -> (B, C, H, W) ``dtype``, same device.
+
+    Example:
+        >>> cfg = AugmentConfig(rotation_range=40, horizontal_flip=True, rescale=1 / 255)
+        >>> aug = GPUAugment(cfg)
+        >>> x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> y = aug(x, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(aug.apply(x, aug.last_params), y)
+        True
+    """
+
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+    zca_matrix: torch.Tensor | None
+
+    def __init__(
+        self,
+        config: AugmentConfig | str | os.PathLike[str] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            config = AugmentConfig()
+        elif not isinstance(config, AugmentConfig):
+            config = load_config(config)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"`dtype` must be a float torch.dtype; got {dtype!r}")
+        self.config = config
+        self.dtype = dtype
+        self.last_params: AugmentParams | None = None
+        self.register_buffer("mean", None)
+        self.register_buffer("std", None)
+        self.register_buffer("zca_matrix", None)
+
+    @property
+    def stats(self) -> FitStats:
+        """The fitted statistics (None fields where not fitted)."""
+        return FitStats(mean=self.mean, std=self.std, zca_matrix=self.zca_matrix)
+
+    def sample_params(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> AugmentParams:
+        """Draw params for this batch on its device (`sample_params`)."""
+        _check_batch(images)
+        b, _, h, w = images.shape
+        return sample_params(self.config, b, h, w, generator=generator, device=images.device)
+
+    def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Apply given params to a batch (`apply` with this module's config, stats, dtype)."""
+        return apply(images, params, self.config, stats=self.stats, dtype=self.dtype)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        params: AugmentParams | None = None,
+    ) -> torch.Tensor:
+        """Augment a batch with fresh params (or ``params``); the params go to ``last_params``."""
+        if params is None:
+            params = self.sample_params(images, generator)
+        out = self.apply(images, params)
+        self.last_params = params
+        return out
+
+    @torch.no_grad()
+    def fit(
+        self,
+        x: torch.Tensor | np.ndarray,
+        augment: bool = False,
+        rounds: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> GPUAugment:
+        """Compute the featurewise statistics on the data's device, as Keras' ``fit``.
+
+        As Keras: ``rescale`` first; with ``augment``, ``rounds`` randomly augmented copies
+        (warp, channel shift, flips, brightness; batched, one loop per round); then the
+        per-channel mean over (N, H, W) if ``featurewise_center``; the per-channel std of the
+        centred data if ``featurewise_std_normalization``; and if ``zca_whitening`` the matrix
+        ``W = U diag(sqrt(N) / (s + zca_epsilon)) U^T`` from the SVD of the flattened centred
+        data. Computed in float64 (float32 on MPS), stored float32. Keras flattens images
+        channels-last, we channels-first; the matrices agree up to that permutation.
+
+        Args:
+            x: Sample images (N, C, H, W), channels first, uint8 or float on the 0..255 scale.
+            augment: Fit on augmented copies.
+            rounds: How many augmented copies with ``augment``.
+            generator: Randomness for ``augment``.
+
+        Returns:
+            self, with the ``mean``, ``std`` and ``zca_matrix`` buffers set (those the config
+            asks for) on ``x``'s device.
+
+        Raises:
+            ValueError: ``x`` is not 4-D, or ``rounds`` < 1.
+        """
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"`x` must be a tensor or numpy array; got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"`x` must be (N, C, H, W); got shape {tuple(x.shape)}")
+        if x.shape[1] not in (1, 3, 4):
+            warnings.warn(
+                f"expected images (N, C, H, W) with 1, 3 or 4 channels on axis 1; got shape "
+                f"{tuple(x.shape)} ({x.shape[1]} channels)",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"`rounds` must be an int >= 1; got {rounds!r}")
+        cfg = self.config
+        work = torch.float32 if x.device.type == "mps" else torch.float64
+        x = x.to(work)
+        if cfg.rescale:
+            x = x * cfg.rescale
+        if augment:
+            n, _, h, w = x.shape
+            copies = [
+                _augment(x, sample_params(cfg, n, h, w, generator=generator, device=x.device), cfg)
+                for _ in range(rounds)
+            ]
+            x = torch.cat(copies)
+        stored = torch.float32
+        if cfg.featurewise_center:
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)[0]
+            x = x - mean
+            self.mean = mean.to(stored)
+        if cfg.featurewise_std_normalization:
+            std = x.std(dim=(0, 2, 3), keepdim=True, unbiased=False)[0]
+            x = x / (std + 1e-6)
+            self.std = std.to(stored)
+        if cfg.zca_whitening:
+            n = x.shape[0]
+            flat = x.reshape(n, -1)
+            _, s, vh = torch.linalg.svd(flat, full_matrices=False)
+            u = vh.transpose(0, 1)  # the left singular vectors of flat.T, as Keras takes them
+            s_inv = math.sqrt(n) / (s + cfg.zca_epsilon)
+            self.zca_matrix = ((u * s_inv) @ u.transpose(0, 1)).to(stored)
+        return self
+
+    def extra_repr(self) -> str:
+        return "; ".join(self.config.describe().splitlines()) + f"; dtype={self.dtype}"
