@@ -9,6 +9,14 @@ from gpuaug.augment import AugmentParams, FitStats, GPUAugment, apply, sample_pa
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.image import ImageLoadError
+from gpuaug.loader import (
+    GPULoader,
+    LoaderConfig,
+    ReplayBatch,
+    WorkerCrashError,
+    flow_from_directory,
+)
+from gpuaug.sampler import EpochBatchSampler
 
 __version__ = "0.1.0"
 
@@ -16,10 +24,16 @@ __all__ = [
     "AugmentConfig",
     "AugmentParams",
     "DirectoryDataset",
+    "EpochBatchSampler",
     "FitStats",
     "GPUAugment",
+    "GPULoader",
     "ImageLoadError",
+    "LoaderConfig",
+    "ReplayBatch",
+    "WorkerCrashError",
     "apply",
+    "flow_from_directory",
     "load_config",
     "sample_params",
     "standardize",
