@@ -1,0 +1,10 @@
+"""Benchmark harness: gpuaug against Keras' ImageDataGenerator, torchvision and albumentations.
+
+Run from the repository root (``benchmarks`` is not installed by pip)::
+
+    python -m benchmarks.bench --help
+    gpuaug bench --help
+
+Modules: ``data`` writes a folder of photo-like JPEGs, ``pipelines`` builds each pipeline
+under test, ``bench`` times them, ``report`` turns the JSON into a Markdown table and a PNG.
+"""

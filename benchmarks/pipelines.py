@@ -1,0 +1,603 @@
+"""The pipelines under test: one context manager per pipeline and figure.
+
+Every pipeline applies the augmentation of the Cats vs Dogs example in Chollet's *Deep
+Learning with Python* (:data:`BOOK_AUGMENT`) to the same folder of images, resized to the same
+``target_size`` with nearest-neighbour interpolation (Keras' ``load_img`` default), and hands
+out float32 batches scaled to ``[0, 1]``.
+
+Each context manager yields a :class:`Runner`: ``runner.step()`` produces one augmented batch
+and returns how many images it holds; ``runner.warmup_batches`` batches are run untimed first.
+Two figures:
+
+- *end to end* (``*_end_to_end``): from JPEG files to an augmented float batch on the training
+  device (``.to(device)`` included for the CPU pipelines);
+- *augmentation only* (``*_augment_only``): from an already decoded uint8 batch that lies where
+  the pipeline augments (host memory for the CPU peers, the device for gpuaug) to the augmented
+  float batch, in the same place.
+
+How each peer expresses the settings (see :data:`PIPELINES` ``notes`` and the README):
+
+- ``keras-idg``: the real ``ImageDataGenerator(**BOOK_AUGMENT)``; the reference.
+- ``torchvision-cpu``: ``transforms.v2.RandomAffine`` + ``RandomHorizontalFlip`` per sample.
+  Keras zooms x and y independently with ``z`` uniform in ``[0.8, 1.2]`` (a sampling-grid
+  factor: content scale ``1/z``); RandomAffine has one isotropic content scale, drawn uniform
+  in ``[1/1.2, 1/0.8]`` = ``[0.833, 1.25]``, the same range. Keras' ``shear_range=0.2`` is a
+  shear angle in degrees (``np.deg2rad`` in ``apply_affine_transform``): RandomAffine
+  ``shear=0.2`` (degrees, along x) matches it. Shifts: ``translate=(0.2, 0.2)`` (fractions of
+  width and height), as Keras. RandomAffine cannot fill "nearest" (constant fill only): it
+  fills with 0. Bilinear interpolation, as Keras' ``order=1``.
+- ``albumentations-cpu`` (optional): ``A.Affine`` expresses everything: independent x/y
+  content scale ``[1/1.2, 1/0.8]``, ``translate_percent`` 0.2, rotate 40, shear 0.2 degrees
+  along x, ``border_mode=cv2.BORDER_REPLICATE`` (= Keras "nearest"), bilinear; ``p=1``.
+- ``gpuaug``: ``AugmentConfig.from_keras(**BOOK_AUGMENT)``, Keras' own sampling, batched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "BOOK_AUGMENT",
+    "PIPELINES",
+    "Pipeline",
+    "Runner",
+    "Settings",
+    "decoded_batch",
+]
+
+# The augmentation of the Cats vs Dogs example (Chollet, Deep Learning with Python, 5.2.5).
+BOOK_AUGMENT: dict = {
+    "rotation_range": 40,
+    "width_shift_range": 0.2,
+    "height_shift_range": 0.2,
+    "shear_range": 0.2,
+    "zoom_range": 0.2,
+    "horizontal_flip": True,
+    "fill_mode": "nearest",
+    "rescale": 1.0 / 255,
+}
+
+# Content-scale range of a Keras zoom_range of 0.2: Keras samples the grid with z in
+# [0.8, 1.2], so the content is scaled by 1/z in [1/1.2, 1/0.8].
+CONTENT_SCALE = (1.0 / (1.0 + BOOK_AUGMENT["zoom_range"]), 1.0 / (1.0 - BOOK_AUGMENT["zoom_range"]))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one measurement runs with (shared by every pipeline).
+
+    Attributes:
+        directory: image folder, one subfolder per class.
+        target_size: ``(height, width)`` every image is resized to before augmentation.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (torch pipelines; Keras has none).
+        device: the training device the batches end on.
+        seed: seed for shuffling and augmentation draws.
+    """
+
+    directory: Path
+    target_size: tuple[int, int] = (150, 150)
+    batch_size: int = 32
+    num_workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+
+
+@dataclass
+class Runner:
+    """A pipeline ready to run: ``step()`` makes one batch and returns its image count.
+
+    Loaders with ``W`` worker processes hand out batches in rounds of ``W`` (each worker
+    builds whole batches, all at once): timing a window that starts mid-round counts batches
+    that were built before the clock started. So a loader's runner warms up for at least one
+    round and is timed over whole rounds (``batches_per_round = W``).
+
+    Attributes:
+        step: produce one augmented batch on its destination; returns the number of images.
+        warmup_batches: batches to run untimed first (worker start-up, caches, kernels).
+        batches_per_round: timed batches are a multiple of this.
+    """
+
+    step: Callable[[], int]
+    warmup_batches: int = 1
+    batches_per_round: int = 1
+
+
+PipelineFactory = Callable[..., contextlib.AbstractContextManager[Runner]]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline under test.
+
+    Attributes:
+        name: short id used in the JSON (``keras-idg``, ``torchvision-cpu``, ...).
+        augments_on: ``"cpu"`` or ``"device"``: where the augmentation itself runs.
+        notes: how the pipeline expresses :data:`BOOK_AUGMENT` and where it cannot.
+        end_to_end: ``factory(settings)`` for the end-to-end figure.
+        augment_only: ``factory(settings, batch)`` for the augmentation-only figure, or None.
+        uses_workers: whether ``num_workers`` applies.
+        unavailable: ``fn(settings) -> reason or None``: why it cannot run here.
+    """
+
+    name: str
+    augments_on: str
+    notes: str
+    end_to_end: PipelineFactory
+    augment_only: PipelineFactory | None
+    uses_workers: bool
+    unavailable: Callable[[Settings], str | None] = lambda settings: None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def decoded_batch(directory: Path, batch_size: int, target_size: tuple[int, int]) -> torch.Tensor:
+    """The first ``batch_size`` images of the folder, decoded and resized as Keras loads them.
+
+    Images are read in sorted order (repeated when the folder holds fewer), converted to RGB
+    and resized with PIL nearest-neighbour, as ``keras.utils.load_img`` does.
+
+    Shape:
+        -> ``(batch_size, 3, H, W)`` uint8, CPU, ``(H, W) = target_size``.
+    """
+    paths = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not paths:
+        raise ValueError(f"`directory` holds no JPEG files: {str(directory)!r}")
+    height, width = target_size
+    images = []
+    for i in range(batch_size):
+        with Image.open(paths[i % len(paths)]) as img:
+            img = img.convert("RGB").resize((width, height), Image.NEAREST)
+            images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+    return torch.stack(images).contiguous()
+
+
+def _forever(loader) -> Iterator:
+    """Iterate a loader epoch after epoch."""
+    while True:
+        yield from loader
+
+
+def _shutdown(loader) -> None:
+    """Stop the persistent worker processes of a torch DataLoader now, not at garbage collection."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+def _torch_loader(dataset, settings: Settings, worker_init_fn=None) -> torch.utils.data.DataLoader:
+    workers = settings.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=settings.device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=worker_init_fn,
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+
+
+@contextlib.contextmanager
+def _loader_runner(loader, device: torch.device) -> Iterator[Runner]:
+    """Runner over a torch DataLoader of ``(x uint8/float, y)``: copies each batch to ``device``."""
+    batches = _forever(loader)
+    rounds = max(1, loader.num_workers)
+    non_blocking = device.type == "cuda"
+
+    def step() -> int:
+        x, y = next(batches)
+        x = x.to(device, non_blocking=non_blocking)
+        y = y.to(device, non_blocking=non_blocking)
+        return int(x.shape[0])
+
+    try:
+        yield Runner(step, warmup_batches=rounds, batches_per_round=rounds)
+    finally:
+        batches.close()
+        _shutdown(loader)
+
+
+# ----------------------------------------------------------------------------- keras-idg
+
+
+def _keras_generator():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    return ImageDataGenerator(**BOOK_AUGMENT)
+
+
+def _keras_unavailable(settings: Settings) -> str | None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means "skip, with the reason"
+        return f"keras not importable: {type(err).__name__}: {err}"
+    return None
+
+
+@contextlib.contextmanager
+def keras_idg_end_to_end(settings: Settings) -> Iterator[Runner]:
+    """Keras 3 ``ImageDataGenerator.flow_from_directory`` (PIL decode, scipy warp, one process).
+
+    The float32 NHWC numpy batch is wrapped by ``torch.from_numpy``, copied to the device and
+    permuted (a view) to NCHW, as a PyTorch user of this generator would.
+    """
+    generator = _keras_generator()
+    with contextlib.redirect_stdout(io.StringIO()):  # "Found N images belonging to 2 classes."
+        iterator = generator.flow_from_directory(
+            str(settings.directory),
+            target_size=settings.target_size,
+            batch_size=settings.batch_size,
+            class_mode="binary",
+            shuffle=True,
+            seed=settings.seed,
+            interpolation="nearest",
+        )
+    device = settings.device
+    non_blocking = device.type == "cuda"
+
+    def step() -> int:
+        x, y = next(iterator)
+        xt = torch.from_numpy(x).to(device, non_blocking=non_blocking).permute(0, 3, 1, 2)
+        torch.from_numpy(y).to(device, non_blocking=non_blocking)
+        return int(xt.shape[0])
+
+    yield Runner(step)
+
+
+@contextlib.contextmanager
+def keras_idg_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """Keras' per-image ``get_random_transform`` + ``apply_transform`` + ``standardize``.
+
+    Exactly the loop of Keras' ``DirectoryIterator._get_batches_of_transformed_samples``, on a
+    float32 NHWC batch prepared beforehand (Keras holds decoded images as float32).
+    """
+    generator = _keras_generator()
+    x = batch.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    out = np.empty_like(x)
+
+    def step() -> int:
+        for i in range(len(x)):
+            params = generator.get_random_transform(x[i].shape)
+            # apply_transform returns a new array here (the rotation is never exactly 0), so
+            # standardize's in-place rescale does not touch the source batch.
+            out[i] = generator.standardize(generator.apply_transform(x[i], params))
+        return len(x)
+
+    yield Runner(step)
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+def _torchvision_augment(to_float: bool = True):
+    from torchvision.transforms import v2
+
+    steps = [
+        v2.RandomAffine(
+            degrees=BOOK_AUGMENT["rotation_range"],
+            translate=(BOOK_AUGMENT["width_shift_range"], BOOK_AUGMENT["height_shift_range"]),
+            scale=CONTENT_SCALE,
+            shear=BOOK_AUGMENT["shear_range"],
+            interpolation=v2.InterpolationMode.BILINEAR,
+            fill=0,  # v2 has no "nearest" fill mode
+        ),
+        v2.RandomHorizontalFlip(p=0.5),
+    ]
+    if to_float:
+        steps.append(v2.ToDtype(torch.float32, scale=True))  # rescale 1/255
+    return v2.Compose(steps)
+
+
+@contextlib.contextmanager
+def torchvision_cpu_end_to_end(settings: Settings) -> Iterator[Runner]:
+    """``ImageFolder`` + v2 ``Resize`` (PIL nearest) + per-sample augmentation in workers."""
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    transform = v2.Compose(
+        [
+            v2.Resize(settings.target_size, interpolation=v2.InterpolationMode.NEAREST),
+            v2.PILToTensor(),
+            _torchvision_augment(),
+        ]
+    )
+    dataset = datasets.ImageFolder(str(settings.directory), transform=transform)
+    with _loader_runner(_torch_loader(dataset, settings), settings.device) as runner:
+        yield runner
+
+
+@contextlib.contextmanager
+def torchvision_cpu_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """The v2 transform applied per sample (its parameters are drawn per call) and stacked."""
+    transform = _torchvision_augment()
+    images = list(batch.unbind(0))
+
+    def step() -> int:
+        out = torch.stack([transform(image) for image in images])
+        return int(out.shape[0])
+
+    yield Runner(step)
+
+
+# ----------------------------------------------------------------------------- albumentations
+
+
+def _albumentations_unavailable(settings: Settings) -> str | None:
+    try:
+        import albumentations  # noqa: F401
+        import cv2  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - optional peer: skip with the reason
+        return (
+            f"albumentations not importable ({type(err).__name__}: {err}); "
+            "pip install albumentations to include it"
+        )
+    return None
+
+
+def _albumentations_augment():
+    import albumentations as A
+    import cv2
+
+    lo, hi = CONTENT_SCALE
+    shift_x, shift_y = BOOK_AUGMENT["width_shift_range"], BOOK_AUGMENT["height_shift_range"]
+    shear = BOOK_AUGMENT["shear_range"]
+    return A.Compose(
+        [
+            A.Affine(
+                scale={"x": (lo, hi), "y": (lo, hi)},
+                translate_percent={"x": (-shift_x, shift_x), "y": (-shift_y, shift_y)},
+                rotate=(-BOOK_AUGMENT["rotation_range"], BOOK_AUGMENT["rotation_range"]),
+                shear={"x": (-shear, shear), "y": (0.0, 0.0)},
+                interpolation=cv2.INTER_LINEAR,
+                border_mode=cv2.BORDER_REPLICATE,  # Keras fill_mode="nearest"
+                p=1.0,
+            ),
+            A.HorizontalFlip(p=0.5),
+            A.ToFloat(max_value=255.0),  # rescale 1/255
+        ]
+    )
+
+
+class _AlbumentationsSample:
+    """Dataset transform: HWC uint8 numpy -> augmented CHW float32 tensor (picklable)."""
+
+    def __init__(self) -> None:
+        self.augment = _albumentations_augment()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.augment(image=image)["image"]).permute(2, 0, 1)
+
+
+class _PILNearestLoader:
+    """Dataset loader: path -> RGB HWC uint8 numpy resized with PIL nearest (picklable)."""
+
+    def __init__(self, target_size: tuple[int, int]) -> None:
+        self.size = (target_size[1], target_size[0])
+
+    def __call__(self, path: str) -> np.ndarray:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB").resize(self.size, Image.NEAREST))
+
+
+def _cv2_single_thread(worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(0)  # albumentations' advice for DataLoader workers
+
+
+@contextlib.contextmanager
+def albumentations_cpu_end_to_end(settings: Settings) -> Iterator[Runner]:
+    """``ImageFolder`` with a PIL loader + an albumentations ``Compose`` per sample in workers."""
+    from torchvision import datasets
+
+    dataset = datasets.ImageFolder(
+        str(settings.directory),
+        loader=_PILNearestLoader(settings.target_size),
+        transform=_AlbumentationsSample(),
+    )
+    loader = _torch_loader(dataset, settings, worker_init_fn=_cv2_single_thread)
+    with _loader_runner(loader, settings.device) as runner:
+        yield runner
+
+
+@contextlib.contextmanager
+def albumentations_cpu_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """The albumentations ``Compose`` per sample on HWC uint8 numpy images, then stacked."""
+    augment = _albumentations_augment()
+    images = list(batch.permute(0, 2, 3, 1).contiguous().numpy())
+
+    def step() -> int:
+        out = np.stack([augment(image=image)["image"] for image in images])
+        return len(torch.from_numpy(out))
+
+    yield Runner(step)
+
+
+# ----------------------------------------------------------------------------- gpuaug
+
+
+def gpuaug_config():
+    """:data:`BOOK_AUGMENT` as a gpuaug ``AugmentConfig``."""
+    from gpuaug import AugmentConfig
+
+    return AugmentConfig.from_keras(**BOOK_AUGMENT)
+
+
+def _gpuaug_unavailable(settings: Settings) -> str | None:
+    try:
+        import gpuaug  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - report and skip
+        return f"gpuaug not importable: {type(err).__name__}: {err}"
+    return None
+
+
+def _gpu_decode_unavailable(settings: Settings) -> str | None:
+    if settings.device.type != "cuda":
+        return "decode='gpu' needs a CUDA device"
+    return _gpuaug_unavailable(settings)
+
+
+@contextlib.contextmanager
+def _gpuaug_end_to_end(settings: Settings, cache: str | None, decode: str) -> Iterator[Runner]:
+    import gpuaug
+
+    loader = gpuaug.flow_from_directory(
+        str(settings.directory),
+        augment=gpuaug_config(),
+        target_size=settings.target_size,
+        batch_size=settings.batch_size,
+        class_mode="binary",
+        shuffle=True,
+        seed=settings.seed,
+        interpolation="nearest",
+        device=settings.device,
+        num_workers=settings.num_workers,
+        cache=cache,
+        decode=decode,
+        progress=False,
+    )
+    batches = _forever(loader)
+
+    def step() -> int:
+        x, _ = next(batches)
+        return int(x.shape[0])
+
+    # A cache is filled during the first epoch: warm up for a whole epoch so that the timed
+    # batches read from it (the steady state of training from the second epoch on).
+    rounds = max(1, settings.num_workers)
+    warmup = max(len(loader), rounds) if cache is not None else rounds
+    try:
+        yield Runner(step, warmup_batches=warmup, batches_per_round=rounds)
+    finally:
+        batches.close()
+        close = getattr(loader, "close", None)
+        if callable(close):
+            close()
+
+
+def gpuaug_end_to_end(settings: Settings) -> contextlib.AbstractContextManager[Runner]:
+    """``gpuaug.flow_from_directory`` with no cache: decode in workers, augment on the device."""
+    return _gpuaug_end_to_end(settings, cache=None, decode="cpu")
+
+
+def gpuaug_cache_device_end_to_end(
+    settings: Settings,
+) -> contextlib.AbstractContextManager[Runner]:
+    """``cache='device'``: decoded uint8 images kept on the device after the first epoch."""
+    return _gpuaug_end_to_end(settings, cache="device", decode="cpu")
+
+
+def gpuaug_decode_gpu_end_to_end(settings: Settings) -> contextlib.AbstractContextManager[Runner]:
+    """``decode='gpu'``: JPEG bytes from the workers, decoded on the GPU (nvjpeg)."""
+    return _gpuaug_end_to_end(settings, cache=None, decode="gpu")
+
+
+@contextlib.contextmanager
+def gpuaug_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """``GPUAugment`` on a uint8 batch already on the device: one batched warp."""
+    import gpuaug
+
+    augment = gpuaug.GPUAugment(gpuaug_config()).to(settings.device)
+    x = batch.to(settings.device)
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+
+    def step() -> int:
+        with torch.no_grad():
+            out = augment(x, generator=generator)
+        return int(out.shape[0])
+
+    yield Runner(step)
+
+
+# ----------------------------------------------------------------------------- registry
+
+_TV_NOTES = (
+    "transforms.v2 RandomAffine(degrees=40, translate=(0.2, 0.2), scale=(1/1.2, 1/0.8), "
+    "shear=0.2, bilinear) + RandomHorizontalFlip + ToDtype(scale=True), per sample in "
+    "DataLoader workers. Differs from Keras: one isotropic content scale (Keras zooms x and y "
+    "independently; same range [0.833, 1.25]), scale drawn uniform in 1/z rather than z, "
+    "constant fill 0 (v2 cannot fill 'nearest')."
+)
+_ALB_NOTES = (
+    "albumentations Affine(scale x,y in [1/1.2, 1/0.8] independently, translate_percent 0.2, "
+    "rotate 40, shear x 0.2 deg, BORDER_REPLICATE, bilinear, p=1) + HorizontalFlip + "
+    "ToFloat(255), per sample in DataLoader workers. Differs from Keras only in drawing the "
+    "scale uniform in 1/z rather than z."
+)
+
+PIPELINES: dict[str, Pipeline] = {
+    p.name: p
+    for p in (
+        Pipeline(
+            name="keras-idg",
+            augments_on="cpu",
+            notes="Keras 3 ImageDataGenerator(**BOOK_AUGMENT).flow_from_directory: PIL decode, "
+            "scipy.ndimage warp per image, one process (no workers). The reference.",
+            end_to_end=keras_idg_end_to_end,
+            augment_only=keras_idg_augment_only,
+            uses_workers=False,
+            unavailable=_keras_unavailable,
+        ),
+        Pipeline(
+            name="torchvision-cpu",
+            augments_on="cpu",
+            notes=_TV_NOTES,
+            end_to_end=torchvision_cpu_end_to_end,
+            augment_only=torchvision_cpu_augment_only,
+            uses_workers=True,
+        ),
+        Pipeline(
+            name="albumentations-cpu",
+            augments_on="cpu",
+            notes=_ALB_NOTES,
+            end_to_end=albumentations_cpu_end_to_end,
+            augment_only=albumentations_cpu_augment_only,
+            uses_workers=True,
+            unavailable=_albumentations_unavailable,
+        ),
+        Pipeline(
+            name="gpuaug",
+            augments_on="device",
+            notes="gpuaug.flow_from_directory(augment=AugmentConfig.from_keras(**BOOK_AUGMENT), "
+            "cache=None): uint8 decode + resize in DataLoader workers, one batched kornia warp "
+            "with per-sample parameters on the device. Keras' sampling, all settings exact.",
+            end_to_end=gpuaug_end_to_end,
+            augment_only=gpuaug_augment_only,
+            uses_workers=True,
+            unavailable=_gpuaug_unavailable,
+        ),
+        Pipeline(
+            name="gpuaug-cache-device",
+            augments_on="device",
+            notes="As gpuaug, with cache='device': decoded uint8 images stay on the device after "
+            "the first epoch (warm-up = one full epoch). Augmentation-only is gpuaug's.",
+            end_to_end=gpuaug_cache_device_end_to_end,
+            augment_only=None,
+            uses_workers=True,
+            unavailable=_gpuaug_unavailable,
+        ),
+        Pipeline(
+            name="gpuaug-decode-gpu",
+            augments_on="device",
+            notes="As gpuaug, with decode='gpu': JPEG bytes read in workers, decoded on the GPU.",
+            end_to_end=gpuaug_decode_gpu_end_to_end,
+            augment_only=None,
+            uses_workers=True,
+            unavailable=_gpu_decode_unavailable,
+        ),
+    )
+}

@@ -1,0 +1,434 @@
+"""Turn a benchmark JSON into Markdown tables, a one-line speed-up summary and a PNG plot.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.report benchmarks/results/cpu.json            # print Markdown + summary
+    python -m benchmarks.report benchmarks/results/cpu.json --png out.png
+
+Every number printed here is read from the JSON, and every ratio is computed from the
+medians of the same run, so the README can quote them as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "find",
+    "fmt_rate",
+    "headline_rows",
+    "main",
+    "plot",
+    "render_markdown",
+    "speedups",
+    "summary_line",
+]
+
+FIGURES = {"end_to_end": "end-to-end", "augment_only": "augmentation-only"}
+# (numerator, denominator, figure, target ratio on a GPU at the largest headline batch or None)
+_RATIOS = (
+    ("gpuaug", "torchvision-cpu", "augment_only", 50.0),
+    ("gpuaug", "keras-idg", "augment_only", None),
+    ("gpuaug-cache-device", "keras-idg", "end_to_end", 10.0),
+    ("gpuaug", "keras-idg", "end_to_end", None),
+    ("gpuaug", "torchvision-cpu", "end_to_end", None),
+    ("gpuaug-decode-gpu", "keras-idg", "end_to_end", None),
+)
+
+
+def fmt_rate(value: float) -> str:
+    """Images/s for a table: thousands separators, 3 significant digits below 100."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(record: dict | None) -> str:
+    if record is None:
+        return "–"
+    if "error" in record:
+        return "error"
+    r = record["images_per_s"]
+    return f"{fmt_rate(r['median'])} ({fmt_rate(r['min'])}–{fmt_rate(r['max'])})"
+
+
+def _pipelines(doc: dict) -> list[str]:
+    """Pipelines that ran, in the JSON's order."""
+    return [name for name, info in doc["pipelines"].items() if info["available"]]
+
+
+def find(
+    doc: dict,
+    figure: str,
+    pipeline: str,
+    batch_size: int,
+    *,
+    scan: str = "headline",
+    image_size: Sequence[int] | None = None,
+    num_workers: int | None = None,
+) -> dict | None:
+    """The result record of one measurement of ``scan``, or None."""
+    for r in doc["results"]:
+        if (
+            r["figure"] == figure
+            and r["pipeline"] == pipeline
+            and r["batch_size"] == batch_size
+            and scan in r["scans"]
+            and (image_size is None or list(r["image_size"]) == list(image_size))
+            and (num_workers is None or r["num_workers"] == num_workers)
+        ):
+            return r
+    return None
+
+
+def _median(doc: dict, figure: str, pipeline: str, batch_size: int) -> float | None:
+    r = find(doc, figure, pipeline, batch_size)
+    if r is None or "images_per_s" not in r:
+        return None
+    return r["images_per_s"]["median"]
+
+
+def speedups(doc: dict) -> list[dict]:
+    """Ratios of median images/s between pipelines of the same run, per headline batch size.
+
+    Returns:
+        ``[{"figure", "batch_size", "numerator", "denominator", "ratio", "target"}]``;
+        ``target`` is the goal on a GPU (only for the two goals of the issue) or None.
+    """
+    out = []
+    batch_sizes = doc["settings"]["batch_sizes"]
+    for num, den, figure, target in _RATIOS:
+        for b in batch_sizes:
+            a, c = _median(doc, figure, num, b), _median(doc, figure, den, b)
+            if a is None or c is None or c == 0:
+                continue
+            out.append(
+                {
+                    "figure": figure,
+                    "batch_size": b,
+                    "numerator": num,
+                    "denominator": den,
+                    "ratio": round(a / c, 3),
+                    "target": target if b == max(batch_sizes) else None,
+                }
+            )
+    return out
+
+
+def summary_line(doc: dict) -> str:
+    """One line: the two goal ratios (and the others) at each headline batch size."""
+    parts = []
+    for s in doc.get("speedups") or speedups(doc):
+        goal = f" (goal {s['target']:g}x on a GPU)" if s["target"] else ""
+        parts.append(
+            f"{FIGURES[s['figure']]} b={s['batch_size']}: {s['numerator']} / "
+            f"{s['denominator']} = {s['ratio']:.2f}x{goal}"
+        )
+    head = f"Speed-ups on {doc['device_label']}"
+    return head + ": " + ("; ".join(parts) if parts else "none (pipelines missing)") + "."
+
+
+def headline_rows(doc: dict) -> list[dict]:
+    """One row per pipeline that ran: its headline records by ``(figure, batch_size)``."""
+    rows = []
+    for name in _pipelines(doc):
+        cells = {}
+        for figure in FIGURES:
+            for b in doc["settings"]["batch_sizes"]:
+                cells[(figure, b)] = find(doc, figure, name, b)
+        rows.append({"pipeline": name, "cells": cells})
+    return rows
+
+
+def _machine_lines(doc: dict) -> list[str]:
+    m, s, d = doc["machine"], doc["settings"], doc["data"]
+    v = m["versions"]
+    gpu = m["gpu"]
+    gpu_text = f"{gpu['name']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']})" if gpu else "none"
+    libs = ", ".join(
+        f"{k} {v[k]}"
+        for k in ("torch", "torchvision", "kornia", "keras", "scipy", "albumentations", "pillow")
+        if v.get(k)
+    )
+    h, w = s["target_size"]
+    return [
+        f"- Device: **{doc['device_label']}**; CPU {m['cpu']}, {m['cpu_count']} cores, "
+        f"{m['memory_gib']} GiB; GPU: {gpu_text}; torch threads {m['torch_threads']}.",
+        f"- Versions: Python {v['python']}, {libs}.",
+        f"- Data: {d['num_images']} generated JPEGs, {d['heights'][0]}–{d['heights'][2]} x "
+        f"{d['widths'][0]}–{d['widths'][2]} px (median {d['heights'][1]} x {d['widths'][1]}), "
+        f"mean {d['mean_kib']} KiB; resized to {h} x {w}.",
+        f"- Timing: images/s, median (min–max) of {s['repeats']} timed runs of at least "
+        f"{s['min_images']} images each, after warm-up; DataLoader workers "
+        f"{s['num_workers']}; run {doc['created']}"
+        + (
+            f"; load average {m['load_average_start'][0]} at the start, "
+            f"{m['load_average_end'][0]} at the end."
+            if m.get("load_average_start") and m.get("load_average_end")
+            else "."
+        ),
+    ]
+
+
+def _scan_table(doc: dict, scan: str, figure: str, key: str, values: list) -> list[str]:
+    names = [
+        n
+        for n in _pipelines(doc)
+        if any(scan in r["scans"] and r["pipeline"] == n for r in doc["results"])
+    ]
+    if not names or not values:
+        return []
+    head = {"batch_size": "batch", "image_size": "size", "num_workers": "workers"}[key]
+    lines = [
+        "| pipeline | " + " | ".join(f"{head} {v}" for v in values) + " |",
+        "|---|" + "---:|" * len(values),
+    ]
+    for name in names:
+        cells = []
+        for v in values:
+            rec = None
+            for r in doc["results"]:
+                if r["pipeline"] != name or scan not in r["scans"] or r["figure"] != figure:
+                    continue
+                got = r["image_size"][0] if key == "image_size" else r[key]
+                if got == v:
+                    rec = r
+            cells.append(_cell(rec))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(doc: dict, png_name: str | None = None) -> str:
+    """The report as Markdown: machine, headline table, scaling tables, speed-ups, profile."""
+    s = doc["settings"]
+    batch_sizes = s["batch_sizes"]
+    h, w = s["target_size"]
+    lines = [f"### gpuaug benchmark on {doc['device_label']}", ""]
+    lines += _machine_lines(doc)
+    lines += [
+        "",
+        f"Images/s at {h} x {w}, median (min–max); end-to-end = JPEG files to an augmented "
+        "float batch on the training device; augmentation-only = decoded uint8 batch to "
+        "augmented float batch, where the pipeline augments.",
+        "",
+    ]
+    cols = [(f, b) for f in FIGURES for b in batch_sizes]
+    lines.append(
+        "| pipeline | augments on | " + " | ".join(f"{FIGURES[f]} b={b}" for f, b in cols) + " |"
+    )
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for row in headline_rows(doc):
+        where = doc["pipelines"][row["pipeline"]]["augments_on"]
+        cells = " | ".join(_cell(row["cells"][c]) for c in cols)
+        lines.append(f"| {row['pipeline']} | {where} | {cells} |")
+    skipped = [(n, i["skipped_because"]) for n, i in doc["pipelines"].items() if not i["available"]]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped) + "."]
+    lines += ["", summary_line(doc)]
+
+    grid = s["grid_values"]
+    scan_b = s["scan_batch"]
+    for scan, figure, key, title in (
+        (
+            "batch_size",
+            "augment_only",
+            "batch_size",
+            f"Augmentation-only images/s vs batch size ({h} x {w})",
+        ),
+        (
+            "image_size",
+            "augment_only",
+            "image_size",
+            f"Augmentation-only images/s vs image size (batch {scan_b})",
+        ),
+        (
+            "num_workers",
+            "end_to_end",
+            "num_workers",
+            f"End-to-end images/s vs DataLoader workers (batch {scan_b}, {h} x {w})",
+        ),
+    ):
+        table = _scan_table(doc, scan, figure, key, grid.get(key, []))
+        if table:
+            lines += ["", f"#### {title}", ""] + table
+
+    prof = doc.get("profile")
+    if prof and "top" in prof:
+        lines += [
+            "",
+            f"#### Where gpuaug's augmentation spends its time ({prof['device']}, batch "
+            f"{prof['batch_size']}, torch.profiler, ms per batch)",
+            "",
+            "| op | calls | self ms | total ms |",
+            "|---|---:|---:|---:|",
+        ]
+        for e in prof["top"][:8]:
+            lines.append(
+                f"| `{e['name']}` | {e['calls']} | {e['self_ms']:.2f} | {e['total_ms']:.2f} |"
+            )
+        bd = prof.get("breakdown")
+        if bd:
+            decode = bd.get("decode_ms_per_image")
+            aug, e2e = bd["augment_ms_per_image"], bd["end_to_end_ms_per_image"]
+            text = f"Per image at batch {bd['batch_size']} with {bd['num_workers']} workers: "
+            if decode is not None:
+                text += f"decode + resize + copy (gpuaug with no augmentation) {decode:.2f} ms; "
+            text += f"augmentation {aug:.2f} ms; end to end {e2e:.2f} ms."
+            if decode is not None and prof["device"] == "cpu" and e2e > decode + aug:
+                text += (
+                    f" End to end takes more than the sum ({decode + aug:.2f} ms): on a CPU the "
+                    "decoding workers and the augmentation share the same "
+                    f"{doc['machine']['cpu_count']} cores."
+                )
+            lines += ["", text]
+    elif prof and "error" in prof:
+        lines += ["", f"Profile failed: {prof['error']}"]
+    if png_name:
+        lines += ["", f"![gpuaug benchmark on {doc['device_label']}]({png_name})"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot(doc: dict, path: str | Path) -> Path:
+    """Write the PNG: headline bars (two figures) and the three scaling curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = _pipelines(doc)
+    s = doc["settings"]
+    batch_sizes = s["batch_sizes"]
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig.suptitle(f"gpuaug benchmark on {doc['device_label']} (images/s, median; bars: min–max)")
+
+    for ax, figure in zip(axes[0, :2], FIGURES, strict=True):
+        width = 0.8 / max(len(names), 1)
+        for i, name in enumerate(names):
+            xs, ys, lo, hi = [], [], [], []
+            for j, b in enumerate(batch_sizes):
+                r = find(doc, figure, name, b)
+                if r is None or "images_per_s" not in r:
+                    continue
+                v = r["images_per_s"]
+                xs.append(j + (i - (len(names) - 1) / 2) * width)
+                ys.append(v["median"])
+                lo.append(v["median"] - v["min"])
+                hi.append(v["max"] - v["median"])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=name, color=colours[name])
+        ax.set_xticks(range(len(batch_sizes)), [f"batch {b}" for b in batch_sizes])
+        ax.set_yscale("log")
+        ax.set_ylabel("images/s")
+        ax.set_title(f"{FIGURES[figure]}, {s['target_size'][0]} x {s['target_size'][1]}")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+
+    info = axes[0, 2]
+    info.axis("off")
+    text = "\n".join(line.lstrip("- ").replace("**", "") for line in _machine_lines(doc))
+    info.text(0, 1, text, va="top", ha="left", fontsize=8, wrap=True)
+    speed = doc.get("speedups") or speedups(doc)
+    if speed:
+        info.text(
+            0,
+            0.35,
+            "\n".join(
+                f"{x['numerator']} / {x['denominator']} "
+                f"({FIGURES[x['figure']]}, b={x['batch_size']}): {x['ratio']:.2f}x"
+                for x in speed
+            ),
+            va="top",
+            ha="left",
+            fontsize=8,
+        )
+
+    grid = s["grid_values"]
+    for ax, (scan, figure, key, xlabel) in zip(
+        axes[1],
+        (
+            ("batch_size", "augment_only", "batch_size", "batch size"),
+            ("image_size", "augment_only", "image_size", "image size (px, square)"),
+            ("num_workers", "end_to_end", "num_workers", "DataLoader workers"),
+        ),
+        strict=True,
+    ):
+        plotted = False
+        for name in names:
+            pts = []
+            for r in doc["results"]:
+                if r["pipeline"] == name and r["figure"] == figure and scan in r["scans"]:
+                    if "images_per_s" in r:
+                        x = r["image_size"][0] if key == "image_size" else r[key]
+                        pts.append((x, r["images_per_s"]))
+            if not pts:
+                continue
+            pts.sort(key=lambda p: p[0])
+            xs = [p[0] for p in pts]
+            med = [p[1]["median"] for p in pts]
+            ax.plot(xs, med, marker="o", label=name, color=colours[name])
+            ax.fill_between(
+                xs,
+                [p[1]["min"] for p in pts],
+                [p[1]["max"] for p in pts],
+                alpha=0.15,
+                color=colours[name],
+            )
+            plotted = True
+        ax.set_title(f"{FIGURES[figure]} vs {xlabel}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("images/s")
+        if plotted:
+            ax.set_yscale("log")
+            if key != "num_workers":
+                ax.set_xscale("log", base=2)
+            values = grid.get(key) or []
+            if values:
+                ax.set_xticks(values, [str(v) for v in values])
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(which="both", alpha=0.3)
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown report and the speed-up line of a benchmark JSON; optionally plot."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Print the Markdown table and speed-up summary of a benchmark JSON.",
+    )
+    parser.add_argument("json", help="a JSON written by benchmarks.bench")
+    parser.add_argument("--png", help="also write the plot here")
+    parser.add_argument("--md", help="also write the Markdown here")
+    args = parser.parse_args(argv)
+    doc = json.loads(Path(args.json).read_text())
+    png_name = Path(args.png).name if args.png else Path(args.json).with_suffix(".png").name
+    text = render_markdown(doc, png_name=png_name)
+    if args.md:
+        Path(args.md).write_text(text)
+    if args.png:
+        plot(doc, args.png)
+    print(text)  # ends with the one-line speed-up summary (also in the table section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

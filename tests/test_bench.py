@@ -1,0 +1,223 @@
+"""The benchmark harness, run end to end at a tiny size on the CPU.
+
+One module-scoped run (8 images of 32 px, batches of 4 and 8, one repeat, no workers) feeds the
+checks of the JSON, the Markdown and the PNG; the rest test the timing loop, the planner and
+the data folder on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# benchmarks/ is not installed by pip: import it from the checkout, whatever the cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench, report  # noqa: E402
+from benchmarks import data as bench_data  # noqa: E402
+from benchmarks import pipelines as P  # noqa: E402
+
+# The suite itself loads the machine; the harness's "machine is busy" warning is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:the machine is busy:RuntimeWarning")
+
+TINY_ARGS = [
+    "--num-images", "8",
+    "--image-size", "32",
+    "--batch-sizes", "4,8",
+    "--repeats", "1",
+    "--min-images", "4",
+    "--num-workers", "0",
+    "--device", "cpu",
+    "--grid", "none",
+    "--scan-batch-sizes", "4,8",
+    "--scan-image-sizes", "24",
+    "--scan-workers", "0",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[int, dict, Path]:
+    out_dir = tmp_path_factory.mktemp("bench")
+    out = out_dir / "tiny.json"
+    status = bench.main([*TINY_ARGS, "--data-dir", str(out_dir / "data"), "--out", str(out)])
+    return status, json.loads(out.read_text()), out
+
+
+def test_tiny_run_exits_zero_with_no_failed_measurement(tiny_run):
+    status, doc, _ = tiny_run
+    assert [r for r in doc["results"] if "error" in r] == []
+    assert status == 0
+
+
+def test_json_has_the_documented_top_level_keys(tiny_run):
+    _, doc, _ = tiny_run
+    assert doc["schema"] == bench.SCHEMA
+    for key in ("created", "device_label", "machine", "settings", "data", "pipelines"):
+        assert key in doc
+    for key in ("results", "speedups", "profile"):
+        assert key in doc
+
+
+def test_json_records_the_machine_and_library_versions(tiny_run):
+    _, doc, _ = tiny_run
+    machine = doc["machine"]
+    assert machine["cpu"] and machine["cpu_count"] >= 1
+    assert machine["gpu"] is None  # --device cpu
+    for lib in ("torch", "torchvision", "kornia", "keras", "python"):
+        assert machine["versions"][lib]
+    assert len(machine["load_average_start"]) == 3
+
+
+def test_every_result_has_median_within_min_and_max(tiny_run):
+    _, doc, _ = tiny_run
+    assert doc["results"]
+    for r in doc["results"]:
+        rate = r["images_per_s"]
+        assert rate["min"] <= rate["median"] <= rate["max"]
+        assert len(rate["runs"]) == doc["settings"]["repeats"]
+        assert rate["images"] >= 4
+
+
+def test_core_pipelines_are_measured_in_both_figures_at_each_batch_size(tiny_run):
+    _, doc, _ = tiny_run
+    for name in ("keras-idg", "torchvision-cpu", "gpuaug"):
+        for b in (4, 8):
+            assert report.find(doc, "end_to_end", name, b) is not None, (name, b)
+            assert report.find(doc, "augment_only", name, b) is not None, (name, b)
+    assert report.find(doc, "end_to_end", "gpuaug-cache-device", 8) is not None
+
+
+def test_gpu_decode_pipeline_is_skipped_with_a_reason_on_cpu(tiny_run):
+    _, doc, _ = tiny_run
+    info = doc["pipelines"]["gpuaug-decode-gpu"]
+    assert info["available"] is False
+    assert "CUDA" in info["skipped_because"]
+
+
+def test_cache_device_warms_up_for_a_whole_epoch(tiny_run):
+    _, doc, _ = tiny_run
+    record = report.find(doc, "end_to_end", "gpuaug-cache-device", 4)
+    assert record["warmup_batches"] == 2  # 8 images / batch 4
+
+
+def _headline_table(markdown: str) -> dict[str, list[str]]:
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| pipeline | augments on"))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[2:]
+    return rows
+
+
+def test_markdown_headline_rows_match_the_json_medians(tiny_run):
+    _, doc, out = tiny_run
+    rows = _headline_table(out.with_suffix(".md").read_text())
+    ran = [n for n, info in doc["pipelines"].items() if info["available"]]
+    assert list(rows) == ran
+    columns = [(f, b) for f in ("end_to_end", "augment_only") for b in (4, 8)]
+    for name, cells in rows.items():
+        for (figure, b), cell in zip(columns, cells, strict=True):
+            record = report.find(doc, figure, name, b)
+            if record is None:
+                assert cell == "–"
+                continue
+            shown = float(cell.split()[0].replace(",", ""))
+            assert shown == pytest.approx(record["images_per_s"]["median"], rel=0.01, abs=0.01)
+
+
+def test_summary_line_ratios_are_the_json_median_ratios(tiny_run):
+    _, doc, _ = tiny_run
+    line = report.summary_line(doc)
+    for s in doc["speedups"]:
+        a = report.find(doc, s["figure"], s["numerator"], s["batch_size"])["images_per_s"]
+        c = report.find(doc, s["figure"], s["denominator"], s["batch_size"])["images_per_s"]
+        assert s["ratio"] == pytest.approx(a["median"] / c["median"], rel=1e-3)
+        assert f"= {s['ratio']:.2f}x" in line
+
+
+def test_report_cli_prints_the_same_markdown(tiny_run, capsys):
+    _, _, out = tiny_run
+    capsys.readouterr()
+    assert report.main([str(out)]) == 0
+    assert capsys.readouterr().out.strip() == out.with_suffix(".md").read_text().strip()
+
+
+def test_png_is_a_valid_image(tiny_run):
+    _, _, out = tiny_run
+    with Image.open(out.with_suffix(".png")) as img:
+        assert img.format == "PNG"
+        assert img.width > 400 and img.height > 300
+
+
+def test_profile_lists_top_ops_of_the_gpuaug_augmentation(tiny_run):
+    _, doc, out = tiny_run
+    profile = doc["profile"]
+    assert profile["batch_size"] == 8 and profile["device"] == "cpu"
+    assert profile["top"] and all(e["self_ms"] >= 0 for e in profile["top"])
+    assert set(profile["breakdown"]) >= {"augment_ms_per_image", "end_to_end_ms_per_image"}
+    assert out.with_name("tiny-profile.txt").read_text().strip()
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_time_runner_rounds_steps_to_whole_worker_rounds():
+    calls = []
+    runner = P.Runner(lambda: calls.append(1) or 5, warmup_batches=2, batches_per_round=3)
+    rate = bench.time_runner(runner, steps=4, repeats=2, device=torch.device("cpu"))
+    assert rate["batches"] == 6
+    assert rate["images"] == 30
+    assert len(calls) == 2 + 2 * 6
+
+
+def test_plan_measures_a_job_shared_by_two_scans_once():
+    config = bench.BenchConfig(batch_sizes=(32,), target_size=(150, 150))
+    grid = {"batch_size": (32, 64), "image_size": (), "num_workers": ()}
+    jobs = bench.plan(config, ["torchvision-cpu"], workers=2, grid=grid)
+    shared = [j for j in jobs if j.figure == "augment_only" and j.batch_size == 32]
+    assert len(shared) == 1
+    assert shared[0].scans == ("headline", "batch_size")
+
+
+def test_bench_config_rejects_zero_repeats():
+    with pytest.raises(ValueError, match="`repeats` must be >= 1; got 0"):
+        bench.BenchConfig(repeats=0)
+
+
+def test_bench_config_rejects_an_unknown_pipeline():
+    with pytest.raises(ValueError, match="`pipelines` must be names from"):
+        bench.BenchConfig(pipelines=("pillow-simd",))
+
+
+def test_image_folder_is_photo_like_jpegs_in_two_classes(tmp_path):
+    info = bench_data.make_image_folder(tmp_path, 4, min_side=64, max_side=96, progress=False)
+    files = sorted(tmp_path.glob("*/*.jpg"))
+    assert [f.parent.name for f in files] == ["cats", "cats", "dogs", "dogs"]
+    with Image.open(files[0]) as img:
+        assert img.format == "JPEG" and 64 <= max(img.size) <= 96
+        pixels = np.asarray(img.convert("L"), dtype=np.float32)
+    assert pixels.std() > 5  # not a constant colour
+    assert info.num_images == 4
+
+
+def test_image_folder_with_the_same_settings_is_reused(tmp_path):
+    bench_data.make_image_folder(tmp_path, 2, min_side=32, max_side=48, progress=False)
+    first = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*.jpg")}
+    bench_data.make_image_folder(tmp_path, 2, min_side=32, max_side=48, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*.jpg")} == first
+
+
+def test_image_folder_rejects_fewer_than_two_images(tmp_path):
+    with pytest.raises(ValueError, match=re.escape("`num_images` must be an int >= 2; got 1")):
+        bench_data.make_image_folder(tmp_path, 1, progress=False)
