@@ -1,0 +1,480 @@
+"""The ``gpuaug`` command line: inspect a folder, preview augmentations, run benchmarks.
+
+Usage::
+
+    gpuaug inspect DIR [--config CONFIG] [--batch-size 32] [--validation-split 0.2]
+    gpuaug preview DIR --config CONFIG --out grid.png [--n 16] [--rows 4] [--seed 0]
+    gpuaug bench [benchmark options...]
+
+Errors print ``gpuaug: error: <message>`` to stderr and exit with status 2 (bad usage,
+bad config, missing folder) or 1 (a failure while running). Set ``GPUAUG_TRACEBACK=1`` to
+see the Python traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from inspect import signature
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+PROG = "gpuaug"
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+_DESCRIPTION = (
+    "Keras' ImageDataGenerator.flow_from_directory for PyTorch, augmented on the GPU.\n"
+    "Inspect an image folder, preview its augmentations, run the benchmarks."
+)
+
+_MAIN_EPILOG = """\
+examples:
+  gpuaug inspect data/train --validation-split 0.2
+  gpuaug preview data/train --config chollet_cats_dogs --out grid.png
+  gpuaug bench --help
+
+Run `gpuaug COMMAND --help` for a command's options.
+"""
+
+_INSPECT_EPILOG = """\
+examples:
+  gpuaug inspect data/train
+  gpuaug inspect data/train --config configs/chollet_cats_dogs.yaml --target-size 150 150
+  gpuaug inspect data/train --validation-split 0.2 --batch-size 64
+  gpuaug inspect data/train --full        # decode every file to find corrupt ones
+  gpuaug inspect data/train -v            # plus the loader's describe(): seeds, workers
+
+Bad files (unreadable, truncated, not an image) are listed with the reason and skipped,
+as flow_from_directory(..., on_error="skip") would. Without --full only the image
+headers are read, which is fast but misses files that are truncated after the header.
+"""
+
+_PREVIEW_EPILOG = """\
+examples:
+  gpuaug preview data/train --config chollet_cats_dogs --out grid.png
+  gpuaug preview data/train --config configs/strong.yaml --out grid.png --n 24 --rows 3
+  gpuaug preview data/train --config my.yaml --out grid.png --seed 1 --target-size 64 64
+
+Each row is one source image (classes taken in turn): the first column is the image as the
+loader decodes it, the others are fresh augmentations captioned with their sampled
+parameters (rotation, shifts in pixels, shear, zoom, flips). The same --seed gives the same
+PNG. Normalisation (rescale, centring, ZCA) is not shown.
+"""
+
+_BENCH_EPILOG = """\
+All arguments after `bench` go to benchmarks/bench.py; run `gpuaug bench --help` for them.
+The benchmarks live in the repository checkout, not in the installed package.
+"""
+
+_BENCH_MISSING = (
+    "gpuaug bench needs the repository checkout (benchmarks/ not found next to the package)"
+)
+
+
+class CLIError(Exception):
+    """An expected failure: printed as ``gpuaug: error: <message>``, exit ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gpuaug`` argument parser with its ``inspect``, ``preview`` and ``bench`` commands."""
+    from gpuaug import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="classes, images per class, bad files, steps per epoch, augmentation settings",
+        description="Summarise a class-per-subfolder image directory: classes, images per\n"
+        "class, bad files, samples and steps per epoch, and the augmentation settings.",
+        epilog=_INSPECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.add_argument("directory", metavar="DIR", help="folder with one subfolder per class")
+    inspect.add_argument(
+        "--config",
+        help="augmentation config: a YAML file or a preset name (chollet_cats_dogs, none, strong)",
+    )
+    inspect.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    inspect.add_argument(
+        "--validation-split",
+        type=float,
+        default=None,
+        help="fraction held out for validation (default: the config's, else none)",
+    )
+    _add_target_size(inspect)
+    inspect.add_argument(
+        "--color-mode",
+        choices=("rgb", "rgba", "grayscale"),
+        default="rgb",
+        help="colour mode (default: rgb)",
+    )
+    inspect.add_argument(
+        "--full",
+        action="store_true",
+        help="decode every file to find corrupt ones (slower; default reads headers only)",
+    )
+    inspect.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print the loader's own description (flow_from_directory(...).describe())",
+    )
+    inspect.set_defaults(handler=_inspect)
+
+    preview = commands.add_parser(
+        "preview",
+        help="a PNG grid of source images and random augmentations, captioned",
+        description="Write a PNG grid: each row one source image, first column the original,\n"
+        "the rest fresh augmentations captioned with their sampled parameters.",
+        epilog=_PREVIEW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    preview.add_argument("directory", metavar="DIR", help="folder with one subfolder per class")
+    preview.add_argument(
+        "--config",
+        required=True,
+        help="augmentation config: a YAML file or a preset name (chollet_cats_dogs, none, strong)",
+    )
+    preview.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    preview.add_argument(
+        "--n",
+        type=int,
+        default=16,
+        help="augmented tiles in the grid, spread over the rows (default: 16)",
+    )
+    preview.add_argument("--rows", type=int, default=4, help="source images, one per row (4)")
+    preview.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_target_size(preview)
+    preview.add_argument(
+        "--color-mode",
+        choices=("rgb", "rgba", "grayscale"),
+        default="rgb",
+        help="colour mode (default: rgb)",
+    )
+    preview.add_argument(
+        "--device",
+        default="cpu",
+        help="device the augmentation runs on (default: cpu, reproducible everywhere)",
+    )
+    preview.set_defaults(handler=_preview)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark harness (benchmarks/bench.py; needs the repository checkout)",
+        description="Run benchmarks/bench.py from the repository checkout.",
+        epilog=_BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/bench.py")
+    bench.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        0 on success, 1 for a failure while running, 2 for bad usage, config or folder.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `bench` forwards everything (its own --help included) to benchmarks/bench.py.
+    if argv and argv[0] == "bench":
+        return _guard(lambda: _bench(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        return _fail("a command is required: inspect, preview or bench (see gpuaug --help)", 2)
+    return _guard(lambda: args.handler(args))
+
+
+def _guard(run) -> int:
+    """Run a command, turning expected errors into one-line messages and exit codes."""
+    from gpuaug.image import ImageLoadError
+
+    try:
+        return run()
+    except CLIError as err:
+        return _fail(str(err), err.code)
+    except ImageLoadError as err:
+        return _fail(str(err), EXIT_RUNTIME)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        return _fail(_os_message(err), EXIT_USAGE)
+    except (ValueError, TypeError) as err:
+        return _fail(str(err), EXIT_USAGE)
+    except OSError as err:
+        return _fail(_os_message(err), EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    if os.environ.get("GPUAUG_TRACEBACK"):
+        traceback.print_exc()
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _os_message(err: OSError) -> str:
+    if err.filename is not None and err.strerror:
+        return f"{err.strerror}: {str(err.filename)!r}"
+    return str(err)
+
+
+def _add_target_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target-size",
+        type=int,
+        nargs=2,
+        default=(150, 150),
+        metavar=("H", "W"),
+        help="size images are resized to, height width (default: 150 150)",
+    )
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from gpuaug.dataset import DirectoryDataset
+    from gpuaug.loader import GPULoader, LoaderConfig
+
+    directory = _existing_dir(args.directory)
+    _check_positive("--batch-size", args.batch_size)
+    _check_target(args.target_size)
+    config = _config(args.config) if args.config else None
+    config_split = config.validation_split if config is not None else 0.0
+    split = config_split if args.validation_split is None else args.validation_split
+    if not 0.0 <= split < 1.0:
+        raise CLIError(f"--validation-split must be in [0, 1); got {split}")
+    if config_split and split != config_split:
+        raise CLIError(
+            f"--validation-split {split} contradicts the config's validation_split "
+            f"{config_split}; give it in one place"
+        )
+    target_size = tuple(args.target_size)
+    options = dict(
+        target_size=target_size,
+        color_mode=args.color_mode,
+        on_error="skip",
+        verify="full" if args.full else "header",
+    )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = DirectoryDataset(directory, **options)
+    # Skipped files are listed below; keep the other warnings (empty class folders) as notes.
+    notes = [str(w.message) for w in caught if not str(w.message).startswith("Skipped ")]
+    counts = dataset.counts()
+    width = max([len(name) for name in dataset.classes] + [5])
+    out = [f"Directory: {directory}"]
+    out.append(f"Classes ({dataset.num_classes}): {', '.join(dataset.classes)}")
+    out.append("Images per class:")
+    for name in dataset.classes:
+        count = counts.get(name, 0)
+        out.append(f"  {name:<{width}}  {count}" + ("  (no images)" if count == 0 else ""))
+    out.append(f"  {'total':<{width}}  {len(dataset)}")
+    check = "decoded every file" if args.full else "read headers only; --full decodes every file"
+    if dataset.skipped:
+        out.append(f"Bad files ({len(dataset.skipped)}, skipped; {check}):")
+        for path, reason in dataset.skipped:
+            out.append(f"  {_relative(path, directory)}: {reason}")
+    else:
+        out.append(f"Bad files: none ({check})")
+
+    # One loader per subset, over the same checked files, so the numbers agree.
+    subsets = ["training", "validation"] if split > 0 else [None]
+    out.append(
+        f"Epoch (batch size {args.batch_size}, target size {target_size[0]}x{target_size[1]}"
+        + (f", validation_split {split}" if split > 0 else "")
+        + "):"
+    )
+    loaders = []
+    for subset in subsets:
+        name = subset or "all"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the dataset's warnings, reported above
+                part = (
+                    dataset
+                    if subset is None
+                    else DirectoryDataset(
+                        directory, validation_split=split, subset=subset, **options
+                    )
+                )
+        except ValueError as err:
+            out.append(f"  {name:<10}  no samples ({err})")
+            continue
+        loader = GPULoader(
+            part,
+            config,
+            LoaderConfig(
+                batch_size=args.batch_size, shuffle=subset != "validation", progress=False
+            ),
+        )
+        loaders.append(loader)
+        steps = len(loader)
+        out.append(
+            f"  {name:<10}  {len(part)} samples, {steps} step{'s' if steps != 1 else ''} per epoch"
+        )
+
+    source = args.config if args.config else "no --config: none"
+    out.append(f"Augmentation ({source}):")
+    description = config.describe().strip() if config is not None else ""
+    for line in (description or "no augmentation").splitlines():
+        out.append(f"  {line}")
+    if args.verbose and loaders:
+        out.append(f"Loader ({loaders[0].dataset.subset or 'all images'}, its describe()):")
+        for line in loaders[0].describe().strip().splitlines():
+            out.append(f"  {line}")
+    if notes:
+        out.append("Notes:")
+        out.extend(f"  {note}" for note in notes)
+    print("\n".join(out))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- preview
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from gpuaug.preview import make_preview
+
+    directory = _existing_dir(args.directory)
+    _check_positive("--n", args.n)
+    _check_positive("--rows", args.rows)
+    _check_target(args.target_size)
+    config = _config(args.config)
+    out = args.out
+    if out.parent and not out.parent.exists():
+        raise CLIError(f"output folder does not exist: {str(out.parent)!r}")
+    name = Path(args.config).stem if _looks_like_path(args.config) else args.config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = make_preview(
+            directory,
+            config,
+            n=args.n,
+            rows=args.rows,
+            seed=args.seed,
+            target_size=tuple(args.target_size),
+            color_mode=args.color_mode,
+            device=args.device,
+            title=f"gpuaug preview: {name}  seed={args.seed}",
+        )
+    for warning in caught:
+        print(f"{PROG}: note: {warning.message}", file=sys.stderr)
+    try:
+        image.save(out, format="PNG")
+    except OSError as err:
+        raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
+    print(f"wrote {out} ({image.width}x{image.height})")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def _bench(argv: list[str]) -> int:
+    import gpuaug
+
+    root = Path(gpuaug.__file__).resolve().parent.parent
+    if not (root / "benchmarks").is_dir():
+        raise CLIError(_BENCH_MISSING)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        bench = importlib.import_module("benchmarks.bench")
+    except ImportError as err:
+        raise CLIError(f"cannot import benchmarks/bench.py: {err}", EXIT_RUNTIME) from err
+    # Name the harness "gpuaug bench" in its usage line when it lets us.
+    if "prog" in signature(bench.main).parameters:
+        status = bench.main(argv, prog=f"{PROG} bench")
+    else:
+        status = bench.main(argv)
+    return int(status or 0)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _existing_dir(path: str) -> Path:
+    directory = Path(path)
+    if not directory.exists():
+        raise CLIError(f"directory not found: {path!r}")
+    if not directory.is_dir():
+        raise CLIError(f"not a directory: {path!r}")
+    return directory
+
+
+def _config(name_or_path: str):
+    """Load a config, naming the file (or preset) in any error."""
+    import yaml
+
+    from gpuaug.config import load_config
+
+    if _looks_like_path(name_or_path) and not Path(name_or_path).exists():
+        raise CLIError(f"config file not found: {name_or_path!r}")
+    try:
+        return load_config(name_or_path)
+    except FileNotFoundError as err:
+        raise CLIError(f"config not found: {name_or_path!r} ({_os_message(err)})") from err
+    except (ValueError, TypeError, KeyError) as err:
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        named = name_or_path in message or Path(name_or_path).name in message
+        where = "" if named else f" {name_or_path!r}"
+        raise CLIError(f"invalid config{where}: {message}") from err
+    except yaml.YAMLError as err:
+        raise CLIError(f"invalid config {name_or_path!r}: not valid YAML ({err})") from err
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith((".yaml", ".yml"))
+
+
+def _check_positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise CLIError(f"{flag} must be >= 1; got {value}")
+
+
+def _check_target(size: Sequence[int]) -> None:
+    if any(v < 1 for v in size):
+        raise CLIError(
+            f"--target-size must be two positive integers; got {' '.join(map(str, size))}"
+        )
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

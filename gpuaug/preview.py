@@ -1,0 +1,375 @@
+"""Augmented-sample preview: a PNG grid of source images and fresh random augmentations.
+
+Each row of the grid is one source image from a class folder: the first column is the
+image as the loader decodes it (resized, no augmentation), the other columns are fresh
+augmentations drawn by :class:`gpuaug.GPUAugment` from a seeded ``torch.Generator``, each
+captioned with the parameters that were sampled for it (rotation, shifts, shear, zoom,
+flips, plus brightness and channel shift when the config uses them).
+
+Rendering uses PIL only (no matplotlib), so the same seed, config, folder and device give a
+byte-identical PNG. Normalisation steps (``rescale``, centring, std normalisation, ZCA,
+``preprocessing_function``) are left out of the picture: they change the value range, not
+the geometry, and would make the tiles unviewable.
+
+Example:
+    >>> from gpuaug.preview import make_preview
+    >>> img = make_preview("data/train", "chollet_cats_dogs", n=16, rows=4, seed=0)
+    >>> img.save("grid.png")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from gpuaug.augment import AugmentParams, GPUAugment
+from gpuaug.config import AugmentConfig, load_config
+from gpuaug.dataset import DirectoryDataset
+from gpuaug.image import ImageLoadError
+
+__all__ = ["GridLayout", "caption_lines", "grid_layout", "make_preview"]
+
+MIN_TILE = 128
+"""Tiles narrower than this many pixels are upscaled (nearest, integer factor) so captions fit."""
+
+PAD = 6
+FONT_SIZE = 12
+LINE_HEIGHT = 15
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+MUTED = (110, 110, 110)
+
+# Settings that change the value range rather than the geometry: not shown in the preview.
+_NORMALISATION_OFF = {
+    "rescale": None,
+    "preprocessing_function": None,
+    "featurewise_center": False,
+    "samplewise_center": False,
+    "featurewise_std_normalization": False,
+    "samplewise_std_normalization": False,
+    "zca_whitening": False,
+}
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Pixel geometry of a preview grid.
+
+    Attributes:
+        rows: Number of source images (one per row).
+        per_row: Augmented tiles per row (the original adds one more column).
+        scale: Integer upscale factor applied to each tile.
+        tile_width: Tile width in pixels after upscaling.
+        tile_height: Tile height in pixels after upscaling.
+        caption_lines: Caption lines under every tile.
+        header_height: Height of the title band at the top.
+    """
+
+    rows: int
+    per_row: int
+    scale: int
+    tile_width: int
+    tile_height: int
+    caption_lines: int
+    header_height: int = 2 * LINE_HEIGHT + PAD
+
+    @property
+    def columns(self) -> int:
+        return self.per_row + 1
+
+    @property
+    def cell_width(self) -> int:
+        return self.tile_width + PAD
+
+    @property
+    def cell_height(self) -> int:
+        return self.tile_height + self.caption_lines * LINE_HEIGHT + 2 * PAD
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the whole picture, PIL order."""
+        width = PAD + self.columns * self.cell_width
+        height = self.header_height + self.rows * self.cell_height + PAD
+        return width, height
+
+
+def grid_layout(
+    n: int, rows: int, target_size: tuple[int, int], config: AugmentConfig | None = None
+) -> GridLayout:
+    """The layout :func:`make_preview` uses for ``rows`` source images and ``n`` augmentations.
+
+    Args:
+        n: Augmented tiles in the whole grid; each row gets ``ceil(n / rows)``.
+        rows: Source images, one per row (fewer if the folder holds fewer readable images).
+        target_size: (height, width) every image is resized to.
+        config: The augmentation config; brightness/channel shift add a caption line.
+
+    Returns:
+        The :class:`GridLayout`.
+
+    Raises:
+        ValueError: if ``n``, ``rows`` or ``target_size`` is not positive.
+    """
+    _check_positive_int("n", n)
+    _check_positive_int("rows", rows)
+    height, width = _check_target_size(target_size)
+    scale = max(1, math.ceil(MIN_TILE / width))
+    lines = 5 + (1 if config is not None and _has_extras(config) else 0)
+    return GridLayout(
+        rows=rows,
+        per_row=math.ceil(n / rows),
+        scale=scale,
+        tile_width=width * scale,
+        tile_height=height * scale,
+        caption_lines=lines,
+    )
+
+
+def caption_lines(params: AugmentParams, i: int, *, extras: bool = False) -> list[str]:
+    """The caption of sample ``i``: its sampled transform in words, one short line each.
+
+    Args:
+        params: Parameters from :func:`gpuaug.sample_params` (any device).
+        i: Row of ``params`` to describe.
+        extras: Also describe brightness and channel shift (on one extra line).
+
+    Returns:
+        Lines such as ``["rotate -12.3°", "shift x +4.0, y -2.5", "shear +3.1°",
+        "zoom x 0.93, y 1.07", "flip h"]``. Shifts are in pixels of the target size
+        (x = columns, y = rows); zoom is Keras' factor (> 1 shows a smaller object).
+    """
+    angle = float(params.angle_deg[i])
+    tx, ty = (float(v) for v in params.shift_px[i])
+    shear = float(params.shear_deg[i])
+    zx, zy = (float(v) for v in params.zoom[i])
+    flips = [name for name, on in (("h", params.flip_h[i]), ("v", params.flip_v[i])) if bool(on)]
+    lines = [
+        f"rotate {angle:+.1f}\N{DEGREE SIGN}",
+        f"shift x {tx:+.1f}, y {ty:+.1f}",
+        f"shear {shear:+.1f}\N{DEGREE SIGN}",
+        f"zoom x {zx:.2f}, y {zy:.2f}",
+        "flip " + (", ".join(flips) if flips else "none"),
+    ]
+    if extras:
+        bright = float(params.brightness[i])
+        shift = float(params.channel_shift[i])
+        lines.append(f"bright {bright:.2f}, ch {shift:+.1f}")
+    return lines
+
+
+def make_preview(
+    directory: str | Path,
+    config: AugmentConfig | str | Path,
+    *,
+    n: int = 16,
+    rows: int = 4,
+    seed: int = 0,
+    target_size: tuple[int, int] = (150, 150),
+    color_mode: str = "rgb",
+    interpolation: str = "nearest",
+    device: str | torch.device = "cpu",
+    title: str | None = None,
+) -> Image.Image:
+    """Render a grid of source images and their random augmentations.
+
+    Source images are picked with the seed, taking the classes in turn (one image from
+    each class, then a second from each, ...), so a two-class folder shows both classes.
+    Files that cannot be read are skipped. For every row the parameters of all its tiles
+    are drawn in one batched ``sample_params`` call and applied in one batched warp.
+
+    Args:
+        directory: Folder with one subfolder per class (as for ``flow_from_directory``).
+        config: An :class:`AugmentConfig`, a preset name (``"chollet_cats_dogs"``) or a
+            YAML path. Normalisation settings are ignored (see the module docstring).
+        n: Augmented tiles in the grid; each row gets ``ceil(n / rows)``.
+        rows: Source images, one per row.
+        seed: Seeds both the choice of source images and the augmentation draws. The same
+            seed (and device) gives the same picture.
+        target_size: (height, width) images are resized to before augmenting, as the
+            loader would.
+        color_mode: ``"rgb"``, ``"rgba"`` or ``"grayscale"``; shown as RGB.
+        interpolation: Resize interpolation (Keras names), as for the loader.
+        device: Where the augmentation runs. CPU and CUDA draw different random numbers,
+            so keep the device fixed to reproduce a picture.
+        title: Header text; defaults to the config's name and the seed.
+
+    Returns:
+        An RGB ``PIL.Image`` of size ``grid_layout(n, rows, target_size, config).size``
+        (fewer rows if the folder holds fewer readable images than ``rows``).
+
+    Raises:
+        ValueError: for a non-positive ``n``, ``rows`` or ``target_size``, an invalid
+            config, or a folder without any readable image.
+        FileNotFoundError: if ``directory`` or the config file does not exist.
+
+    Shape:
+        Tiles: each source (C, H, W) uint8 is repeated to (K, C, H, W), augmented on
+        ``device`` as float32, then clamped to uint8 and drawn at ``scale`` x size.
+    """
+    config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
+    if not isinstance(config, AugmentConfig):
+        config = load_config(config)
+    layout = grid_layout(n, rows, target_size, config)
+    dataset = DirectoryDataset(
+        directory,
+        target_size=tuple(target_size),
+        color_mode=color_mode,
+        class_mode=None,
+        interpolation=interpolation,
+        on_error="skip",
+    )
+    select = torch.Generator().manual_seed(seed)
+    sources, failures = _pick_sources(dataset, layout.rows, select)
+    if not sources:
+        failed = [*dataset.skipped, *failures]
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
+        raise ValueError(
+            f"no readable image in {str(directory)!r} to preview"
+            + (f" (skipped: {reasons})" if reasons else "")
+        )
+    layout = dataclasses.replace(layout, rows=len(sources))
+
+    device = torch.device(device)
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    extras = _has_extras(config)
+
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(FONT_SIZE)
+    header = title or f"gpuaug preview: {config_name}  seed={seed}"
+    draw.text((PAD, PAD // 2), header, fill=TEXT, font=font)
+    draw.text(
+        (PAD, PAD // 2 + LINE_HEIGHT),
+        f"first column: original ({target_size[0]}x{target_size[1]}); "
+        f"then {layout.per_row} augmentations each; normalisation not shown",
+        fill=MUTED,
+        font=font,
+    )
+
+    for row, (path, label, image) in enumerate(sources):
+        batch = image.unsqueeze(0).expand(layout.per_row, -1, -1, -1).contiguous().to(device)
+        with torch.no_grad():
+            params = augment.sample_params(batch, generator=generator)
+            out = augment.apply(batch, params)
+        tiles = _to_uint8(out)
+        y = layout.header_height + row * layout.cell_height
+        original = ["original", label, Path(path).name]
+        _draw_cell(draw, canvas, layout, font, 0, y, image, original)
+        for k in range(layout.per_row):
+            lines = caption_lines(params, k, extras=extras)
+            _draw_cell(draw, canvas, layout, font, k + 1, y, tiles[k], lines)
+    return canvas
+
+
+def _pick_sources(
+    dataset: DirectoryDataset, rows: int, generator: torch.Generator
+) -> tuple[list[tuple[str, str, torch.Tensor]], list[tuple[str, str]]]:
+    """Up to ``rows`` readable (path, class name, uint8 image), classes taken in turn, and
+    the (path, reason) of the files that failed to decode on the way."""
+    per_class: dict[int, list[int]] = {}
+    for index, (_, target) in enumerate(dataset.samples):
+        per_class.setdefault(target, []).append(index)
+    queues = []
+    for target in sorted(per_class):
+        indices = per_class[target]
+        order = torch.randperm(len(indices), generator=generator).tolist()
+        queues.append([indices[j] for j in order])
+    picked: list[tuple[str, str, torch.Tensor]] = []
+    failures: list[tuple[str, str]] = []
+    while len(picked) < rows and any(queues):
+        for queue in queues:
+            if not queue or len(picked) >= rows:
+                continue
+            index = queue.pop(0)
+            path, target = dataset.samples[index]
+            try:
+                image = dataset.load(index)
+            except ImageLoadError as err:
+                failures.append((path, err.reason or str(err)))
+                continue
+            picked.append((path, dataset.classes[target], image))
+    return picked, failures
+
+
+def _draw_cell(
+    draw: ImageDraw.ImageDraw,
+    canvas: Image.Image,
+    layout: GridLayout,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    column: int,
+    y: int,
+    tile: torch.Tensor,
+    lines: list[str],
+) -> None:
+    x = PAD + column * layout.cell_width
+    picture = _tensor_to_pil(tile)
+    if layout.scale > 1:
+        picture = picture.resize((layout.tile_width, layout.tile_height), Image.Resampling.NEAREST)
+    canvas.paste(picture, (x, y + PAD))
+    text_y = y + PAD + layout.tile_height + 2
+    for line in lines:
+        draw.text((x, text_y), _fit(line, font, layout.tile_width), fill=TEXT, font=font)
+        text_y += LINE_HEIGHT
+
+
+def _tensor_to_pil(tile: torch.Tensor) -> Image.Image:
+    """uint8 (C, H, W) with C in {1, 3, 4} -> RGB PIL image (alpha composited on white)."""
+    array = tile.detach().cpu().permute(1, 2, 0).numpy()
+    channels = array.shape[2]
+    if channels == 1:
+        return Image.fromarray(array[:, :, 0], mode="L").convert("RGB")
+    if channels == 4:
+        rgba = Image.fromarray(array, mode="RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return Image.fromarray(array[:, :, :3], mode="RGB")
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Augmented float images on the 0..255 scale -> uint8 on the CPU."""
+    return images.detach().float().round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+    """Shorten ``text`` with an ellipsis so it is at most ``width`` pixels long."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: only the fixed bitmap font.
+        return ImageFont.load_default()
+
+
+def _has_extras(config: AugmentConfig) -> bool:
+    return bool(config.brightness_range) or bool(config.channel_shift_range)
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1; got {value}")
+
+
+def _check_target_size(target_size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in target_size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`target_size` must be a pair (height, width); got {target_size!r}"
+        ) from None
+    if height < 1 or width < 1:
+        raise ValueError(f"`target_size` must be positive; got {tuple(target_size)}")
+    return height, width

@@ -1,0 +1,145 @@
+"""gpuaug.preview: the augmented-sample grid (rendered in-process; tiny images)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gpuaug import AugmentConfig, AugmentParams
+from gpuaug.dataset import DirectoryDataset
+from gpuaug.preview import PAD, caption_lines, grid_layout, make_preview
+
+GEOMETRIC = AugmentConfig(
+    rotation_range=30,
+    width_shift_range=0.2,
+    height_shift_range=0.2,
+    shear_range=10.0,
+    zoom_range=0.2,
+    horizontal_flip=True,
+    rescale=1.0 / 255,
+)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def preview(root: Path, **kwargs) -> Image.Image:
+    options = {"n": 4, "rows": 2, "seed": 0, "target_size": (16, 16)} | kwargs
+    return make_preview(root, GEOMETRIC, **options)
+
+
+def test_same_seed_gives_byte_identical_png(image_tree):
+    assert png_bytes(preview(image_tree)) == png_bytes(preview(image_tree))
+
+
+def test_other_seed_gives_other_picture(image_tree):
+    assert png_bytes(preview(image_tree, seed=0)) != png_bytes(preview(image_tree, seed=1))
+
+
+def test_size_matches_grid_layout(image_tree):
+    image = preview(image_tree, n=6, rows=3)
+    assert image.mode == "RGB"
+    assert image.size == grid_layout(6, 3, (16, 16), GEOMETRIC).size
+
+
+def test_each_row_gets_ceil_n_over_rows_augmentations():
+    layout = grid_layout(5, 2, (16, 16))
+    assert layout.per_row == 3
+    assert layout.columns == 4
+
+
+def test_small_tiles_are_upscaled_so_captions_fit():
+    assert grid_layout(4, 2, (16, 16)).tile_width >= 128
+    assert grid_layout(4, 2, (150, 150)).scale == 1
+
+
+def test_first_column_is_the_unaugmented_image(image_tree):
+    image = preview(image_tree, rows=1)
+    layout = grid_layout(4, 1, (16, 16), GEOMETRIC)
+    dataset = DirectoryDataset(image_tree, target_size=(16, 16), class_mode=None)
+    x, y = PAD, layout.header_height + PAD
+    tile = image.crop((x, y, x + layout.tile_width, y + layout.tile_height))
+    originals = [
+        Image.fromarray(dataset.load(i).permute(1, 2, 0).numpy()).resize(
+            (layout.tile_width, layout.tile_height), Image.Resampling.NEAREST
+        )
+        for i in range(len(dataset))
+    ]
+    assert any(tile.tobytes() == original.tobytes() for original in originals)
+
+
+def test_augmented_tiles_differ_from_the_original(image_tree):
+    image = preview(image_tree, rows=1)
+    layout = grid_layout(4, 1, (16, 16), GEOMETRIC)
+    y = layout.header_height + PAD
+    tiles = [
+        image.crop((x, y, x + layout.tile_width, y + layout.tile_height)).tobytes()
+        for x in (PAD + c * layout.cell_width for c in range(layout.columns))
+    ]
+    assert all(tile != tiles[0] for tile in tiles[1:])
+
+
+@pytest.mark.filterwarnings("ignore:Skipped 1 unreadable")
+def test_rows_are_limited_to_the_readable_images(make_tree):
+    root = make_tree({"only": 2}, size=(16, 16))
+    (root / "only" / "broken.png").write_bytes(b"not a png")
+    image = preview(root, n=4, rows=4)
+    layout = dataclasses.replace(grid_layout(4, 4, (16, 16), GEOMETRIC), rows=2)
+    assert image.size == layout.size
+
+
+def test_grayscale_folder_renders_as_rgb(image_tree):
+    image = preview(image_tree, color_mode="grayscale")
+    assert image.mode == "RGB"
+
+
+def test_preset_name_is_accepted(image_tree):
+    image = make_preview(image_tree, "chollet_cats_dogs", n=2, rows=1, target_size=(16, 16))
+    assert image.size == grid_layout(2, 1, (16, 16)).size
+
+
+def test_caption_lines_describe_the_sampled_parameters():
+    params = AugmentParams(
+        angle_deg=torch.tensor([-12.34]),
+        shift_px=torch.tensor([[4.0, -2.5]]),
+        shear_deg=torch.tensor([3.1]),
+        zoom=torch.tensor([[0.93, 1.07]]),
+        flip_h=torch.tensor([True]),
+        flip_v=torch.tensor([False]),
+        channel_shift=torch.tensor([5.0]),
+        brightness=torch.tensor([1.2]),
+    )
+    assert caption_lines(params, 0) == [
+        "rotate -12.3\N{DEGREE SIGN}",
+        "shift x +4.0, y -2.5",
+        "shear +3.1\N{DEGREE SIGN}",
+        "zoom x 0.93, y 1.07",
+        "flip h",
+    ]
+    assert caption_lines(params, 0, extras=True)[-1] == "bright 1.20, ch +5.0"
+
+
+def test_zero_n_is_rejected(image_tree):
+    with pytest.raises(ValueError, match="`n` must be >= 1"):
+        preview(image_tree, n=0)
+
+
+def test_non_positive_target_size_is_rejected(image_tree):
+    with pytest.raises(ValueError, match="`target_size` must be positive"):
+        preview(image_tree, target_size=(0, 16))
+
+
+def test_folder_whose_images_fail_to_decode_is_rejected(make_tree):
+    root = make_tree({"a": 1}, size=(16, 16))
+    path = root / "a" / "img_000.png"
+    path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(ValueError, match="no readable image in .*img_000.png"):
+        preview(root)
