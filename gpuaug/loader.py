@@ -44,7 +44,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -63,6 +63,9 @@ from gpuaug.decode import (
 )
 from gpuaug.image import ImageLoadError
 from gpuaug.sampler import AUGMENT_STREAM, PERMUTATION_STREAM, EpochBatchSampler, mix_seed
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "GPULoader",
@@ -780,6 +783,19 @@ class GPULoader:
         if self.dataset.class_mode is None:
             return ReplayBatch(out, None, params, batch.indices)
         return ReplayBatch(out[0], out[1], params, batch.indices)
+
+    def preview(self, n: int = 16, rows: int = 4, seed: int = 0) -> Image.Image:
+        """A grid of this loader's images and fresh augmentations, captioned with their params.
+
+        `gpuaug.preview.make_preview` on this loader's data set and augmentation, on its
+        device: each row one source image (classes in turn), first column as decoded, then
+        augmentations; normalisation is not shown. ``loader.preview().save("grid.png")``.
+        """
+        from gpuaug.preview import make_preview
+
+        return make_preview(
+            self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+        )
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, Any]:

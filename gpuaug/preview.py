@@ -163,7 +163,7 @@ def caption_lines(params: AugmentParams, i: int, *, extras: bool = False) -> lis
 
 
 def make_preview(
-    directory: str | Path,
+    directory: str | Path | DirectoryDataset,
     config: AugmentConfig | str | Path,
     *,
     n: int = 16,
@@ -183,7 +183,9 @@ def make_preview(
     are drawn in one batched ``sample_params`` call and applied in one batched warp.
 
     Args:
-        directory: Folder with one subfolder per class (as for ``flow_from_directory``).
+        directory: Folder with one subfolder per class (as for ``flow_from_directory``), or
+            a `DirectoryDataset` (its subset, classes, size, colour mode and interpolation
+            are used; ``target_size``, ``color_mode`` and ``interpolation`` are then ignored).
         config: An :class:`AugmentConfig`, a preset name (``"chollet_cats_dogs"``) or a
             YAML path. Normalisation settings are ignored (see the module docstring).
         n: Augmented tiles in the grid; each row gets ``ceil(n / rows)``.
@@ -214,15 +216,22 @@ def make_preview(
     config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
     if not isinstance(config, AugmentConfig):
         config = load_config(config)
+    if isinstance(directory, DirectoryDataset):
+        if directory.target_size is None:
+            raise ValueError("the dataset to preview needs a `target_size`; got None")
+        target_size = directory.target_size
     layout = grid_layout(n, rows, target_size, config)
-    dataset = DirectoryDataset(
-        directory,
-        target_size=tuple(target_size),
-        color_mode=color_mode,
-        class_mode=None,
-        interpolation=interpolation,
-        on_error="skip",
-    )
+    if isinstance(directory, DirectoryDataset):
+        dataset, directory = directory, directory.root
+    else:
+        dataset = DirectoryDataset(
+            directory,
+            target_size=tuple(target_size),
+            color_mode=color_mode,
+            class_mode=None,
+            interpolation=interpolation,
+            on_error="skip",
+        )
     select = torch.Generator().manual_seed(seed)
     sources, failures = _pick_sources(dataset, layout.rows, select)
     if not sources:

@@ -143,3 +143,44 @@ def test_folder_whose_images_fail_to_decode_is_rejected(make_tree):
     path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
     with pytest.raises(ValueError, match="no readable image in .*img_000.png"):
         preview(root)
+
+
+def _first_tile(image: Image.Image, layout) -> bytes:
+    x, y = PAD, layout.header_height + PAD
+    return image.crop((x, y, x + layout.tile_width, y + layout.tile_height)).tobytes()
+
+
+def _tiles_of(dataset: DirectoryDataset, layout) -> set[bytes]:
+    return {
+        Image.fromarray(dataset.load(i).permute(1, 2, 0).numpy())
+        .resize((layout.tile_width, layout.tile_height), Image.Resampling.NEAREST)
+        .tobytes()
+        for i in range(len(dataset))
+    }
+
+
+def test_a_dataset_is_previewed_with_its_own_subset_and_size(make_tree):
+    root = make_tree({"cats": 5, "dogs": 5}, size=(20, 24))
+    validation = DirectoryDataset(
+        root, target_size=(12, 12), validation_split=0.4, subset="validation"
+    )
+    training = DirectoryDataset(root, target_size=(12, 12), validation_split=0.4, subset="training")
+    image = make_preview(validation, GEOMETRIC, n=2, rows=1, seed=3, target_size=(99, 99))
+    layout = grid_layout(2, 1, (12, 12), GEOMETRIC)
+    assert image.size == layout.size
+    first = _first_tile(image, layout)
+    assert first in _tiles_of(validation, layout)
+    assert first not in _tiles_of(training, layout)
+
+
+def test_loader_preview_shows_the_loaders_images_and_augmentation(image_tree):
+    import gpuaug
+
+    loader = gpuaug.flow_from_directory(
+        image_tree, augment=GEOMETRIC, target_size=(16, 16), device="cpu", num_workers=0
+    )
+    image = loader.preview(n=4, rows=2, seed=0)
+    direct = make_preview(image_tree, GEOMETRIC, n=4, rows=2, seed=0, target_size=(16, 16))
+    assert image.size == grid_layout(4, 2, (16, 16), GEOMETRIC).size
+    assert image.tobytes() == direct.tobytes()
+    assert image.tobytes() != loader.preview(n=4, rows=2, seed=1).tobytes()
