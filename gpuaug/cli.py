@@ -121,13 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fraction held out for validation (default: the config's, else none)",
     )
-    _add_target_size(inspect)
-    inspect.add_argument(
-        "--color-mode",
-        choices=("rgb", "rgba", "grayscale"),
-        default="rgb",
-        help="colour mode (default: rgb)",
-    )
+    _add_image_options(inspect)
     inspect.add_argument(
         "--full",
         action="store_true",
@@ -164,13 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("--rows", type=int, default=4, help="source images, one per row (4)")
     preview.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    _add_target_size(preview)
-    preview.add_argument(
-        "--color-mode",
-        choices=("rgb", "rgba", "grayscale"),
-        default="rgb",
-        help="colour mode (default: rgb)",
-    )
+    _add_image_options(preview)
     preview.add_argument(
         "--device",
         default="cpu",
@@ -246,7 +234,8 @@ def _os_message(err: OSError) -> str:
     return str(err)
 
 
-def _add_target_size(parser: argparse.ArgumentParser) -> None:
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    """--target-size and --color-mode: how images are decoded, the same for every command."""
     parser.add_argument(
         "--target-size",
         type=int,
@@ -254,6 +243,12 @@ def _add_target_size(parser: argparse.ArgumentParser) -> None:
         default=(150, 150),
         metavar=("H", "W"),
         help="size images are resized to, height width (default: 150 150)",
+    )
+    parser.add_argument(
+        "--color-mode",
+        choices=("rgb", "rgba", "grayscale"),
+        default="rgb",
+        help="colour mode (default: rgb)",
     )
 
 
