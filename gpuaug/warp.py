@@ -60,6 +60,7 @@ __all__ = ["EDGE_TOLERANCE", "FILL_MODES", "invert_affine", "source_coordinates"
 #: float32 ulps of the coordinate, so whole-pixel shifts and flips land exactly as in float64.
 EDGE_TOLERANCE = 2.0**-20
 
+
 def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     """Invert a batch of 2x3 affine matrices in closed form (no host sync, no LAPACK).
 
@@ -91,9 +92,7 @@ def source_coordinates(matrix: torch.Tensor, height: int, width: int) -> torch.T
     return torch.stack([x, y], dim=-1)
 
 
-def _source_xy(
-    matrix: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _source_xy(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The source x and y of every output pixel, (B, H, W) each, by multiply-adds."""
     xs = torch.arange(width, device=matrix.device, dtype=matrix.dtype)[None, None, :]
     ys = torch.arange(height, device=matrix.device, dtype=matrix.dtype)[None, :, None]
