@@ -202,6 +202,7 @@ if triton is not None:
         RESCALE: tl.constexpr,
         CENTER: tl.constexpr,
         STD: tl.constexpr,
+        OUT_BF16: tl.constexpr,
         BLOCK: tl.constexpr,
         PARTS: tl.constexpr,
     ):
@@ -361,7 +362,12 @@ if triton is not None:
                 elif RESCALE:
                     v = v * rescale
                 dst = out_base + c * o_c + oy * o_h + ox * o_w
-                tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=valid)
+                if OUT_BF16:  # round to nearest even by hand: the interpreter's cast truncates
+                    bits = v.to(tl.uint32, bitcast=True)
+                    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+                    tl.store(dst, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=valid)
+                else:
+                    tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=valid)
         if REDUCE_ONLY:
             part = part_ptr + (b * n_blocks + pid) * 2
             tl.store(part, tl.min(run_min))
@@ -601,6 +607,7 @@ def _run(
         "RESCALE": bool(config.rescale) and not tail,
         "CENTER": mean is not None,
         "STD": std is not None,
+        "OUT_BF16": out.dtype == torch.bfloat16,
         "BLOCK": block,
         "PARTS": triton.next_power_of_2(n_blocks),
     }
