@@ -20,12 +20,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-if not torch.cuda.is_available():  # must precede the first import of gpuaug.fused
+if not torch.cuda.is_available():  # conftest.py sets it first, before triton is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 triton = pytest.importorskip("triton")
 
-from gpuaug import fused  # noqa: E402
+from gpuaug import augment, fused  # noqa: E402
 from gpuaug.augment import (  # noqa: E402
     AugmentParams,
     FitStats,
@@ -302,10 +302,14 @@ def test_params_replay_the_draws():
     torch.testing.assert_close(from_params, from_draws, rtol=0, atol=1e-4)
 
 
-def test_gpuaugment_keeps_the_params_of_a_fused_batch_for_replay():
+def test_gpuaugment_keeps_the_params_of_a_fused_batch_for_replay(monkeypatch):
+    calls = []
+    real = augment.params_from_draws
+    monkeypatch.setattr(augment, "params_from_draws", lambda *a: calls.append(1) or real(*a))
     aug = GPUAugment(BOOK, backend="triton")
     x = _images(4, 9, 9)
     out = aug(x, generator=_gen(5))
+    assert calls == []  # the kernel reads the draws; the params are made when asked for
     assert aug.last_draws is not None and len(aug.last_params) == 4
     assert aug.last_params.device == x.device
     torch.testing.assert_close(aug.apply(x, aug.last_params), out, rtol=0, atol=1e-6)
