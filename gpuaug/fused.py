@@ -196,12 +196,13 @@ if triton is not None:
         SHIFT_Y: tl.constexpr,
         FILL: tl.constexpr,
         NEAREST: tl.constexpr,
-        CHANNEL: tl.constexpr,
-        REDUCE_ONLY: tl.constexpr,
+        WARP: tl.constexpr,
+        PASS: tl.constexpr,
         BRIGHTNESS: tl.constexpr,
         RESCALE: tl.constexpr,
         CENTER: tl.constexpr,
         STD: tl.constexpr,
+        NORMALISE: tl.constexpr,
         OUT_BF16: tl.constexpr,
         BLOCK: tl.constexpr,
         PARTS: tl.constexpr,
@@ -248,7 +249,7 @@ if triton is not None:
         last_x = (W - 1).to(tl.float32)
         last_y = (H - 1).to(tl.float32)
         inside = valid
-        if GEOMETRY or FLIP_H or FLIP_V:
+        if WARP:  # constexpr flags are combined in Python (older Triton rejects `a or b or c`)
             if GEOMETRY:
                 theta = angle.to(tl.float64) * 0.017453292519943295  # deg2rad: pi / 180, float64
                 shear64 = shear.to(tl.float64) * 0.017453292519943295
@@ -318,7 +319,7 @@ if triton is not None:
         out_base = out_ptr + b.to(tl.int64) * o_b
         lo = 0.0
         hi = 0.0
-        if CHANNEL and not REDUCE_ONLY:  # this image's min / max from the first pass
+        if PASS == 2:  # this image's min / max from the first pass
             k = tl.arange(0, PARTS)
             kmask = k < n_blocks
             part = part_ptr + (b * n_blocks + k) * 2
@@ -339,15 +340,15 @@ if triton is not None:
                 v = v + ((1.0 - wx) * wy) * v10 + (wx * wy) * v11
             if FILL == 1:
                 v = tl.where(inside, v, cval)
-            if REDUCE_ONLY:
+            if PASS == 1:
                 run_min = tl.minimum(run_min, tl.where(valid, v, float("inf")))
                 run_max = tl.maximum(run_max, tl.where(valid, v, float("-inf")))
             else:
-                if CHANNEL:
+                if PASS == 2:
                     v = tl.minimum(tl.maximum(v + shift, lo), hi)
                 if BRIGHTNESS:
                     v = tl.minimum(tl.maximum(v * bright, 0.0), 255.0)
-                if CENTER or STD:
+                if NORMALISE:
                     scale = 1.0
                     if RESCALE:
                         scale = rescale
@@ -368,7 +369,7 @@ if triton is not None:
                     tl.store(dst, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=valid)
                 else:
                     tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=valid)
-        if REDUCE_ONLY:
+        if PASS == 1:
             part = part_ptr + (b * n_blocks + pid) * 2
             tl.store(part, tl.min(run_min))
             tl.store(part + 1, tl.max(run_max))
@@ -437,7 +438,7 @@ def _plan(config: AugmentConfig, height: int, width: int) -> dict[str, Any]:
             "SHIFT_Y": sy_mode,
             "FILL": _FILL_CODES[config.fill_mode],
             "NEAREST": config.interpolation == "nearest",
-            "CHANNEL": bool(config.channel_shift_range),
+            "WARP": config.has_geometry or config.has_flips,
             "BRIGHTNESS": config.brightness_range is not None,
         },
         "choices": (sx_choices, sy_choices),
@@ -577,7 +578,7 @@ def _run(
     block = min(_BLOCK_MAX, triton.next_power_of_2(height * width))
     n_blocks = triton.cdiv(height * width, block)
     grid = (n_blocks, b)
-    channel = plan["constexpr"]["CHANNEL"]
+    channel = bool(config.channel_shift_range)
     parts = torch.empty((b, n_blocks, 2), dtype=torch.float32, device=device) if channel else out
     args = {
         "src_ptr": images,
@@ -607,10 +608,11 @@ def _run(
         "RESCALE": bool(config.rescale) and not tail,
         "CENTER": mean is not None,
         "STD": std is not None,
+        "NORMALISE": mean is not None or std is not None,
         "OUT_BF16": out.dtype == torch.bfloat16,
         "BLOCK": block,
         "PARTS": triton.next_power_of_2(n_blocks),
     }
-    if channel:
-        _launch(_augment_kernel, grid, REDUCE_ONLY=True, **args)
-    _launch(_augment_kernel, grid, REDUCE_ONLY=False, **args)
+    if channel:  # pass 1: per-block min / max of the warped images; pass 2 reads them
+        _launch(_augment_kernel, grid, PASS=1, **args)
+    _launch(_augment_kernel, grid, PASS=2 if channel else 0, **args)
