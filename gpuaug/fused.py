@@ -43,6 +43,7 @@ Streams: everything is enqueued on the current stream; nothing syncs the host.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -73,6 +74,7 @@ FUSED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.fl
 
 _FILL_CODES = {"nearest": 0, "constant": 1, "reflect": 2, "wrap": 3}
 _BLOCK_MAX = 1024
+_MAX_GRID_Y = 65535
 
 
 def triton_available() -> bool:
@@ -577,7 +579,6 @@ def _run(
     table_y = _choice_table(plan["choices"][1], device)
     block = min(_BLOCK_MAX, triton.next_power_of_2(height * width))
     n_blocks = triton.cdiv(height * width, block)
-    grid = (n_blocks, b)
     channel = bool(config.channel_shift_range)
     parts = torch.empty((b, n_blocks, 2), dtype=torch.float32, device=device) if channel else out
     args = {
@@ -613,6 +614,16 @@ def _run(
         "BLOCK": block,
         "PARTS": triton.next_power_of_2(n_blocks),
     }
-    if channel:  # pass 1: per-block min / max of the warped images; pass 2 reads them
-        _launch(_augment_kernel, grid, PASS=1, **args)
-    _launch(_augment_kernel, grid, PASS=2 if channel else 0, **args)
+    passes = (1, 2) if channel else (0,)  # pass 1: per-block min / max; pass 2 reads them
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for start in range(0, b, _MAX_GRID_Y):  # CUDA's grid y is at most 65535 images
+            stop = min(b, start + _MAX_GRID_Y)
+            if (start, stop) != (0, b):  # views of the chunk: no copies
+                args |= {
+                    "src_ptr": images[start:stop],
+                    "out_ptr": out[start:stop],
+                    "rows_ptr": rows[start:stop],
+                    "part_ptr": parts[start:stop],
+                }
+            for p in passes:
+                _launch(_augment_kernel, (n_blocks, stop - start), PASS=p, **args)

@@ -266,6 +266,15 @@ def test_a_single_channel_batch_matches_the_reference():
     )
 
 
+def test_a_batch_above_the_grid_limit_is_launched_in_chunks(monkeypatch):
+    config = _config("constant", "bilinear", channel_shift_range=40)
+    x = _images(5, 6, 7)
+    draws = sample_draws(5, generator=_gen(), device=DEVICE)
+    whole = apply(x, draws, config, backend="triton")
+    monkeypatch.setattr(fused, "_MAX_GRID_Y", 2)  # CUDA's is 65535 images
+    assert torch.equal(apply(x, draws, config, backend="triton"), whole)
+
+
 # ----------------------------------------------------------------------------- unfused tail
 
 
