@@ -648,7 +648,8 @@ def standardize(
 #: The backends of `apply` and `GPUAugment`, chosen in `resolve_backend` and nowhere else:
 #:
 #: - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
-#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default).
+#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default, and inside
+#:   ``torch.compile``).
 #: - ``"kornia"``: the reference path (`warp_affine`'s ``grid_sample`` + torch ops, kornia-style
 #:   batched params); runs everywhere, in float64 too. Everything else is tested against it.
 #: - ``"triton"``: the fused kernel (`gpuaug.fused`): one pass over the batch that warps,
@@ -691,7 +692,9 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
     backend = _check_backend(backend)
     device = torch.device(device)
     if backend == "auto":
-        if device.type == "cuda" and dtype in _FUSED_DTYPES:
+        # Inside torch.compile the reference is what dynamo traces (the kernel's launch is a
+        # Python call it would break the graph on).
+        if device.type == "cuda" and dtype in _FUSED_DTYPES and not torch.compiler.is_compiling():
             from gpuaug import fused
 
             if fused.triton_available():

@@ -693,3 +693,17 @@ def test_compile_without_the_compiled_module_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "gpuaug.compiled", None)  # import fails
     with pytest.raises(ImportError, match='`backend="compile"` needs the gpuaug.compiled module'):
         apply(torch.zeros(1, 3, 4, 4), AugmentParams.identity(1), FULL, backend="compile")
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
+def test_the_reference_path_dispatches_no_matrix_product(fill_mode):
+    # issue 9.6: a matmul / bmm / einsum becomes a TF32 GEMM under
+    # set_float32_matmul_precision("high"); the matrix and the coordinates are multiply-adds.
+    config = dataclasses.replace(FULL, fill_mode=fill_mode, rescale=1 / 255)
+    x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())
+    draws = sample_draws(3, generator=_gen())
+    with _OpRecorder() as recorder:
+        apply(x, draws, config)
+    names = {name for name, _ in recorder.calls}
+    assert "grid_sampler_2d" in names
+    assert not names & {"mm", "bmm", "matmul", "einsum", "addmm", "baddbmm", "mv", "dot"}

@@ -412,6 +412,11 @@ def test_auto_takes_the_reference_on_the_cpu_and_the_kernel_on_cuda():
     assert resolve_backend("auto", "cuda", torch.float64) == "kornia"  # the kernel has no f64
 
 
+def test_auto_takes_the_reference_inside_torch_compile(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert resolve_backend("auto", "cuda", torch.float32) == "kornia"
+
+
 def test_triton_on_a_cpu_tensor_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(
