@@ -76,6 +76,8 @@ FUSED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.fl
 
 _FILL_CODES = {"nearest": 0, "constant": 1, "reflect": 2, "wrap": 3}
 _BLOCK_MAX = 1024
+_BLOCK_MIN = 128  # one element per thread of 4 warps at least
+_PARTS_MIN = 16
 _MAX_GRID_Y = 65535
 
 
@@ -579,7 +581,7 @@ def _run(
     mean, std = (None, None) if tail else _featurewise(config, stats, device)
     table_x = _choice_table(plan["choices"][0], device)
     table_y = _choice_table(plan["choices"][1], device)
-    block = min(_BLOCK_MAX, triton.next_power_of_2(height * width))
+    block = min(_BLOCK_MAX, max(_BLOCK_MIN, triton.next_power_of_2(height * width)))
     n_blocks = triton.cdiv(height * width, block)
     channel = bool(config.channel_shift_range)
     parts = torch.empty((b, n_blocks, 2), dtype=torch.float32, device=device) if channel else out
@@ -614,7 +616,7 @@ def _run(
         "NORMALISE": mean is not None or std is not None,
         "OUT_BF16": out.dtype == torch.bfloat16,
         "BLOCK": block,
-        "PARTS": triton.next_power_of_2(n_blocks),
+        "PARTS": max(_PARTS_MIN, triton.next_power_of_2(n_blocks)),
         # No FMA contraction: the float32 arithmetic rounds as the reference's separate ops
         # (and the interpreter's numpy) do, so the GPU agrees with them to the bit on the
         # coordinates. Costs nothing measurable in a kernel bound by memory.

@@ -453,6 +453,7 @@ variants = [
     ({}, "*fp32"),  # the book's settings
     (dict(FILL=3, NEAREST=True, PASS=2, BRIGHTNESS=True, SHIFT_X=2, OUT_BF16=True), "*bf16"),
     (dict(FILL=1, PASS=1, FROM_DRAWS=False, CENTER=True, STD=True, NORMALISE=True), "*fp16"),
+    (dict(FILL=2, PASS=2, WARP=False, GEOMETRY=False, FLIP_H=False, BLOCK=128, PARTS=16), "*fp32"),
 ]
 for extra, out in variants:
     constexprs = base | extra
@@ -474,7 +475,7 @@ print("compiled", len(variants))
 def test_the_kernel_compiles_to_cuda_code_for_an_h100_without_a_gpu():
     # The interpreter runs the kernel as numpy: it does not see what Triton's compiler rejects
     # or cannot lower (a construct the frontend refuses, a float64 sin with no lowering, a
-    # bad cast). Compile three variants to a cubin for sm_90 (ptxas ships with triton).
+    # bad cast). Compile four variants to a cubin for sm_90 (ptxas ships with triton).
     import subprocess
     import sys
 
@@ -484,4 +485,4 @@ def test_the_kernel_compiles_to_cuda_code_for_an_h100_without_a_gpu():
         [sys.executable, "-c", _AOT, "90"], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "compiled 3" in done.stdout
+    assert "compiled 4" in done.stdout
