@@ -579,6 +579,11 @@ def _run(
     if rows.stride(1) != 1:
         rows = rows.contiguous()
     mean, std = (None, None) if tail else _featurewise(config, stats, device)
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None and value.numel() != c:  # the kernel reads one value per channel
+            raise ValueError(
+                f"the fitted featurewise {name} has {value.numel()} channels; this batch has {c}"
+            )
     table_x = _choice_table(plan["choices"][0], device)
     table_y = _choice_table(plan["choices"][1], device)
     block = min(_BLOCK_MAX, max(_BLOCK_MIN, triton.next_power_of_2(height * width)))

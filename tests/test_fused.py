@@ -184,6 +184,14 @@ def test_featurewise_center_alone_matches_the_reference():
     )
 
 
+def test_featurewise_stats_of_another_channel_count_are_rejected():
+    config = AugmentConfig(featurewise_center=True)
+    stats = FitStats(mean=torch.zeros(1, 1, 1, device=DEVICE))
+    with pytest.raises(ValueError, match="the fitted featurewise mean has 1 channels; this batch"):
+        apply(_images(1, 4, 4), sample_draws(1, device=DEVICE), config, stats=stats,
+              backend="triton")  # fmt: skip
+
+
 def test_an_unfitted_featurewise_step_warns_and_is_skipped_as_in_the_reference():
     config = AugmentConfig(featurewise_center=True, rotation_range=10)
     x = _images(2, 6, 6)
