@@ -9,7 +9,7 @@ does in about 140 ops: for each output pixel, the kernel
    `gpuaug.augment.params_from_draws`) and its 2x3 destination -> source matrix (float64
    trigonometry, as `gpuaug.augment.affine_matrix`; flips folded in). Given `AugmentParams`
    instead (replay), it reads their row;
-2. computes the source point ``(a00 x + a01 y) + b0`` (multiply-adds, no TF32), folds it per
+2. computes the source point ``a00 x + (a01 y + b0)`` (multiply-adds, no TF32), folds it per
    the fill mode with scipy's semantics exactly as `gpuaug.warp` documents ("nearest" clamp,
    "reflect" half-sample mirror, "constant" hard cut at the edge pixel centres with the same
    ``EDGE_TOLERANCE``, scipy's "wrap" of period n-1), and reads the uint8 (or float) source
@@ -296,8 +296,8 @@ if triton is not None:
             m12 = b1.to(tl.float32)
             fxs = ox.to(tl.float32)
             fys = oy.to(tl.float32)
-            sx = (m00 * fxs + m01 * fys) + m02
-            sy = (m10 * fxs + m11 * fys) + m12
+            sx = m00 * fxs + (m01 * fys + m02)  # the order of gpuaug.warp._source_xy
+            sy = m10 * fxs + (m11 * fys + m12)
             sx, in_x = _fold(sx, last_x, lo_in_x, hi_in_x, 2.0 * W, FILL)
             sy, in_y = _fold(sy, last_y, lo_in_y, hi_in_y, 2.0 * H, FILL)
             if FILL == 1:
