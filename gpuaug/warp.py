@@ -193,7 +193,7 @@ def _warp_grid(
         align_corners=True,
     )
     if inside is not None:
-        out = out.masked_fill(~inside.unsqueeze(1), cval)  # a Python scalar: no H2D copy
+        out.masked_fill_(~inside.unsqueeze(1), cval)  # a Python scalar: no H2D copy
     return out
 
 
