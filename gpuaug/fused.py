@@ -601,7 +601,10 @@ def _run(
 ) -> None:
     b, c, height, width = images.shape
     device = images.device
-    plan = _plan(config, height, width)
+    try:
+        plan = _plan(config, height, width)
+    except TypeError:  # an unhashable preprocessing_function: plan without the cache
+        plan = _plan.__wrapped__(config, height, width)
     rows = params.uniforms if from_draws else _params_table(params)  # type: ignore[union-attr]
     if rows.stride(1) != 1:
         rows = rows.contiguous()
