@@ -145,13 +145,14 @@ def sync_reason(func: Any, args: tuple, kwargs: dict) -> str | None:
 
 
 _TORCH = str(Path(torch.__file__).resolve().parent)
+_THIS = str(Path(__file__).resolve())
 
 
 def _where() -> str:
     frames = [
         f
         for f in traceback.extract_stack()
-        if not f.filename.endswith("sync_check.py") and not f.filename.startswith(_TORCH)
+        if f.filename != _THIS and not f.filename.startswith(_TORCH)
     ]
     mine = [f for f in frames if f.filename.startswith(_PACKAGE)]
     frame = mine[-1] if mine else frames[-1] if frames else None
