@@ -5,8 +5,13 @@ and owns epochs, lifetime and the public surface)::
 
     EpochBatchSampler --indices--> DataLoader workers (decode + resize, uint8, pinned)
         --non_blocking copy on a side CUDA stream (batch k+1 while batch k trains)-->
-        GPUAugment on the device (params from a generator seeded by (seed, epoch, step, rank))
+        GPUAugment on the device (params drawn from a CPU generator seeded by
+        (seed, epoch, step, rank), copied to the device: the same on every device)
         --> (x float (B, C, H, W), y) on the device
+
+Nothing on the per-batch path makes the host wait for the GPU (no ``.item()``, ``.tolist()``,
+``nonzero``, boolean masks or blocking copies); `gpuaug.sync_check.SyncCheck` checks it in the
+test suite.
 
 With a cache (``cache="device" | "host" | "disk"``) the images are decoded once and every
 later epoch is a gather plus the augmentation, with no worker process. With ``decode="gpu"``
@@ -26,14 +31,26 @@ Epochs you can count:
 
 Under ``torch.distributed`` each rank reads a disjoint shard of each pass (``DistributedSampler``
 padding: the shortest shards are completed with repeated images so every rank has the same
-number of steps) and draws its own augmentation stream.
+number of steps) and draws its own augmentation stream. No constructor runs a collective (a
+loader made on some ranks only cannot deadlock): ``seed=None`` is agreed through the process
+group's store; a ``"disk"`` cache is built by the first process to take its file lock while
+the others wait and then open it. ``device=f"cuda:{local_rank}"`` is honoured without
+``torch.cuda.set_device`` (streams, pinned memory and the pin-memory thread use that device).
 
 Faults: files that fail to decode follow the data set's ``on_error`` (``"raise"``: an
-``ImageLoadError`` naming the file; ``"skip"``: the sample leaves its batch, image and label
-together, and one warning per epoch lists the files). A worker process that dies raises
+``ImageLoadError`` naming the file; ``"skip"``: one warning per epoch lists the files, in
+``loader.last_skipped``). Skipping in one process drops the sample from its batch, image and
+label together (Keras' behaviour); under ``torch.distributed`` it *replaces* the sample by
+another one of its batch (or, if the whole batch failed, by the next readable sample), so
+every rank runs the same steps with the same batch shapes and the all-reduce cannot hang (see
+`gpuaug.stages.batch`; ``loader.skip_rule``). A worker process that dies raises
 :class:`WorkerCrashError` naming the file it was reading. Leaving a loop early (``break``, an
 exception, ``KeyboardInterrupt``) shuts the worker processes down; the next iteration starts
 new ones.
+
+Two iterations at once (``next(iter(loader))`` inside ``for x, y in loader``, or
+``zip(iter(loader), iter(loader))``) are both exact: the first holds the persistent workers,
+the other runs worker processes of its own, stopped when it ends or is dropped.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ the finished cache. No collective, so a loader made on some ranks only cannot de
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -174,6 +173,12 @@ class CacheSource:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (no lock where ``fcntl`` does not exist: Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
