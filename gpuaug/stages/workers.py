@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from gpuaug.decode import is_jpeg, jpeg_orientation, read_file_bytes
 from gpuaug.image import ImageLoadError
@@ -76,6 +76,15 @@ class WorkerView(Dataset):
             self._slot(-1)
 
 
+def _shared_bytes(n: int) -> torch.Tensor:
+    """An uninitialised ``(n,)`` uint8 tensor, in shared memory inside a worker (so that
+    sending it to the main process costs no copy, as ``default_collate`` does for images)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(n, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(n)
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (n,), (1,))
+
+
 def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
     """Worker-side collate: stack the decoded images, concatenate the JPEG files.
 
@@ -99,12 +108,12 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
             orient.append(extra)
     jpeg_data = jpeg_offsets = None
     if jpegs:
-        jpeg_data = torch.cat(jpegs)
-        sizes = torch.tensor([0] + [len(j) for j in jpegs], dtype=torch.int64)
-        jpeg_offsets = sizes.cumsum(0)
+        sizes = [0] + [len(j) for j in jpegs]
+        jpeg_offsets = torch.tensor(sizes, dtype=torch.int64).cumsum(0)
+        jpeg_data = torch.cat(jpegs, out=_shared_bytes(sum(sizes)))
     return HostBatch(
         indices=torch.tensor(indices, dtype=torch.int64),
-        images=torch.stack(images) if images else None,
+        images=default_collate(images) if images else None,  # straight into shared memory
         image_pos=image_pos,
         jpeg_data=jpeg_data,
         jpeg_offsets=jpeg_offsets,
