@@ -43,7 +43,7 @@ Faults: files that fail to decode follow the data set's ``on_error`` (``"raise"`
 label together (Keras' behaviour); under ``torch.distributed`` it *replaces* the sample by
 another one of its batch (or, if the whole batch failed, by the next readable sample), so
 every rank runs the same steps with the same batch shapes and the all-reduce cannot hang (see
-`gpuaug.stages.batch`; ``loader.skip_rule``). A worker process that dies raises
+`gpuaug.stages.skip`; ``loader.skip_rule``). A worker process that dies raises
 :class:`WorkerCrashError` naming the file it was reading. Leaving a loop early (``break``, an
 exception, ``KeyboardInterrupt``) shuts the worker processes down; the next iteration starts
 new ones.
@@ -60,7 +60,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import torch
 
 from gpuaug.augment import AugmentParams, GPUAugment
@@ -68,14 +67,14 @@ from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.decode import check_decode
-from gpuaug.image import ImageLoadError
 from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
-from gpuaug.stages.batch import DeviceBatch, HostBatch, fill_positions
+from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.cache_source import CacheSource, build_cache
 from gpuaug.stages.finish import Finisher, augment_module
-from gpuaug.stages.transfer import Prefetcher, host_to_device, to_device
+from gpuaug.stages.skip import replace_failed, settle_failures
+from gpuaug.stages.transfer import Prefetcher, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
 
 if TYPE_CHECKING:
@@ -178,7 +177,7 @@ class GPULoader:
         self._cuda = self.device.type == "cuda"
         self._targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
         # Failed samples under on_error="skip": dropped in one process, replaced under DDP so
-        # that every rank runs the same steps with the same shapes (see gpuaug.stages.batch).
+        # that every rank runs the same steps with the same shapes (see gpuaug.stages.skip).
         self.skip_rule = "replace" if self.sampler.num_replicas > 1 else "shrink"
         self._workers = WorkerPool(
             dataset,
@@ -304,42 +303,17 @@ class GPULoader:
         failures: list[tuple[int, str]],
         device: torch.device | None = None,
     ) -> DeviceBatch | None:
-        return to_device(raw, self.dataset, failures, self._targets, self.device, device)
+        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device)
+        settle_failures(bad, self.dataset, failures)  # raises under on_error="raise"
+        return batch
 
     def _complete(self, batch: DeviceBatch | None, epoch: int, step: int) -> DeviceBatch | None:
         """Under the ``"replace"`` rule, the batch filled back to its full size."""
         if not self._replacing:
             return batch
         size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
-        kept = 0 if batch is None else len(batch.indices)
-        if kept == size:
-            return batch
-        if kept:
-            pos = fill_positions(kept, size)
-            idx = batch.indices.numpy()
-            return DeviceBatch(
-                torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]),
-                torch.from_numpy(np.concatenate([idx, idx[pos]])),
-                torch.cat([batch.labels] + [batch.labels[p : p + 1] for p in pos]),
-            )
         first = int(self.sampler.batch(epoch, step).numpy()[0])
-        index, image = self._next_loadable(first)
-        images = host_to_device(image[None].expand(size, *image.shape).contiguous(), self.device)
-        indices = torch.full((size,), index, dtype=torch.int64)
-        return DeviceBatch(
-            images, indices, host_to_device(self._targets.index_select(0, indices), self.device)
-        )
-
-    def _next_loadable(self, start: int) -> tuple[int, torch.Tensor]:
-        """The first sample after ``start`` (cyclically) that decodes, and its image."""
-        n = len(self.dataset)
-        for k in range(1, n + 1):
-            index = (start + k) % n
-            try:
-                return index, self.dataset.load(index)
-            except ImageLoadError:
-                continue
-        raise ValueError("every sample of the data set failed to load; nothing to train on")
+        return replace_failed(batch, size, first, self.dataset, self._targets, self.device)
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""

@@ -28,9 +28,10 @@ import gpuaug.loader as loader_mod
 from gpuaug.cache import ImageCache, check_device_cache_fits
 from gpuaug.loader import GPULoader, LoaderConfig
 from gpuaug.sampler import EpochBatchSampler
-from gpuaug.stages.batch import HostBatch, fill_positions
+from gpuaug.stages.batch import HostBatch
 from gpuaug.stages.cache_source import CacheSource, plan_pass
 from gpuaug.stages.finish import Finisher, augment_module
+from gpuaug.stages.skip import fill_positions
 from gpuaug.stages.transfer import PinnedRing
 from gpuaug.stages.workers import WorkerView, collate
 from gpuaug.sync_check import SyncCheck

@@ -9,11 +9,14 @@
     (cache gathers)             host)         stream)        the device)     targets)
 
 - :mod:`gpuaug.stages.batch`: the records passed between stages (`HostBatch`, `DeviceBatch`).
+- :mod:`gpuaug.stages.skip`: ``on_error`` for a batch and the skip rules ("shrink" in one
+  process, "replace" under DDP: same steps and shapes on every rank).
 - :mod:`gpuaug.stages.workers`: the DataLoader worker processes (`WorkerView` and `collate` run
   in the workers), crash detection (`WorkerCrashError`) and shutdown.
 - :mod:`gpuaug.stages.cache_source`: building an `ImageCache` and gathering batches from it.
 - :mod:`gpuaug.stages.jpeg_decode`: the batched nvJPEG step of ``decode="gpu"``.
-- :mod:`gpuaug.stages.transfer`: host -> device copies and prefetch.
+- :mod:`gpuaug.stages.transfer`: host -> device copies (pinned, ``non_blocking``), the pinned
+  ring of the host / disk caches, and prefetch on a side stream.
 - :mod:`gpuaug.stages.finish`: the augmentation and the targets; `augment_module` turns a
   user's ``augment`` argument into a `GPUAugment`, once, at the boundary.
 

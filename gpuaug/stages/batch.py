@@ -4,16 +4,6 @@ A *source* (worker processes, a host or disk cache) yields a `HostBatch`: uint8 
 host plus, with ``decode="gpu"``, the batch's JPEG files as one byte buffer still to decode.
 The *transfer* stage turns it into a `DeviceBatch` (uint8 on the loader's device), which the
 *finish* stage augments.
-
-Bad files (``on_error="skip"``): a failed sample leaves its batch with its label ("shrink",
-Keras' behaviour, the rule in a single process), or, under ``torch.distributed``
-(``num_replicas > 1``), is *replaced* so that every rank runs the same number of steps with the
-same batch shapes whatever files fail (an all-reduce would hang otherwise): the j-th failed
-sample of a batch becomes a copy of the batch's j-th good sample (cyclically), appended after
-the good ones; a batch with no good sample at all becomes ``b`` copies of the first good
-sample after its first index (``i + 1, i + 2, ...`` modulo ``n``). Both rules depend only on
-which files fail, so a replayed batch is the same batch; the failures are listed in
-``loader.last_skipped`` either way.
 """
 
 from __future__ import annotations
@@ -21,22 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
-from gpuaug.image import ImageLoadError
-
-__all__ = [
-    "SKIP_RULES",
-    "DeviceBatch",
-    "HostBatch",
-    "fill_positions",
-    "next_good",
-    "settle_failures",
-]
-
-#: ``"shrink"``: drop failed samples (single process); ``"replace"``: keep the shape (DDP).
-SKIP_RULES = ("shrink", "replace")
+__all__ = ["DeviceBatch", "HostBatch"]
 
 
 @dataclass
@@ -120,44 +97,3 @@ class DeviceBatch(NamedTuple):
     images: torch.Tensor
     indices: torch.Tensor
     labels: torch.Tensor
-
-
-def settle_failures(
-    bad: list[tuple[int, str]], dataset: Any, failures: list[tuple[int, str]]
-) -> None:
-    """Applies the data set's ``on_error`` to a batch's failed samples.
-
-    ``"raise"``: an `ImageLoadError` naming the first failed file (lowest index); ``"skip"``:
-    the failures are appended to ``failures`` (the epoch's list, reported at its end).
-    """
-    if not bad:
-        return
-    if dataset.on_error == "raise":
-        index, reason = min(bad)
-        raise ImageLoadError(dataset.samples[index][0], reason)
-    failures.extend(bad)
-
-
-def fill_positions(kept: int, size: int) -> list[int]:
-    """The rows that replace a batch's failed samples: ``[j % kept for j in range(size - kept)]``.
-
-    Row ``kept + j`` of the filled batch is a copy of row ``j % kept`` (see the module
-    docstring); empty when nothing failed.
-    """
-    if kept <= 0 or kept >= size:
-        return []
-    return [j % kept for j in range(size - kept)]
-
-
-def next_good(start: int, good: np.ndarray) -> int:
-    """The first ``i`` in ``start + 1, start + 2, ...`` (modulo ``n``) with ``good[i]``.
-
-    Raises:
-        ValueError: no good sample at all.
-    """
-    n = len(good)
-    order = (np.arange(1, n + 1) + start) % n
-    hits = order[good[order]]
-    if len(hits) == 0:
-        raise ValueError("every sample of the data set failed to load; nothing to train on")
-    return int(hits[0])

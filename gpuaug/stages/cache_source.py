@@ -2,7 +2,7 @@
 
 Each pass of the sampler gets a *plan*, made on the host with numpy once per pass: the sample
 indices each batch serves, with the samples that failed when the cache was built dropped
-(single process) or replaced (under DDP; see `gpuaug.stages.batch`). A ``"device"`` cache
+(single process) or replaced (under DDP; see `gpuaug.stages.skip`). A ``"device"`` cache
 copies the pass's plan to the device once (pinned, ``non_blocking``) and each batch is a slice
 of it and one ``index_select`` there: nothing per batch makes the host wait for the GPU. A
 ``"host"`` or ``"disk"`` cache gathers each batch on the CPU straight into a pinned buffer of a
@@ -25,7 +25,8 @@ import torch
 
 from gpuaug.cache import ImageCache, cache_key, default_cache_dir
 from gpuaug.sampler import EpochBatchSampler
-from gpuaug.stages.batch import DeviceBatch, HostBatch, fill_positions, next_good
+from gpuaug.stages.batch import DeviceBatch, HostBatch
+from gpuaug.stages.skip import fill_positions, next_good
 from gpuaug.stages.transfer import PinnedRing, host_to_device
 from gpuaug.stages.workers import WorkerPool
 
@@ -89,7 +90,7 @@ class CacheSource:
         sampler: the loader's sampler.
         device: the loader's device.
         targets: ``(n,)`` int64 CPU, every sample's class index.
-        rule: ``"shrink"`` or ``"replace"`` (failed samples; see `gpuaug.stages.batch`).
+        rule: ``"shrink"`` or ``"replace"`` (failed samples; see `gpuaug.stages.skip`).
     """
 
     def __init__(

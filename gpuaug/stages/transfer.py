@@ -1,7 +1,7 @@
 """The transfer stage: host batches to the device, one batch ahead, on a side CUDA stream.
 
 :func:`to_device` turns a `HostBatch` into a `DeviceBatch` (asynchronous copies from pinned
-memory, the nvJPEG decode for ``decode="gpu"``, ``on_error``); :class:`Prefetcher` runs it
+memory, the nvJPEG decode for ``decode="gpu"``); :class:`Prefetcher` runs it
 for batch k+1 on its own CUDA stream (created once per loader) while batch k is in use, and
 makes the consumer's stream wait on the copy (timm's PrefetchLoader, without its known bugs).
 :class:`PinnedRing` holds the few reusable pinned buffers a host or disk cache gathers into.
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from gpuaug.stages.batch import DeviceBatch, HostBatch, settle_failures
+from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.jpeg_decode import decode_jpegs
 
 __all__ = ["PinnedRing", "Prefetcher", "host_to_device", "to_device"]
@@ -43,26 +43,22 @@ def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def to_device(
     raw: HostBatch,
     dataset: Any,
-    failures: list[tuple[int, str]],
     targets: torch.Tensor,
     decode_device: torch.device,
     device: torch.device | None = None,
-) -> DeviceBatch | None:
-    """A source's batch on ``device``: copied, its JPEGs decoded, ``on_error`` applied.
+) -> tuple[DeviceBatch | None, list[tuple[int, str]]]:
+    """A source's batch on ``device``: copied, its JPEGs decoded.
 
     Args:
         raw: the host batch.
-        dataset: the data set (``on_error``, ``samples``; see `gpuaug.stages`).
-        failures: the epoch's list of skipped samples (extended with this batch's).
+        dataset: the data set (``samples``, sizes; see `gpuaug.stages`).
         targets: ``(n,)`` int64 CPU, the class index of every sample.
         decode_device: where JPEGs are decoded (the loader's device).
         device: where the batch goes (default ``decode_device``).
 
     Returns:
-        The batch, or ``None`` when every sample failed (``on_error="skip"``).
-
-    Raises:
-        ImageLoadError: a failed sample under ``on_error="raise"``.
+        ``(batch, failures)``: the batch of the samples that did not fail (``None`` if none)
+        and ``[(index, reason), ...]`` for those that did (for `gpuaug.stages.skip`).
     """
     device = decode_device if device is None else device
     indices = raw.indices
@@ -76,11 +72,10 @@ def to_device(
         images, indices, jpeg_bad = decode_jpegs(raw, images, dataset, decode_device)
         images = images.to(device)
         bad += jpeg_bad
-    settle_failures(bad, dataset, failures)
     if images is None or len(indices) == 0:
-        return None
+        return None, bad
     labels = host_to_device(targets.index_select(0, indices), device)
-    return DeviceBatch(images, indices, labels)
+    return DeviceBatch(images, indices, labels), bad
 
 
 class PinnedRing:
