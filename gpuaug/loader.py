@@ -126,7 +126,9 @@ class GPULoader:
     Attributes:
         dataset, augment (a `GPUAugment` on :attr:`device`), config, sampler (the
         `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its ``set_epoch``),
-        device, seed, cache (an `ImageCache` or ``None``).
+        device, seed, cache (an `ImageCache` or ``None``), last_skipped (``[(path, reason),
+        ...]`` of the last epoch, ``on_error="skip"``), skip_rule (``"shrink"`` in one
+        process, ``"replace"`` under DDP; see `gpuaug.stages.skip`).
 
     Shape:
         each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
