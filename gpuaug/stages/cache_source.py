@@ -174,14 +174,20 @@ class CacheSource:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (no lock where ``fcntl`` does not exist: Windows)."""
+    """An exclusive ``flock`` on ``path``, held for the block.
+
+    No lock where ``fcntl`` does not exist (Windows) or the lock file cannot be made (a
+    read-only or missing cache folder: opening or building the cache then reports it).
+    """
     try:
         import fcntl
-    except ImportError:  # pragma: no cover
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115
+    except (ImportError, OSError):
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
