@@ -87,8 +87,8 @@ def test_collate_sends_a_batchs_jpegs_as_one_buffer_with_offsets(tmp_path):
     assert raw.images is None and raw.jpeg_data.dtype == torch.uint8 and raw.jpeg_data.ndim == 1
     assert raw.jpeg_offsets.tolist()[0] == 0 and len(raw.jpeg_offsets) == len(ds) + 1
     files = [Path(p).read_bytes() for p, _ in ds.samples]
-    assert [j.numpy().tobytes() for j in raw.jpegs()] == files
-    assert raw.jpegs()[1].untyped_storage().data_ptr() == raw.jpeg_data.untyped_storage().data_ptr()
+    assert [j.numpy().tobytes() for j in raw.jpegs] == files
+    assert raw.jpegs[1].untyped_storage().data_ptr() == raw.jpeg_data.untyped_storage().data_ptr()
 
 
 @pytest.mark.cuda

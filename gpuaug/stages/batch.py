@@ -69,6 +69,7 @@ class HostBatch:
     def num_jpegs(self) -> int:
         return len(self.jpeg_pos)
 
+    @property
     def jpegs(self) -> list[torch.Tensor]:
         """The JPEG files as views into :attr:`jpeg_data` (no copy)."""
         if self.jpeg_data is None:

@@ -26,7 +26,7 @@ def _decode_call(
 ) -> list[torch.Tensor | ImageLoadError]:
     """The one call site of the decoder: every JPEG of the batch, upright and resized."""
     return decode_jpeg_batch(
-        raw.jpegs(),
+        raw.jpegs,
         device,
         dataset.target_size,
         dataset.color_mode,
