@@ -72,10 +72,11 @@ def next_good(start: int, good: np.ndarray) -> int:
 def _next_loadable(dataset: Any, start: int) -> tuple[int, torch.Tensor]:
     """The first sample after ``start`` (cyclically) that decodes, and its image."""
     n = len(dataset)
+    load = getattr(dataset, "load_packed", dataset.load)  # gpuaug.paired: image + mask
     for k in range(1, n + 1):
         index = (start + k) % n
         try:
-            return index, dataset.load(index)
+            return index, load(index)
         except ImageLoadError:
             continue
     raise ValueError("every sample of the data set failed to load; nothing to train on")
