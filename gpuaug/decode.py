@@ -76,6 +76,7 @@ __all__ = [
     "jpeg_orientation",
     "jpeg_problem",
     "read_file_bytes",
+    "read_gpu_jpeg",
 ]
 
 #: Allowed ``decode`` values.
@@ -269,7 +270,10 @@ def inspect_jpeg(data: bytes | bytearray | torch.Tensor) -> JpegInfo:
     if frame is None or problem is not None:
         return JpegInfo(problem, False, 1)
     try:
-        with Image.open(io.BytesIO(raw)) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # -> problem below
+            img = Image.open(io.BytesIO(raw))
+        with img:
             problem = _bomb_reason(*img.size)
             orientation = _exif_orientation(img)
     except Image.DecompressionBombError as exc:
@@ -278,6 +282,30 @@ def inspect_jpeg(data: bytes | bytearray | torch.Tensor) -> JpegInfo:
         return JpegInfo(_reason(exc), False, 1)
     gpu = frame.sof in _NVJPEG_SOF and frame.precision_bits == 8 and frame.components in (1, 3)
     return JpegInfo(problem, gpu and problem is None, orientation, frame.height_px, frame.width_px)
+
+
+def read_gpu_jpeg(path: str | os.PathLike[str]) -> tuple[torch.Tensor, JpegInfo] | None:
+    """What a ``decode="gpu"`` worker does with a file: its bytes for nvJPEG, or ``None``.
+
+    Returns ``(bytes, info)`` for a sound JPEG nvJPEG can decode; ``None`` for any other
+    file (not a JPEG, whatever its name; or a JPEG only the CPU decodes, e.g. CMYK): the
+    worker then decodes it with PIL as with ``decode="cpu"``.
+
+    Shape:
+        -> ``(nbytes,)`` uint8, CPU, and a :class:`JpegInfo`.
+
+    Raises:
+        ImageLoadError: the file cannot be read, is empty, or is a broken JPEG
+            (:func:`inspect_jpeg`); the reason names the problem.
+    """
+    path = os.fspath(path)
+    data = read_file_bytes(path)
+    if not is_jpeg(data):
+        return None
+    info = inspect_jpeg(data)
+    if info.problem is not None:
+        raise ImageLoadError(path, info.problem)
+    return (data, info) if info.gpu else None
 
 
 def _exif_orientation(img: Image.Image) -> int:

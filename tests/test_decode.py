@@ -7,6 +7,10 @@ tested here on the CPU with that check switched off. nvJPEG itself needs the cud
 
 from __future__ import annotations
 
+import io
+import threading
+import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +18,23 @@ import pytest
 import torch
 from conftest import textured_image, write_tree
 from PIL import Image
+from torchvision.io import decode_jpeg
 
 import gpuaug
 import gpuaug.decode as decode_mod
 import gpuaug.loader as loader_mod
 from gpuaug.decode import (
+    JpegDecoder,
     apply_orientation,
     check_decode,
     decode_jpeg_batch,
+    decode_jpegs,
+    inspect_jpeg,
     is_jpeg,
     jpeg_orientation,
+    jpeg_problem,
     read_file_bytes,
+    read_gpu_jpeg,
 )
 from gpuaug.image import ImageLoadError, load_image
 
@@ -167,6 +177,232 @@ def test_orientations_of_the_wrong_length_are_an_error(jpegs):
         decode_jpeg_batch([read_file_bytes(jpegs[0])], "cpu", SIZE, orientations=[1, 1])
 
 
+# ---------------------------------------------------------------- worker-side JPEG check
+def jpeg_bytes(progressive: bool = False, size=(40, 48), mode: str = "RGB", seed: int = 0) -> bytes:
+    img = Image.fromarray(textured_image(np.random.default_rng(seed), *size)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, progressive=progressive)
+    return buf.getvalue()
+
+
+def pil_refuses(path: Path) -> bool:
+    try:
+        load_image(path, SIZE)
+    except ImageLoadError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_problem_flags_exactly_the_truncations_pil_refuses(tmp_path, progressive):
+    data = jpeg_bytes(progressive)
+    cuts = [len(data), len(data) - 1, len(data) - 2, len(data) - 10, len(data) // 2, 400, 30]
+    for n in cuts:
+        path = tmp_path / f"cut{n}.jpg"
+        path.write_bytes(data[:n])
+        assert (jpeg_problem(path.read_bytes()) is not None) == pil_refuses(path), n
+    assert (
+        jpeg_problem(data[:-2]) == "truncated: no end-of-image marker (FF D9) after the image data"
+    )
+
+
+def test_jpeg_problem_accepts_trailing_bytes_after_the_end_marker(tmp_path):
+    path = tmp_path / "trailer.jpg"
+    path.write_bytes(jpeg_bytes() + b"camera trailer")
+    assert jpeg_problem(path.read_bytes()) is None and not pil_refuses(path)
+
+
+def test_jpeg_problem_follows_pils_load_truncated_images(monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    assert jpeg_problem(jpeg_bytes()[:-100]) is None
+
+
+def test_jpeg_problem_flags_garbage_after_the_start_marker():
+    assert "corrupt JPEG header" in jpeg_problem(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+
+
+def test_inspect_jpeg_sends_cmyk_to_the_cpu_and_progressive_to_the_gpu():
+    cmyk = inspect_jpeg(jpeg_bytes(mode="CMYK"))
+    progressive = inspect_jpeg(jpeg_bytes(progressive=True))
+    assert cmyk.problem is None and not cmyk.gpu
+    assert progressive.problem is None and progressive.gpu
+    assert (progressive.height_px, progressive.width_px) == (40, 48)
+
+
+@pytest.mark.parametrize("limit", [100, 1000])  # PIL's own error (> 2x), gpuaug's (> 1x)
+def test_inspect_jpeg_refuses_a_decompression_bomb_like_open_image(tmp_path, monkeypatch, limit):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg_bytes())  # 1920 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    assert "decompression bomb" in inspect_jpeg(path.read_bytes()).problem
+    assert pil_refuses(path)
+
+
+def test_read_gpu_jpeg_routes_each_file(tmp_path):
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "cut.jpg").write_bytes(jpeg_bytes()[:-50])
+    (tmp_path / "cmyk.jpg").write_bytes(jpeg_bytes(mode="CMYK"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "png.jpg", format="PNG")
+    data, info = read_gpu_jpeg(tmp_path / "ok.jpg")
+    assert data.numpy().tobytes() == (tmp_path / "ok.jpg").read_bytes() and info.gpu
+    assert read_gpu_jpeg(tmp_path / "cmyk.jpg") is None
+    assert read_gpu_jpeg(tmp_path / "png.jpg") is None
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg.*end-of-image marker"):
+        read_gpu_jpeg(tmp_path / "cut.jpg")
+
+
+# ---------------------------------------------------------------- decode_jpegs with a fake nvJPEG
+class FakeNvjpeg:
+    """Stands in for ``decode_jpeg(list, device="cuda")``: torchvision's CPU decoder, plus
+    what the tests watch (calls, images per call, images still alive from earlier calls)."""
+
+    def __init__(self, refuse: set[int] = frozenset(), oom: BaseException | None = None):
+        self.refuse, self.oom = refuse, oom  # refuse: byte lengths of files to fail on
+        self.calls: list[int] = []
+        self.alive_at_call: list[int] = []
+        self._refs: list = []
+
+    def __call__(self, data, mode, device):
+        self.alive_at_call.append(sum(ref() is not None for ref in self._refs))
+        self.calls.append(len(data))
+        if self.oom is not None:
+            raise self.oom
+        if any(d.numel() in self.refuse for d in data):
+            raise RuntimeError("Error while decoding JPEG images: Failed to decode batch: 7")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = [decode_jpeg(d, mode=mode) for d in data]
+        self._refs += [weakref.ref(t) for t in out]
+        return out
+
+
+@pytest.fixture
+def photos(tmp_path) -> list[Path]:
+    """8 JPEGs of 40 x 48 = 1920 pixels, distinct byte lengths."""
+    paths = []
+    for i in range(8):
+        path = tmp_path / f"p{i}.jpg"
+        path.write_bytes(jpeg_bytes(seed=i, size=(40, 48)))
+        paths.append(path)
+    assert len({p.stat().st_size for p in paths}) == 8
+    return paths
+
+
+def test_pixel_budget_cuts_the_batch_into_chunks(photos, monkeypatch):
+    fake = FakeNvjpeg()
+    monkeypatch.setattr(decode_mod, "_decode", fake)
+    out = decode_jpegs([read_file_bytes(p) for p in photos], "cpu", SIZE, pixel_budget=3 * 1920)
+    assert fake.calls == [3, 3, 2]
+    assert out.images.shape == (8, 3, *SIZE) and out.failed == ()
+
+
+def test_full_resolution_images_are_freed_before_the_next_chunk(photos, monkeypatch):
+    fake = FakeNvjpeg()
+    monkeypatch.setattr(decode_mod, "_decode", fake)
+    decode_jpegs([read_file_bytes(p) for p in photos], "cpu", SIZE, pixel_budget=2 * 1920)
+    assert fake.alive_at_call == [0, 0, 0, 0]
+
+
+def test_an_image_over_the_budget_is_decoded_alone(photos, monkeypatch):
+    fake = FakeNvjpeg()
+    monkeypatch.setattr(decode_mod, "_decode", fake)
+    decode_jpegs([read_file_bytes(p) for p in photos[:3]], "cpu", SIZE, pixel_budget=100)
+    assert fake.calls == [1, 1, 1]
+
+
+def test_same_size_photos_are_resized_in_one_call_per_orientation(photos, monkeypatch):
+    calls = []
+    real = decode_mod._resize
+    monkeypatch.setattr(decode_mod, "_resize", lambda x, *a: calls.append(len(x)) or real(x, *a))
+    data = [read_file_bytes(p) for p in photos]
+    decode_jpegs(data, "cpu", SIZE)
+    assert calls == [8]
+    calls.clear()
+    out = decode_jpegs(data, "cpu", SIZE, "rgb", "bilinear", orientations=[1, 6] * 4)
+    assert sorted(calls) == [4, 4]
+    for i in (0, 1):  # rows land in input order, upright
+        (ref,) = decode_jpeg_batch(
+            [data[i]], "cpu", SIZE, "rgb", "bilinear", orientations=[1 + 5 * i]
+        )
+        assert torch.equal(out.images[i], ref)
+
+
+def test_a_failing_image_is_found_by_bisection_not_one_by_one(photos, monkeypatch):
+    fake = FakeNvjpeg(refuse={photos[5].stat().st_size})
+    monkeypatch.setattr(decode_mod, "_decode", fake)
+    out = decode_jpegs(
+        [read_file_bytes(p) for p in photos], "cpu", SIZE, paths=list(map(str, photos))
+    )
+    assert len(fake.calls) <= 1 + 2 * 3 and fake.calls[0] == 8
+    assert out.failed == ()
+    assert torch.equal(out.images[5], load_image(photos[5], SIZE))  # the CPU fallback
+
+
+def test_a_refused_image_no_cpu_can_read_is_a_failure(photos, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photos[0].read_bytes()[:300])
+    files = [photos[0], broken, photos[1]]
+    monkeypatch.setattr(decode_mod, "_decode", FakeNvjpeg(refuse={300}))
+    out = decode_jpegs(
+        [read_file_bytes(p) for p in files], "cpu", SIZE, paths=list(map(str, files))
+    )
+    ((pos, err),) = out.failed
+    assert pos == 1 and err.path == str(broken)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+        RuntimeError("Error while decoding JPEG images: CUDA out of memory. Tried to allocate"),
+    ],
+)
+def test_out_of_memory_is_re_raised_with_what_to_change(photos, monkeypatch, error):
+    fake = FakeNvjpeg(oom=error)
+    monkeypatch.setattr(decode_mod, "_decode", fake)
+    with pytest.raises(torch.OutOfMemoryError, match=r"pixel_budget.*batch_size.*decode='cpu'"):
+        decode_jpegs(
+            [read_file_bytes(p) for p in photos], "cpu", SIZE, paths=list(map(str, photos))
+        )
+    assert fake.calls == [8]  # not retried image by image
+
+
+def test_bad_pixel_budget_is_an_error(photos):
+    with pytest.raises(ValueError, match="`pixel_budget` must be a positive int"):
+        decode_jpegs([read_file_bytes(photos[0])], "cpu", SIZE, pixel_budget=0)
+
+
+def test_jpeg_decoder_returns_before_the_decode_is_done(photos, monkeypatch):
+    release = threading.Event()
+    real = decode_mod._decode
+
+    def slow(data, mode, device):
+        release.wait(10)
+        return real(data, mode, device)
+
+    monkeypatch.setattr(decode_mod, "_decode", slow)
+    data = [read_file_bytes(p) for p in photos]
+    with JpegDecoder("cpu", SIZE, "rgb", "bilinear") as decoder:
+        job = decoder.submit(data)
+        assert not job.done()
+        release.set()
+        got = job.result()
+    ref = decode_jpegs(data, "cpu", SIZE, "rgb", "bilinear")
+    assert torch.equal(got.images, ref.images)
+
+
+def test_jpeg_decoder_raises_the_decode_error_from_result(photos, monkeypatch):
+    monkeypatch.setattr(
+        decode_mod, "_decode", FakeNvjpeg(oom=torch.OutOfMemoryError("out of memory"))
+    )
+    with JpegDecoder("cpu", SIZE) as decoder:
+        job = decoder.submit([read_file_bytes(photos[0])])
+        with pytest.raises(torch.OutOfMemoryError, match="pixel_budget"):
+            job.result()
+
+
 # ---------------------------------------------------------------- check_decode
 def test_unknown_decode_is_an_error():
     with pytest.raises(ValueError, match="`decode` must be 'cpu' or 'gpu'; got 'fast'"):
@@ -295,3 +531,33 @@ def test_loader_decodes_jpegs_on_the_gpu(mixed_tree):
         assert xg.is_cuda and torch.equal(yg.cpu(), yc)
         assert (xg.cpu() - xc).abs().mean() < 3
     loader.close()
+
+
+@pytest.mark.cuda
+def test_nvjpeg_chunks_give_the_same_pixels_as_one_call(tmp_path):
+    """256 photos of 1 MP in chunks of ~8: a chunk's nvJPEG writes racing the previous chunk's
+    resize (buffers recycled on the stream, issue 9.9) would change pixels; memory stays bounded."""
+    data = [
+        torch.frombuffer(bytearray(jpeg_bytes(seed=i % 16, size=(800, 1280))), dtype=torch.uint8)
+        for i in range(256)
+    ]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    small = decode_jpegs(data, "cuda", (224, 224), "rgb", "bilinear", pixel_budget=8 * 1_024_000)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    one = decode_jpegs(data, "cuda", (224, 224), "rgb", "bilinear", pixel_budget=10**10)
+    assert torch.equal(small.images, one.images)
+    # 8 MP decoded (24 MB) + its float32 resize copy (~100 MB) + output; not 256 MP (0.8 GB)
+    assert peak < 300 * 2**20, peak
+
+
+@pytest.mark.cuda
+def test_jpeg_decoder_overlaps_and_matches_the_synchronous_decode(photos):
+    data = [read_file_bytes(p) for p in photos]
+    with JpegDecoder("cuda", SIZE, "rgb", "bilinear") as decoder:
+        jobs = [decoder.submit(data) for _ in range(3)]
+        got = [job.result() for job in jobs]
+    ref = decode_jpegs(data, "cuda", SIZE, "rgb", "bilinear")
+    assert all(torch.equal(g.images, ref.images) for g in got)
