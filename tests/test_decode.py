@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import textured_image, write_tree
 from PIL import Image
-from torchvision.io import decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 
 import gpuaug
 import gpuaug.decode as decode_mod
@@ -492,6 +492,57 @@ def test_gpu_decode_path_with_a_cache(mixed_tree):
     cached = list(make(mixed_tree, decode="gpu", cache="device"))
     plain = list(make(mixed_tree, decode="gpu"))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(cached, plain, strict=True))
+
+
+def hardware_like_decoder(data, mode, device):
+    """Like nvJPEG's hardware path: never fails on data it can size, grey where data is missing."""
+    out = []
+    for d in data:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(decode_jpeg(d, mode=mode))
+        except RuntimeError:
+            frame = decode_mod._walk_jpeg(d.numpy().tobytes())
+            if isinstance(frame, str):
+                raise RuntimeError("Failed to get image info: 2") from None
+            channels = 1 if mode == ImageReadMode.GRAY else 3
+            out.append(
+                torch.full((channels, frame.height_px, frame.width_px), 128, dtype=torch.uint8)
+            )
+    return out
+
+
+@pytest.mark.usefixtures("gpu_decode_on_cpu")
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_gpu_and_cpu_decode_skip_the_same_files(tmp_path, monkeypatch, num_workers):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    good = jpeg_bytes(size=(20, 20))
+    (root / "a" / "good.jpg").write_bytes(good)
+    (root / "a" / "truncated.jpg").write_bytes(good[: len(good) * 3 // 4])
+    (root / "a" / "garbage.jpg").write_bytes(np.random.default_rng(0).bytes(600))
+    (root / "a" / "garbage-soi.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(600))
+    (root / "a" / "cmyk.jpg").write_bytes(jpeg_bytes(size=(20, 20), mode="CMYK"))
+    monkeypatch.setattr(decode_mod, "_decode", hardware_like_decoder)
+    skipped, batches = {}, {}
+    for decode in ("cpu", "gpu"):
+        with pytest.warns(UserWarning, match="Skipped 2 unreadable"):  # index: no header
+            loader = make(
+                root,
+                decode=decode,
+                on_error="skip",
+                batch_size=5,
+                shuffle=False,
+                num_workers=num_workers,
+            )
+        with pytest.warns(UserWarning, match="Skipped 1 unreadable"):  # epoch: truncated data
+            batches[decode] = [x for x, _ in loader]
+        found = [p for p, _ in loader.dataset.skipped] + [p for p, _ in loader.last_skipped]
+        skipped[decode] = sorted(Path(p).name for p in found)
+    assert skipped["gpu"] == skipped["cpu"] == ["garbage-soi.jpg", "garbage.jpg", "truncated.jpg"]
+    ((xg,),), ((xc,),) = [batches["gpu"]], [batches["cpu"]]
+    assert xg.shape == xc.shape == (2, 3, *SIZE) and (xg - xc).abs().max() <= 2
 
 
 # ---------------------------------------------------------------- CUDA (nvJPEG)
