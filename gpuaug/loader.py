@@ -49,11 +49,11 @@ from gpuaug.augment import AugmentParams, GPUAugment
 from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
-from gpuaug.decode import check_decode
+from gpuaug.decode import JpegDecoder, check_decode
 from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
-from gpuaug.stages import cache_source
+from gpuaug.stages import cache_source, jpeg_decode
 from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.finish import Finisher, augment_module
 from gpuaug.stages.transfer import Prefetcher, to_device
@@ -168,6 +168,11 @@ class GPULoader:
             pin_memory=self._cuda,
         )
         self._prefetcher = Prefetcher(self.device)
+        self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
+            JpegDecoder(self.device, dataset.target_size, dataset.color_mode, dataset.interpolation)
+            if config.decode == "gpu"
+            else None
+        )
         self._finisher = Finisher(self.augment, dataset, self.device)
         self._active_run: object | None = None
         self.last_skipped: list[tuple[str, str]] = []
@@ -262,6 +267,8 @@ class GPULoader:
             raw = cache_source.host_batches(self.cache, order, pin=self._cuda)
         else:
             raw = self._workers.epoch_batches(epoch)
+            if self._jpeg_decoder is not None:
+                raw = jpeg_decode.decode_ahead(raw, self._jpeg_decoder, self.dataset)
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
 
     def _to_device(
@@ -280,6 +287,8 @@ class GPULoader:
     def close(self) -> None:
         """Shuts the worker processes down (a later iteration starts new ones)."""
         self._workers.shutdown()
+        if self._jpeg_decoder is not None:
+            self._jpeg_decoder.close()
 
     def __enter__(self) -> GPULoader:
         return self

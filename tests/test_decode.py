@@ -545,6 +545,32 @@ def test_gpu_and_cpu_decode_skip_the_same_files(tmp_path, monkeypatch, num_worke
     assert xg.shape == xc.shape == (2, 3, *SIZE) and (xg - xc).abs().max() <= 2
 
 
+@pytest.mark.usefixtures("gpu_decode_on_cpu")
+def test_loader_decodes_on_the_decoder_thread_two_batches_ahead(tmp_path, monkeypatch):
+    for i in range(8):
+        save_jpeg(tmp_path / "data" / "a" / f"{i}.jpg", seed=i)
+    threads, submitted = [], []
+    real_decode, real_submit = decode_mod._decode, decode_mod.JpegDecoder.submit
+
+    def spy_decode(data, mode, device):
+        threads.append(threading.current_thread().name)
+        return real_decode(data, mode, device)
+
+    def spy_submit(self, *args, **kwargs):
+        submitted.append(len(args[0]))
+        return real_submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(decode_mod, "_decode", spy_decode)
+    monkeypatch.setattr(decode_mod.JpegDecoder, "submit", spy_submit)
+    loader = make(tmp_path / "data", decode="gpu", batch_size=2, class_mode="sparse")
+    seen_at_first = None
+    for _ in loader:
+        seen_at_first = len(submitted) if seen_at_first is None else seen_at_first
+    loader.close()
+    assert seen_at_first == 3  # batches 0, 1 and 2 submitted before batch 0 is handed out
+    assert threads and all(name.startswith("gpuaug-nvjpeg") for name in threads)
+
+
 # ---------------------------------------------------------------- CUDA (nvJPEG)
 @pytest.mark.cuda
 def test_nvjpeg_batch_decode_is_close_to_the_cpu_loader(jpegs):

@@ -30,6 +30,8 @@ class HostBatch:
         jpeg_pos: the row of ``indices`` each JPEG belongs to.
         orient: the EXIF orientation of each JPEG.
         failures: ``[(index, reason), ...]`` of the samples that failed.
+        decode_job: the JPEGs' decode already submitted to the loader's
+            `gpuaug.decode.JpegDecoder` (`gpuaug.stages.jpeg_decode.decode_ahead`), or ``None``.
     """
 
     indices: torch.Tensor
@@ -39,6 +41,7 @@ class HostBatch:
     jpeg_pos: list[int] = field(default_factory=list)
     orient: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    decode_job: Any = None
 
     @classmethod
     def decoded(
