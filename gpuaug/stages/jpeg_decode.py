@@ -65,9 +65,9 @@ def _decode_call(
     )
 
 
-def _rows(positions: list[int], device: torch.device) -> torch.Tensor:
+def _rows(positions: list[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
     """Row numbers as an index on ``device`` without a host sync (pinned, non_blocking)."""
-    index = torch.tensor(positions, dtype=torch.int64)
+    index = torch.as_tensor(positions, dtype=torch.int64)
     if device.type == "cuda":
         index = index.pin_memory()
     return index.to(device, non_blocking=True)
@@ -101,7 +101,7 @@ def decode_jpegs(
         c, (h, w) = dataset.channels, dataset.target_size
         full = torch.empty((n, c, h, w), dtype=torch.uint8, device=device)
         if images is not None:
-            full[raw.image_pos.to(device)] = images
+            full.index_copy_(0, _rows(raw.image_pos, device), images)
         full.index_copy_(0, _rows(raw.jpeg_pos, device), decoded.images)
     bad = [(int(indices[raw.jpeg_pos[i]]), err.reason or str(err)) for i, err in decoded.failed]
     if bad:
