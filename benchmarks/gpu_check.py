@@ -409,25 +409,26 @@ def check_jpeg_check_parity(ctx: Context) -> dict[str, Any]:
 def _decode_epoch(root: Path, ctx: Context, decode: str, batch: int) -> dict[str, Any]:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    loader = _loader(
-        root,
-        ctx,
-        augment=None,
-        decode=decode,
-        batch_size=batch,
-        shuffle=False,
-        on_error="skip",
-        num_workers=ctx.settings.num_workers,
-        interpolation="bilinear",
-        target_size=ctx.settings.target_size,
-    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Skipped N unreadable files"
+        loader = _loader(
+            root,
+            ctx,
+            augment=None,
+            decode=decode,
+            batch_size=batch,
+            shuffle=False,
+            on_error="skip",
+            num_workers=ctx.settings.num_workers,
+            interpolation="bilinear",
+            target_size=ctx.settings.target_size,
+        )
         batches = [x for x, _ in loader]
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    skipped = sorted(Path(p).name for p, _ in loader.last_skipped)
+    found = [*loader.dataset.skipped, *loader.last_skipped]  # at indexing, in the epoch
+    skipped = sorted(Path(p).name for p, _ in found)
     loader.close()
     peak = torch.cuda.max_memory_allocated()
     return {"batches": batches, "skipped": skipped, "seconds": seconds, "peak": peak}
@@ -731,8 +732,16 @@ def run_checks(
         raise ValueError(f"unknown check(s) {sorted(unknown)}; the checks are {list(CHECKS)}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     out.mkdir(parents=True, exist_ok=True)
+    path = out / f"gpu-check-{'cuda' if cuda else 'cpu'}.json"
     started = time.perf_counter()
-    verdicts: dict[str, Any] = {}
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **machine(cuda, settings.device),
+        "settings": asdict(settings),
+        "complete": False,
+        "checks": {},
+    }
     with tempfile.TemporaryDirectory(prefix="gpuaug-gpu-check-") as work:
         ctx = Context(settings, out, Path(work), cuda)
         for name, check in CHECKS.items():
@@ -747,24 +756,22 @@ def run_checks(
                 except Exception as exc:  # noqa: BLE001 - a crashing check is a failed check
                     verdict = {"verdict": FAIL, "detail": _short(exc, frames=4)}
             verdict["seconds"] = round(time.perf_counter() - t0, 2)
-            verdicts[name] = verdict
+            doc["checks"][name] = verdict
             print(f"{name:22s} {verdict['verdict']}  {verdict.get('detail', '')}", flush=True)
-    counts = {"pass": 0, "fail": 0, "skipped": 0}
-    for v in verdicts.values():
-        counts["skipped" if v["verdict"].startswith("skipped") else v["verdict"]] += 1
-    doc = {
-        "schema": SCHEMA,
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        **machine(cuda, settings.device),
-        "settings": asdict(settings),
-        "checks": verdicts,
-        "summary": counts,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    path = out / f"gpu-check-{'cuda' if cuda else 'cpu'}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+            _write(doc, path, started)  # after every check: a run cut short keeps its verdicts
+    doc["complete"] = True
+    _write(doc, path, started)
     doc["path"] = str(path)
     return doc
+
+
+def _write(doc: dict[str, Any], path: Path, started: float) -> None:
+    counts = {"pass": 0, "fail": 0, "skipped": 0}
+    for v in doc["checks"].values():
+        counts["skipped" if v["verdict"].startswith("skipped") else v["verdict"]] += 1
+    doc["summary"] = counts
+    doc["wall_seconds"] = round(time.perf_counter() - started, 1)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def _names(text: str) -> set[str]:

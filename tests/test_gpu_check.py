@@ -117,3 +117,42 @@ def test_photo_set_has_every_variant(tmp_path):
         "garbage",
     }
     assert all((tmp_path / name).is_file() for name in kinds)
+
+
+@pytest.fixture
+def cuda_faked_on_cpu(monkeypatch):
+    """The CUDA-only checks' plumbing on the CPU: CUDA memory/sync calls become no-ops and the
+    loader accepts decode="gpu" (torchvision's CPU decoder stands in for nvJPEG)."""
+    import gpuaug.loader as loader_mod
+
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args: None)
+    for name in ("synchronize", "reset_peak_memory_stats", "set_sync_debug_mode"):
+        monkeypatch.setattr(torch.cuda, name, lambda *args, **kwargs: None)
+    for name in ("max_memory_allocated", "memory_allocated", "get_sync_debug_mode"):
+        monkeypatch.setattr(torch.cuda, name, lambda *args, **kwargs: 0)
+    monkeypatch.setattr(gpu_check, "_pinned_bytes", lambda: 0)
+    monkeypatch.setattr(gpu_check, "machine", lambda cuda, device: {"device": "fake"})
+
+
+@pytest.mark.usefixtures("cuda_faked_on_cpu")
+def test_cuda_only_checks_run_end_to_end_with_cuda_faked_on_cpu(tmp_path):
+    settings = gpu_check.CheckSettings(**{**gpu_check.asdict(gpu_check.QUICK), "device": "cpu"})
+    doc = gpu_check.run_checks(settings, tmp_path, skip={"cuda_tests", "benchmark"}, cuda=True)
+    verdicts = {name: check["verdict"] for name, check in doc["checks"].items()}
+    assert doc["complete"] and (tmp_path / "gpu-check-cuda.json").is_file()
+    for name in (
+        "sync_free_epochs",
+        "cpu_gpu_parity",
+        "jpeg_check_parity",
+        "nvjpeg_vs_cpu",
+        "decode_peak_memory",
+        "host_cache_pinned",
+        "tf32_warp",
+    ):
+        assert verdicts[name] == "pass", (name, doc["checks"][name])
+    # a CPU profile has no host-to-device copies: a clean verdict, not a crash
+    profile = doc["checks"]["copy_overlap_profile"]
+    assert profile["verdict"] == "fail" and profile["detail"].startswith("no host-to-device")
+    assert (tmp_path / "profile.txt").is_file()
+    nvjpeg = doc["checks"]["nvjpeg_vs_cpu"]["metrics"]["batch_16"]
+    assert nvjpeg["images"] == 16 - nvjpeg["skipped"] and nvjpeg["skipped"] > 0
