@@ -32,10 +32,14 @@ The pixels are close to, not identical with, the CPU path: libjpeg-turbo (PIL) a
 round the inverse DCT and chroma upsampling differently (a few grey levels), and the GPU
 resize differs from PIL's ``Image.resize``: ``torch.nn.functional.interpolate`` with
 ``antialias=True`` uses PIL's filters and support (a triangle for ``"bilinear"``, ``a = -0.5``
-cubic for ``"bicubic"``, widened by the downscale factor) but computes both passes in float32
-and rounds once, where PIL rounds to uint8 between its horizontal and vertical pass (one grey
-level at most). ``"nearest"`` is exact (PIL's nearest and torch's ``nearest-exact`` pick the
-same source pixel); only these three exist on the GPU.
+cubic for ``"bicubic"``, widened by the downscale factor) but, on the GPU, computes both
+passes in float32 and rounds once, where PIL rounds and clips to 0..255 between its
+horizontal and vertical pass. Measured on a 1200 x 900 photo against PIL: ``"bilinear"`` at
+most 1 grey level apart; ``"bicubic"`` up to 6 (the cubic's overshoot that PIL clips after
+the first pass); ``"nearest"`` (torch's ``nearest-exact``) picks PIL's source pixel except
+where the sampling position falls exactly on a pixel boundary, where floating-point rounding
+may pick the neighbour (177 of 1500 columns for 1200 -> 1500, 1 of 37 for 100 -> 37). Only
+these three filters exist on the GPU.
 
 :func:`decode_jpegs` and :func:`decode_jpeg_batch` also run with ``device="cpu"``
 (torchvision's CPU decoder), which is how their plumbing is tested without CUDA.
