@@ -93,9 +93,10 @@ GPU_INTERPOLATIONS: dict[str, InterpolationMode] = {
     "bicubic": InterpolationMode.BICUBIC,
 }
 
-#: Decoded full-resolution pixels per ``decode_jpeg`` call (64 MP: 192 MB of RGB, plus the
-#: float32 copy of the largest same-size group while it is resized). 256 ImageNet-sized
-#: photos are one call; 12 MP photos go 5 at a time.
+#: Decoded full-resolution pixels per ``decode_jpeg`` call (64 MP: 192 MB of RGB; while a
+#: same-size group is turned upright and resized, its stacked and flipped copies and the
+#: float32 copy the resize makes add up to 6x that at most). 256 ImageNet-sized photos are one
+#: call; 12 MP photos go 5 at a time.
 DEFAULT_PIXEL_BUDGET: int = 64_000_000
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -399,7 +400,7 @@ def _wait_for(stream: torch.cuda.Stream | None) -> None:
     """
     if stream is None:
         return
-    done = torch.cuda.Event()
+    done = torch.cuda.Event(blocking=True)  # sleep, not spin, while waiting
     done.record(stream)
     done.synchronize()
 
