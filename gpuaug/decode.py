@@ -93,10 +93,10 @@ GPU_INTERPOLATIONS: dict[str, InterpolationMode] = {
     "bicubic": InterpolationMode.BICUBIC,
 }
 
-#: Decoded full-resolution pixels per ``decode_jpeg`` call (64 MP: 192 MB of RGB; while a
-#: same-size group is turned upright and resized, its stacked and flipped copies and the
-#: float32 copy the resize makes add up to 6x that at most). 256 ImageNet-sized photos are one
-#: call; 12 MP photos go 5 at a time.
+#: Decoded full-resolution pixels per ``decode_jpeg`` call. 64 MP is 192 MB of RGB; while a
+#: same-size group is turned upright and resized, its stacked and flipped uint8 copies and the
+#: float32 copy the resize makes bring the peak to at most 7 bytes per decoded value (1.3 GB).
+#: 256 ImageNet-sized photos are one call; 12 MP photos go 5 at a time.
 DEFAULT_PIXEL_BUDGET: int = 64_000_000
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
