@@ -571,6 +571,33 @@ def test_loader_decodes_on_the_decoder_thread_two_batches_ahead(tmp_path, monkey
     assert threads and all(name.startswith("gpuaug-nvjpeg") for name in threads)
 
 
+def test_decode_ahead_submits_one_batch_early_and_keeps_errors_in_order():
+    from gpuaug.stages.batch import HostBatch
+    from gpuaug.stages.jpeg_decode import decode_ahead
+
+    class Decoder:
+        submitted = []
+
+        def submit(self, data, orientations, paths):
+            self.submitted.append(paths[0])
+            return paths[0]
+
+    class Dataset:
+        samples = [(f"f{i}.jpg", 0) for i in range(3)]
+
+    def source():
+        for i in range(3):
+            yield HostBatch(torch.tensor([i]), None, torch.tensor([]), [torch.zeros(1)], [0], [1])
+        raise RuntimeError("worker died")
+
+    got = decode_ahead(source(), Decoder(), Dataset())
+    first = next(got)
+    assert first.decode_job == "f0.jpg" and Decoder.submitted == ["f0.jpg", "f1.jpg"]
+    assert [b.decode_job for b in (next(got), next(got))] == ["f1.jpg", "f2.jpg"]
+    with pytest.raises(RuntimeError, match="worker died"):
+        next(got)
+
+
 # ---------------------------------------------------------------- CUDA (nvJPEG)
 @pytest.mark.cuda
 def test_nvjpeg_batch_decode_is_close_to_the_cpu_loader(jpegs):
@@ -614,17 +641,20 @@ def test_loader_decodes_jpegs_on_the_gpu(mixed_tree):
 def test_nvjpeg_chunks_give_the_same_pixels_as_one_call(tmp_path):
     """256 photos of 1 MP in chunks of ~8: a chunk's nvJPEG writes racing the previous chunk's
     resize (buffers recycled on the stream, issue 9.9) would change pixels; memory stays bounded."""
-    data = [
-        torch.frombuffer(bytearray(jpeg_bytes(seed=i % 16, size=(800, 1280))), dtype=torch.uint8)
-        for i in range(256)
-    ]
+    encoded = [jpeg_bytes(seed=i, size=(800, 1280)) for i in range(16)]
+    data = [torch.frombuffer(bytearray(encoded[i % 16]), dtype=torch.uint8) for i in range(256)]
+    turns = [1, 6, 3, 8] * 64
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    small = decode_jpegs(data, "cuda", (224, 224), "rgb", "bilinear", pixel_budget=8 * 1_024_000)
+    small = decode_jpegs(
+        data, "cuda", (224, 224), "rgb", "bilinear", orientations=turns, pixel_budget=8_192_000
+    )
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
-    one = decode_jpegs(data, "cuda", (224, 224), "rgb", "bilinear", pixel_budget=10**10)
+    one = decode_jpegs(
+        data, "cuda", (224, 224), "rgb", "bilinear", orientations=turns, pixel_budget=10**10
+    )
     assert torch.equal(small.images, one.images)
     # 8 MP decoded (24 MB) + its float32 resize copy (~100 MB) + output; not 256 MP (0.8 GB)
     assert peak < 300 * 2**20, peak

@@ -36,16 +36,27 @@ def decode_ahead(
     """The batches of ``raw_batches``, each with its JPEGs already submitted to ``decoder``.
 
     Reads one batch ahead of its consumer (the transfer stage, itself one batch ahead of
-    training), so a batch's decode has a whole step to run before it is needed.
+    training), so a batch's decode has a whole step to run before it is needed. An error from
+    ``raw_batches`` is raised after the batches read before it, as without read-ahead.
     """
     queue: deque[HostBatch] = deque()
-    for raw in raw_batches:
+    iterator = iter(raw_batches)
+    while True:
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            break
+        except Exception:  # e.g. a dead worker: deliver what was read, then raise, in order
+            while queue:
+                yield queue.popleft()
+            raise
         if raw.jpegs:
             raw.decode_job = decoder.submit(raw.jpegs, raw.orient, _paths(raw, dataset))
         queue.append(raw)
         if len(queue) > 1:
             yield queue.popleft()
-    yield from queue
+    while queue:
+        yield queue.popleft()
 
 
 def _decode_call(
