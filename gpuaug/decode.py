@@ -365,12 +365,14 @@ def _read_mode(color_mode: str) -> ImageReadMode:
 def _decode(
     data: list[torch.Tensor], mode: ImageReadMode, device: torch.device
 ) -> list[torch.Tensor]:
-    """The one call of ``torchvision.io.decode_jpeg`` (tests replace it with a fake)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's decoder notice
-        warnings.simplefilter("ignore", UserWarning)  # its "deprecated" notice as UserWarning
-        out = decode_jpeg(data, mode=mode, device=device)
-    return list(out)
+    """The one call of ``torchvision.io.decode_jpeg`` (tests replace it with a fake).
+
+    torchvision 0.29 warns that its decoders are deprecated (a ``DeprecationWarning``, hidden
+    by Python's default filters). No ``warnings.catch_warnings`` here: it swaps the process's
+    filters, which races with the training thread's own warnings when this runs on the
+    decoder thread.
+    """
+    return list(decode_jpeg(data, mode=mode, device=device))
 
 
 def _resize(images: torch.Tensor, size: list[int], mode: InterpolationMode) -> torch.Tensor:

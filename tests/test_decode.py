@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import threading
-import warnings
 import weakref
 from pathlib import Path
 
@@ -39,6 +38,9 @@ from gpuaug.decode import (
 from gpuaug.image import ImageLoadError, load_image
 
 SIZE = (16, 16)
+
+# torchvision 0.29 deprecates its image decoders (gpuaug.decode still uses them)
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
 
 
 def save_jpeg(path: Path, seed: int = 0, size=(20, 24), orientation: int | None = None) -> Path:
@@ -271,9 +273,7 @@ class FakeNvjpeg:
             raise self.oom
         if any(d.numel() in self.refuse for d in data):
             raise RuntimeError("Error while decoding JPEG images: Failed to decode batch: 7")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            out = [decode_jpeg(d, mode=mode) for d in data]
+        out = [decode_jpeg(d, mode=mode) for d in data]
         self._refs += [weakref.ref(t) for t in out]
         return out
 
@@ -499,9 +499,7 @@ def hardware_like_decoder(data, mode, device):
     out = []
     for d in data:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out.append(decode_jpeg(d, mode=mode))
+            out.append(decode_jpeg(d, mode=mode))
         except RuntimeError:
             frame = decode_mod._walk_jpeg(d.numpy().tobytes())
             if isinstance(frame, str):
