@@ -429,9 +429,17 @@ def _decode_epoch(root: Path, ctx: Context, decode: str, batch: int) -> dict[str
     seconds = time.perf_counter() - start
     found = [*loader.dataset.skipped, *loader.last_skipped]  # at indexing, in the epoch
     skipped = sorted(Path(p).name for p, _ in found)
+    dropped = {p for p, _ in loader.last_skipped}
+    names = [Path(p).name for p, _ in loader.dataset.samples if p not in dropped]  # row order
     loader.close()
     peak = torch.cuda.max_memory_allocated()
-    return {"batches": batches, "skipped": skipped, "seconds": seconds, "peak": peak}
+    return {
+        "batches": batches,
+        "skipped": skipped,
+        "names": names,
+        "seconds": seconds,
+        "peak": peak,
+    }
 
 
 def check_nvjpeg_vs_cpu(ctx: Context) -> dict[str, Any]:
@@ -443,15 +451,22 @@ def check_nvjpeg_vs_cpu(ctx: Context) -> dict[str, Any]:
         gpu = _decode_epoch(root, ctx, "gpu", batch)
         cpu = _decode_epoch(root, ctx, "cpu", batch)
         worst_mean = worst_max = 0.0
+        by_kind: dict[str, float] = {}
         if gpu["skipped"] != cpu["skipped"]:
             only_gpu = sorted(set(gpu["skipped"]) - set(cpu["skipped"]))[:5]
             only_cpu = sorted(set(cpu["skipped"]) - set(gpu["skipped"]))[:5]
             bad.append(f"batch {batch}: skipped only with gpu {only_gpu}, only with cpu {only_cpu}")
         else:
+            means, maxes = [], []
             for xg, xc in zip(gpu["batches"], cpu["batches"], strict=True):
                 diff = (xg.float() - xc.float()).abs().flatten(1)
-                worst_mean = max(worst_mean, float(diff.mean(1).max()))
-                worst_max = max(worst_max, float(diff.amax()))
+                means += diff.mean(1).tolist()
+                maxes += diff.amax(1).tolist()
+            worst_mean, worst_max = max(means, default=0.0), max(maxes, default=0.0)
+            kinds = ctx.photos()
+            for name, mean in zip(gpu["names"], means, strict=True):  # "00012-coffee-444.jpg"
+                kind = kinds.get(name.split("-", 1)[1], "?")
+                by_kind[kind] = round(max(by_kind.get(kind, 0.0), mean), 3)
             if worst_mean > NVJPEG_MEAN_TOL or worst_max > NVJPEG_MAX_TOL:
                 bad.append(
                     f"batch {batch}: per-image mean |diff| up to {worst_mean:.2f} "
@@ -461,6 +476,7 @@ def check_nvjpeg_vs_cpu(ctx: Context) -> dict[str, Any]:
             "images": sum(len(x) for x in gpu["batches"]),
             "skipped": len(cpu["skipped"]),
             "worst_image_mean_abs_diff": round(worst_mean, 3),
+            "worst_mean_abs_diff_by_kind": by_kind,
             "max_abs_diff": round(worst_max, 1),
             "peak_allocated_mb": {
                 "gpu_decode": round(gpu["peak"] / 2**20, 1),

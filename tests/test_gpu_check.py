@@ -158,3 +158,5 @@ def test_cuda_only_checks_run_end_to_end_with_cuda_faked_on_cpu(tmp_path):
     assert (tmp_path / "profile.txt").is_file()
     nvjpeg = doc["checks"]["nvjpeg_vs_cpu"]["metrics"]["batch_16"]
     assert nvjpeg["images"] == 16 - nvjpeg["skipped"] and nvjpeg["skipped"] > 0
+    by_kind = nvjpeg["worst_mean_abs_diff_by_kind"]
+    assert {"baseline", "progressive", "CMYK", "EXIF 6"} <= set(by_kind) and "?" not in by_kind
