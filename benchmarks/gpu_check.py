@@ -87,7 +87,10 @@ AUGMENT = {
 }
 QUICK_BENCH = "--num-images 256 --repeats 2 --min-images 256 --batch-sizes 32,256 --grid none"
 #: Without CUDA the benchmark only shows that it runs (the CPU numbers are not the point here).
-CPU_BENCH = "--num-images 32 --repeats 1 --min-images 32 --batch-sizes 32 --grid none --no-profile"
+CPU_BENCH = (
+    "--num-images 32 --repeats 1 --min-images 32 --batch-sizes 32 --grid none --no-profile "
+    "--pipelines gpuaug,gpuaug-cache-device"
+)
 
 
 @dataclass(frozen=True)
