@@ -66,10 +66,11 @@ from gpuaug.augment import AugmentParams, GPUAugment
 from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
-from gpuaug.decode import check_decode
+from gpuaug.decode import JpegDecoder, check_decode
 from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
+from gpuaug.stages import jpeg_decode
 from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.cache_source import CacheSource, build_cache
 from gpuaug.stages.finish import Finisher, augment_module
@@ -192,6 +193,11 @@ class GPULoader:
             device=self.device,
         )
         self._prefetcher = Prefetcher(self.device)
+        self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
+            JpegDecoder(self.device, dataset.target_size, dataset.color_mode, dataset.interpolation)
+            if config.decode == "gpu"
+            else None
+        )
         self._finisher = Finisher(self.augment, dataset, self.device)
         self.last_skipped: list[tuple[str, str]] = []
         self.cache: ImageCache | None = None
@@ -294,9 +300,12 @@ class GPULoader:
         if source is not None and source.on_device:
             yield from source.device_batches(epoch, failures)
             return
-        raw = (
-            source.host_batches(epoch) if source is not None else self._workers.epoch_batches(epoch)
-        )
+        if source is not None:
+            raw = source.host_batches(epoch)
+        else:
+            raw = self._workers.epoch_batches(epoch)
+            if self._jpeg_decoder is not None:  # nvJPEG runs ahead on its own thread
+                raw = jpeg_decode.decode_ahead(raw, self._jpeg_decoder, self.dataset)
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
 
     def _to_device(
@@ -325,6 +334,8 @@ class GPULoader:
     def close(self) -> None:
         """Shuts the worker processes down (a later iteration starts new ones)."""
         self._workers.shutdown()
+        if self._jpeg_decoder is not None:
+            self._jpeg_decoder.close()
 
     def __enter__(self) -> GPULoader:
         return self

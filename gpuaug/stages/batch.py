@@ -35,6 +35,8 @@ class HostBatch:
         on_copied: called (with no argument) once the transfer stage has queued the copy of
             ``images`` to the device (a pinned staging buffer is then free to reuse after the
             copy); ``None`` if nothing to do.
+        decode_job: the JPEGs' decode already submitted to the loader's
+            `gpuaug.decode.JpegDecoder` (`gpuaug.stages.jpeg_decode.decode_ahead`), or ``None``.
     """
 
     indices: torch.Tensor
@@ -46,6 +48,7 @@ class HostBatch:
     orient: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
     on_copied: Any = None
+    decode_job: Any = None
 
     @classmethod
     def decoded(

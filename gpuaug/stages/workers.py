@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from gpuaug.decode import is_jpeg, jpeg_orientation, read_file_bytes
+from gpuaug.decode import read_gpu_jpeg
 from gpuaug.image import ImageLoadError
 from gpuaug.sampler import EpochBatchSampler
 from gpuaug.stages.batch import HostBatch
@@ -66,9 +66,11 @@ class WorkerView(Dataset):
         self._slot(index)
         try:
             if self.decode == "gpu":
-                data = read_file_bytes(self.dataset.samples[index][0])
-                if is_jpeg(data):
-                    return _JPEG, index, data, jpeg_orientation(data)
+                # A broken JPEG (truncated, ...) fails here as decode="cpu" would: nvJPEG
+                # would decode it to grey blocks. CMYK & co. (None) are decoded by PIL below.
+                routed = read_gpu_jpeg(self.dataset.samples[index][0])
+                if routed is not None:
+                    return _JPEG, index, routed[0], routed[1].orientation
             return _IMAGE, index, self.dataset.load(index), 1
         except ImageLoadError as exc:
             return _FAILED, index, exc.reason or str(exc), 0
