@@ -15,7 +15,9 @@ import torch
 from gpuaug.augment import AugmentParams, GPUAugment
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import encode_targets
+from gpuaug.paired import unpack_mask
 from gpuaug.stages.batch import DeviceBatch
+from gpuaug.targets import apply_mask
 
 __all__ = ["Finisher", "augment_module"]
 
@@ -66,8 +68,15 @@ class Finisher:
     def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentParams]:
         """``(x, y)`` (or ``x``, per ``class_mode``) and the params drawn with ``seed``."""
         g = self.generator.manual_seed(seed)
-        params = self.augment.sample_params(batch.images, generator=g)
-        x = self.augment.apply(batch.images, params)
+        images = batch.images
+        mask_bytes = getattr(self.dataset, "mask_bytes", 0)
+        if mask_bytes:  # gpuaug.paired: the mask rides as the last uint8 channel(s)
+            images, masks = unpack_mask(images, mask_bytes)
+        params = self.augment.sample_params(images, generator=g)
+        x = self.augment.apply(images, params)
+        if mask_bytes:
+            cfg = self.augment.config
+            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), params
         mode = self.dataset.class_mode
         if mode is None:
             return x, params
