@@ -43,6 +43,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 
 from gpuaug.augment import AugmentParams, GPUAugment
@@ -50,13 +51,14 @@ from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.decode import check_decode
+from gpuaug.image import ImageLoadError
 from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
-from gpuaug.stages import cache_source
-from gpuaug.stages.batch import DeviceBatch, HostBatch
+from gpuaug.stages.batch import DeviceBatch, HostBatch, fill_positions
+from gpuaug.stages.cache_source import CacheSource, build_cache
 from gpuaug.stages.finish import Finisher, augment_module
-from gpuaug.stages.transfer import Prefetcher, to_device
+from gpuaug.stages.transfer import Prefetcher, host_to_device, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
 
 if TYPE_CHECKING:
@@ -157,6 +159,10 @@ class GPULoader:
         self.seed = self.sampler.seed
         self.num_workers = config.workers
         self._cuda = self.device.type == "cuda"
+        self._targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
+        # Failed samples under on_error="skip": dropped in one process, replaced under DDP so
+        # that every rank runs the same steps with the same shapes (see gpuaug.stages.batch).
+        self.skip_rule = "replace" if self.sampler.num_replicas > 1 else "shrink"
         self._workers = WorkerPool(
             dataset,
             self.sampler,
@@ -165,15 +171,15 @@ class GPULoader:
             prefetch_factor=config.prefetch_factor,
             timeout=config.timeout,
             seed=self.seed,
-            pin_memory=self._cuda,
+            device=self.device,
         )
         self._prefetcher = Prefetcher(self.device)
         self._finisher = Finisher(self.augment, dataset, self.device)
-        self._active_run: object | None = None
         self.last_skipped: list[tuple[str, str]] = []
         self.cache: ImageCache | None = None
+        self._cache_source: CacheSource | None = None
         if config.cache is not None:
-            self.cache = cache_source.build_cache(
+            self.cache = build_cache(
                 config,
                 dataset,
                 self._workers,
@@ -181,6 +187,9 @@ class GPULoader:
                 device=self.device,
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
+            )
+            self._cache_source = CacheSource(
+                self.cache, self.sampler, self.device, self._targets, self.skip_rule
             )
 
     # ------------------------------------------------------------------ sizes
@@ -226,42 +235,50 @@ class GPULoader:
     def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
         failures: list[tuple[int, str]] = []
         completed = False
-        token = self._active_run = object()
+        batches = self._device_batches(epoch, failures)
         try:
-            for step, batch in enumerate(self._device_batches(epoch, failures)):
+            for step, batch in enumerate(batches):
+                batch = self._complete(batch, epoch, step)
                 if batch is None:
                     continue
                 yield self._finisher(batch, self.augment_seed(epoch, step))[0]
             completed = True
         finally:
-            if not completed and self._active_run is token:
-                # Left early (break, exception, KeyboardInterrupt, a dropped peek): stop the
-                # workers now. A stale generator closed later leaves a newer run alone.
-                self._workers.shutdown()
+            # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
+            # iteration's source now, which stops its worker processes.
+            batches.close()
             self.last_skipped = [(self.dataset.samples[i][0], r) for i, r in failures]
             if failures:
                 warnings.warn(
                     f"Skipped {len(failures)} unreadable image file(s) in epoch {epoch} "
-                    f"(on_error='skip'; see `loader.last_skipped`): "
-                    f"{_listing(self.last_skipped)}",
+                    f"(on_error='skip'"
+                    + (
+                        ", replaced by other samples to keep the batch shapes"
+                        if self._replacing
+                        else ""
+                    )
+                    + f"; see `loader.last_skipped`): {_listing(self.last_skipped)}",
                     stacklevel=2,
                 )
             if completed and self.sampler._set_count == set_count:
                 self.sampler.epoch = epoch + 1
+
+    @property
+    def _replacing(self) -> bool:
+        return self.skip_rule == "replace"
 
     def _device_batches(
         self, epoch: int, failures: list[tuple[int, str]]
     ) -> Iterator[DeviceBatch | None]:
         """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
         a source, then the transfer stage."""
-        order = self.sampler.epoch_batches(epoch)
-        if self.cache is not None and self.cache.device == self.device:
-            yield from cache_source.device_batches(self.cache, order, failures)
+        source = self._cache_source
+        if source is not None and source.on_device:
+            yield from source.device_batches(epoch, failures)
             return
-        if self.cache is not None:
-            raw = cache_source.host_batches(self.cache, order, pin=self._cuda)
-        else:
-            raw = self._workers.epoch_batches(epoch)
+        raw = (
+            source.host_batches(epoch) if source is not None else self._workers.epoch_batches(epoch)
+        )
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
 
     def _to_device(
@@ -270,7 +287,42 @@ class GPULoader:
         failures: list[tuple[int, str]],
         device: torch.device | None = None,
     ) -> DeviceBatch | None:
-        return to_device(raw, self.dataset, failures, self.device, device)
+        return to_device(raw, self.dataset, failures, self._targets, self.device, device)
+
+    def _complete(self, batch: DeviceBatch | None, epoch: int, step: int) -> DeviceBatch | None:
+        """Under the ``"replace"`` rule, the batch filled back to its full size."""
+        if not self._replacing:
+            return batch
+        size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
+        kept = 0 if batch is None else len(batch.indices)
+        if kept == size:
+            return batch
+        if kept:
+            pos = fill_positions(kept, size)
+            idx = batch.indices.numpy()
+            return DeviceBatch(
+                torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]),
+                torch.from_numpy(np.concatenate([idx, idx[pos]])),
+                torch.cat([batch.labels] + [batch.labels[p : p + 1] for p in pos]),
+            )
+        first = int(self.sampler.batch(epoch, step).numpy()[0])
+        index, image = self._next_loadable(first)
+        images = host_to_device(image[None].expand(size, *image.shape).contiguous(), self.device)
+        indices = torch.full((size,), index, dtype=torch.int64)
+        return DeviceBatch(
+            images, indices, host_to_device(self._targets.index_select(0, indices), self.device)
+        )
+
+    def _next_loadable(self, start: int) -> tuple[int, torch.Tensor]:
+        """The first sample after ``start`` (cyclically) that decodes, and its image."""
+        n = len(self.dataset)
+        for k in range(1, n + 1):
+            index = (start + k) % n
+            try:
+                return index, self.dataset.load(index)
+            except ImageLoadError:
+                continue
+        raise ValueError("every sample of the data set failed to load; nothing to train on")
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
@@ -305,12 +357,16 @@ class GPULoader:
         """
         idx = self.sampler.batch(epoch, step)
         failures: list[tuple[int, str]] = []
-        if self.cache is not None:
-            images, kept = self.cache.gather(idx)
-            batch = DeviceBatch(images.to(self.device), kept) if len(kept) else None
+        k = epoch * self.steps_per_epoch + step
+        source = self._cache_source
+        if source is not None and source.on_device:
+            batch = source.device_batch(k, failures)
+        elif source is not None:
+            batch = self._to_device(source.host_batch(k), failures)
         else:
             view = self._workers.view()
-            batch = self._to_device(collate([view[int(i)] for i in idx]), failures)
+            batch = self._to_device(collate([view[i] for i in idx.numpy().tolist()]), failures)
+        batch = self._complete(batch, epoch, step)
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")
         out, params = self._finisher(batch, self.augment_seed(epoch, step))
