@@ -298,3 +298,17 @@ def test_loader_preview_draws_the_warped_masks_over_the_tiles(tree):
     tinted = (pixels[:, 0] - pixels[:, 1] > 60) & (pixels[:, 0] - pixels[:, 2] > 30)
     assert tinted.mean() > 0.01
     assert np.array_equal(np.asarray(ld.preview(n=4, rows=2, seed=0)), np.asarray(picture))
+
+
+# ----------------------------------------------------------------------------- host syncs
+
+
+@pytest.mark.parametrize("cache", [None, "device", "host", "disk"])
+def test_the_mask_path_dispatches_no_host_sync(tree, tmp_path, cache):
+    sync_check = pytest.importorskip("gpuaug.sync_check")
+    ld = loader(*tree, cache=cache, cache_dir=tmp_path / "c")
+    list(ld)  # warm-up: the cache, the first pass
+    with sync_check.SyncCheck() as check:
+        n = sum(len(mask) for _ in range(2) for _, mask in ld)
+    assert n == 2 * 6
+    check.assert_clean()

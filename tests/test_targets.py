@@ -553,3 +553,18 @@ def test_targets_on_cuda_match_the_cpu_and_never_sync_the_host(coins):
     torch.testing.assert_close(out_p.cpu(), apply_keypoints(points, params, config, h, w)[0],
                                atol=1e-3, rtol=0)  # fmt: skip
     assert ok_p.all()
+
+
+def test_the_target_functions_dispatch_no_host_sync(coins):
+    sync_check = pytest.importorskip("gpuaug.sync_check")
+    _, mask = coins
+    h, w = mask.shape[-2:]
+    for fill_mode in MODES:
+        config = geometric(fill_mode)
+        params = draw(config, 4, h, w)
+        boxes, valid = pad_boxes([torch.tensor([[1.0, 2.0, 9.0, 9.0]])] * 4)
+        with sync_check.SyncCheck() as check:
+            apply_mask(mask.expand(4, -1, -1, -1), params, config, mask_fill=255)
+            apply_boxes(boxes, params, config, h, w, valid=valid, min_visibility=0.5)
+            apply_keypoints(torch.ones(4, 3, 2), params, config, h, w)
+        check.assert_clean()
