@@ -312,3 +312,28 @@ def test_the_mask_path_dispatches_no_host_sync(tree, tmp_path, cache):
         n = sum(len(mask) for _ in range(2) for _, mask in ld)
     assert n == 2 * 6
     check.assert_clean()
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_pair_that_fails_to_decode_leaves_with_its_mask(tree, replicas):
+    from gpuaug.loader import GPULoader
+    from gpuaug.loader_config import LoaderConfig
+
+    images, masks = tree
+    coloured = np.zeros((24, 32, 3), dtype=np.uint8)
+    coloured[..., 0] = 200  # an RGB mask with colours: refused when decoded, not when indexed
+    Image.fromarray(coloured).save(masks / "coin2.png")
+    dataset = PairedDataset(images, masks, target_size=SIZE, on_error="skip", mask_fill=255)
+    config = LoaderConfig(batch_size=3, seed=0, num_workers=0, progress=False,
+                          num_replicas=replicas, rank=0)  # fmt: skip
+    ld = GPULoader(dataset, CONFIG, config)
+    with pytest.warns(UserWarning, match="coin2"):
+        batches = list(ld)
+    bad = [Path(p).name for p, _ in dataset.pairs].index("coin2.jpg")
+    for step, (x, mask) in enumerate(batches):
+        replay = ld.replay(0, step)
+        assert bad not in replay.indices.tolist() and len(x) == len(mask)
+        images_, masks_ = _decoded(dataset, replay.indices)
+        assert torch.equal(mask, apply_mask(masks_.long(), replay.params, CONFIG, mask_fill=255))
+    n = sum(len(x) for x, _ in batches)
+    assert n == (5 if replicas == 1 else 3)  # replaced under DDP: every step full
