@@ -319,7 +319,8 @@ class GPULoader:
         for k in range(1, n + 1):
             index = (start + k) % n
             try:
-                return index, self.dataset.load(index)
+                load = getattr(self.dataset, "load_packed", self.dataset.load)  # + masks
+                return index, load(index)
             except ImageLoadError:
                 continue
         raise ValueError("every sample of the data set failed to load; nothing to train on")
