@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -36,7 +37,9 @@ from gpuaug.image import ImageLoadError
 __all__ = [
     "GridLayout",
     "caption_lines",
+    "draw_boxes",
     "grid_layout",
+    "make_detection_preview",
     "make_paired_preview",
     "make_preview",
     "overlay_mask",
@@ -539,4 +542,102 @@ def make_paired_preview(
             tile = overlay_mask(tiles[k], warped[k], alpha=alpha, ignore=fill or None)
             _draw_cell(draw, canvas, layout, font, k + 1, y, tile,
                        caption_lines(params, k, extras=extras))  # fmt: skip
+    return canvas
+
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def draw_boxes(
+    image: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """An image with its valid ``xyxy`` boxes outlined, coloured by label (``MASK_COLORS``).
+
+    Shape:
+        image (C, H, W) uint8; boxes (N, 4) float (continuous pixel coordinates); valid, labels
+        (N,) -> (3, H, W) uint8, CPU.
+    """
+    picture = _tensor_to_pil(image.detach().cpu())
+    draw = ImageDraw.Draw(picture)
+    rows = zip(boxes.detach().cpu().tolist(), valid.cpu().tolist(), labels.cpu().tolist(),
+               strict=True)  # fmt: skip
+    for (x0, y0, x1, y1), ok, label in rows:
+        if ok:
+            colour = MASK_COLORS[int(label) % len(MASK_COLORS)]
+            # pixel (r, c) covers [c, c + 1): the outline runs on the box's edge pixels
+            draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+
+
+def make_detection_preview(
+    dataset: Any,
+    config: AugmentConfig | str | Path,
+    *,
+    n: int = 16,
+    rows: int = 4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    title: str | None = None,
+) -> Image.Image:
+    """The preview grid of a `gpuaug.detection.DetectionDataset`: boxes drawn on every tile.
+
+    As `make_paired_preview`: each row one image picked with the seed, first column as
+    decoded with its boxes, then augmentations with their boxes mapped by
+    `gpuaug.targets.apply_boxes` (the data set's ``min_visibility``; dropped boxes not drawn).
+    """
+    from gpuaug.targets import apply_boxes
+
+    config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
+    if not isinstance(config, AugmentConfig):
+        config = load_config(config)
+    target_size = dataset.target_size
+    layout = grid_layout(n, rows, target_size, config)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    sources = []
+    for index in order.tolist():
+        if len(sources) >= layout.rows:
+            break
+        try:
+            sources.append((index, dataset.load(index)))
+        except ImageLoadError:
+            continue
+    if not sources:
+        raise ValueError("no readable image to preview")
+    layout = dataclasses.replace(layout, rows=len(sources))
+    device = torch.device(device)
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    extras = _has_extras(config)
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(FONT_SIZE)
+    draw.text((PAD, PAD // 2), title or f"gpuaug preview: {config_name}  seed={seed}  (boxes)",
+              fill=TEXT, font=font)  # fmt: skip
+    draw.text((PAD, PAD // 2 + LINE_HEIGHT),
+              f"first column: original ({target_size[0]}x{target_size[1]}); then "
+              f"{layout.per_row} augmentations each; normalisation not shown",
+              fill=MUTED, font=font)  # fmt: skip
+    h, w = target_size
+    for row, (index, image) in enumerate(sources):
+        k = layout.per_row
+        batch = image.unsqueeze(0).expand(k, -1, -1, -1).contiguous().to(device)
+        boxes = dataset.boxes[index].expand(k, -1, -1).to(device)
+        valid = dataset.box_valid[index].expand(k, -1).to(device)
+        with torch.no_grad():
+            params = augment.sample_params(batch, generator=generator)
+            tiles = _to_uint8(augment.apply(batch, params))
+            visibility = getattr(dataset, "min_visibility", 0.0)
+            out, ok = apply_boxes(
+                boxes, params, augment.config, h, w, valid=valid, min_visibility=visibility
+            )
+        labels = dataset.labels[index]
+        y = layout.header_height + row * layout.cell_height
+        count = int(dataset.box_valid[index].sum())
+        first = draw_boxes(image, dataset.boxes[index], dataset.box_valid[index], labels)
+        name = Path(dataset.samples[index][0]).name
+        _draw_cell(draw, canvas, layout, font, 0, y, first, ["original", f"{count} boxes", name])
+        for j in range(k):
+            tile = draw_boxes(tiles[j], out[j], ok[j], labels)
+            _draw_cell(draw, canvas, layout, font, j + 1, y, tile,
+                       caption_lines(params, j, extras=extras))  # fmt: skip
     return canvas

@@ -184,3 +184,15 @@ def test_a_csv_without_the_box_columns_is_refused(tmp_path):
     (tmp_path / "b.csv").write_text("file,x,y\na.png,1,2\n")
     with pytest.raises(ValueError, match="lacks the column"):
         read_annotations(tmp_path / "b.csv")
+
+
+def test_loader_preview_outlines_the_boxes(coins):
+    from gpuaug.preview import MASK_COLORS, grid_layout
+
+    ld = flow_from_detection_file(coins["folder"], coins["coco"], CONFIG, target_size=SIZE,
+                                  batch_size=2, seed=0, num_workers=0, progress=False)  # fmt: skip
+    picture = ld.preview(n=4, rows=2, seed=0)
+    assert picture.size == grid_layout(4, 2, SIZE, CONFIG).size
+    pixels = np.asarray(picture).reshape(-1, 3)
+    for label in (0, 1):  # both classes' outline colours are drawn
+        assert (pixels == MASK_COLORS[label]).all(axis=1).sum() > 50
