@@ -42,7 +42,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from gpuaug.dataset import _normalize_extensions, _walk
 from gpuaug.image import (
     COLOR_MODES,
     IMAGE_EXTENSIONS,
@@ -89,11 +88,26 @@ _MASK_MODES = {
 _MASK_DTYPES = {1: torch.uint8, 2: torch.int32, 4: torch.int64}
 
 
-def _listing(paths: Sequence[str]) -> str:
-    shown = ", ".join(paths[:_MAX_LISTED])
-    if len(paths) > _MAX_LISTED:
-        shown += f", ... and {len(paths) - _MAX_LISTED} more"
-    return shown
+def _normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):
+        raise TypeError(f"`extensions` must be a sequence of strings; got {extensions!r}")
+    exts = tuple("." + str(e).lower().lstrip(".") for e in extensions)
+    if not exts:
+        raise ValueError("`extensions` must name at least one file extension; got none")
+    return exts
+
+
+def _walk(top: str, follow_links: bool) -> Iterator[tuple[str, list[str]]]:
+    """``os.walk`` yielding ``(dirpath, filenames)``; with links followed, cycles are cut."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow_links):
+        if follow_links:
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a link back into a folder already walked
+                dirnames[:] = []
+                continue
+            seen.add(real)
+        yield dirpath, filenames
 
 
 def _index_tree(

@@ -337,3 +337,15 @@ def test_a_pair_that_fails_to_decode_leaves_with_its_mask(tree, replicas):
         assert torch.equal(mask, apply_mask(masks_.long(), replay.params, CONFIG, mask_fill=255))
     n = sum(len(x) for x, _ in batches)
     assert n == (5 if replicas == 1 else 3)  # replaced under DDP: every step full
+
+
+def test_linked_folders_are_paired_only_when_following_links(tree, tmp_path):
+    images, masks = tree
+    (images / "astro").rename(tmp_path / "astro_images")
+    (masks / "astro").rename(tmp_path / "astro_masks")
+    (images / "astro").symlink_to(tmp_path / "astro_images", target_is_directory=True)
+    (masks / "astro").symlink_to(tmp_path / "astro_masks", target_is_directory=True)
+    (tmp_path / "astro_images" / "loop").symlink_to(images, target_is_directory=True)  # a cycle
+    assert len(PairedDataset(images, masks, target_size=SIZE)) == 4
+    followed = PairedDataset(images, masks, target_size=SIZE, follow_links=True)
+    assert len(followed) == 6
