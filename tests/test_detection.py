@@ -196,3 +196,29 @@ def test_loader_preview_outlines_the_boxes(coins):
     pixels = np.asarray(picture).reshape(-1, 3)
     for label in (0, 1):  # both classes' outline colours are drawn
         assert (pixels == MASK_COLORS[label]).all(axis=1).sum() > 50
+
+
+@pytest.mark.cuda
+def test_cuda_box_batches_match_the_cpu_and_never_sync(coins):
+    sync_check = pytest.importorskip("gpuaug.sync_check")
+
+    def make(device):
+        return flow_from_detection_file(coins["folder"], coins["coco"], CONFIG, target_size=SIZE,
+                                        batch_size=2, seed=0, num_workers=0, progress=False,
+                                        device=device, cache="device")  # fmt: skip
+
+    cpu = list(make("cpu"))
+    gpu_loader = make("cuda")
+    list(gpu_loader)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with sync_check.SyncCheck() as check:
+            gpu = list(gpu_loader)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    check.assert_clean()
+    for (_, (bc, lc, vc)), (_, (bg, lg, vg)) in zip(cpu, gpu, strict=True):
+        assert bg.is_cuda and torch.equal(lg.cpu(), lc)
+        torch.testing.assert_close(bg.cpu(), bc, atol=1e-3, rtol=0)
+        assert torch.equal(vg.cpu(), vc)

@@ -349,3 +349,25 @@ def test_linked_folders_are_paired_only_when_following_links(tree, tmp_path):
     assert len(PairedDataset(images, masks, target_size=SIZE)) == 4
     followed = PairedDataset(images, masks, target_size=SIZE, follow_links=True)
     assert len(followed) == 6
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cache", [None, "device", "host"])
+def test_cuda_mask_batches_match_the_cpu_and_never_sync(tree, cache):
+    sync_check = pytest.importorskip("gpuaug.sync_check")
+    cpu = list(loader(*tree, cache=cache, device="cpu"))
+    gpu_loader = loader(*tree, cache=cache, device="cuda")
+    list(gpu_loader)  # warm-up: the cache, the first pass
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with sync_check.SyncCheck() as check:
+            gpu = list(gpu_loader)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    check.assert_clean()
+    assert len(gpu) == len(cpu)
+    for (xc, mc), (xg, mg) in zip(cpu, gpu, strict=True):
+        assert mg.is_cuda and mg.dtype == torch.int64
+        torch.testing.assert_close(xg.cpu(), xc, atol=1e-3, rtol=0)
+        assert (mg.cpu() != mc).float().mean() < 0.002  # nearest ties may fall apart (ulps)
