@@ -215,10 +215,6 @@ def load_mask(
             mode = out.mode
             if mode not in _MASK_MODES:
                 raise ImageLoadError(path, f"a mask in mode {mode!r} does not hold labels")
-            if target_size is not None and out.size != (target_size[1], target_size[0]):
-                if mode == "1":
-                    out = out.convert("L")
-                out = out.resize((target_size[1], target_size[0]), Image.Resampling.NEAREST)
             arr = np.asarray(out)
         except ImageLoadError:
             raise
@@ -234,11 +230,20 @@ def load_mask(
                 "palette ('P') or greyscale ('L') PNG",
             )
         arr = arr[..., 0]
-    labels = arr.astype(np.int64)
+    labels = arr.astype(np.int64)  # mode "1": bool -> 0 / 1
     if labels.size and (labels.min() < 0 or labels.max() >= 256**mask_bytes):
         raise ImageLoadError(
             path, f"labels {labels.min()}..{labels.max()} do not fit {mask_bytes} byte(s)"
         )
+    size = None if target_size is None else (target_size[1], target_size[0])
+    if size is not None and labels.shape[::-1] != size:
+        # PIL's nearest filter, as for the images, on the labels themselves ("L" or 32-bit "I")
+        plane = (
+            Image.fromarray(labels.astype(np.uint8))  # "L"
+            if mask_bytes == 1
+            else Image.fromarray(labels.astype(np.int32))  # "I"
+        )
+        labels = np.asarray(plane.resize(size, Image.Resampling.NEAREST)).astype(np.int64)
     dtype = {1: np.uint8, 2: np.int32, 4: np.int64}[mask_bytes]
     return torch.from_numpy(np.ascontiguousarray(labels.astype(dtype)[None]))
 

@@ -193,6 +193,24 @@ def test_16_bit_masks_keep_their_values(tmp_path):
     np.testing.assert_array_equal(mask[0].numpy(), labels.astype(np.int32))
 
 
+@pytest.mark.parametrize("mode", ["1", "L", "P", "I;16", "I"])
+def test_every_label_mode_resizes_to_its_own_labels(tmp_path, mode):
+    labels = np.arange(12 * 16).reshape(12, 16) // 37 % 2 * (1 if mode in "1LP" else 1000)
+    if mode == "1":
+        img = Image.fromarray(labels.astype(bool))
+    elif mode == "P":
+        img = Image.fromarray(labels.astype(np.uint8)).convert("P")
+    else:
+        img = Image.fromarray(labels.astype({"L": np.uint8, "I;16": np.uint16}.get(mode, np.int32)))
+    assert img.mode == mode
+    img.save(tmp_path / "m.png" if mode != "I" else tmp_path / "m.tif")
+    path = tmp_path / ("m.png" if mode != "I" else "m.tif")
+    width = 1 if mode in "1LP" else 2
+    mask = load_mask(path, (6, 8), width)
+    expected = Image.fromarray(labels.astype(np.int32)).resize((8, 6), Image.Resampling.NEAREST)
+    np.testing.assert_array_equal(mask[0].numpy(), np.asarray(expected))
+
+
 def test_grey_rgb_masks_are_read_and_coloured_ones_refused(tmp_path):
     grey = np.repeat(np.array([[0, 1], [2, 3]], dtype=np.uint8)[..., None], 3, axis=-1)
     Image.fromarray(grey).save(tmp_path / "grey.png")
