@@ -73,6 +73,9 @@ def file_manifest(dataset: Any) -> list[list[Any]]:
     for path, target in dataset.samples:
         st = os.stat(path)
         out.append([os.path.relpath(path, root), st.st_size, st.st_mtime_ns, int(target)])
+    for path in getattr(dataset, "mask_paths", ()):  # gpuaug.paired: a changed mask counts too
+        st = os.stat(path)
+        out.append([os.path.abspath(path), st.st_size, st.st_mtime_ns, -1])
     return out
 
 
@@ -102,7 +105,9 @@ def _shape(dataset: Any) -> tuple[int, int, int, int]:
     if dataset.target_size is None:
         raise ValueError("a cache needs a fixed `target_size`; got None")
     h, w = dataset.target_size
-    return len(dataset), int(dataset.channels), int(h), int(w)
+    # a data set with masks (gpuaug.paired) stores them as extra uint8 channels
+    channels = int(dataset.channels) + int(getattr(dataset, "mask_bytes", 0))
+    return len(dataset), channels, int(h), int(w)
 
 
 #: Device memory left free after a device cache (the batches, the augmentation, the model).

@@ -385,8 +385,16 @@ class GPULoader:
         device: each row one source image (classes in turn), first column as decoded, then
         augmentations; normalisation is not shown. ``loader.preview().save("grid.png")``.
         """
-        from gpuaug.preview import make_preview
+        from gpuaug.preview import make_detection_preview, make_paired_preview, make_preview
 
+        if getattr(self.dataset, "mask_bytes", 0):  # gpuaug.paired: masks drawn over the tiles
+            return make_paired_preview(
+                self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+            )
+        if getattr(self.dataset, "box_valid", None) is not None:  # gpuaug.detection: boxes
+            return make_detection_preview(
+                self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+            )
         return make_preview(
             self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
         )

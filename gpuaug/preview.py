@@ -23,7 +23,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -32,7 +34,16 @@ from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.image import ImageLoadError
 
-__all__ = ["GridLayout", "caption_lines", "grid_layout", "make_preview"]
+__all__ = [
+    "GridLayout",
+    "caption_lines",
+    "draw_boxes",
+    "grid_layout",
+    "make_detection_preview",
+    "make_paired_preview",
+    "make_preview",
+    "overlay_mask",
+]
 
 MIN_TILE = 128
 """Tiles narrower than this many pixels are upscaled (nearest, integer factor) so captions fit."""
@@ -382,3 +393,251 @@ def _check_target_size(target_size: tuple[int, int]) -> tuple[int, int]:
     if height < 1 or width < 1:
         raise ValueError(f"`target_size` must be positive; got {tuple(target_size)}")
     return height, width
+
+
+# ----------------------------------------------------------------------------- masks
+
+#: Overlay colours of labels 1, 2, ... (cycled); label 0, the background, is left uncoloured.
+MASK_COLORS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (255, 225, 25),
+    (0, 128, 128),
+)
+IGNORE_COLOR = (128, 128, 128)
+
+
+def overlay_mask(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    ignore: int | None = None,
+) -> torch.Tensor:
+    """An image with its label map drawn over it: label k > 0 tinted with ``MASK_COLORS``.
+
+    Label 0 (the background) is left as it is; ``ignore`` (e.g. the loader's ``mask_fill`` 255)
+    is tinted grey; every other label ``k`` with colour ``MASK_COLORS[(k - 1) % 10]``.
+
+    Args:
+        image: The image (1, 3 or 4 channels; shown as RGB, alpha dropped).
+        mask: Its labels.
+        alpha: Opacity of the colours, in [0, 1].
+        ignore: A label drawn grey, or None.
+
+    Shape:
+        image (C, H, W) uint8, mask (H, W) or (1, H, W) integer, any device
+        -> (3, H, W) uint8, CPU.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1], or image and mask of different sizes.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]; got {alpha!r}")
+    image, mask = image.detach().cpu(), mask.detach().cpu().long()
+    if mask.ndim == 3:
+        mask = mask[0]
+    if tuple(mask.shape) != tuple(image.shape[-2:]):
+        raise ValueError(
+            f"`mask` {tuple(mask.shape)} and `image` {tuple(image.shape[-2:])} differ in size"
+        )
+    rgb = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
+    palette = torch.tensor(MASK_COLORS, dtype=torch.float32)  # (K, 3)
+    colour = palette[(mask - 1).remainder(len(MASK_COLORS))].permute(2, 0, 1)  # (3, H, W)
+    tinted = mask != 0
+    if ignore is not None:
+        is_ignore = mask == ignore
+        colour = torch.where(is_ignore, torch.tensor(IGNORE_COLOR).view(3, 1, 1).float(), colour)
+        tinted = tinted | is_ignore
+    out = torch.where(tinted, (1 - alpha) * rgb.float() + alpha * colour, rgb.float())
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def make_paired_preview(
+    dataset: Any,
+    config: AugmentConfig | str | Path,
+    *,
+    n: int = 16,
+    rows: int = 4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    alpha: float = 0.5,
+    title: str | None = None,
+) -> Image.Image:
+    """The preview grid of a segmentation data set: each tile shows its mask over the image.
+
+    As `make_preview`, for a `gpuaug.paired.PairedDataset`: each row one pair picked with the
+    seed, the first column as decoded, then ``ceil(n / rows)`` augmentations whose masks were
+    warped with the same params (`gpuaug.targets.apply_mask`, the data set's ``mask_fill``,
+    drawn grey), every mask drawn over its image with `overlay_mask`.
+
+    Returns:
+        An RGB ``PIL.Image`` of size ``grid_layout(n, rows, dataset.target_size, config).size``
+        (fewer rows if the data set holds fewer readable pairs).
+
+    Raises:
+        ValueError: as `make_preview`; a data set without ``target_size`` or without a readable
+            pair.
+    """
+    from gpuaug.targets import apply_mask
+
+    config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
+    if not isinstance(config, AugmentConfig):
+        config = load_config(config)
+    if dataset.target_size is None:
+        raise ValueError("the dataset to preview needs a `target_size`; got None")
+    target_size = dataset.target_size
+    layout = grid_layout(n, rows, target_size, config)
+    select = torch.Generator().manual_seed(seed)
+    sources, failures = [], []
+    for index in torch.randperm(len(dataset), generator=select).tolist():
+        if len(sources) >= layout.rows:
+            break
+        try:
+            sources.append((dataset.pairs[index][0], *dataset.load(index)))
+        except ImageLoadError as err:
+            failures.append((err.path, err.reason or str(err)))
+    if not sources:
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failures[:3])
+        raise ValueError(f"no readable image/mask pair to preview (skipped: {reasons})")
+    layout = dataclasses.replace(layout, rows=len(sources))
+
+    device = torch.device(device)
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    extras = _has_extras(config)
+    fill = getattr(dataset, "mask_fill", None)
+
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(FONT_SIZE)
+    header = title or f"gpuaug preview: {config_name}  seed={seed}  (masks overlaid)"
+    draw.text((PAD, PAD // 2), header, fill=TEXT, font=font)
+    draw.text(
+        (PAD, PAD // 2 + LINE_HEIGHT),
+        f"first column: original ({target_size[0]}x{target_size[1]}); then {layout.per_row} "
+        f"augmentations each; mask_fill {fill} grey; normalisation not shown",
+        fill=MUTED,
+        font=font,
+    )
+    for row, (path, image, mask) in enumerate(sources):
+        batch = image.unsqueeze(0).expand(layout.per_row, -1, -1, -1).contiguous().to(device)
+        masks = mask.unsqueeze(0).expand(layout.per_row, -1, -1, -1).to(device)
+        with torch.no_grad():
+            params = augment.sample_params(batch, generator=generator)
+            tiles = _to_uint8(augment.apply(batch, params))
+            warped = apply_mask(masks, params, augment.config, mask_fill=fill or 0).cpu()
+        y = layout.header_height + row * layout.cell_height
+        labels = sorted(set(mask.unique().tolist()))
+        original = ["original", f"labels {labels[:6]}", Path(path).name]
+        _draw_cell(draw, canvas, layout, font, 0, y, overlay_mask(image, mask, alpha=alpha),
+                   original)  # fmt: skip
+        for k in range(layout.per_row):
+            tile = overlay_mask(tiles[k], warped[k], alpha=alpha, ignore=fill or None)
+            _draw_cell(draw, canvas, layout, font, k + 1, y, tile,
+                       caption_lines(params, k, extras=extras))  # fmt: skip
+    return canvas
+
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def draw_boxes(
+    image: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """An image with its valid ``xyxy`` boxes outlined, coloured by label (``MASK_COLORS``).
+
+    Shape:
+        image (C, H, W) uint8; boxes (N, 4) float (continuous pixel coordinates); valid, labels
+        (N,) -> (3, H, W) uint8, CPU.
+    """
+    picture = _tensor_to_pil(image.detach().cpu())
+    draw = ImageDraw.Draw(picture)
+    rows = zip(boxes.detach().cpu().tolist(), valid.cpu().tolist(), labels.cpu().tolist(),
+               strict=True)  # fmt: skip
+    for (x0, y0, x1, y1), ok, label in rows:
+        if ok:
+            colour = MASK_COLORS[int(label) % len(MASK_COLORS)]
+            # pixel (r, c) covers [c, c + 1): the outline runs on the box's edge pixels
+            draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+
+
+def make_detection_preview(
+    dataset: Any,
+    config: AugmentConfig | str | Path,
+    *,
+    n: int = 16,
+    rows: int = 4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    title: str | None = None,
+) -> Image.Image:
+    """The preview grid of a `gpuaug.detection.DetectionDataset`: boxes drawn on every tile.
+
+    As `make_paired_preview`: each row one image picked with the seed, first column as
+    decoded with its boxes, then augmentations with their boxes mapped by
+    `gpuaug.targets.apply_boxes` (the data set's ``min_visibility``; dropped boxes not drawn).
+    """
+    from gpuaug.targets import apply_boxes
+
+    config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
+    if not isinstance(config, AugmentConfig):
+        config = load_config(config)
+    target_size = dataset.target_size
+    layout = grid_layout(n, rows, target_size, config)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    sources = []
+    for index in order.tolist():
+        if len(sources) >= layout.rows:
+            break
+        try:
+            sources.append((index, dataset.load(index)))
+        except ImageLoadError:
+            continue
+    if not sources:
+        raise ValueError("no readable image to preview")
+    layout = dataclasses.replace(layout, rows=len(sources))
+    device = torch.device(device)
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    extras = _has_extras(config)
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(FONT_SIZE)
+    draw.text((PAD, PAD // 2), title or f"gpuaug preview: {config_name}  seed={seed}  (boxes)",
+              fill=TEXT, font=font)  # fmt: skip
+    draw.text((PAD, PAD // 2 + LINE_HEIGHT),
+              f"first column: original ({target_size[0]}x{target_size[1]}); then "
+              f"{layout.per_row} augmentations each; normalisation not shown",
+              fill=MUTED, font=font)  # fmt: skip
+    h, w = target_size
+    for row, (index, image) in enumerate(sources):
+        k = layout.per_row
+        batch = image.unsqueeze(0).expand(k, -1, -1, -1).contiguous().to(device)
+        boxes = dataset.boxes[index].expand(k, -1, -1).to(device)
+        valid = dataset.box_valid[index].expand(k, -1).to(device)
+        with torch.no_grad():
+            params = augment.sample_params(batch, generator=generator)
+            tiles = _to_uint8(augment.apply(batch, params))
+            visibility = getattr(dataset, "min_visibility", 0.0)
+            out, ok = apply_boxes(
+                boxes, params, augment.config, h, w, valid=valid, min_visibility=visibility
+            )
+        labels = dataset.labels[index]
+        y = layout.header_height + row * layout.cell_height
+        count = int(dataset.box_valid[index].sum())
+        first = draw_boxes(image, dataset.boxes[index], dataset.box_valid[index], labels)
+        name = Path(dataset.samples[index][0]).name
+        _draw_cell(draw, canvas, layout, font, 0, y, first, ["original", f"{count} boxes", name])
+        for j in range(k):
+            tile = draw_boxes(tiles[j], out[j], ok[j], labels)
+            _draw_cell(draw, canvas, layout, font, j + 1, y, tile,
+                       caption_lines(params, j, extras=extras))  # fmt: skip
+    return canvas

@@ -39,6 +39,17 @@ any object with these members works):
 - ``num_classes``: the number of classes (for one-hot targets).
 - ``on_error``: ``"raise"`` or ``"skip"`` (what the loader does with a bad file).
 
+Optional, for targets beyond class labels (issue 13):
+
+- ``load_packed(i)``, ``mask_bytes``, ``mask_fill`` (`gpuaug.paired.PairedDataset`): the
+  workers read ``load_packed`` (image + mask as ``C + mask_bytes`` uint8 channels), so every
+  source and cache carries the mask; the finish stage splits it off and warps it
+  (`gpuaug.targets.apply_mask`), and batches are ``(x, mask)``.
+- ``boxes``, ``labels``, ``box_valid``, ``min_visibility``
+  (`gpuaug.detection.DetectionDataset`): padded per-sample box tables that the finish stage
+  keeps on the device, gathers by row and maps (`gpuaug.targets.apply_boxes`); batches are
+  ``(x, (boxes, labels, valid))``.
+
 Read for reporting only (`GPULoader.describe` / ``stats``): ``root``, ``classes``,
 ``counts()``, and optionally ``subset``, ``validation_split``, ``skipped``.
 """

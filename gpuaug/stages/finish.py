@@ -15,7 +15,10 @@ import torch
 from gpuaug.augment import AugmentParams, GPUAugment, sample_params
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import encode_targets
+from gpuaug.paired import unpack_mask
 from gpuaug.stages.batch import DeviceBatch
+from gpuaug.stages.transfer import host_to_device
+from gpuaug.targets import apply_boxes, apply_mask
 
 __all__ = ["Finisher", "augment_module"]
 
@@ -67,6 +70,11 @@ class Finisher:
         self.device = device
         self.generator = torch.Generator()  # CPU: the draws do not depend on the device
         self.classes = torch.arange(int(dataset.num_classes or 0), device=device)
+        # gpuaug.detection: every sample's padded boxes, on the device once
+        self.box_tables = None
+        if getattr(dataset, "box_valid", None) is not None:
+            tables = (dataset.boxes, dataset.labels, dataset.box_valid)
+            self.box_tables = tuple(host_to_device(t, device) for t in tables)
 
     def params(self, images: torch.Tensor, seed: int) -> AugmentParams:
         """The augmentation parameters of a batch, drawn from a CPU generator seeded ``seed``."""
@@ -84,8 +92,23 @@ class Finisher:
 
     def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentParams]:
         """``(x, y)`` (or ``x``, per ``class_mode``) and the params drawn with ``seed``."""
-        params = self.params(batch.images, seed)
-        x = self.augment.apply(batch.images, params)
+        images = batch.images
+        mask_bytes = getattr(self.dataset, "mask_bytes", 0)
+        if mask_bytes:  # gpuaug.paired: the mask rides as the last uint8 channel(s)
+            images, masks = unpack_mask(images, mask_bytes)
+        params = self.params(images, seed)
+        x = self.augment.apply(images, params)
+        if mask_bytes:
+            cfg = self.augment.config
+            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), params
+        if self.box_tables is not None:  # gather the rows' boxes, map them as the images
+            rows = host_to_device(batch.indices, self.device)
+            boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
+            boxes, valid = apply_boxes(
+                boxes, params, self.augment.config, *x.shape[-2:], valid=valid,
+                min_visibility=self.dataset.min_visibility,
+            )  # fmt: skip
+            return (x, (boxes, labels, valid)), params
         mode = self.dataset.class_mode
         if mode is None:
             return x, params

@@ -65,6 +65,11 @@ class WorkerView(Dataset):
     def __getitem__(self, index: int) -> tuple[int, int, Any, int]:
         self._slot(index)
         try:
+            # A data set with masks (gpuaug.paired) hands its image and mask packed into one
+            # uint8 tensor; its JPEGs decode here, with the mask, not on the GPU.
+            packed = getattr(self.dataset, "load_packed", None)
+            if packed is not None:
+                return _IMAGE, index, packed(index), 1
             if self.decode == "gpu":
                 # A broken JPEG (truncated, ...) fails here as decode="cpu" would: nvJPEG
                 # would decode it to grey blocks. CMYK & co. (None) are decoded by PIL below.
