@@ -42,6 +42,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "file_manifest",
+    "resolve_cache_dir",
 ]
 
 #: Allowed ``cache`` values (besides ``None``).
@@ -58,6 +59,38 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "gpuaug"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder, created if needed: ``cache_dir``, else :func:`default_cache_dir`.
+
+    Raises:
+        ValueError: the folder is a file, or cannot be created; the message names the
+            setting it came from (``cache_dir``, ``$GPUAUG_CACHE_DIR`` or ``$XDG_CACHE_HOME``).
+    """
+    if cache_dir is not None:
+        folder, setting = Path(cache_dir).expanduser(), "`cache_dir`"
+    else:
+        folder = default_cache_dir()
+        if os.environ.get("GPUAUG_CACHE_DIR"):
+            setting = "$GPUAUG_CACHE_DIR"
+        elif os.environ.get("XDG_CACHE_HOME"):
+            setting = "$XDG_CACHE_HOME (+ /gpuaug)"
+        else:
+            setting = "the default cache folder (~/.cache/gpuaug; set $GPUAUG_CACHE_DIR)"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"{setting} must be a folder for gpuaug's caches; got {str(folder)!r}, which is a "
+            "file (point it at a folder, or unset it)"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"{setting} must be a folder gpuaug can create; got {str(folder)!r}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    return folder
 
 
 def file_manifest(dataset: Any) -> list[list[Any]]:
