@@ -597,9 +597,10 @@ class DirectoryDataset(Dataset):
         key_args = (root, self.classes, self.extensions, self.follow_links, self.include_hidden)
         cache_path = None
         if index_cache is not False:
-            from gpuaug.cache import resolve_cache_dir
+            from gpuaug.cache import default_cache_dir, resolve_cache_dir
 
-            folder = resolve_cache_dir(None)
+            # Only a cache that will be written needs a valid folder now (None: looked up only).
+            folder = resolve_cache_dir(None) if index_cache else default_cache_dir()
             cache_path = folder / "index" / f"{listing_key(*key_args)}.npz"
             if cache_path.is_file():
                 listing = load_listing(cache_path, root)
@@ -607,8 +608,13 @@ class DirectoryDataset(Dataset):
                     return listing, cache_path, False
         exts = _normalize_extensions(self.extensions)
         listing = list_folders(root, self.classes, exts, self.follow_links, self.include_hidden)
-        if index_cache is None and len(listing.samples) < INDEX_CACHE_MIN_FILES:
-            cache_path = None
+        if index_cache is None:
+            if len(listing.samples) < INDEX_CACHE_MIN_FILES:
+                cache_path = None
+            elif listing.cacheable:
+                from gpuaug.cache import resolve_cache_dir
+
+                resolve_cache_dir(None)  # a clear error when the setting names a file
         return listing, cache_path, True
 
     def __len__(self) -> int:
