@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import warnings
 from pathlib import Path
 
@@ -477,3 +478,39 @@ def test_from_yaml_of_a_binary_file_names_the_file(tmp_path: Path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
     with pytest.raises(ValueError, match="weights.yaml' is not a UTF-8 text"):
         AugmentConfig.from_yaml(path)
+
+
+# ----------------------------------------------------------------- preprocessing_function
+
+
+@pytest.mark.parametrize(
+    ("fn", "got"),
+    [
+        (lambda x: x[:, :1], "(2, 1, 8, 8)"),  # drops channels
+        (lambda x: x[..., :4, :], "(2, 3, 4, 8)"),  # crops
+        (lambda x: x.mean(dim=0), "(3, 8, 8)"),  # drops the batch
+    ],
+    ids=["channels", "height", "batch"],
+)
+def test_a_preprocessing_function_that_changes_the_shape_is_named(fn, got):
+    import torch
+
+    from gpuaug.augment import standardize
+
+    config = AugmentConfig(preprocessing_function=fn)
+    x = torch.rand(2, 3, 8, 8) * 255
+    with pytest.raises(
+        ValueError,
+        match=rf"`preprocessing_function` must return .*\(2, 3, 8, 8\); got {re.escape(got)}",
+    ):
+        standardize(x, config)
+
+
+def test_a_shape_keeping_preprocessing_function_still_runs():
+    import torch
+
+    from gpuaug.augment import standardize
+
+    config = AugmentConfig(preprocessing_function=lambda x: 255 - x)
+    x = torch.rand(2, 3, 8, 8) * 255
+    assert torch.allclose(standardize(x, config), 255 - x)

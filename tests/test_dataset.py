@@ -959,3 +959,20 @@ def test_a_cache_dir_setting_that_is_a_file_is_named(make_tree, tmp_path, monkey
     monkeypatch.setenv("GPUAUG_CACHE_DIR", str(blocker))
     with pytest.raises(ValueError, match="GPUAUG_CACHE_DIR must be a folder .* which is a file"):
         DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+
+
+# --- special files (issue 12.6) ----------------------------------------------------------
+
+
+def test_a_fifo_is_reported_as_not_a_regular_file_without_blocking(tmp_path):
+    from gpuaug.image import check_image_header
+
+    fifo = tmp_path / "cls" / "pipe.png"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(ImageLoadError, match="not a regular file \\(a FIFO / named pipe\\)"):
+        check_image_header(fifo)
+    _png(tmp_path / "cls" / "ok.png")
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        ds = DirectoryDataset(tmp_path, target_size=(8, 8), on_error="skip")
+    assert ds.skipped == [(str(fifo), "not a regular file (a FIFO / named pipe)")]
