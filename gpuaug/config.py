@@ -210,9 +210,20 @@ class AugmentConfig:
         interpolation: "bilinear" (Keras' ``interpolation_order=1``, the default) or "nearest"
             (``interpolation_order=0``).
 
+    Numbers may be Python or numpy numbers (``np.float32(40)``), pairs and lists may be numpy
+    arrays (``np.array([0.8, 1.2])``), as Keras takes them; they are stored as Python numbers
+    and tuples.
+
+    Bounds, so that nothing overflows float32 (max 3.4e38) later: ``rotation_range`` <= 360;
+    shifts in pixels <= 2**24 (float32's exact whole numbers); zoom factors in [1e-6, 1e6];
+    ``rescale``, ``brightness_range``, ``cval``, ``channel_shift_range`` and ``zca_epsilon``
+    at most 1e12 in magnitude (255 x 1e12, squared and summed over 1e8 pixels for a standard
+    deviation, still stays below float32's max); NaN and infinity nowhere.
+
     Raises:
         ValueError: A value outside its allowed range (negative ranges, zoom bounds <= 0,
-            unknown fill mode or interpolation, brightness range not a pair ...).
+            unknown fill mode or interpolation, brightness range not a pair, a value past the
+            bounds above ...); the message names the field.
         TypeError: A value of the wrong type.
     """
 
