@@ -207,6 +207,12 @@ class SampleList(Sequence[tuple[str, int]]):
         """Every path, in order (one string per sample: for small jobs and tests)."""
         return [p for p, _ in self]
 
+    def paths_at(self, indices: np.ndarray) -> list[str]:
+        """The paths of the samples at ``indices`` (the names buffer is split once)."""
+        names = os.fsdecode(self.names).split("\0")
+        join, folders, fidx = os.path.join, self.folders, self.folder_index.tolist()
+        return [join(folders[fidx[i]], names[i]) for i in np.asarray(indices).tolist()]
+
     def __iter__(self) -> Iterator[tuple[str, int]]:
         names = os.fsdecode(self.names).split("\0")[:-1]  # the buffer ends with a NUL
         join, folders = os.path.join, self.folders
@@ -493,7 +499,7 @@ def verify_listing(
     if changed:
         samples = listing.samples
         bad = check_files(
-            [samples.path(int(i)) for i in todo],
+            samples.paths_at(todo) if len(todo) > 64 else [samples.path(int(i)) for i in todo],
             verify,
             color_mode,
             workers=workers,

@@ -762,6 +762,7 @@ def test_sample_list_keeps_odd_names_exactly(tmp_path):
     assert list(samples) == pairs
     assert list(samples.take(np.array([2, 0]))) == [pairs[2], pairs[0]]
     assert list(samples.take(np.array([False, True, True]))) == pairs[1:]
+    assert samples.paths_at(np.array([2, 1])) == [pairs[2][0], pairs[1][0]]
 
 
 def test_samples_take_far_less_memory_than_a_list_of_tuples(tmp_path):
@@ -976,3 +977,17 @@ def test_a_fifo_is_reported_as_not_a_regular_file_without_blocking(tmp_path):
     with pytest.warns(UserWarning, match="Skipped 1"):
         ds = DirectoryDataset(tmp_path, target_size=(8, 8), on_error="skip")
     assert ds.skipped == [(str(fifo), "not a regular file (a FIFO / named pipe)")]
+
+
+def test_a_loader_describes_itself_without_touching_the_files(image_tree):
+    import shutil
+
+    import gpuaug
+
+    loader = gpuaug.flow_from_directory(
+        image_tree, target_size=(8, 8), batch_size=3, device="cpu", progress=False
+    )
+    shutil.rmtree(image_tree)
+    assert len(loader) == 3
+    text = loader.describe()
+    assert "cats" in text and "8" in text
