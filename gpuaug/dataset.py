@@ -586,7 +586,8 @@ class DirectoryDataset(Dataset):
                 f"Found no usable image in {where}; per-class file counts: "
                 + ", ".join(f"{n}={c}" for n, c in per_class.items())
             )
-        self.samples: SampleList = listing.samples.take(chosen)
+        everything = len(chosen) == len(listing.samples)  # in order: no subset, nothing bad
+        self.samples: SampleList = listing.samples if everything else listing.samples.take(chosen)
         self.targets: TargetList = TargetList(self.samples.targets)
         self.index_cache_path: Path | None = cache_path
         self.index_cached: bool = not walked
