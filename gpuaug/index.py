@@ -37,10 +37,12 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -414,7 +416,8 @@ def _pool(n_files: int, workers: int | None, executor: str) -> tuple[Executor | 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = workers or min(32, cores or 1)
     if executor == "auto":
-        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        # fork only on Linux: macOS lists it but forking there can crash system frameworks.
+        can_fork = sys.platform.startswith("linux")
         executor = "process" if can_fork and n_files >= _PROCESS_MIN_FILES else "thread"
     if workers <= 1 or n_files <= _CHUNK or executor == "serial":
         return None, 1
@@ -449,18 +452,22 @@ def check_files(
         raise ValueError(
             f"`executor` must be 'auto', 'process', 'thread' or 'serial'; got {executor!r}"
         )
-    pool, _ = _pool(len(paths), workers, executor)
+    pool, workers = _pool(len(paths), workers, executor)
     run = partial(_check_chunk, verify=verify, color_mode=color_mode)
     if pool is None:
         return dict(run(paths))
     chunks = [list(paths[i : i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     out: dict[int, str] = {}
-    with pool:
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns about fork() in a process with threads; the children only
-            # read file headers with PIL and exit, they never touch those threads' locks.
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            results = list(pool.map(run, chunks))
+    try:
+        with pool:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns about fork() in a process with threads; the children
+                # only read file headers with PIL and exit, they never touch those locks.
+                warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+                results = list(pool.map(run, chunks))
+    except BrokenProcessPool:  # a child killed (memory limits, seccomp...): use threads
+        with ThreadPoolExecutor(workers or 1) as threads:
+            results = list(threads.map(run, chunks))
     for c, bad in enumerate(results):
         out.update((c * _CHUNK + i, reason) for i, reason in bad)
     return out
@@ -622,7 +629,8 @@ def save_listing(path: Path, listing: FolderListing) -> None:
         "reasons": {str(i): r for i, r in listing.reasons.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    unique = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    tmp = path.with_name(f"{path.name}.tmp-{unique}")
     try:
         with open(tmp, "wb") as f:
             np.savez(

@@ -991,3 +991,33 @@ def test_a_loader_describes_itself_without_touching_the_files(image_tree):
     assert len(loader) == 3
     text = loader.describe()
     assert "cats" in text and "8" in text
+
+
+_PARENT = os.getpid()
+
+
+def _dies_in_a_child(paths, verify, color_mode):
+    """A check that kills any pool child it runs in (and works in the parent)."""
+    import gpuaug.index as index_mod
+
+    if os.getpid() != _PARENT:
+        os._exit(1)
+    return index_mod._real_check_chunk(paths, verify, color_mode)
+
+
+def test_header_checks_fall_back_to_threads_when_a_child_dies(tmp_path, monkeypatch):
+    import gpuaug.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_real_check_chunk", index_mod._check_chunk, raising=False)
+    monkeypatch.setattr(index_mod, "_check_chunk", _dies_in_a_child)
+    good = _png(tmp_path / "good.png")
+    paths = []
+    for i in range(2100):
+        path = tmp_path / f"f{i}.png"
+        if i == 2050:
+            path.write_bytes(b"")
+        else:
+            os.link(good, path)
+        paths.append(str(path))
+    bad = index_mod.check_files(paths, "header", executor="process", workers=2)
+    assert bad == {2050: "the file is empty (0 bytes)"}
