@@ -11,9 +11,13 @@ built. This module holds the three parts that make it cheap:
   and ``==`` against a list work as on the list it replaces. :class:`TargetList` does the
   same for the class indices (``numpy.asarray(targets)`` gives the int32 array, no copy).
 - **Header checks on every core.** :func:`check_files` runs ``check_image_header`` (or the
-  full decode) in chunks: in threads for small jobs, in a process pool (``fork``) for large
-  ones. PIL parses headers in Python under the GIL, so threads barely help with files in the
-  page cache; processes scale with the cores (see ``benchmarks/index_scale.py``).
+  full decode) in chunks of 2048 files: in threads for small jobs, in a process pool
+  (``fork``, Linux) from 20,000 files, falling back to threads if a child dies. PIL parses a
+  JPEG header in Python (``JpegImagePlugin._open``: about 60% of the ~50 us a file, profiled)
+  under the GIL, so threads do not help with files in the page cache (measured: 50,000 files,
+  serial 5.32 s, threads 5.35 s); processes can scale with free cores (they could not on the
+  2-core, fully loaded dev box: 5.30 s; see ``benchmarks/results/index_scale.md``). Threads
+  still help where opening a file waits on the network (NFS).
 - **An index cache.** The walk of the class folders and the check results are stored under
   ``<gpuaug cache dir>/index/`` (see :func:`gpuaug.cache.default_cache_dir`), keyed on the
   real path of the root, the classes asked for, the extensions and the link/hidden settings.
@@ -25,9 +29,10 @@ built. This module holds the three parts that make it cheap:
   became unreadable is still reported when it is loaded (``ImageLoadError``, or skipped with
   ``on_error="skip"``). A listing whose folders changed less than two seconds before the walk
   is not cached (a coarse-mtime file system could hide a later change, as git's "racily
-  clean" rule). Files are replaced atomically (a temporary file, then ``os.replace``), so
-  concurrent writers and readers are safe; a file that fails to load or to check is ignored
-  and rewritten.
+  clean" rule). A ``verify="full"`` result is stored whatever the colour mode (a file
+  that decodes converts to every mode). Files are replaced atomically (a temporary file,
+  then ``os.replace``), so concurrent writers and readers are safe; a file that fails to
+  load or to check is ignored and rewritten.
 """
 
 from __future__ import annotations
