@@ -613,9 +613,16 @@ class DirectoryDataset(Dataset):
             if len(listing.samples) < INDEX_CACHE_MIN_FILES:
                 cache_path = None
             elif listing.cacheable:
-                from gpuaug.cache import resolve_cache_dir
+                from gpuaug.cache import default_cache_dir, resolve_cache_dir
 
-                resolve_cache_dir(None)  # a clear error when the setting names a file
+                try:
+                    resolve_cache_dir(None)
+                except ValueError as exc:
+                    if default_cache_dir().is_file():
+                        raise  # a setting naming a file is a mistake to report, by name
+                    # A folder that cannot be created (read-only home): index without a cache.
+                    warnings.warn(f"{exc}; the index is not cached", stacklevel=3)
+                    cache_path = None
         return listing, cache_path, True
 
     def __len__(self) -> int:

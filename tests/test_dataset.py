@@ -1021,3 +1021,18 @@ def test_header_checks_fall_back_to_threads_when_a_child_dies(tmp_path, monkeypa
         paths.append(str(path))
     bad = index_mod.check_files(paths, "header", executor="process", workers=2)
     assert bad == {2050: "the file is empty (0 bytes)"}
+
+
+def test_an_uncreatable_cache_folder_only_disables_the_automatic_index_cache(
+    make_tree, tmp_path, monkeypatch
+):
+    import gpuaug.dataset as dataset_mod
+
+    root = make_tree({"a": 3})
+    _settle(root)
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("GPUAUG_CACHE_DIR", str(tmp_path / "a-file" / "sub"))  # mkdir fails
+    monkeypatch.setattr(dataset_mod, "INDEX_CACHE_MIN_FILES", 1)
+    with pytest.warns(UserWarning, match="the index is not cached"):
+        ds = DirectoryDataset(root, target_size=(8, 8))
+    assert len(ds) == 3 and ds.index_cache_path is None
