@@ -266,8 +266,12 @@ class ImageCache:
         return images, indices
 
     def _check_rows(self, indices: np.ndarray, rows: np.ndarray) -> None:
-        """Compare the images read for the first time with their stored CRC-32."""
-        first = ~self._verified[indices]
+        """Compare the images read for the first time with their stored CRC-32.
+
+        ``rows[i]`` is image ``indices[i]``; images that failed to decode when the cache was
+        built (invalid: never served) are not checked.
+        """
+        first = ~self._verified[indices] & self.valid.numpy()[indices]
         if not first.any():
             return
         todo = indices[first]

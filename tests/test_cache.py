@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_tree
@@ -332,3 +333,13 @@ def test_a_cache_dir_argument_that_is_a_file_is_named(own_tree, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match=r"`cache_dir` must be a folder .*which is a file"):
         make(own_tree, cache="disk", cache_dir=blocker)
+
+
+def test_checksums_ignore_images_that_failed_to_decode(bad_tree, tmp_path):
+    kwargs = {"cache": "disk", "cache_dir": tmp_path / "c", "on_error": "skip"}
+    make(bad_tree, **kwargs)
+    again = make(bad_tree, **kwargs)
+    assert not again.cache.built
+    rows = again.cache.images[[0, 1, 2]]
+    again.cache._check_rows(np.arange(3), np.ascontiguousarray(rows))  # row 1 never decoded
+    again.cache.verify()
