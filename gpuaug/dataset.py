@@ -440,7 +440,7 @@ class DirectoryDataset(Dataset):
         samples: ``(path, class_index)`` pairs in Keras' order (``it.filepaths``,
             ``it.classes``): a read-only `gpuaug.index.SampleList` that indexes, iterates and
             compares like the list of tuples. targets: the class indices, a
-            `gpuaug.index.TargetList` (``numpy.asarray(targets)`` is the int32 array).
+            `gpuaug.index.TargetList` (``targets.array``: the int32 array).
             num_classes, channels (1, 3 or 4).
         index_cache_path: the index cache file used (``None``: none). index_cached: True
             when the listing came from it (no walk).

@@ -9,7 +9,7 @@ built. This module holds the three parts that make it cheap:
   instead of about 200, and nothing that worker processes' reference counting copies page
   by page. ``samples[i]`` still gives ``(path, class_index)``; ``len``, iteration, slicing
   and ``==`` against a list work as on the list it replaces. :class:`TargetList` does the
-  same for the class indices (``numpy.asarray(targets)`` gives the int32 array, no copy).
+  same for the class indices (``targets.array`` is the int32 array, no copy).
 - **Header checks on every core.** :func:`check_files` runs ``check_image_header`` (or the
   full decode) in chunks of 2048 files: in threads for small jobs, in a process pool
   (``fork``, Linux) from 20,000 files, falling back to threads if a child dies. PIL parses a
@@ -98,8 +98,8 @@ def _encode_names(names: Sequence[str]) -> tuple[bytes, np.ndarray]:
 class TargetList(Sequence[int]):
     """Read-only class indices backed by an int32 array; compares equal to a list of ints.
 
-    ``numpy.asarray(targets)`` (and ``torch.as_tensor(numpy.asarray(targets))``) gives the
-    array without a copy; indexing gives Python ints.
+    ``targets.array`` is the stored int32 array (no copy); ``numpy.asarray(targets)`` and
+    ``torch.tensor(targets)`` give int64, as a list of ints would; indexing gives Python ints.
     """
 
     def __init__(self, array: np.ndarray) -> None:
@@ -122,7 +122,14 @@ class TargetList(Sequence[int]):
         return iter(self._array.tolist())
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self._array if dtype is None else self._array.astype(dtype)
+        # int64, as a list of Python ints converts (torch.tensor(targets) -> int64, as one_hot
+        # and cross_entropy want); the stored array stays int32.
+        return self._array.astype(np.int64 if dtype is None else dtype)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The stored read-only int32 array (no copy)."""
+        return self._array
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TargetList):

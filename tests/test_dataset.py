@@ -744,9 +744,12 @@ def test_samples_behave_as_the_list_of_pairs(image_tree):
 
 def test_targets_are_an_int32_array_view(image_tree):
     ds = DirectoryDataset(image_tree, target_size=(8, 8))
-    array = np.asarray(ds.targets)
+    array = ds.targets.array
     assert array.dtype == np.int32 and array.tolist() == [0] * 5 + [1] * 3
+    assert not array.flags.writeable
     assert torch.as_tensor(list(ds.targets)).tolist() == array.tolist()
+    assert torch.tensor(ds.targets).dtype == torch.int64  # as from a list of ints
+    assert np.asarray(ds.targets).dtype == np.int64
     assert ds.targets[5] == 1 and type(ds.targets[5]) is int
 
 
