@@ -575,11 +575,17 @@ def standardize(
     """
     stats = stats or FitStats()
     if config.preprocessing_function is not None:
+        shape = x.shape
         x = config.preprocessing_function(x)
         if not isinstance(x, torch.Tensor):
             raise TypeError(
                 "`preprocessing_function` must return a tensor (B, C, H, W); "
                 f"got {type(x).__name__}"
+            )
+        if x.shape != shape:
+            raise ValueError(
+                "`preprocessing_function` must return a tensor of the shape it was given, "
+                f"(B, C, H, W) = {tuple(shape)}; got {tuple(x.shape)}"
             )
     # A pending affine map x * scale + shift, applied when something non-affine comes next.
     scale: float | torch.Tensor = 1.0

@@ -3,6 +3,7 @@
 Usage::
 
     gpuaug inspect DIR [--config CONFIG] [--batch-size 32] [--validation-split 0.2]
+                   [--follow-links] [--full]
     gpuaug preview DIR --config CONFIG --out grid.png [--n 16] [--rows 4] [--seed 0]
     gpuaug bench [benchmark options...]
 
@@ -51,6 +52,7 @@ examples:
   gpuaug inspect data/train --config configs/chollet_cats_dogs.yaml --target-size 150 150
   gpuaug inspect data/train --validation-split 0.2 --batch-size 64
   gpuaug inspect data/train --full        # decode every file to find corrupt ones
+  gpuaug inspect data/train --follow-links  # count images in linked sub-folders too
   gpuaug inspect data/train -v            # plus the loader's describe(): seeds, workers
 
 Bad files (unreadable, truncated, not an image) are listed with the reason and skipped,
@@ -122,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction held out for validation (default: the config's, else none)",
     )
     _add_image_options(inspect)
+    inspect.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="descend into linked sub-folders, as flow_from_directory(follow_links=True)",
+    )
     inspect.add_argument(
         "--full",
         action="store_true",
@@ -278,6 +285,7 @@ def _inspect(args: argparse.Namespace) -> int:
         color_mode=args.color_mode,
         on_error="skip",
         verify="full" if args.full else "header",
+        follow_links=args.follow_links,
     )
 
     with warnings.catch_warnings(record=True) as caught:

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 __all__ = [
@@ -52,37 +55,83 @@ ShiftRange = float | int | tuple[float, ...]
 _KERAS_ONLY_KWARGS = ("data_format", "interpolation_order", "dtype")
 
 
+#: Bounds that keep every value, and every value computed from it, finite in float32
+#: (max 3.4e38) with a wide margin: a pixel times ``_MAX_FACTOR`` (255e12), squared and summed
+#: over a 1e8-pixel image (a standard deviation), stays below 1e38.
+_MAX_FACTOR = 1e12  # rescale, brightness, zca_epsilon
+_MAX_VALUE = 1e12  # |cval|, channel_shift_range (0..255 scale)
+#: Shifts in pixels: float32 holds every whole number up to 2**24 exactly.
+_MAX_SHIFT_PX = 2**24
+_MAX_ROTATION = 360.0
+_MIN_ZOOM, _MAX_ZOOM = 1e-6, 1e6
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A real number: Python int/float or a numpy scalar (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
+def _as_number(value: Any) -> Any:
+    """numpy scalars and 0-d arrays -> Python int/float; anything else unchanged.
+
+    Keras accepts ``np.float32(40)``; the config stores plain Python numbers so that it
+    compares, hashes and saves to YAML like any other.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool | np.bool_):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _as_sequence(value: Any) -> Any:
+    """A 1-d numpy array -> a tuple of Python numbers; anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(_as_number(v) for v in value)
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be a bool; got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
-def _check_non_negative(name: str, value: Any, what: str = "a non-negative number") -> float:
+def _check_non_negative(
+    name: str, value: Any, what: str = "a non-negative number", limit: float = _MAX_VALUE
+) -> float:
+    value = _as_number(value)
     if not _is_number(value):
         raise TypeError(f"`{name}` must be {what}; got {value!r} ({type(value).__name__})")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"`{name}` must be {what} (>= 0); got {value!r}")
+    if value > limit:
+        raise ValueError(f"`{name}` must be {what} <= {limit:g}; got {value!r}")
     return value
 
 
 def _normalise_shift(name: str, value: Any) -> ShiftRange:
-    """Validate a Keras shift range; lists become tuples (the dataclass is frozen)."""
+    """Validate a Keras shift range; lists and arrays become tuples (the dataclass is frozen)."""
     what = (
         "a float >= 0 (a fraction of the size if < 1, pixels if >= 1), an int >= 0 "
         "(pixels 0..n-1 with a random sign) or a non-empty list of numbers >= 0"
     )
-    if isinstance(value, bool):
+    bound = f" and at most {_MAX_SHIFT_PX} pixels (2**24, float32's exact whole numbers)"
+    value = _as_sequence(_as_number(value))
+    if isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be {what}; got {value!r}")
     if _is_number(value):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"`{name}` must be {what}; got {value!r}")
+        if value > _MAX_SHIFT_PX:
+            raise ValueError(f"`{name}` must be {what}{bound}; got {value!r}")
         return value
     if isinstance(value, Sequence) and not isinstance(value, str):
-        items = tuple(value)
+        items = tuple(_as_number(v) for v in value)
         if not items:
             raise ValueError(f"`{name}` must be {what}; got an empty list")
         for item in items:
@@ -90,11 +139,14 @@ def _normalise_shift(name: str, value: Any) -> ShiftRange:
                 raise TypeError(f"`{name}` must be {what}; got the item {item!r}")
             if not math.isfinite(item) or item < 0:
                 raise ValueError(f"`{name}` must be {what}; got the item {item!r}")
+            if item > _MAX_SHIFT_PX:
+                raise ValueError(f"`{name}` must be {what}{bound}; got the item {item!r}")
         return items
     raise TypeError(f"`{name}` must be {what}; got {value!r} ({type(value).__name__})")
 
 
 def _normalise_pair(name: str, value: Any) -> tuple[float, float]:
+    value = _as_sequence(value)
     if (
         isinstance(value, str)
         or not isinstance(value, Sequence)
@@ -102,7 +154,7 @@ def _normalise_pair(name: str, value: Any) -> tuple[float, float]:
         or not all(_is_number(v) for v in value)
     ):
         raise ValueError(f"`{name}` must be a pair of numbers [lo, hi]; got {value!r}")
-    lo, hi = value
+    lo, hi = (_as_number(v) for v in value)
     return lo, hi
 
 
@@ -158,9 +210,20 @@ class AugmentConfig:
         interpolation: "bilinear" (Keras' ``interpolation_order=1``, the default) or "nearest"
             (``interpolation_order=0``).
 
+    Numbers may be Python or numpy numbers (``np.float32(40)``), pairs and lists may be numpy
+    arrays (``np.array([0.8, 1.2])``), as Keras takes them; they are stored as Python numbers
+    and tuples.
+
+    Bounds, so that nothing overflows float32 (max 3.4e38) later: ``rotation_range`` <= 360;
+    shifts in pixels <= 2**24 (float32's exact whole numbers); zoom factors in [1e-6, 1e6];
+    ``rescale``, ``brightness_range``, ``cval``, ``channel_shift_range`` and ``zca_epsilon``
+    at most 1e12 in magnitude (255 x 1e12, squared and summed over 1e8 pixels for a standard
+    deviation, still stays below float32's max); NaN and infinity nowhere.
+
     Raises:
         ValueError: A value outside its allowed range (negative ranges, zoom bounds <= 0,
-            unknown fill mode or interpolation, brightness range not a pair ...).
+            unknown fill mode or interpolation, brightness range not a pair, a value past the
+            bounds above ...); the message names the field.
         TypeError: A value of the wrong type.
     """
 
@@ -187,6 +250,7 @@ class AugmentConfig:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise in place once, here
         for name in (
             "featurewise_center",
             "samplewise_center",
@@ -196,18 +260,29 @@ class AugmentConfig:
             "horizontal_flip",
             "vertical_flip",
         ):
-            _check_bool(name, getattr(self, name))
+            set_(self, name, _check_bool(name, getattr(self, name)))
 
-        _check_non_negative("zca_epsilon", self.zca_epsilon)
-        _check_non_negative("rotation_range", self.rotation_range, "a number of degrees")
-        _check_non_negative("shear_range", self.shear_range, "a number of degrees")
-        if self.shear_range >= 90:
+        set_(
+            self,
+            "zca_epsilon",
+            _check_non_negative("zca_epsilon", self.zca_epsilon, limit=_MAX_FACTOR),
+        )
+        rotation = _check_non_negative(
+            "rotation_range", self.rotation_range, "a number of degrees", limit=_MAX_ROTATION
+        )
+        set_(self, "rotation_range", rotation)
+        shear = _check_non_negative("shear_range", self.shear_range, "a number of degrees")
+        if shear >= 90:
             raise ValueError(
                 f"`shear_range` must be in [0, 90) degrees (a shear of 90 degrees flattens the "
                 f"image to a line); got {self.shear_range!r}"
             )
-        _check_non_negative("channel_shift_range", self.channel_shift_range)
-        set_ = object.__setattr__  # frozen: normalise in place once, here
+        set_(self, "shear_range", shear)
+        set_(
+            self,
+            "channel_shift_range",
+            _check_non_negative("channel_shift_range", self.channel_shift_range),
+        )
         set_(
             self, "width_shift_range", _normalise_shift("width_shift_range", self.width_shift_range)
         )
@@ -222,23 +297,39 @@ class AugmentConfig:
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or lo > hi:
                 raise ValueError(
                     f"`brightness_range` must be a pair [lo, hi] with 0 <= lo <= hi; "
-                    f"got {list(self.brightness_range)!r}"
+                    f"got {list(_as_sequence(self.brightness_range))!r}"
+                )
+            if hi > _MAX_FACTOR:
+                raise ValueError(
+                    f"`brightness_range` must be a pair [lo, hi] with 0 <= lo <= hi <= "
+                    f"{_MAX_FACTOR:g}; got {[lo, hi]!r}"
                 )
             set_(self, "brightness_range", (lo, hi))
 
-        zoom = self.zoom_range
+        zoom = _as_sequence(_as_number(self.zoom_range))
         if _is_number(zoom):
             if not math.isfinite(zoom) or not 0 <= zoom < 1:
                 raise ValueError(
                     "`zoom_range` must be a float z in [0, 1) (zoom in [1 - z, 1 + z]) or a pair "
                     f"[lo, hi] with 0 < lo <= hi; got {zoom!r}"
                 )
+            if 1 - zoom < _MIN_ZOOM:
+                raise ValueError(
+                    f"`zoom_range` must be a float z in [0, 1 - {_MIN_ZOOM:g}] (a zoom factor "
+                    f"of {1 - zoom:g} cannot be inverted in float32); got {zoom!r}"
+                )
+            set_(self, "zoom_range", zoom)
         elif isinstance(zoom, Sequence) and not isinstance(zoom, str):
             lo, hi = _normalise_pair("zoom_range", zoom)
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or lo > hi:
                 raise ValueError(
                     "`zoom_range` must be a float z in [0, 1) or a pair [lo, hi] with "
                     f"0 < lo <= hi; got {list(zoom)!r}"
+                )
+            if lo < _MIN_ZOOM or hi > _MAX_ZOOM:
+                raise ValueError(
+                    f"`zoom_range` must be a pair [lo, hi] with {_MIN_ZOOM:g} <= lo <= hi <= "
+                    f"{_MAX_ZOOM:g}; got {[lo, hi]!r}"
                 )
             set_(self, "zoom_range", (lo, hi))
         else:
@@ -251,21 +342,36 @@ class AugmentConfig:
             raise ValueError(
                 f"`fill_mode` must be one of {list(FILL_MODES)}; got {self.fill_mode!r}"
             )
-        if not _is_number(self.cval) or not math.isfinite(self.cval):
+        cval = _as_number(self.cval)
+        if not _is_number(cval):
             raise TypeError(f"`cval` must be a finite number; got {self.cval!r}")
-        if self.rescale is not None and (
-            not _is_number(self.rescale) or not math.isfinite(self.rescale)
-        ):
-            raise TypeError(f"`rescale` must be None or a finite number; got {self.rescale!r}")
+        if not math.isfinite(cval) or abs(cval) > _MAX_VALUE:
+            raise ValueError(
+                f"`cval` must be a finite number in [-{_MAX_VALUE:g}, {_MAX_VALUE:g}]; "
+                f"got {self.cval!r}"
+            )
+        set_(self, "cval", cval)
+        if self.rescale is not None:
+            rescale = _as_number(self.rescale)
+            if not _is_number(rescale):
+                raise TypeError(f"`rescale` must be None or a finite number; got {self.rescale!r}")
+            if not math.isfinite(rescale) or abs(rescale) > _MAX_FACTOR:
+                raise ValueError(
+                    f"`rescale` must be None or a finite number in [-{_MAX_FACTOR:g}, "
+                    f"{_MAX_FACTOR:g}]; got {self.rescale!r}"
+                )
+            set_(self, "rescale", rescale)
         if self.preprocessing_function is not None and not callable(self.preprocessing_function):
             raise TypeError(
                 "`preprocessing_function` must be None or a callable; "
                 f"got {self.preprocessing_function!r}"
             )
-        if not _is_number(self.validation_split) or not 0 <= self.validation_split < 1:
+        split = _as_number(self.validation_split)
+        if not _is_number(split) or not 0 <= split < 1:
             raise ValueError(
                 f"`validation_split` must be a number in [0, 1); got {self.validation_split!r}"
             )
+        set_(self, "validation_split", split)
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"`interpolation` must be one of {list(INTERPOLATIONS)}; got {self.interpolation!r}"
@@ -393,12 +499,14 @@ class AugmentConfig:
 
         A `pathlib.Path`, an existing file, or a one-line string ending in ``.yaml``/``.yml``
         is read as a file; any other string is parsed as YAML text. An empty document gives
-        the default config.
+        the default config. Numbers in exponent form without a dot or an exponent sign
+        (``1e-6``, ``1e300``, YAML 1.2's floats) are read as floats, not as the strings
+        PyYAML's YAML 1.1 rules make of them.
 
         Raises:
             FileNotFoundError: A ``.yaml`` path that does not exist.
-            ValueError: Malformed YAML, a document that is not a mapping, or a bad setting (the
-                message names the file).
+            ValueError: Malformed YAML, a file that is not UTF-8 text (a binary file), a
+                document that is not a mapping, or a bad setting (the message names the file).
         """
         where = "YAML text"
         if isinstance(source, os.PathLike) or (
@@ -409,14 +517,20 @@ class AugmentConfig:
             path = Path(source)
             if not path.is_file():
                 raise FileNotFoundError(f"augmentation config {str(path)!r} does not exist")
-            text = path.read_text(encoding="utf-8")
             where = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"augmentation config {where!r} is not a UTF-8 text (YAML) file: byte "
+                    f"{err.start} is {err.object[err.start : err.start + 1]!r}"
+                ) from err
         elif isinstance(source, str):
             text = source
         else:
             raise TypeError(f"expected a path or YAML text; got {type(source).__name__}")
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as err:
             raise ValueError(f"cannot parse {where} as YAML: {err}") from err
         if data is None:
@@ -523,6 +637,24 @@ class AugmentConfig:
         if self.validation_split:
             lines.append(f"validation split: {self.validation_split:g}")
         return "\n".join(lines) if lines else "no augmentation"
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats (``1e-6``, ``1e300``) as floats."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
 
 
 def _field_names(cls: type) -> list[str]:

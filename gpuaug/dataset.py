@@ -6,8 +6,12 @@ ignored. The index is built exactly as Keras 3's legacy ``DirectoryIterator`` bu
 
 - classes are the sorted sub-folder names of ``root`` (``sorted(os.listdir(root))``, keeping
   the entries that are folders or links to folders), or the ``classes`` list in its order;
-  class ``i`` is ``classes[i]``. Hidden folders (``.ipynb_checkpoints``) are classes too, as
-  in Keras; pass ``classes=[...]`` to choose.
+  class ``i`` is ``classes[i]``. **Unlike Keras, hidden folders** (names starting with
+  ``"."``: ``.ipynb_checkpoints``, ``.git``, ``.thumbnails``) are not classes and are not
+  walked inside class folders either: they hold tool metadata or copies, and as a class they
+  would shift every label. ``classes=[...]`` naming one still uses it; ``include_hidden=True``
+  gives Keras' index. Hidden *files* (``.a.png``) are kept, as in Keras: a file is data when
+  its extension says so (macOS ``._*`` resource files then fail the header check, named).
 - per class, ``os.walk(class_dir, followlinks=follow_links)`` sorted by folder path, file names
   sorted within each folder, extensions matched case-insensitively; samples are concatenated
   class by class in class-index order.
@@ -17,6 +21,12 @@ ignored. The index is built exactly as Keras 3's legacy ``DirectoryIterator`` bu
 
 ``__getitem__`` decodes one image with :func:`gpuaug.image.load_image` (uint8 ``(C, H, W)``,
 resized to ``target_size``) and returns it with its target; it never augments.
+
+Scale: the index is stored compactly (`gpuaug.index.SampleList`, about 30 bytes a sample),
+header checks run on every core, and the walk plus the check results are cached on disk for
+folders of 10,000 files or more (``index_cache``), so building the same data set again costs
+one ``stat`` per folder; see `gpuaug.index` for what the cache can and cannot notice.
+``len()``, ``counts()`` and ``repr()`` never touch the files.
 
 Bad input, and when it is found:
 
@@ -44,16 +54,13 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence, Sized
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from gpuaug.image import (
@@ -63,10 +70,20 @@ from gpuaug.image import (
     _check_color_mode,
     _check_interpolation,
     _check_target_size,
-    check_image_header,
-    decode_check,
     load_image,
 )
+from gpuaug.index import (
+    INDEX_CACHE_MIN_FILES,
+    FolderListing,
+    SampleList,
+    TargetList,
+    _walk_class,
+    list_folders,
+    listing_key,
+    load_listing,
+    verify_listing,
+)
+from gpuaug.index import save_listing as _save_listing_raw
 
 __all__ = [
     "CLASS_MODES",
@@ -117,14 +134,20 @@ def _root(directory: str | os.PathLike[str]) -> str:
 
 
 def find_classes(
-    directory: str | os.PathLike[str], classes: Sequence[str] | None = None
+    directory: str | os.PathLike[str],
+    classes: Sequence[str] | None = None,
+    *,
+    include_hidden: bool = False,
 ) -> tuple[list[str], dict[str, int]]:
     """The class names and their indices, as Keras' ``flow_from_directory`` assigns them.
 
     Args:
         directory: the root folder, holding one sub-folder per class.
         classes: class sub-folder names in index order; ``None`` (or empty, as in Keras) takes
-            every sub-folder of ``directory``, sorted by name.
+            every sub-folder of ``directory``, sorted by name, except hidden ones (names
+            starting with ``"."``, such as ``.ipynb_checkpoints``) unless ``include_hidden``.
+            Folders named here are used even when hidden.
+        include_hidden: also take hidden sub-folders as classes (Keras does).
 
     Returns:
         ``(classes, class_to_idx)`` with ``class_to_idx[classes[i]] == i``.
@@ -137,7 +160,11 @@ def find_classes(
         TypeError: ``classes`` is not a sequence of strings.
     """
     root = _root(directory)
-    found = [d for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
+    found = [
+        d
+        for d in sorted(os.listdir(root))
+        if (include_hidden or not d.startswith(".")) and os.path.isdir(os.path.join(root, d))
+    ]
     if classes is None or (isinstance(classes, Sized) and len(classes) == 0):
         if not found:
             loose = sum(
@@ -182,44 +209,29 @@ def find_classes(
     return names, {name: i for i, name in enumerate(names)}
 
 
-def _walk(top: str, follow_links: bool) -> Iterator[tuple[str, list[str]]]:
-    """``os.walk`` yielding ``(dirpath, filenames)``; with links followed, cycles are cut."""
-    if not follow_links:
-        for dirpath, _, filenames in os.walk(top):
-            yield dirpath, filenames
-        return
-    ancestors: dict[str, frozenset[str]] = {top: frozenset()}
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        chain = ancestors.pop(dirpath, frozenset()) | {os.path.realpath(dirpath)}
-        keep = []
-        for d in dirnames:
-            child = os.path.join(dirpath, d)
-            if os.path.realpath(child) not in chain:  # a link back to an ancestor: a cycle
-                keep.append(d)
-                ancestors[child] = chain
-        dirnames[:] = keep
-        yield dirpath, filenames
-
-
 def list_image_files(
     class_dir: str | os.PathLike[str],
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     follow_links: bool = False,
+    *,
+    include_hidden: bool = False,
 ) -> list[str]:
     """Image files under one class folder, in Keras' order.
 
     The walk (``os.walk``, into linked folders only with ``follow_links``; link cycles are
-    cut) is sorted by folder path, and file names are sorted within each folder; a file is
-    kept when its name ends with ``"." + ext`` for one of ``extensions``, ignoring case.
+    cut; hidden sub-folders skipped unless ``include_hidden``) is sorted by folder path, and
+    file names are sorted within each folder; a file is kept when its name ends with
+    ``"." + ext`` for one of ``extensions``, ignoring case. Hidden *files* are kept, as Keras
+    keeps them.
 
     Returns:
         Paths ``os.path.join(dirpath, filename)`` (so relative when ``class_dir`` is).
     """
     exts = _normalize_extensions(extensions)
-    walk = sorted(_walk(os.fspath(class_dir), follow_links), key=lambda t: t[0])
+    top = os.fspath(class_dir)
     return [
         os.path.join(dirpath, name)
-        for dirpath, filenames in walk
+        for dirpath, filenames in _walk_class(top, follow_links, include_hidden, {}, top)
         for name in sorted(filenames)
         if name.lower().endswith(exts)
     ]
@@ -238,11 +250,17 @@ def _subset_split(validation_split: float, subset: str | None) -> tuple[float, f
 
 
 def _index_classes(
-    root: str, class_to_idx: dict[str, int], extensions: Iterable[str], follow_links: bool
+    root: str,
+    class_to_idx: dict[str, int],
+    extensions: Iterable[str],
+    follow_links: bool,
+    include_hidden: bool = False,
 ) -> dict[str, list[str]]:
     ordered = sorted(class_to_idx, key=class_to_idx.__getitem__)
     return {
-        name: list_image_files(os.path.join(root, name), extensions, follow_links)
+        name: list_image_files(
+            os.path.join(root, name), extensions, follow_links, include_hidden=include_hidden
+        )
         for name in ordered
     }
 
@@ -264,6 +282,7 @@ def make_dataset(
     split: tuple[float, float] | None = None,
     *,
     allow_empty: bool = False,
+    include_hidden: bool = False,
 ) -> list[tuple[str, int]]:
     """The ``(path, class_index)`` samples, in Keras' order (see :func:`list_image_files`).
 
@@ -278,6 +297,7 @@ def make_dataset(
             Keras' validation subset, ``(v, 1)`` its training subset, ``None`` everything.
         allow_empty: accept class folders without any image file (Keras does, silently).
             Emptiness is judged on the whole folder, before ``split``.
+        include_hidden: also walk hidden sub-folders (names starting with ``"."``).
 
     Returns:
         ``[(path, class_index), ...]`` with paths ``os.path.join(directory, class, ...)``.
@@ -286,7 +306,7 @@ def make_dataset(
         ValueError: a class folder holds no image file (unless ``allow_empty``), naming it.
     """
     root = os.path.expanduser(os.fspath(directory))
-    per_class = _index_classes(root, class_to_idx, extensions, follow_links)
+    per_class = _index_classes(root, class_to_idx, extensions, follow_links, include_hidden)
     empty = [name for name, files in per_class.items() if not files]
     if empty and not allow_empty:
         raise ValueError(_no_images_message(root, empty, extensions))
@@ -297,34 +317,16 @@ def make_dataset(
     return samples
 
 
-def _check_files(paths: Sequence[str], verify: str, color_mode: str) -> dict[str, str]:
-    """``{path: reason}`` for the files failing the ``verify`` check (threads for many files)."""
-    if verify == "none" or not paths:
-        return {}
-    check = (
-        check_image_header if verify == "header" else partial(decode_check, color_mode=color_mode)
-    )
-
-    def run(chunk: Sequence[str]) -> list[tuple[str, str]]:
-        bad = []
-        for path in chunk:
-            try:
-                check(path)
-            except ImageLoadError as exc:
-                bad.append((path, exc.reason or str(exc)))
-        return bad
-
-    chunk_size = 256
-    chunks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
-    with warnings.catch_warnings():
-        # Bombs become ImageLoadError; silence PIL's own warning for those it only warns about.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if len(chunks) == 1:
-            results = [run(chunks[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                results = list(pool.map(run, chunks))
-    return {path: reason for bad in results for path, reason in bad}
+def _save_listing(path: Path, listing: FolderListing) -> None:
+    """Write the index cache; a cache folder that cannot be written only costs a warning."""
+    try:
+        _save_listing_raw(path, listing)
+    except OSError as exc:
+        warnings.warn(
+            f"could not write the index cache {str(path)!r} ({exc}); the folder will be "
+            "walked again next time",
+            stacklevel=3,
+        )
 
 
 def _listing(items: Sequence[tuple[str, str]]) -> str:
@@ -425,11 +427,23 @@ class DirectoryDataset(Dataset):
         extensions: file extensions to index; default :data:`gpuaug.image.IMAGE_EXTENSIONS`
             (Keras' list plus gif and webp). Pass
             :data:`gpuaug.image.KERAS_IMAGE_EXTENSIONS` for Keras' exact list.
+        include_hidden: also index hidden folders (names starting with ``"."``) as classes
+            and inside class folders, as Keras does. Default False.
+        index_cache: keep the folder listing and the check results in the gpuaug cache
+            folder (``$GPUAUG_CACHE_DIR``, see `gpuaug.cache.default_cache_dir`) and reuse
+            them while no folder changed: ``None`` (default) for listings of 10,000 files or
+            more, ``True`` always, ``False`` never.
+        check_workers: parallel workers of the ``verify`` check (default: the usable cores).
 
     Attributes:
         root: the root folder. classes, class_to_idx: class names and indices.
-        samples: ``[(path, class_index), ...]`` in Keras' order (``it.filepaths``,
-            ``it.classes``). targets: the class indices. num_classes, channels (1, 3 or 4).
+        samples: ``(path, class_index)`` pairs in Keras' order (``it.filepaths``,
+            ``it.classes``): a read-only `gpuaug.index.SampleList` that indexes, iterates and
+            compares like the list of tuples. targets: the class indices, a
+            `gpuaug.index.TargetList` (``targets.array``: the int32 array).
+            num_classes, channels (1, 3 or 4).
+        index_cache_path: the index cache file used (``None``: none). index_cached: True
+            when the listing came from it (no walk).
         skipped: ``[(path, reason), ...]`` files dropped at index time (``on_error="skip"``).
 
     Shape:
@@ -459,6 +473,10 @@ class DirectoryDataset(Dataset):
         on_error: str = "raise",
         verify: str = "header",
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        *,
+        include_hidden: bool = False,
+        index_cache: bool | None = None,
+        check_workers: int | None = None,
     ) -> None:
         super().__init__()
         self.target_size = _check_target_size(target_size)
@@ -486,10 +504,16 @@ class DirectoryDataset(Dataset):
         if verify not in _VERIFY:
             raise ValueError(f"`verify` must be 'header', 'full' or 'none'; got {verify!r}")
         self.extensions = tuple(e[1:] for e in _normalize_extensions(extensions))
+        self.follow_links = follow_links
 
         root = _root(directory)
         self.root = Path(root)
-        self.classes, self.class_to_idx = find_classes(root, classes)
+        if not isinstance(include_hidden, bool):
+            raise TypeError(f"`include_hidden` must be a bool; got {include_hidden!r}")
+        if index_cache not in (None, True, False):
+            raise TypeError(f"`index_cache` must be None, True or False; got {index_cache!r}")
+        self.include_hidden = include_hidden
+        self.classes, self.class_to_idx = find_classes(root, classes, include_hidden=include_hidden)
         self.num_classes = len(self.classes)
         if class_mode == "binary" and self.num_classes != 2:
             raise ValueError(
@@ -500,14 +524,15 @@ class DirectoryDataset(Dataset):
         self.channels = COLOR_MODES[color_mode]
         self.class_mode = class_mode
         self.interpolation = interpolation
-        self.follow_links = follow_links
         self.validation_split = float(validation_split)
         self.subset = subset
         self.on_error = on_error
         self.verify = verify
 
-        per_class = _index_classes(root, self.class_to_idx, self.extensions, follow_links)
-        empty = [name for name, files in per_class.items() if not files]
+        listing, cache_path, walked = self._list(root, index_cache)
+        counts = listing.counts
+        per_class = dict(zip(self.classes, counts.tolist(), strict=True))
+        empty = [name for name, count in per_class.items() if count == 0]
         if len(empty) == len(per_class):
             raise ValueError(_no_images_message(root, empty, self.extensions))
         if empty:
@@ -525,13 +550,19 @@ class DirectoryDataset(Dataset):
             )
 
         split = _subset_split(self.validation_split, subset)
-        samples: list[tuple[str, int]] = []
-        for name, files in per_class.items():
-            start, stop = _split_bounds(len(files), split)
-            samples.extend((path, self.class_to_idx[name]) for path in files[start:stop])
-
-        bad = _check_files([path for path, _ in samples], verify, color_mode)
-        self.skipped: list[tuple[str, str]] = [(p, bad[p]) for p, _ in samples if p in bad]
+        starts = listing.class_starts
+        chosen = np.concatenate(
+            [
+                np.arange(starts[k] + lo, starts[k] + hi, dtype=np.int64)
+                for k, (lo, hi) in enumerate(_split_bounds(int(c), split) for c in counts)
+            ]
+        )
+        bad, checked = verify_listing(listing, chosen, verify, color_mode, workers=check_workers)
+        if cache_path is not None and (walked or checked) and listing.cacheable:
+            _save_listing(cache_path, listing)
+        self.skipped: list[tuple[str, str]] = [
+            (listing.samples.path(i), bad[i]) for i in sorted(bad)
+        ]
         if self.skipped:
             if on_error == "raise":
                 path, reason = self.skipped[0]
@@ -543,20 +574,56 @@ class DirectoryDataset(Dataset):
                     )
                 error.add_note("Fix or remove the file(s), or pass on_error='skip'.")
                 raise error
-            samples = [s for s in samples if s[0] not in bad]
+            chosen = chosen[~np.isin(chosen, np.fromiter(bad, dtype=np.int64, count=len(bad)))]
             warnings.warn(
                 f"Skipped {len(self.skipped)} unreadable image file(s) under {root!r} "
                 f"(on_error='skip'; see `.skipped`): {_listing(self.skipped)}",
                 stacklevel=2,
             )
-        if not samples:
+        if not len(chosen):
             where = f"subset {subset!r} (validation_split={validation_split})" if subset else root
             raise ValueError(
                 f"Found no usable image in {where}; per-class file counts: "
-                + ", ".join(f"{n}={len(f)}" for n, f in per_class.items())
+                + ", ".join(f"{n}={c}" for n, c in per_class.items())
             )
-        self.samples: list[tuple[str, int]] = samples
-        self.targets: list[int] = [idx for _, idx in samples]
+        everything = len(chosen) == len(listing.samples)  # in order: no subset, nothing bad
+        self.samples: SampleList = listing.samples if everything else listing.samples.take(chosen)
+        self.targets: TargetList = TargetList(self.samples.targets)
+        self.index_cache_path: Path | None = cache_path
+        self.index_cached: bool = not walked
+
+    def _list(self, root: str, index_cache: bool | None) -> tuple[FolderListing, Path | None, bool]:
+        """The folder listing, from the index cache when it is current: ``(listing, cache
+        file or None, walked)``."""
+        key_args = (root, self.classes, self.extensions, self.follow_links, self.include_hidden)
+        cache_path = None
+        if index_cache is not False:
+            from gpuaug.cache import default_cache_dir, resolve_cache_dir
+
+            # Only a cache that will be written needs a valid folder now (None: looked up only).
+            folder = resolve_cache_dir(None) if index_cache else default_cache_dir()
+            cache_path = folder / "index" / f"{listing_key(*key_args)}.npz"
+            if cache_path.is_file():
+                listing = load_listing(cache_path, root)
+                if listing is not None and listing.classes == self.classes:
+                    return listing, cache_path, False
+        exts = _normalize_extensions(self.extensions)
+        listing = list_folders(root, self.classes, exts, self.follow_links, self.include_hidden)
+        if index_cache is None:
+            if len(listing.samples) < INDEX_CACHE_MIN_FILES:
+                cache_path = None
+            elif listing.cacheable:
+                from gpuaug.cache import default_cache_dir, resolve_cache_dir
+
+                try:
+                    resolve_cache_dir(None)
+                except ValueError as exc:
+                    if default_cache_dir().is_file():
+                        raise  # a setting naming a file is a mistake to report, by name
+                    # A folder that cannot be created (read-only home): index without a cache.
+                    warnings.warn(f"{exc}; the index is not cached", stacklevel=3)
+                    cache_path = None
+        return listing, cache_path, True
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -590,8 +657,8 @@ class DirectoryDataset(Dataset):
 
     def counts(self) -> dict[str, int]:
         """Number of samples per class (this subset, after skipped files), in class order."""
-        tally = Counter(self.targets)
-        return {name: tally[i] for i, name in enumerate(self.classes)}
+        tally = np.bincount(self.samples.targets, minlength=self.num_classes)
+        return dict(zip(self.classes, tally.tolist(), strict=True))
 
     def __repr__(self) -> str:
         lines = [

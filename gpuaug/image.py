@@ -35,6 +35,7 @@ truncated files load (grey-filled) instead of failing, as in PIL.
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import torch
@@ -160,6 +161,18 @@ def _bomb_reason(width: int, height: int) -> str | None:
     return None
 
 
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for error messages)."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO / named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """Opens an image file and reads its header only (PIL is lazy); pixels are not decoded.
 
@@ -170,12 +183,17 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         The open ``PIL.Image.Image``; the caller closes it (use it as a context manager).
 
     Raises:
-        ImageLoadError: the file is missing, empty, not an image PIL can identify, has a
-            zero width or height, or has more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels.
+        ImageLoadError: the file is missing, not a regular file (a FIFO, a device, a folder:
+            never opened, since a FIFO would block), empty, not an image PIL can identify,
+            has a zero width or height, or has more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels.
     """
     path = os.fspath(path)
     try:
-        if os.path.getsize(path) == 0:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            # Opening a FIFO would block until a writer comes; a device could be endless.
+            raise ImageLoadError(path, f"not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size == 0:
             raise ImageLoadError(path, "the file is empty (0 bytes)")
         img = Image.open(path)
     except ImageLoadError:

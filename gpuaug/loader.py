@@ -60,6 +60,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 
 from gpuaug.augment import AugmentParams, GPUAugment
@@ -178,7 +179,8 @@ class GPULoader:
         self.seed = self.sampler.seed
         self.num_workers = config.workers
         self._cuda = self.device.type == "cuda"
-        self._targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
+        # np.asarray: a TargetList (gpuaug.index) converts in one copy, a list as before
+        self._targets = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
         # Failed samples under on_error="skip": dropped in one process, replaced under DDP so
         # that every rank runs the same steps with the same shapes (see gpuaug.stages.skip).
         self.skip_rule = "replace" if self.sampler.num_replicas > 1 else "shrink"

@@ -48,6 +48,12 @@ __all__ = [
 MIN_TILE = 128
 """Tiles narrower than this many pixels are upscaled (nearest, integer factor) so captions fit."""
 
+MAX_TILES = 1024
+"""Most augmented tiles one preview draws (``n``): a grid is for looking at."""
+
+MAX_PIXELS = 50_000_000
+"""Most pixels of the whole picture (150 MB of RGB): a bound on memory, whatever the layout."""
+
 PAD = 6
 FONT_SIZE = 12
 LINE_HEIGHT = 15
@@ -124,14 +130,20 @@ def grid_layout(
         The :class:`GridLayout`.
 
     Raises:
-        ValueError: if ``n``, ``rows`` or ``target_size`` is not positive.
+        ValueError: if ``n``, ``rows`` or ``target_size`` is not positive, ``n`` is more than
+            :data:`MAX_TILES`, or the picture would have more than
+            :data:`MAX_PIXELS` pixels.
     """
     _check_positive_int("n", n)
     _check_positive_int("rows", rows)
+    if n > MAX_TILES:
+        raise ValueError(
+            f"`n` must be at most {MAX_TILES} augmented tiles for a preview grid; got {n}"
+        )
     height, width = _check_target_size(target_size)
     scale = max(1, math.ceil(MIN_TILE / width))
     lines = 5 + (1 if config is not None and _has_extras(config) else 0)
-    return GridLayout(
+    layout = GridLayout(
         rows=rows,
         per_row=math.ceil(n / rows),
         scale=scale,
@@ -139,6 +151,14 @@ def grid_layout(
         tile_height=height * scale,
         caption_lines=lines,
     )
+    w, h = layout.size
+    if w * h > MAX_PIXELS:
+        raise ValueError(
+            f"the preview grid would be {w} x {h} = {w * h / 1e6:.0f} megapixels, more than "
+            f"{MAX_PIXELS / 1e6:.0f}: use fewer tiles per row (n={n} over rows={rows} gives "
+            f"{layout.per_row}), more rows, or a smaller `target_size` ({height}x{width})"
+        )
+    return layout
 
 
 def caption_lines(params: AugmentParams, i: int, *, extras: bool = False) -> list[str]:

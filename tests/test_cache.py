@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_tree
@@ -227,3 +228,118 @@ def test_cuda_cached_batches_equal_uncached(tree, tmp_path, kind):
 @pytest.mark.cuda
 def test_cuda_device_cache_lives_on_the_gpu(tree):
     assert make(tree, device="cuda", cache="device").cache.images.is_cuda
+
+
+# ---------------------------------------------------------------- integrity (issue 12.5, 12.6)
+def _overwrite_image(cache_path: Path, index: int, nbytes: int) -> None:
+    with open(cache_path, "r+b") as f:
+        f.seek(index * nbytes)
+        data = f.read(nbytes)
+        f.seek(index * nbytes)
+        f.write(bytes(255 - b for b in data))
+
+
+def test_overwritten_cache_bytes_are_detected_on_first_read(own_tree, tmp_path):
+    from gpuaug.cache import CacheCorruptedError
+
+    first = make(own_tree, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=5)
+    clean = [x for x, _ in first]
+    _overwrite_image(first.cache.path, 3, 3 * 16 * 16)
+    opened = make(own_tree, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=5)
+    assert not opened.cache.built
+    with pytest.raises(CacheCorruptedError, match=r"image 3 \(.*b/img_000\.png\)"):
+        list(opened)
+    assert not opened.cache.path.with_suffix(".json").exists()
+    rebuilt = make(own_tree, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=5)
+    assert rebuilt.cache.built
+    assert all(torch.equal(a, b) for a, b in zip([x for x, _ in rebuilt], clean, strict=True))
+
+
+def test_verify_checks_every_image_at_once(own_tree, tmp_path):
+    from gpuaug.cache import CacheCorruptedError
+
+    first = make(own_tree, cache="disk", cache_dir=tmp_path / "c")
+    first.cache.verify()  # intact
+    _overwrite_image(first.cache.path, 4, 3 * 16 * 16)
+    opened = make(own_tree, cache="disk", cache_dir=tmp_path / "c")
+    with pytest.raises(CacheCorruptedError, match="image 4"):
+        opened.cache.verify()
+
+
+def test_a_same_size_replacement_with_its_mtime_restored_is_not_served(tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = write_tree(tmp_path / "bmp", {"a": 2, "b": 2}, (16, 16), ext="bmp")
+    first = make(root, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=4)
+    target = root / "a" / "img_000.bmp"
+    other = tmp_path / "other.bmp"
+    Image.fromarray(np.full((16, 16, 3), 7, dtype=np.uint8)).save(other)
+    assert other.stat().st_size == target.stat().st_size
+    st = target.stat()
+    shutil.copyfile(other, target)  # same size, new pixels ...
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... old mtime (cp -p, rsync -a)
+    assert target.stat().st_mtime_ns == st.st_mtime_ns and target.stat().st_size == st.st_size
+    again = make(root, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=4)
+    assert again.cache.built
+    assert torch.equal(torch.from_numpy(again.cache.images[0].copy()), again.dataset.load(0))
+    assert not torch.equal(
+        torch.from_numpy(again.cache.images[0].copy()),
+        torch.from_numpy(first.cache.images[0].copy()),
+    )
+
+
+TAMPERED = {
+    "failed_out_of_range": lambda m: {**m, "failed": [[999, "x"]]},
+    "failed_negative": lambda m: {**m, "failed": [[-99, "x"]]},
+    "failed_not_a_list": lambda m: {**m, "failed": "oops"},
+    "failed_bad_item": lambda m: {**m, "failed": [[1]]},
+    "checksums_short": lambda m: {**m, "checksums": m["checksums"][:-1]},
+    "checksums_text": lambda m: {**m, "checksums": ["a"] * len(m["checksums"])},
+    "shape_text": lambda m: {**m, "shape": "5x3"},
+    "files_missing": lambda m: {k: v for k, v in m.items() if k != "files"},
+    "a_list": lambda m: [m],
+}
+
+
+@pytest.mark.parametrize("tamper", [*TAMPERED, "not_json", "binary"])
+def test_a_tampered_manifest_triggers_a_rebuild(own_tree, tmp_path, tamper):
+    first = make(own_tree, cache="disk", cache_dir=tmp_path / "c")
+    manifest_path = first.cache.path.with_suffix(".json")
+    if tamper == "not_json":
+        manifest_path.write_text("{'files': [")
+    elif tamper == "binary":
+        manifest_path.write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        manifest = json.loads(manifest_path.read_text())
+        manifest_path.write_text(json.dumps(TAMPERED[tamper](manifest)))
+    again = make(own_tree, cache="disk", cache_dir=tmp_path / "c")
+    assert again.cache.built
+    assert len(list(again)) == len(again)
+
+
+def test_a_cache_dir_env_that_is_a_file_is_named(own_tree, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GPUAUG_CACHE_DIR", str(blocker))
+    with pytest.raises(ValueError, match=r"\$GPUAUG_CACHE_DIR must be a folder .*a-file"):
+        make(own_tree, cache="disk")
+
+
+def test_a_cache_dir_argument_that_is_a_file_is_named(own_tree, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"`cache_dir` must be a folder .*which is a file"):
+        make(own_tree, cache="disk", cache_dir=blocker)
+
+
+def test_checksums_ignore_images_that_failed_to_decode(bad_tree, tmp_path):
+    kwargs = {"cache": "disk", "cache_dir": tmp_path / "c", "on_error": "skip"}
+    make(bad_tree, **kwargs)
+    again = make(bad_tree, **kwargs)
+    assert not again.cache.built
+    rows = again.cache.images[[0, 1, 2]]
+    again.cache._check_rows(np.arange(3), np.ascontiguousarray(rows))  # row 1 never decoded
+    again.cache.verify()

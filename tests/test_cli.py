@@ -202,3 +202,45 @@ def test_bench_without_checkout_exits_2_with_clear_message(tmp_path, monkeypatch
     monkeypatch.setattr(gpuaug, "__file__", str(fake_package / "__init__.py"))
     assert cli.main(["bench", "--quick"]) == 2
     assert "benchmarks/ not found next to the package" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hardening (12)
+
+
+def test_inspect_follow_links_counts_what_the_loader_finds(make_tree, capsys):
+    root = make_tree({"cats": 3, "dogs": 3}, size=(8, 8))
+    elsewhere = make_tree({"more": 4}, size=(8, 8)) / "more"
+    (root / "cats" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    common = ["inspect", str(root), "--target-size", "8", "8"]
+    assert cli.main(common) == 0
+    assert "total  6" in capsys.readouterr().out
+    assert cli.main([*common, "--follow-links"]) == 0
+    out = capsys.readouterr().out
+    assert "cats   7" in out and "total  10" in out
+    loader = gpuaug.flow_from_directory(
+        root, target_size=(8, 8), follow_links=True, device="cpu", progress=False
+    )
+    assert len(loader.dataset) == 10
+
+
+def test_preview_with_too_many_tiles_exits_2_before_loading(image_tree, tmp_path, capsys):
+    args = ["preview", str(image_tree), "--config", "none", "--out", str(tmp_path / "g.png")]
+    assert cli.main([*args, "--n", "100000", "--rows", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "`n` must be at most 1024 augmented tiles" in err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_preview_with_a_grid_too_wide_exits_2_naming_the_pixels(image_tree, tmp_path, capsys):
+    args = ["preview", str(image_tree), "--config", "none", "--out", str(tmp_path / "g.png")]
+    assert cli.main([*args, "--n", "1024", "--rows", "1", "--target-size", "200", "200"]) == 2
+    assert "megapixels, more than 50" in capsys.readouterr().err
+
+
+def test_inspect_reports_a_fifo_as_not_a_regular_file(make_tree, capsys):
+    root = make_tree({"cats": 2}, size=(8, 8))
+    os.mkfifo(root / "cats" / "pipe.png")
+    assert cli.main(["inspect", str(root), "--target-size", "8", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "pipe.png: not a regular file (a FIFO / named pipe)" in out
+    assert "empty" not in out

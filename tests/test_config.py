@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import warnings
 from pathlib import Path
 
@@ -349,3 +350,167 @@ def test_load_config_passes_a_config_through():
 def test_load_config_of_an_unknown_preset_lists_the_presets():
     with pytest.raises(ValueError, match="unknown augmentation preset 'chollet'.*'none'"):
         load_config("chollet")
+
+
+# ----------------------------------------------------------------------------- float32 bounds
+
+OUT_OF_RANGE = [
+    ({"brightness_range": [0, 1e39]}, "`brightness_range` must be .* <= 1e\\+12"),
+    ({"rescale": 1e39}, "`rescale` must be None or a finite number in"),
+    ({"rescale": float("nan")}, "`rescale` must be None or a finite number in"),
+    ({"rotation_range": 1e39}, "`rotation_range` must be a number of degrees <= 360"),
+    ({"rotation_range": 361}, "`rotation_range` must be a number of degrees <= 360"),
+    ({"width_shift_range": 10**30}, "`width_shift_range` must be .* at most 16777216 pixels"),
+    ({"height_shift_range": [0.1, 1e20]}, "`height_shift_range` must be .* got the item 1e\\+20"),
+    ({"cval": 1e300}, "`cval` must be a finite number in \\[-1e\\+12, 1e\\+12\\]"),
+    ({"cval": float("inf")}, "`cval` must be a finite number in"),
+    ({"channel_shift_range": 1e39}, "`channel_shift_range` must be a non-negative number <= "),
+    ({"zoom_range": [1e-30, 1.0]}, "`zoom_range` must be a pair .* 1e-06 <= lo <= hi <= 1e\\+06"),
+    ({"zoom_range": [1.0, 1e39]}, "`zoom_range` must be a pair .* 1e-06 <= lo <= hi <= 1e\\+06"),
+    ({"zca_epsilon": 1e300}, "`zca_epsilon` must be a non-negative number <= 1e\\+12"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    OUT_OF_RANGE,
+    ids=[f"{k}={v}" for kw, _ in OUT_OF_RANGE for k, v in kw.items()],
+)
+def test_values_float32_cannot_express_are_rejected_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AugmentConfig(**kwargs)
+
+
+def test_the_largest_accepted_values_augment_to_finite_pixels():
+    import torch
+
+    from gpuaug.augment import GPUAugment
+
+    config = AugmentConfig(
+        rotation_range=360,
+        width_shift_range=2**24,
+        height_shift_range=[0.5, 2.0],
+        brightness_range=(0.0, 1e12),
+        channel_shift_range=1e12,
+        zoom_range=(1e-6, 1e6),
+        fill_mode="constant",
+        cval=1e12,
+        rescale=1e12,
+        samplewise_center=True,
+        samplewise_std_normalization=True,
+    )
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    out = GPUAugment(config)(x, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- numpy numbers
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    import numpy as np
+
+    config = AugmentConfig(
+        rotation_range=np.float32(40),
+        width_shift_range=np.int64(3),
+        height_shift_range=np.float64(0.2),
+        shear_range=np.float32(0.5),
+        cval=np.int32(7),
+        rescale=np.float32(0.5),
+        horizontal_flip=np.bool_(True),
+    )
+    assert config.rotation_range == 40.0 and type(config.rotation_range) is float
+    assert config.width_shift_range == 3 and type(config.width_shift_range) is int
+    assert type(config.cval) is int and config.rescale == 0.5
+    assert config.horizontal_flip is True
+    assert AugmentConfig.from_yaml(config.to_yaml()) == config
+
+
+def test_numpy_arrays_are_accepted_as_pairs_and_lists():
+    import numpy as np
+
+    config = AugmentConfig(
+        brightness_range=np.array([0.5, 1.5]),
+        zoom_range=np.array([0.8, 1.25], dtype=np.float32),
+        width_shift_range=np.array([1, 2, 3]),
+        rotation_range=np.array(10.0),
+    )
+    assert config.brightness_range == (0.5, 1.5)
+    assert config.zoom_bounds == (pytest.approx(0.8), 1.25)
+    assert config.width_shift_range == (1, 2, 3)
+    assert all(type(v) is int for v in config.width_shift_range)
+    assert config.rotation_range == 10.0
+
+
+def test_a_numpy_bool_is_still_not_a_number():
+    import numpy as np
+
+    with pytest.raises(TypeError, match="`rotation_range` must be"):
+        AugmentConfig(rotation_range=np.bool_(True))
+
+
+# ----------------------------------------------------------------------------- YAML numbers
+
+
+def test_yaml_exponent_forms_are_read_as_floats():
+    config = AugmentConfig.from_yaml("zca_epsilon: 1e-6\nrescale: 5E-3\nrotation_range: 1e1\n")
+    assert config.zca_epsilon == 1e-6
+    assert config.rescale == 5e-3
+    assert config.rotation_range == 10.0
+
+
+def test_a_huge_yaml_exponent_is_rejected_naming_the_field(tmp_path: Path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("rescale: 1e300\n")
+    with pytest.raises(ValueError, match="huge.yaml: `rescale` must be None or a finite number"):
+        AugmentConfig.from_yaml(path)
+
+
+def test_yaml_exponent_forms_do_not_change_pyyaml_for_others():
+    import yaml
+
+    AugmentConfig.from_yaml("zca_epsilon: 1e-6\n")
+    assert yaml.safe_load("a: 1e-6") == {"a": "1e-6"}
+
+
+def test_from_yaml_of_a_binary_file_names_the_file(tmp_path: Path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    with pytest.raises(ValueError, match="weights.yaml' is not a UTF-8 text"):
+        AugmentConfig.from_yaml(path)
+
+
+# ----------------------------------------------------------------- preprocessing_function
+
+
+@pytest.mark.parametrize(
+    ("fn", "got"),
+    [
+        (lambda x: x[:, :1], "(2, 1, 8, 8)"),  # drops channels
+        (lambda x: x[..., :4, :], "(2, 3, 4, 8)"),  # crops
+        (lambda x: x.mean(dim=0), "(3, 8, 8)"),  # drops the batch
+    ],
+    ids=["channels", "height", "batch"],
+)
+def test_a_preprocessing_function_that_changes_the_shape_is_named(fn, got):
+    import torch
+
+    from gpuaug.augment import standardize
+
+    config = AugmentConfig(preprocessing_function=fn)
+    x = torch.rand(2, 3, 8, 8) * 255
+    with pytest.raises(
+        ValueError,
+        match=rf"`preprocessing_function` must return .*\(2, 3, 8, 8\); got {re.escape(got)}",
+    ):
+        standardize(x, config)
+
+
+def test_a_shape_keeping_preprocessing_function_still_runs():
+    import torch
+
+    from gpuaug.augment import standardize
+
+    config = AugmentConfig(preprocessing_function=lambda x: 255 - x)
+    x = torch.rand(2, 3, 8, 8) * 255
+    assert torch.allclose(standardize(x, config), 255 - x)

@@ -676,3 +676,366 @@ def test_worker_process_error_is_an_image_load_error(image_tree):
     loader = DataLoader(ds, batch_size=8, num_workers=1)
     with pytest.raises(ImageLoadError, match="img_001.png"):
         next(iter(loader))
+
+
+# --- hidden folders (issue 12.7) ----------------------------------------------------------
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    _png(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.png")
+    _png(tmp_path / ".git" / "x.png")
+    _png(tmp_path / "cats" / "c.png")
+    _png(tmp_path / "dogs" / "d.png")
+    ds = DirectoryDataset(tmp_path, target_size=(8, 8), on_error="skip")
+    assert ds.classes == ["cats", "dogs"]
+    assert list(ds.targets) == [0, 1]
+
+
+def test_hidden_folders_inside_a_class_are_not_walked(tmp_path):
+    _png(tmp_path / "cats" / "c.png")
+    _png(tmp_path / "cats" / ".ipynb_checkpoints" / "c-checkpoint.png")
+    _png(tmp_path / "cats" / "sub" / ".thumbnails" / "t.png")
+    ds = DirectoryDataset(tmp_path, target_size=(8, 8))
+    assert _names(ds.samples, tmp_path) == ["cats/c.png"]
+
+
+def test_hidden_files_inside_a_class_are_kept_as_keras_keeps_them(tmp_path):
+    _png(tmp_path / "cats" / ".c.png")
+    assert _names(DirectoryDataset(tmp_path, target_size=(8, 8)).samples, tmp_path) == [
+        "cats/.c.png"
+    ]
+
+
+def test_an_explicit_hidden_class_is_used(tmp_path):
+    _png(tmp_path / ".ipynb_checkpoints" / "a.png")
+    _png(tmp_path / "cats" / "c.png")
+    ds = DirectoryDataset(tmp_path, target_size=(8, 8), classes=["cats", ".ipynb_checkpoints"])
+    assert ds.class_to_idx == {"cats": 0, ".ipynb_checkpoints": 1}
+    assert list(ds.targets) == [0, 1]
+
+
+def test_include_hidden_gives_keras_index(tmp_path):
+    _png(tmp_path / ".ipynb_checkpoints" / "a.png")
+    _png(tmp_path / "cats" / "c.png")
+    _png(tmp_path / "cats" / ".cache" / "d.png")
+    ds = DirectoryDataset(tmp_path, target_size=(8, 8), include_hidden=True)
+    assert ds.classes == [".ipynb_checkpoints", "cats"]
+    assert _names(ds.samples, tmp_path) == [
+        ".ipynb_checkpoints/a.png",
+        "cats/c.png",
+        "cats/.cache/d.png",
+    ]
+
+
+# --- compact samples and targets (scale) -------------------------------------------------
+
+
+def test_samples_behave_as_the_list_of_pairs(image_tree):
+    ds = DirectoryDataset(image_tree, target_size=(8, 8))
+    as_list = list(ds.samples)
+    assert len(ds.samples) == 8 and as_list == [ds.samples[i] for i in range(8)]
+    assert ds.samples[-1] == as_list[-1]
+    assert ds.samples[2:4] == as_list[2:4]
+    assert ds.samples == as_list and as_list == list(ds.samples)
+    assert all(isinstance(p, str) and type(t) is int for p, t in ds.samples)
+    with pytest.raises(IndexError):
+        ds.samples[8]
+
+
+def test_targets_are_an_int32_array_view(image_tree):
+    ds = DirectoryDataset(image_tree, target_size=(8, 8))
+    array = ds.targets.array
+    assert array.dtype == np.int32 and array.tolist() == [0] * 5 + [1] * 3
+    assert not array.flags.writeable
+    assert torch.as_tensor(list(ds.targets)).tolist() == array.tolist()
+    assert torch.tensor(ds.targets).dtype == torch.int64  # as from a list of ints
+    assert np.asarray(ds.targets).dtype == np.int64
+    assert ds.targets[5] == 1 and type(ds.targets[5]) is int
+
+
+def test_sample_list_keeps_odd_names_exactly(tmp_path):
+    from gpuaug.index import SampleList
+
+    pairs = [
+        (str(tmp_path / "a" / "ünïcødé_猫.png"), 0),
+        (str(tmp_path / "a" / "with space #1.png"), 0),
+        (os.path.join(str(tmp_path), "b", os.fsdecode(b"bad\xffbyte.png")), 1),
+    ]
+    samples = SampleList.from_pairs(pairs)
+    assert list(samples) == pairs
+    assert list(samples.take(np.array([2, 0]))) == [pairs[2], pairs[0]]
+    assert list(samples.take(np.array([False, True, True]))) == pairs[1:]
+    assert samples.paths_at(np.array([2, 1])) == [pairs[2][0], pairs[1][0]]
+
+
+def test_samples_take_far_less_memory_than_a_list_of_tuples(tmp_path):
+    import tracemalloc
+
+    from gpuaug.index import SampleList
+
+    pairs = [
+        (f"/data/train/n{i % 1000:08d}/n{i % 1000:08d}_{i}.JPEG", i % 1000) for i in range(20000)
+    ]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    samples = SampleList.from_pairs(pairs)
+    compact = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del samples
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    # what the index held before: one tuple and one joined path string per sample
+    as_list = [(os.path.join(*os.path.split(p)), int(t)) for p, t in pairs]
+    listed = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del as_list
+    assert compact / len(pairs) < 50
+    assert compact * 3 < listed
+
+
+def test_len_counts_and_repr_do_not_touch_the_files(image_tree):
+    import shutil
+
+    ds = DirectoryDataset(image_tree, target_size=(8, 8))
+    shutil.rmtree(image_tree)
+    assert len(ds) == 8
+    assert ds.counts() == {"cats": 5, "dogs": 3}
+    assert "8 images" in repr(ds)
+
+
+# --- parallel checks (scale) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread", "process"])
+def test_header_checks_find_the_same_bad_files_in_every_executor(tmp_path, executor):
+    from gpuaug.index import check_files
+
+    good = _png(tmp_path / "good.png")
+    paths = []
+    for i in range(2600):  # more than one chunk
+        path = tmp_path / f"f{i}.png"
+        if i % 997 == 3:
+            path.write_bytes(b"not an image")
+        else:
+            os.link(good, path)
+        paths.append(str(path))
+    bad = check_files(paths, "header", executor=executor, workers=2)
+    assert sorted(bad) == [3, 1000, 1997]
+    assert "cannot identify" in bad[3]
+
+
+# --- index cache (scale) -----------------------------------------------------------------
+
+
+def _settle(root: Path) -> None:
+    """Date every folder under root 10 s back, so the listing is not 'racily clean'."""
+    import time
+
+    past = time.time_ns() - 10_000_000_000
+    for dirpath, _, _ in os.walk(root):
+        os.utime(dirpath, ns=(past, past))
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    home = tmp_path / "cache-home"
+    monkeypatch.setenv("GPUAUG_CACHE_DIR", str(home))
+    return home
+
+
+def test_index_cache_is_used_by_a_second_construction(make_tree, cache_home, monkeypatch):
+    import gpuaug.index as index_mod
+
+    root = make_tree({"a": 4, "b": 3})
+    _settle(root)
+    first = DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+    assert not first.index_cached and first.index_cache_path.is_file()
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("the folder was walked again")
+
+    monkeypatch.setattr("gpuaug.dataset.list_folders", no_walk)
+    monkeypatch.setattr(index_mod, "check_files", no_walk)
+    second = DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+    assert second.index_cached
+    assert second.samples == first.samples and second.targets == first.targets
+    training = DirectoryDataset(
+        root, target_size=(8, 8), index_cache=True, validation_split=0.5, subset="training"
+    )
+    assert training.index_cached and len(training) == 4
+
+
+def test_index_cache_keeps_check_results(make_tree, cache_home):
+    root = make_tree({"a": 3})
+    (root / "a" / "bad.png").write_bytes(b"junk")
+    _settle(root)
+    kw = {"target_size": (8, 8), "index_cache": True, "on_error": "skip"}
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        DirectoryDataset(root, **kw)
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        again = DirectoryDataset(root, **kw)
+    assert again.index_cached and [os.path.basename(p) for p, _ in again.skipped] == ["bad.png"]
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename", "new_subfolder", "new_class"])
+def test_index_cache_sees_a_changed_listing(make_tree, cache_home, change):
+    root = make_tree({"a": 3, "b": 2})
+    _settle(root)
+    kw = {"target_size": (8, 8), "index_cache": True}
+    before = DirectoryDataset(root, **kw)
+    if change == "add":
+        _png(root / "a" / "zz.png")
+    elif change == "remove":
+        (root / "a" / "img_001.png").unlink()
+    elif change == "rename":
+        (root / "b" / "img_000.png").rename(root / "b" / "renamed.png")
+    elif change == "new_subfolder":
+        _png(root / "b" / "sub" / "x.png")
+    else:
+        _png(root / "c" / "x.png")
+    after = DirectoryDataset(root, **kw)
+    assert not after.index_cached
+    expected = DirectoryDataset(root, target_size=(8, 8), index_cache=False)
+    assert after.samples == expected.samples and after.classes == expected.classes
+    assert after.samples != before.samples or after.classes != before.classes
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "wrong_arrays"])
+def test_a_damaged_index_cache_is_rebuilt(make_tree, cache_home, damage):
+    root = make_tree({"a": 3, "b": 2})
+    _settle(root)
+    kw = {"target_size": (8, 8), "index_cache": True}
+    first = DirectoryDataset(root, **kw)
+    path = first.index_cache_path
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        with np.load(path) as z:
+            arrays = dict(z)
+        arrays["starts"] = arrays["starts"][::-1].copy()
+        arrays["targets"] = np.full_like(arrays["targets"], 7)
+        np.savez(path.with_suffix(""), **arrays)
+        path.with_suffix("").with_suffix(".npz").replace(path)
+    again = DirectoryDataset(root, **kw)
+    assert not again.index_cached
+    assert again.samples == first.samples
+    assert DirectoryDataset(root, **kw).index_cached  # rewritten
+
+
+def test_a_racily_clean_listing_is_not_cached(make_tree, cache_home):
+    root = make_tree({"a": 2})  # just written: folder mtimes are 'now'
+    ds = DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+    assert not ds.index_cache_path.exists()
+
+
+def test_small_folders_are_not_cached_by_default(make_tree, cache_home):
+    root = make_tree({"a": 2})
+    _settle(root)
+    DirectoryDataset(root, target_size=(8, 8))
+    assert not (cache_home / "index").exists() or not any((cache_home / "index").iterdir())
+
+
+def test_concurrent_index_cache_writers_leave_a_valid_cache(make_tree, cache_home):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = make_tree({"a": 3, "b": 3})
+    _settle(root)
+    kw = {"target_size": (8, 8), "index_cache": True}
+    with ThreadPoolExecutor(4) as pool:
+        built = list(pool.map(lambda _: DirectoryDataset(root, **kw).samples, range(8)))
+    assert all(s == built[0] for s in built)
+    assert DirectoryDataset(root, **kw).index_cached
+    leftovers = [p.name for p in (cache_home / "index").iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_a_cache_dir_setting_that_is_a_file_is_named(make_tree, tmp_path, monkeypatch):
+    root = make_tree({"a": 2})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("GPUAUG_CACHE_DIR", str(blocker))
+    with pytest.raises(ValueError, match="GPUAUG_CACHE_DIR must be a folder .* which is a file"):
+        DirectoryDataset(root, target_size=(8, 8), index_cache=True)
+
+
+# --- special files (issue 12.6) ----------------------------------------------------------
+
+
+def test_a_fifo_is_reported_as_not_a_regular_file_without_blocking(tmp_path):
+    from gpuaug.image import check_image_header
+
+    fifo = tmp_path / "cls" / "pipe.png"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(ImageLoadError, match="not a regular file \\(a FIFO / named pipe\\)"):
+        check_image_header(fifo)
+    _png(tmp_path / "cls" / "ok.png")
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        ds = DirectoryDataset(tmp_path, target_size=(8, 8), on_error="skip")
+    assert ds.skipped == [(str(fifo), "not a regular file (a FIFO / named pipe)")]
+
+
+def test_a_loader_describes_itself_without_touching_the_files(image_tree):
+    import shutil
+
+    import gpuaug
+
+    loader = gpuaug.flow_from_directory(
+        image_tree, target_size=(8, 8), batch_size=3, device="cpu", progress=False
+    )
+    shutil.rmtree(image_tree)
+    assert len(loader) == 3
+    text = loader.describe()
+    assert "cats" in text and "8" in text
+
+
+_PARENT = os.getpid()
+
+
+def _dies_in_a_child(paths, verify, color_mode):
+    """A check that kills any pool child it runs in (and works in the parent)."""
+    import gpuaug.index as index_mod
+
+    if os.getpid() != _PARENT:
+        os._exit(1)
+    return index_mod._real_check_chunk(paths, verify, color_mode)
+
+
+def test_header_checks_fall_back_to_threads_when_a_child_dies(tmp_path, monkeypatch):
+    import gpuaug.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_real_check_chunk", index_mod._check_chunk, raising=False)
+    monkeypatch.setattr(index_mod, "_check_chunk", _dies_in_a_child)
+    good = _png(tmp_path / "good.png")
+    paths = []
+    for i in range(2100):
+        path = tmp_path / f"f{i}.png"
+        if i == 2050:
+            path.write_bytes(b"")
+        else:
+            os.link(good, path)
+        paths.append(str(path))
+    bad = index_mod.check_files(paths, "header", executor="process", workers=2)
+    assert bad == {2050: "the file is empty (0 bytes)"}
+
+
+def test_an_uncreatable_cache_folder_only_disables_the_automatic_index_cache(
+    make_tree, tmp_path, monkeypatch
+):
+    import gpuaug.dataset as dataset_mod
+
+    root = make_tree({"a": 3})
+    _settle(root)
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("GPUAUG_CACHE_DIR", str(tmp_path / "a-file" / "sub"))  # mkdir fails
+    monkeypatch.setattr(dataset_mod, "INDEX_CACHE_MIN_FILES", 1)
+    with pytest.warns(UserWarning, match="the index is not cached"):
+        ds = DirectoryDataset(root, target_size=(8, 8))
+    assert len(ds) == 3 and ds.index_cache_path is None

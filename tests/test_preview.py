@@ -184,3 +184,32 @@ def test_loader_preview_shows_the_loaders_images_and_augmentation(image_tree):
     assert image.size == grid_layout(4, 2, (16, 16), GEOMETRIC).size
     assert image.tobytes() == direct.tobytes()
     assert image.tobytes() != loader.preview(n=4, rows=2, seed=1).tobytes()
+
+
+# ----------------------------------------------------------------------------- bounds (12.4)
+
+
+def test_too_many_tiles_are_refused_before_any_work():
+    from gpuaug.preview import MAX_TILES
+
+    with pytest.raises(ValueError, match=f"`n` must be at most {MAX_TILES} augmented tiles"):
+        grid_layout(100_000, 1, (150, 150))
+
+
+def test_a_grid_of_too_many_pixels_is_refused_naming_the_layout():
+    with pytest.raises(ValueError, match="megapixels, more than 50: use fewer tiles per row"):
+        grid_layout(1024, 1, (200, 200))
+    with pytest.raises(ValueError, match="smaller `target_size` \\(4000x4000\\)"):
+        grid_layout(16, 4, (4000, 4000))
+
+
+def test_the_largest_allowed_grids_fit_the_pixel_bound():
+    from gpuaug.preview import MAX_PIXELS, MAX_TILES
+
+    w, h = grid_layout(MAX_TILES, 32, (64, 64)).size
+    assert w * h <= MAX_PIXELS
+
+
+def test_make_preview_refuses_before_reading_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="`n` must be at most"):
+        make_preview(tmp_path / "never-read", GEOMETRIC, n=100_000, rows=1)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gpuaug.cache import ImageCache, cache_key, default_cache_dir
+from gpuaug.cache import ImageCache, cache_key, resolve_cache_dir
 from gpuaug.sampler import EpochBatchSampler
 from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.skip import fill_positions, next_good
@@ -244,7 +244,7 @@ def build_cache(
 
     if config.cache != "disk":
         return build()
-    folder = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    folder = resolve_cache_dir(config.cache_dir)  # names the setting if it is a file
     lock = folder / f"{cache_key(dataset, config.decode)}.lock"
     with _file_lock(lock):
         found = ImageCache.open(dataset, cache_dir=config.cache_dir, decoder=config.decode)
