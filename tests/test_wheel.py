@@ -1,0 +1,98 @@
+"""The built wheel: presets and the benchmark harness ship inside the package.
+
+Builds the wheel from this checkout (``pip wheel --no-deps --no-build-isolation``), unpacks it
+into a temporary folder and imports gpuaug from there in a subprocess whose working folder is
+outside the checkout, as an installed package is used. ``.ci/run`` does the full version (a
+fresh venv, ``pip install`` of the wheel, the console script).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 and "No module named" in result.stderr:
+        pytest.skip(f"cannot build a wheel here: {result.stderr.strip()[-200:]}")
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("gpuaug-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("site-packages")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    return site
+
+
+def run_installed(site: Path, cwd: Path, code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_wheel_ships_every_preset_and_the_harness_without_results(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for preset in (REPO / "configs").glob("*.yaml"):
+        assert f"gpuaug/presets/{preset.name}" in names
+    for module in ("__init__", "bench", "data", "pipelines", "report"):
+        assert f"gpuaug/benchmarks/{module}.py" in names
+    assert not [n for n in names if "results" in n]
+    assert not [n for n in names if n.startswith(("configs/", "benchmarks/", "tests/"))]
+
+
+def test_installed_package_loads_a_preset_from_outside_the_checkout(installed, tmp_path):
+    result = run_installed(
+        installed,
+        tmp_path,
+        "import gpuaug, gpuaug.config as c; "
+        "print(gpuaug.__file__); print(c.preset_dir()); print(c.preset_names()); "
+        "print(c.load_config('chollet_cats_dogs').rotation_range)",
+    )
+    assert result.returncode == 0, result.stderr
+    module, folder, names, rotation = result.stdout.splitlines()
+    assert module.startswith(str(installed))
+    assert Path(folder) == installed / "gpuaug" / "presets"
+    assert "chollet_cats_dogs" in names
+    assert float(rotation) == 40
+
+
+def test_installed_bench_command_runs_the_packaged_harness(installed, tmp_path):
+    result = run_installed(
+        installed,
+        tmp_path,
+        "import sys; from gpuaug import cli; sys.exit(cli.main(['bench', '--help']))",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--num-images" in result.stdout
+    assert "gpuaug: error" not in result.stderr
+
+
+def test_installed_bench_writes_results_in_the_working_folder(installed, tmp_path):
+    result = run_installed(
+        installed,
+        tmp_path,
+        "from gpuaug.benchmarks import bench; print(bench.default_results_dir())",
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == tmp_path / "gpuaug-bench"
