@@ -61,6 +61,14 @@ def test_wheel_ships_every_preset_and_the_harness_without_results(wheel):
     assert not [n for n in names if n.startswith(("configs/", "benchmarks/", "tests/"))]
 
 
+def test_wheel_ships_every_module_of_the_package(wheel):
+    # pyproject.toml lists the sub-packages by hand (the presets and the harness are mapped
+    # in from other folders): a new sub-package that is not listed would be left out.
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "gpuaug").rglob("*.py")}
+    assert modules - names == set()
+
+
 def test_installed_package_loads_a_preset_from_outside_the_checkout(installed, tmp_path):
     result = run_installed(
         installed,
