@@ -43,6 +43,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 
 from gpuaug.augment import AugmentParams, GPUAugment
@@ -171,6 +172,9 @@ class GPULoader:
         self._finisher = Finisher(self.augment, dataset, self.device)
         self._active_run: object | None = None
         self.last_skipped: list[tuple[str, str]] = []
+        self.batch_index = 0  # Keras' name: the step the running epoch reaches next
+        self.saver: Any = None  # a gpuaug.saving.BatchSaver (save_to_dir), set by its caller
+        self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
         self.cache: ImageCache | None = None
         if config.cache is not None:
             self.cache = cache_source.build_cache(
@@ -219,6 +223,53 @@ class GPULoader:
     def class_mode(self) -> str | None:
         return self.dataset.class_mode
 
+    # ------------------------------------------------------------------ Keras' iterator names
+    @property
+    def n(self) -> int:
+        """The number of samples (Keras' ``Iterator.n``)."""
+        return len(self.dataset)
+
+    @property
+    def samples(self) -> int:
+        """The number of samples (Keras' ``DirectoryIterator.samples``)."""
+        return len(self.dataset)
+
+    @property
+    def filenames(self) -> list[str]:
+        """Each sample's file, relative to the root folder (Keras' ``filenames``)."""
+        names = getattr(self.dataset, "filenames", None)
+        if names is not None:
+            return list(names)
+        root = str(getattr(self.dataset, "root", ""))
+        return [os.path.relpath(path, root) for path, _ in self.dataset.samples]
+
+    @property
+    def filepaths(self) -> list[str]:
+        """Each sample's file path (Keras' ``filepaths``)."""
+        return [path for path, _ in self.dataset.samples]
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Each sample's class index, int32 (Keras' ``classes``)."""
+        return np.asarray(self.dataset.targets, dtype=np.int32)
+
+    @property
+    def class_indices(self) -> dict[str, int]:
+        """Class name -> index (Keras' ``class_indices``)."""
+        return dict(getattr(self.dataset, "class_to_idx", {}))
+
+    @property
+    def labels(self) -> Any:
+        """Each sample's label: ``classes``, or the data set's own (raw, multi-output)."""
+        own = getattr(self.dataset, "labels", None)
+        return self.classes if own is None else own
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``: see README)."""
+        h, w = self.dataset.target_size
+        return (self.dataset.channels, h, w)
+
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
         return self._run(self.sampler.epoch, self.sampler._set_count)
@@ -229,10 +280,15 @@ class GPULoader:
         token = self._active_run = object()
         try:
             for step, batch in enumerate(self._device_batches(epoch, failures)):
+                self.batch_index = step + 1
                 if batch is None:
                     continue
-                yield self._finisher(batch, self.augment_seed(epoch, step))[0]
+                out = self._finisher(batch, self.augment_seed(epoch, step))[0]
+                if self.saver is not None:  # save_to_dir: written by a background thread
+                    self.saver.submit(out[0] if isinstance(out, tuple) else out, batch.indices)
+                yield out
             completed = True
+            self.batch_index = 0
         finally:
             if not completed and self._active_run is token:
                 # Left early (break, exception, KeyboardInterrupt, a dropped peek): stop the
@@ -274,7 +330,8 @@ class GPULoader:
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
-        return mix_seed(self.seed, AUGMENT_STREAM, epoch, step, self.sampler.rank)
+        base = self.seed if self.config.augment_seed is None else self.config.augment_seed
+        return mix_seed(base, AUGMENT_STREAM, epoch, step, self.sampler.rank)
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -77,6 +77,9 @@ def build_cache(
         batch_size: samples per decoding batch.
         rank: this process's rank (only rank 0 shows a progress bar).
     """
+    in_memory = getattr(dataset, "as_cache", None)
+    if in_memory is not None:  # images already in memory (gpuaug.arrays): no decoding
+        return in_memory(config.cache, device)
     if config.cache == "disk":
         found = ImageCache.open(dataset, cache_dir=config.cache_dir, decoder=config.decode)
         if found is not None:

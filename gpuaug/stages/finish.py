@@ -52,7 +52,8 @@ class Finisher:
 
     Args:
         augment: the `GPUAugment` (on ``device``).
-        dataset: the data set (``targets``, ``class_mode``, ``num_classes``).
+        dataset: the data set (``targets``, ``class_mode``, ``num_classes``; or its own
+            ``batch_outputs(x, indices)``, which then makes the whole output).
         device: the loader's device.
     """
 
@@ -60,7 +61,11 @@ class Finisher:
         self.augment = augment
         self.dataset = dataset
         self.device = device
-        self.targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
+        # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
+        # builds them itself from the augmented images and the batch's indices.
+        self.outputs = getattr(dataset, "batch_outputs", None)
+        if self.outputs is None:
+            self.targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
         self.generator = torch.Generator(device=device)
 
     def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentParams]:
@@ -68,6 +73,8 @@ class Finisher:
         g = self.generator.manual_seed(seed)
         params = self.augment.sample_params(batch.images, generator=g)
         x = self.augment.apply(batch.images, params)
+        if self.outputs is not None:
+            return self.outputs(x, batch.indices), params
         mode = self.dataset.class_mode
         if mode is None:
             return x, params
