@@ -53,7 +53,10 @@ def _to_tensor(value: Any, name: str) -> torch.Tensor:
                     else ""
                 )
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # torch wants writable memory; copy read-only views
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     if tensor.dtype == torch.bool and name == "x":
         raise TypeError(f"`{name}` must hold numbers; got a bool array")
     if tensor.is_complex():

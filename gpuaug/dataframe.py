@@ -434,7 +434,7 @@ def _numeric_tensor(values: Any) -> torch.Tensor:
             raise TypeError(
                 f"raw labels must be numbers; got values such as {values[0]!r}"
             ) from err
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.array(array, order="C", copy=True))
     return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
 
 
