@@ -56,10 +56,10 @@ _DIFFERENT = {
     "device, not once per (H, W, C) numpy image",
     "brightness_range": "clips x * b to 0..255 in float; Keras truncates through PIL (up to "
     "b + 1 grey levels darker)",
-    "width_shift_range": "shifts horizontally, by a fraction of the width, as Keras documents "
-    "(Keras' code draws it from the height and applies it vertically)",
-    "height_shift_range": "shifts vertically, by a fraction of the height, as Keras documents "
-    "(Keras' code draws it from the width and applies it horizontally)",
+    "width_shift_range": "shifts horizontally (a fraction of the width when < 1), as Keras "
+    "documents (Keras' code draws it from the height and applies it vertically)",
+    "height_shift_range": "shifts vertically (a fraction of the height when < 1), as Keras "
+    "documents (Keras' code draws it from the width and applies it horizontally)",
 }
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _RANDOM_FIELDS = {
@@ -365,6 +365,11 @@ class ImageDataGenerator:
         the loader options ``device``, ``num_workers``, ``cache``, ``cache_dir``,
         ``steps_per_epoch``, ``drop_last``, ``augment_seed``, ``progress``, ``decode``.
         """
+        if keep_aspect_ratio and options.get("decode") == "gpu":
+            raise ValueError(
+                "`keep_aspect_ratio`=True is not supported with decode='gpu' (nvJPEG resizes "
+                "the whole image); use decode='cpu'"
+            )
         module, notes = self._module(subset, augment)
         dataset = DirectoryDataset(
             directory,

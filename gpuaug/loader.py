@@ -437,6 +437,7 @@ def flow_from_directory(
     on_error: str = "raise",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    keep_aspect_ratio: bool = False,
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -462,6 +463,8 @@ def flow_from_directory(
         device: where batches are augmented and returned (default CUDA if available).
         on_error: ``"raise"`` or ``"skip"`` unreadable files (see `gpuaug.DirectoryDataset`).
         dtype: output float dtype.
+        keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
+            resizing, as Keras (``decode="cpu"`` only).
 
     Returns:
         A :class:`GPULoader`.
@@ -494,7 +497,10 @@ def flow_from_directory(
         validation_split=validation_split,
         subset=subset,
         on_error=on_error,
+        keep_aspect_ratio=keep_aspect_ratio,
     )
+    if keep_aspect_ratio and decode == "gpu":
+        raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
     config = LoaderConfig(
         batch_size=batch_size,
         shuffle=shuffle,

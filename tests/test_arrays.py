@@ -78,9 +78,7 @@ def test_subset_split_matches_keras(subset):
         x, y, batch_size=64, shuffle=False, sample_weight=w, subset=subset
     )
     kx, ky, kw = kit[0]
-    gx, gy, gw = next(
-        iter(_gen(validation_split=0.3).flow(x, y, 64, False, w, subset=subset))
-    )
+    gx, gy, gw = next(iter(_gen(validation_split=0.3).flow(x, y, 64, False, w, subset=subset)))
     np.testing.assert_array_equal(gx.permute(0, 2, 3, 1).numpy(), kx)
     np.testing.assert_array_equal(gy.numpy(), ky)
     # Keras does not split `sample_weight` (a bug): its training batch pairs sample i of the

@@ -69,3 +69,15 @@ def test_dataset_pixels_match_keras_load_img_keep_aspect_ratio(
         str(path), target_size=target, interpolation=interpolation, keep_aspect_ratio=True
     )
     np.testing.assert_array_equal(ds[0][0].permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+def test_flow_from_directory_passes_keep_aspect_ratio_on(tmp_path):
+    import gpuaug
+
+    _save(tmp_path / "a" / "wide.png", (10, 30))
+    loader = gpuaug.flow_from_directory(
+        tmp_path, target_size=(5, 5), keep_aspect_ratio=True, num_workers=0, device="cpu"
+    )
+    assert loader.dataset.keep_aspect_ratio is True
+    with pytest.raises(ValueError, match="`keep_aspect_ratio`=True needs decode='cpu'"):
+        gpuaug.flow_from_directory(tmp_path, keep_aspect_ratio=True, decode="gpu", device="cpu")
