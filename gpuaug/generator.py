@@ -18,8 +18,8 @@ Differences from Keras, each announced once per process with a warning that poin
 README's table "Where we differ from Keras": ``preprocessing_function`` runs once per batch
 ``(B, C, H, W)`` on the device; ``brightness_range`` clips in float instead of truncating
 through PIL; the shifts follow Keras' documentation (``width_shift_range`` horizontal), not
-its code. An argument Keras takes that gpuaug cannot honour raises ``TypeError`` /
-``ValueError`` naming it.
+its code (a warning only when the two ranges differ). An argument Keras takes that gpuaug
+cannot honour raises ``TypeError`` / ``ValueError`` naming it.
 
 Validation without augmentation: ``subset="validation"`` gives a loader whose random stages
 are off (only rescale, ``preprocessing_function`` and the normalisations run, with the
@@ -56,10 +56,9 @@ _DIFFERENT = {
     "device, not once per (H, W, C) numpy image",
     "brightness_range": "clips x * b to 0..255 in float; Keras truncates through PIL (up to "
     "b + 1 grey levels darker)",
-    "width_shift_range": "shifts horizontally (a fraction of the width when < 1), as Keras "
-    "documents (Keras' code draws it from the height and applies it vertically)",
-    "height_shift_range": "shifts vertically (a fraction of the height when < 1), as Keras "
-    "documents (Keras' code draws it from the width and applies it horizontally)",
+    "width_shift_range": "shifts horizontally and `height_shift_range` vertically (fractions "
+    "of the width and height when < 1), as Keras documents; Keras' code swaps them, so with "
+    "different ranges the images differ from Keras'",
 }
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _RANDOM_FIELDS = {
@@ -136,9 +135,12 @@ class ImageDataGenerator:
         self.data_format = kwargs.get("data_format") or "channels_last"
         self.dtype = _output_dtype(kwargs.get("dtype"))
         self.config = AugmentConfig.from_keras(**kwargs)
-        for name in _DIFFERENT:
+        for name in ("preprocessing_function", "brightness_range"):
             if kwargs.get(name):
                 _warn_once(name)
+        # Keras swaps the two shift ranges; equal ranges (the usual case) come out the same.
+        if self.config.width_shift_range != self.config.height_shift_range:
+            _warn_once("width_shift_range")
         self.device = (
             torch.device(device)
             if device is not None

@@ -226,3 +226,12 @@ def test_save_to_dir_for_arrays_uses_keras_numpy_hash_range(tmp_path):
 def test_save_to_dir_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="`save_to_dir`"):
         _gen().flow(_images(2, 4, 4), save_to_dir=tmp_path / "missing")
+
+
+def test_equal_shift_ranges_do_not_warn_but_different_ones_do(monkeypatch):
+    monkeypatch.setattr(generator_module, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _gen(width_shift_range=0.2, height_shift_range=0.2)
+    with pytest.warns(UserWarning, match="Keras' code swaps them"):
+        _gen(width_shift_range=0.2, height_shift_range=0.1)
