@@ -81,3 +81,12 @@ def test_flow_from_directory_passes_keep_aspect_ratio_on(tmp_path):
     assert loader.dataset.keep_aspect_ratio is True
     with pytest.raises(ValueError, match="`keep_aspect_ratio`=True needs decode='cpu'"):
         gpuaug.flow_from_directory(tmp_path, keep_aspect_ratio=True, decode="gpu", device="cpu")
+
+
+def test_disk_cache_of_a_cropped_dataset_is_not_the_stretched_ones(tmp_path):
+    from gpuaug.cache import cache_key
+
+    _save(tmp_path / "a" / "wide.png", (10, 30))
+    stretched = DirectoryDataset(tmp_path, target_size=(5, 5))
+    cropped = DirectoryDataset(tmp_path, target_size=(5, 5), keep_aspect_ratio=True)
+    assert cache_key(stretched) != cache_key(cropped)
