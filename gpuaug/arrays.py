@@ -225,8 +225,11 @@ class ArrayDataset(Dataset):
         self.class_mode = None if labels is None else "raw"
         self.root = f"an in-memory array of {len(images)} images"
         is_class_index = labels is not None and labels.ndim == 1 and not labels.is_floating_point()
-        if is_class_index and len(labels):
+        if is_class_index and len(labels) and int(labels.min()) >= 0:
             k = int(labels.max()) + 1
+        else:
+            k = 0
+        if 0 < k <= max(len(labels) if labels is not None else 0, 1000):
             self.targets = labels.to(torch.int64).tolist()
         else:
             k, self.targets = 0, [0] * len(images)

@@ -125,3 +125,45 @@ def test_keras_x_misc_pair_is_refused():
     x, _ = _data()
     with pytest.raises(TypeError, match=r"\(x, x_misc\)"):
         ArrayDataset((x, np.zeros(20)))
+
+
+def test_channels_first_numpy_with_data_format():
+    x, y = _data()
+    x_first = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    g = gpuaug.ImageDataGenerator(device="cpu", data_format="channels_first")
+    xb, _ = next(iter(g.flow(x_first, y, batch_size=4, shuffle=False)))
+    np.testing.assert_array_equal(xb.numpy(), x_first[:4].astype(np.float32))
+
+
+def test_keras_dtype_sets_the_batch_dtype():
+    x, y = _data()
+    xb, _ = next(iter(_gen(dtype="float16").flow(x, y, batch_size=4)))
+    assert xb.dtype == torch.float16
+
+
+def test_arrays_without_a_device_cache_still_yield_every_sample():
+    x, y = _data()
+    it = _gen().flow(x, y, batch_size=8, seed=0, cache=None)
+    assert it.cache is None
+    assert sorted(torch.cat([yb for _, yb in it]).tolist()) == sorted(y.tolist())
+
+
+@pytest.mark.cuda
+def test_flow_places_the_array_on_the_gpu_once():
+    x, y = _data(64)
+    it = gpuaug.ImageDataGenerator(device="cuda").flow(x, y, batch_size=16, sample_weight=y * 1.0)
+    assert it.cache.kind == "device" and it.cache.images.device.type == "cuda"
+    ptr = it.cache.images.data_ptr()
+    for _ in range(2):
+        for xb, yb, wb in it:
+            assert xb.is_cuda and yb.is_cuda and wb.is_cuda
+    assert it.cache.images.data_ptr() == ptr
+
+
+def test_large_or_negative_integer_labels_are_not_taken_for_class_indices():
+    x, _ = _data()
+    ids = np.arange(20, dtype=np.int64) * 10**9
+    ds = ArrayDataset(x, ids)
+    assert ds.classes == [] and ds.counts() == {}
+    assert ArrayDataset(x, -np.arange(20)).classes == []
+    assert ArrayDataset(x, np.arange(20) % 4).classes == ["0", "1", "2", "3"]
