@@ -8,6 +8,7 @@ fresh venv, ``pip install`` of the wheel, the console script).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,38 +70,48 @@ def test_wheel_ships_every_module_of_the_package(wheel):
     assert modules - names == set()
 
 
-def test_installed_package_loads_a_preset_from_outside_the_checkout(installed, tmp_path):
-    result = run_installed(
-        installed,
-        tmp_path,
-        "import gpuaug, gpuaug.config as c; "
-        "print(gpuaug.__file__); print(c.preset_dir()); print(c.preset_names()); "
-        "print(c.load_config('chollet_cats_dogs').rotation_range)",
-    )
+_PROBE = """
+import contextlib, io, json, sys
+import gpuaug, gpuaug.config as c
+from gpuaug import cli
+from gpuaug.benchmarks import bench
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        code = cli.main(["bench", "--help"])
+    except SystemExit as exit_:  # argparse's --help
+        code = exit_.code
+print(json.dumps({
+    "module": gpuaug.__file__, "preset_dir": str(c.preset_dir()), "presets": c.preset_names(),
+    "rotation": c.load_config("chollet_cats_dogs").rotation_range,
+    "bench_code": code, "bench_help": out.getvalue(),
+    "results_dir": str(bench.default_results_dir()),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(installed, tmp_path_factory) -> dict:
+    """One subprocess (importing torch is slow) that uses the unpacked wheel from elsewhere."""
+    cwd = tmp_path_factory.mktemp("elsewhere")
+    result = run_installed(installed, cwd, _PROBE)
     assert result.returncode == 0, result.stderr
-    module, folder, names, rotation = result.stdout.splitlines()
-    assert module.startswith(str(installed))
-    assert Path(folder) == installed / "gpuaug" / "presets"
-    assert "chollet_cats_dogs" in names
-    assert float(rotation) == 40
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info["cwd"] = str(cwd)
+    return info
 
 
-def test_installed_bench_command_runs_the_packaged_harness(installed, tmp_path):
-    result = run_installed(
-        installed,
-        tmp_path,
-        "import sys; from gpuaug import cli; sys.exit(cli.main(['bench', '--help']))",
-    )
-    assert result.returncode == 0, result.stderr
-    assert "--num-images" in result.stdout
-    assert "gpuaug: error" not in result.stderr
+def test_installed_package_loads_a_preset_from_outside_the_checkout(installed, probe):
+    assert probe["module"].startswith(str(installed))
+    assert Path(probe["preset_dir"]) == installed / "gpuaug" / "presets"
+    assert "chollet_cats_dogs" in probe["presets"]
+    assert probe["rotation"] == 40
 
 
-def test_installed_bench_writes_results_in_the_working_folder(installed, tmp_path):
-    result = run_installed(
-        installed,
-        tmp_path,
-        "from gpuaug.benchmarks import bench; print(bench.default_results_dir())",
-    )
-    assert result.returncode == 0, result.stderr
-    assert Path(result.stdout.strip()) == tmp_path / "gpuaug-bench"
+def test_installed_bench_command_runs_the_packaged_harness(probe):
+    assert probe["bench_code"] == 0
+    assert "--num-images" in probe["bench_help"]
+
+
+def test_installed_bench_writes_results_in_the_working_folder(probe):
+    assert Path(probe["results_dir"]) == Path(probe["cwd"]) / "gpuaug-bench"
