@@ -7,9 +7,14 @@ index sampling, a gather and the augmentation, with no file access and no worker
 Three places to keep them (``cache=`` of `gpuaug.flow_from_directory`):
 
 - ``"device"``: one ``(N, C, H, W)`` uint8 tensor on the loader's device (GPU memory); a batch
-  is an ``index_select`` there. Fastest; rebuilt by every process that starts.
-- ``"host"``: the same tensor in (pinned, with CUDA) host memory; a batch is gathered on the
-  CPU and copied to the device ahead of use. For data sets larger than GPU memory.
+  is an ``index_select`` there. Fastest; rebuilt by every process that starts. Before it is
+  built, :func:`check_device_cache_fits` compares its size with ``torch.cuda.mem_get_info``
+  and raises a ``ValueError`` that names the size and suggests ``"host"`` or ``"disk"``.
+- ``"host"``: the same tensor in ordinary (pageable) host memory; a batch is gathered on the
+  CPU straight into one of a few reusable pinned buffers (``index_select(out=...)``) and copied
+  to the device ahead of use. For data sets larger than GPU memory. (The cache itself is not
+  pinned: torch's caching host allocator rounds a pinned block up to a power of two, so a
+  40 GB cache would pin 64 GB, and a gather from pinned memory returns pageable memory anyway.)
 - ``"disk"``: a memory-mapped uint8 file plus a JSON manifest, kept between runs. The files
   live in ``cache_dir`` (default ``$GPUAUG_CACHE_DIR``, else ``$XDG_CACHE_HOME/gpuaug``, else
   ``~/.cache/gpuaug``; never inside the image folder), named by a hash of the folder and the
@@ -40,6 +45,7 @@ __all__ = [
     "CACHE_VERSION",
     "ImageCache",
     "cache_key",
+    "check_device_cache_fits",
     "default_cache_dir",
     "file_manifest",
 ]
@@ -100,6 +106,35 @@ def _shape(dataset: Any) -> tuple[int, int, int, int]:
         raise ValueError("a cache needs a fixed `target_size`; got None")
     h, w = dataset.target_size
     return len(dataset), int(dataset.channels), int(h), int(w)
+
+
+#: Device memory left free after a device cache (the batches, the augmentation, the model).
+DEVICE_HEADROOM = 0.1
+
+
+def check_device_cache_fits(shape: Sequence[int], device: torch.device | str) -> None:
+    """Raises if a ``cache="device"`` of ``shape`` uint8 would not fit in ``device``'s free memory.
+
+    Allows at most ``1 - DEVICE_HEADROOM`` of the memory ``torch.cuda.mem_get_info`` reports
+    free. A non-CUDA device is not checked.
+
+    Raises:
+        ValueError: the cache does not fit; the message gives the size needed and what is free
+            and suggests ``cache="host"`` or ``"disk"``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    need = int(np.prod(shape))
+    free, total = torch.cuda.mem_get_info(device)
+    if need > (1 - DEVICE_HEADROOM) * free:
+        n, c, h, w = shape
+        raise ValueError(
+            f"cache='device' needs {need / 2**30:.2f} GiB for {n} images of {c}x{h}x{w} uint8, "
+            f"but {device} has {free / 2**30:.2f} GiB free (of {total / 2**30:.2f} GiB; "
+            f"{DEVICE_HEADROOM:.0%} is kept for the batches and the model); use cache='host' "
+            "(host memory) or cache='disk' (a memory-mapped file), or a smaller `target_size`"
+        )
 
 
 class ImageCache:
@@ -165,15 +200,33 @@ class ImageCache:
             indices ``(b,)`` int64 CPU -> images ``(b', C, H, W)`` uint8 on :attr:`device`,
             kept ``(b',)`` int64 CPU, ``b' <= b``.
         """
-        indices = indices.to("cpu", torch.int64)
-        ok = self.valid[indices]
-        if not bool(ok.all()):
-            indices = indices[ok]
+        idx = indices.to("cpu", torch.int64).numpy()
+        ok = self.valid.numpy()[idx]
+        if not ok.all():
+            idx = idx[ok]
+        kept = torch.from_numpy(np.ascontiguousarray(idx))
+        return self.take(kept.to(self.device)), kept
+
+    def take(self, indices: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The images at ``indices`` (valid or not), as one gather.
+
+        Args:
+            indices: sample indices, on :attr:`device` (a device cache) or the CPU.
+            out: where to gather (host and disk caches: e.g. a pinned buffer, so the batch is
+                copied once on the CPU); ``None`` allocates.
+
+        Shape:
+            indices ``(b,)`` int64 -> ``(b, C, H, W)`` uint8 on :attr:`device` (or ``out``).
+        """
         if isinstance(self.images, torch.Tensor):
-            images = self.images.index_select(0, indices.to(self.images.device))
-        else:
-            images = torch.from_numpy(np.ascontiguousarray(self.images[indices.numpy()]))
-        return images, indices
+            if out is None:
+                return self.images.index_select(0, indices)
+            return torch.index_select(self.images, 0, indices, out=out)
+        idx = indices.numpy()
+        if out is None:
+            return torch.from_numpy(np.take(self.images, idx, axis=0))
+        np.take(self.images, idx, axis=0, out=out.numpy())
+        return out
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -200,16 +253,20 @@ class ImageCache:
             device: the device of a ``"device"`` cache.
             cache_dir: folder of a ``"disk"`` cache (default :func:`default_cache_dir`).
             decoder: ``"cpu"`` or ``"gpu"``, recorded in the disk manifest.
-            pin_memory: pin a ``"host"`` cache (for asynchronous copies to CUDA).
+            pin_memory: pin a ``"host"`` cache (the loader does not: it gathers into a few
+                pinned buffers instead, see the module docstring).
             progress: show a tqdm bar.
 
         Raises:
             ValueError: unknown ``kind``; a data set without a fixed ``target_size``; batches
-                that leave samples out.
+                that leave samples out; a device cache that does not fit
+                (:func:`check_device_cache_fits`, checked before anything is decoded).
         """
         if kind not in CACHE_KINDS:
             raise ValueError(f"`cache` must be one of {CACHE_KINDS} or None; got {kind!r}")
         shape = _shape(dataset)
+        if kind == "device":
+            check_device_cache_fits(shape, device)
         n = shape[0]
         path = tmp = None
         if kind == "device":

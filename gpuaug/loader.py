@@ -5,8 +5,13 @@ and owns epochs, lifetime and the public surface)::
 
     EpochBatchSampler --indices--> DataLoader workers (decode + resize, uint8, pinned)
         --non_blocking copy on a side CUDA stream (batch k+1 while batch k trains)-->
-        GPUAugment on the device (params from a generator seeded by (seed, epoch, step, rank))
+        GPUAugment on the device (params drawn from a CPU generator seeded by
+        (seed, epoch, step, rank), copied to the device: the same on every device)
         --> (x float (B, C, H, W), y) on the device
+
+Nothing on the per-batch path makes the host wait for the GPU (no ``.item()``, ``.tolist()``,
+``nonzero``, boolean masks or blocking copies); `gpuaug.sync_check.SyncCheck` checks it in the
+test suite.
 
 With a cache (``cache="device" | "host" | "disk"``) the images are decoded once and every
 later epoch is a gather plus the augmentation, with no worker process. With ``decode="gpu"``
@@ -26,14 +31,26 @@ Epochs you can count:
 
 Under ``torch.distributed`` each rank reads a disjoint shard of each pass (``DistributedSampler``
 padding: the shortest shards are completed with repeated images so every rank has the same
-number of steps) and draws its own augmentation stream.
+number of steps) and draws its own augmentation stream. No constructor runs a collective (a
+loader made on some ranks only cannot deadlock): ``seed=None`` is agreed through the process
+group's store; a ``"disk"`` cache is built by the first process to take its file lock while
+the others wait and then open it. ``device=f"cuda:{local_rank}"`` is honoured without
+``torch.cuda.set_device`` (streams, pinned memory and the pin-memory thread use that device).
 
 Faults: files that fail to decode follow the data set's ``on_error`` (``"raise"``: an
-``ImageLoadError`` naming the file; ``"skip"``: the sample leaves its batch, image and label
-together, and one warning per epoch lists the files). A worker process that dies raises
+``ImageLoadError`` naming the file; ``"skip"``: one warning per epoch lists the files, in
+``loader.last_skipped``). Skipping in one process drops the sample from its batch, image and
+label together (Keras' behaviour); under ``torch.distributed`` it *replaces* the sample by
+another one of its batch (or, if the whole batch failed, by the next readable sample), so
+every rank runs the same steps with the same batch shapes and the all-reduce cannot hang (see
+`gpuaug.stages.batch`; ``loader.skip_rule``). A worker process that dies raises
 :class:`WorkerCrashError` naming the file it was reading. Leaving a loop early (``break``, an
 exception, ``KeyboardInterrupt``) shuts the worker processes down; the next iteration starts
 new ones.
+
+Two iterations at once (``next(iter(loader))`` inside ``for x, y in loader``, or
+``zip(iter(loader), iter(loader))``) are both exact: the first holds the persistent workers,
+the other runs worker processes of its own, stopped when it ends or is dropped.
 """
 
 from __future__ import annotations
@@ -51,13 +68,14 @@ from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.decode import check_decode
+from gpuaug.image import ImageLoadError
 from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
-from gpuaug.stages import cache_source
-from gpuaug.stages.batch import DeviceBatch, HostBatch
+from gpuaug.stages.batch import DeviceBatch, HostBatch, fill_positions
+from gpuaug.stages.cache_source import CacheSource, build_cache
 from gpuaug.stages.finish import Finisher, augment_module
-from gpuaug.stages.transfer import Prefetcher, to_device
+from gpuaug.stages.transfer import Prefetcher, host_to_device, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
 
 if TYPE_CHECKING:
@@ -158,6 +176,10 @@ class GPULoader:
         self.seed = self.sampler.seed
         self.num_workers = config.workers
         self._cuda = self.device.type == "cuda"
+        self._targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
+        # Failed samples under on_error="skip": dropped in one process, replaced under DDP so
+        # that every rank runs the same steps with the same shapes (see gpuaug.stages.batch).
+        self.skip_rule = "replace" if self.sampler.num_replicas > 1 else "shrink"
         self._workers = WorkerPool(
             dataset,
             self.sampler,
@@ -166,18 +188,18 @@ class GPULoader:
             prefetch_factor=config.prefetch_factor,
             timeout=config.timeout,
             seed=self.seed,
-            pin_memory=self._cuda,
+            device=self.device,
         )
         self._prefetcher = Prefetcher(self.device)
         self._finisher = Finisher(self.augment, dataset, self.device)
-        self._active_run: object | None = None
         self.last_skipped: list[tuple[str, str]] = []
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
         self.saver: Any = None  # a gpuaug.saving.BatchSaver (save_to_dir), set by its caller
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
         self.cache: ImageCache | None = None
+        self._cache_source: CacheSource | None = None
         if config.cache is not None:
-            self.cache = cache_source.build_cache(
+            self.cache = build_cache(
                 config,
                 dataset,
                 self._workers,
@@ -185,6 +207,9 @@ class GPULoader:
                 device=self.device,
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
+            )
+            self._cache_source = CacheSource(
+                self.cache, self.sampler, self.device, self._targets, self.skip_rule
             )
 
     # ------------------------------------------------------------------ sizes
@@ -277,10 +302,11 @@ class GPULoader:
     def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
         failures: list[tuple[int, str]] = []
         completed = False
-        token = self._active_run = object()
+        batches = self._device_batches(epoch, failures)
         try:
-            for step, batch in enumerate(self._device_batches(epoch, failures)):
+            for step, batch in enumerate(batches):
                 self.batch_index = step + 1
+                batch = self._complete(batch, epoch, step)
                 if batch is None:
                     continue
                 out = self._finisher(batch, self.augment_seed(epoch, step))[0]
@@ -290,34 +316,41 @@ class GPULoader:
             completed = True
             self.batch_index = 0
         finally:
-            if not completed and self._active_run is token:
-                # Left early (break, exception, KeyboardInterrupt, a dropped peek): stop the
-                # workers now. A stale generator closed later leaves a newer run alone.
-                self._workers.shutdown()
+            # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
+            # iteration's source now, which stops its worker processes.
+            batches.close()
             self.last_skipped = [(self.dataset.samples[i][0], r) for i, r in failures]
             if failures:
                 warnings.warn(
                     f"Skipped {len(failures)} unreadable image file(s) in epoch {epoch} "
-                    f"(on_error='skip'; see `loader.last_skipped`): "
-                    f"{_listing(self.last_skipped)}",
+                    f"(on_error='skip'"
+                    + (
+                        ", replaced by other samples to keep the batch shapes"
+                        if self._replacing
+                        else ""
+                    )
+                    + f"; see `loader.last_skipped`): {_listing(self.last_skipped)}",
                     stacklevel=2,
                 )
             if completed and self.sampler._set_count == set_count:
                 self.sampler.epoch = epoch + 1
+
+    @property
+    def _replacing(self) -> bool:
+        return self.skip_rule == "replace"
 
     def _device_batches(
         self, epoch: int, failures: list[tuple[int, str]]
     ) -> Iterator[DeviceBatch | None]:
         """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
         a source, then the transfer stage."""
-        order = self.sampler.epoch_batches(epoch)
-        if self.cache is not None and self.cache.device == self.device:
-            yield from cache_source.device_batches(self.cache, order, failures)
+        source = self._cache_source
+        if source is not None and source.on_device:
+            yield from source.device_batches(epoch, failures)
             return
-        if self.cache is not None:
-            raw = cache_source.host_batches(self.cache, order, pin=self._cuda)
-        else:
-            raw = self._workers.epoch_batches(epoch)
+        raw = (
+            source.host_batches(epoch) if source is not None else self._workers.epoch_batches(epoch)
+        )
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
 
     def _to_device(
@@ -326,7 +359,42 @@ class GPULoader:
         failures: list[tuple[int, str]],
         device: torch.device | None = None,
     ) -> DeviceBatch | None:
-        return to_device(raw, self.dataset, failures, self.device, device)
+        return to_device(raw, self.dataset, failures, self._targets, self.device, device)
+
+    def _complete(self, batch: DeviceBatch | None, epoch: int, step: int) -> DeviceBatch | None:
+        """Under the ``"replace"`` rule, the batch filled back to its full size."""
+        if not self._replacing:
+            return batch
+        size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
+        kept = 0 if batch is None else len(batch.indices)
+        if kept == size:
+            return batch
+        if kept:
+            pos = fill_positions(kept, size)
+            idx = batch.indices.numpy()
+            return DeviceBatch(
+                torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]),
+                torch.from_numpy(np.concatenate([idx, idx[pos]])),
+                torch.cat([batch.labels] + [batch.labels[p : p + 1] for p in pos]),
+            )
+        first = int(self.sampler.batch(epoch, step).numpy()[0])
+        index, image = self._next_loadable(first)
+        images = host_to_device(image[None].expand(size, *image.shape).contiguous(), self.device)
+        indices = torch.full((size,), index, dtype=torch.int64)
+        return DeviceBatch(
+            images, indices, host_to_device(self._targets.index_select(0, indices), self.device)
+        )
+
+    def _next_loadable(self, start: int) -> tuple[int, torch.Tensor]:
+        """The first sample after ``start`` (cyclically) that decodes, and its image."""
+        n = len(self.dataset)
+        for k in range(1, n + 1):
+            index = (start + k) % n
+            try:
+                return index, self.dataset.load(index)
+            except ImageLoadError:
+                continue
+        raise ValueError("every sample of the data set failed to load; nothing to train on")
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
@@ -362,12 +430,16 @@ class GPULoader:
         """
         idx = self.sampler.batch(epoch, step)
         failures: list[tuple[int, str]] = []
-        if self.cache is not None:
-            images, kept = self.cache.gather(idx)
-            batch = DeviceBatch(images.to(self.device), kept) if len(kept) else None
+        k = epoch * self.steps_per_epoch + step
+        source = self._cache_source
+        if source is not None and source.on_device:
+            batch = source.device_batch(k, failures)
+        elif source is not None:
+            batch = self._to_device(source.host_batch(k), failures)
         else:
             view = self._workers.view()
-            batch = self._to_device(collate([view[int(i)] for i in idx]), failures)
+            batch = self._to_device(collate([view[i] for i in idx.numpy().tolist()]), failures)
+        batch = self._complete(batch, epoch, step)
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")
         out, params = self._finisher(batch, self.augment_seed(epoch, step))

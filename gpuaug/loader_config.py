@@ -39,7 +39,9 @@ class LoaderConfig:
         batch_size: samples per batch.
         shuffle: a new random order every pass (else file order every pass).
         seed: base seed of the order and the augmentation; ``None``: drawn at random when the
-            loader is made (then in ``loader.seed`` and ``describe()``).
+            loader is made (then in ``loader.seed`` and ``describe()``); under
+            torch.distributed every rank gets the same one, agreed through the process group's
+            store without a collective (pass the same int on every rank to rely on nothing).
         steps_per_epoch: batches per epoch; ``None``: one pass over the data. Passes continue
             across epoch boundaries, so no image is dropped or repeated within a pass.
         drop_last: drop the short last batch of each pass.
@@ -52,8 +54,9 @@ class LoaderConfig:
         cache_dir: folder of a ``"disk"`` cache (default ``~/.cache/gpuaug``).
         decode: ``"cpu"`` (PIL in the workers) or ``"gpu"`` (nvJPEG; needs CUDA).
         device: where batches are augmented and returned; ``None``: ``"cuda"`` (the current
-            CUDA device: under DDP call ``torch.cuda.set_device(local_rank)`` first) if
-            available, else ``"cpu"``.
+            CUDA device) if available, else ``"cpu"``. Under DDP pass
+            ``f"cuda:{local_rank}"``: everything the loader allocates (streams, pinned
+            buffers, the pin-memory thread) goes to that device, no ``set_device`` needed.
         dtype: the output float dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         progress: show a progress bar while a cache is built.
         num_replicas, rank: the distributed world; ``None``: from ``torch.distributed`` when

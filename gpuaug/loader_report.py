@@ -128,8 +128,10 @@ def describe_loader(loader: Any) -> str:
         order = f"Each pass visits the images in file order (seed {s.seed})"
     if _is_random(loader.augment.config):
         lines.append(
-            f"  {order}; each visit draws fresh parameters from a torch.Generator on "
-            f"{loader.device} seeded by (seed, epoch, step, rank); nothing is stored. "
+            f"  {order}; each visit draws fresh parameters from a CPU torch.Generator "
+            "seeded by (seed, epoch, step, rank); nothing is stored. The draws are then "
+            f"copied to {loader.device}, so they do not depend on the device: a seeded epoch "
+            "gets the same parameters on a GPU as on the CPU. "
             f"{per_epoch} augmented samples per epoch, 'infinitely many' distinct over "
             "epochs."
         )
@@ -141,7 +143,8 @@ def describe_loader(loader: Any) -> str:
     lines.append(
         f"  seed {s.seed}{seed_note}. Order of pass p: torch.randperm({n}) with a CPU "
         f"generator seeded mix_seed(seed, {PERMUTATION_STREAM:#x}, p); batch (E, step): "
-        f"generator seeded mix_seed(seed, {AUGMENT_STREAM:#x}, E, step, rank). "
+        f"CPU generator seeded mix_seed(seed, {AUGMENT_STREAM:#x}, E, step, rank), "
+        "torch.rand((B, 12)). "
         "loader.replay(E, step) rebuilds any batch; row i's parameters: params.index(i)."
     )
     lines.append("Pipeline:")
@@ -153,6 +156,11 @@ def describe_loader(loader: Any) -> str:
             f"= {c.nbytes / 1e6:.1f} MB uint8 at {where}, "
             + ("built by this process" if c.built else "read from disk (up to date)")
             + "; each epoch gathers from it (no worker processes)"
+            + (
+                ", into 3 reusable pinned buffers copied to the device one batch ahead"
+                if c.kind != "device" and loader.device.type == "cuda"
+                else ""
+            )
         )
     else:
         lines.append(
@@ -160,6 +168,17 @@ def describe_loader(loader: Any) -> str:
             + (" (0: in the main process)" if not loader.num_workers else "")
             + f"; uint8 batches copied to {loader.device}"
             + (" on a side CUDA stream, one batch ahead" if loader.device.type == "cuda" else "")
+        )
+    if loader.dataset.on_error == "skip":
+        lines.append(
+            "  unreadable files (on_error='skip') "
+            + (
+                f"are replaced by other samples of their batch, so all {s.num_replicas} ranks "
+                "run the same steps with the same batch shapes"
+                if loader.skip_rule == "replace"
+                else "leave their batch (image and label), so a batch can be shorter"
+            )
+            + "; listed in loader.last_skipped"
         )
     return "\n".join(lines)
 

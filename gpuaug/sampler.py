@@ -83,15 +83,45 @@ def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[i
     return num_replicas, rank
 
 
-def _shared_random_seed() -> int:
-    """A fresh random seed, the same on every rank when torch.distributed is initialised."""
+_SEED_COUNTS: dict[str, int] = {}
+
+
+def _process_group_store() -> object | None:
+    try:
+        from torch.distributed import distributed_c10d
+
+        return distributed_c10d._get_default_store()
+    except Exception:  # no default group, or a torch without the helper
+        return None
+
+
+def _shared_random_seed(signature: tuple[object, ...]) -> int:
+    """A fresh random seed, the same on every rank under torch.distributed, without a collective.
+
+    Each rank proposes a random seed and the process group's key-value store keeps the first
+    proposal (``compare_set`` on a key named by ``signature`` and how many samplers of that
+    signature this process made before): no rank waits for another, so a sampler made on some
+    ranks only (a rank-0 validation loader) cannot deadlock. Ranks agree as long as each makes
+    its samplers of one signature in the same order.
+
+    Raises:
+        ValueError: torch.distributed is initialised but its store cannot be reached.
+    """
     seed = random.SystemRandom().randrange(2**63)
     dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [seed]
-        dist.broadcast_object_list(box, src=0)
-        seed = int(box[0])
-    return seed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return seed
+    store = _process_group_store()
+    if store is None or not hasattr(store, "compare_set"):
+        raise ValueError(
+            "`seed`=None under torch.distributed: the ranks must share one seed, and the process "
+            "group's store is not available to agree on it; pass seed=<the same int on every rank>"
+        )
+    name = "-".join(map(str, signature))
+    count = _SEED_COUNTS.get(name, 0)
+    _SEED_COUNTS[name] = count + 1
+    agreed = store.compare_set(f"gpuaug/seed/{name}/{count}", "", str(seed))
+    return int(agreed)
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -106,8 +136,10 @@ class EpochBatchSampler(Sampler[list[int]]):
         num_samples: the dataset size ``n`` (>= 1).
         batch_size: samples per batch (>= 1).
         shuffle: a new random order every pass; else ``0..n-1`` every pass.
-        seed: base seed of the permutations; ``None`` draws one at random now (the same on
-            every rank under torch.distributed; read it back from :attr:`seed`).
+        seed: base seed of the permutations; ``None`` draws one at random now (read it back
+            from :attr:`seed`). Under torch.distributed every rank gets the same one, agreed
+            through the process group's store without a collective (see
+            :func:`_shared_random_seed`); pass the same int on every rank to avoid the store.
         drop_last: drop the short last batch of each pass.
         steps_per_epoch: batches per epoch; ``None``: one pass (every image once).
         num_replicas: number of ranks; default ``torch.distributed`` world size, else 1.
@@ -158,7 +190,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed_was_given = seed is not None
-        self.seed = int(seed) if seed is not None else _shared_random_seed()
+        self.seed = (
+            int(seed)
+            if seed is not None
+            else _shared_random_seed(
+                (num_samples, batch_size, shuffle, drop_last, steps_per_epoch, self.num_replicas)
+            )
+        )
 
         self.samples_per_pass = math.ceil(self.num_samples / self.num_replicas)
         if drop_last:

@@ -1,8 +1,19 @@
-"""The records passed between the loader's stages.
+"""The records passed between the loader's stages, and the ``on_error`` rules for a batch.
 
 A *source* (worker processes, a host or disk cache) yields a `HostBatch`: uint8 images on the
-host plus, with ``decode="gpu"``, JPEG bytes still to decode. The *transfer* stage turns it into
-a `DeviceBatch` (uint8 on the loader's device), which the *finish* stage augments.
+host plus, with ``decode="gpu"``, the batch's JPEG files as one byte buffer still to decode.
+The *transfer* stage turns it into a `DeviceBatch` (uint8 on the loader's device), which the
+*finish* stage augments.
+
+Bad files (``on_error="skip"``): a failed sample leaves its batch with its label ("shrink",
+Keras' behaviour, the rule in a single process), or, under ``torch.distributed``
+(``num_replicas > 1``), is *replaced* so that every rank runs the same number of steps with the
+same batch shapes whatever files fail (an all-reduce would hang otherwise): the j-th failed
+sample of a batch becomes a copy of the batch's j-th good sample (cyclically), appended after
+the good ones; a batch with no good sample at all becomes ``b`` copies of the first good
+sample after its first index (``i + 1, i + 2, ...`` modulo ``n``). Both rules depend only on
+which files fail, so a replayed batch is the same batch; the failures are listed in
+``loader.last_skipped`` either way.
 """
 
 from __future__ import annotations
@@ -10,11 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from gpuaug.image import ImageLoadError
 
-__all__ = ["DeviceBatch", "HostBatch", "settle_failures"]
+__all__ = [
+    "SKIP_RULES",
+    "DeviceBatch",
+    "HostBatch",
+    "fill_positions",
+    "next_good",
+    "settle_failures",
+]
+
+#: ``"shrink"``: drop failed samples (single process); ``"replace"``: keep the shape (DDP).
+SKIP_RULES = ("shrink", "replace")
 
 
 @dataclass
@@ -25,20 +47,28 @@ class HostBatch:
         indices: ``(b,)`` int64 CPU: the data set indices of the samples that did not fail, in
             batch order.
         images: ``(k, C, H, W)`` uint8 CPU, the decoded images, or ``None`` when ``k == 0``.
-        image_pos: ``(k,)`` int64 CPU: the row of ``indices`` each image belongs to.
-        jpegs: the encoded JPEGs still to decode (``decode="gpu"``), ``(nbytes,)`` uint8 each.
-        jpeg_pos: the row of ``indices`` each JPEG belongs to.
+        image_pos: the row of ``indices`` each image belongs to (``k`` ints).
+        jpeg_data: the encoded JPEGs still to decode (``decode="gpu"``), concatenated: one
+            ``(nbytes,)`` uint8 CPU tensor per batch (one shared-memory file descriptor, not
+            one per file), or ``None``.
+        jpeg_offsets: ``(m + 1,)`` int64 CPU: JPEG ``i`` is ``jpeg_data[o[i]:o[i + 1]]``.
+        jpeg_pos: the row of ``indices`` each JPEG belongs to (``m`` ints).
         orient: the EXIF orientation of each JPEG.
         failures: ``[(index, reason), ...]`` of the samples that failed.
+        on_copied: called (with no argument) once the transfer stage has queued the copy of
+            ``images`` to the device (a pinned staging buffer is then free to reuse after the
+            copy); ``None`` if nothing to do.
     """
 
     indices: torch.Tensor
     images: torch.Tensor | None
-    image_pos: torch.Tensor
-    jpegs: list[torch.Tensor] = field(default_factory=list)
+    image_pos: list[int]
+    jpeg_data: torch.Tensor | None = None
+    jpeg_offsets: torch.Tensor | None = None
     jpeg_pos: list[int] = field(default_factory=list)
     orient: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    on_copied: Any = None
 
     @classmethod
     def decoded(
@@ -46,19 +76,35 @@ class HostBatch:
         indices: torch.Tensor,
         images: torch.Tensor | None,
         failures: list[tuple[int, str]],
+        on_copied: Any = None,
     ) -> HostBatch:
         """A batch whose images are all decoded, row ``i`` for ``indices[i]``."""
+        b = len(indices)
         return cls(
             indices=indices,
-            images=images if images is not None and len(indices) else None,
-            image_pos=torch.arange(len(indices)),
+            images=images if images is not None and b else None,
+            image_pos=list(range(b)),
             failures=failures,
+            on_copied=on_copied,
         )
 
+    @property
+    def num_jpegs(self) -> int:
+        return len(self.jpeg_pos)
+
+    def jpegs(self) -> list[torch.Tensor]:
+        """The JPEG files as views into :attr:`jpeg_data` (no copy)."""
+        if self.jpeg_data is None:
+            return []
+        o = self.jpeg_offsets.numpy()
+        return [self.jpeg_data[int(o[i]) : int(o[i + 1])] for i in range(len(o) - 1)]
+
     def pin_memory(self) -> HostBatch:
-        """The DataLoader's pin-memory hook: pins the images (not the JPEG bytes)."""
+        """The DataLoader's pin-memory hook: pins the images and indices, not the JPEG bytes
+        (nvJPEG reads host memory itself)."""
         if self.images is not None:
             self.images = self.images.pin_memory()
+        self.indices = self.indices.pin_memory()
         return self
 
 
@@ -68,10 +114,12 @@ class DeviceBatch(NamedTuple):
     Attributes:
         images: ``(b, C, H, W)`` uint8 on the device.
         indices: ``(b,)`` int64 CPU: the data set index of each row.
+        labels: ``(b,)`` int64 on the device: the class index of each row.
     """
 
     images: torch.Tensor
     indices: torch.Tensor
+    labels: torch.Tensor
 
 
 def settle_failures(
@@ -88,3 +136,28 @@ def settle_failures(
         index, reason = min(bad)
         raise ImageLoadError(dataset.samples[index][0], reason)
     failures.extend(bad)
+
+
+def fill_positions(kept: int, size: int) -> list[int]:
+    """The rows that replace a batch's failed samples: ``[j % kept for j in range(size - kept)]``.
+
+    Row ``kept + j`` of the filled batch is a copy of row ``j % kept`` (see the module
+    docstring); empty when nothing failed.
+    """
+    if kept <= 0 or kept >= size:
+        return []
+    return [j % kept for j in range(size - kept)]
+
+
+def next_good(start: int, good: np.ndarray) -> int:
+    """The first ``i`` in ``start + 1, start + 2, ...`` (modulo ``n``) with ``good[i]``.
+
+    Raises:
+        ValueError: no good sample at all.
+    """
+    n = len(good)
+    order = (np.arange(1, n + 1) + start) % n
+    hits = order[good[order]]
+    if len(hits) == 0:
+        raise ValueError("every sample of the data set failed to load; nothing to train on")
+    return int(hits[0])

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from gpuaug.augment import AugmentParams, GPUAugment
+from gpuaug.augment import AugmentParams, GPUAugment, sample_params
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import encode_targets
 from gpuaug.stages.batch import DeviceBatch
@@ -50,9 +50,14 @@ def augment_module(
 class Finisher:
     """Augments a `DeviceBatch` with its own seeded generator and encodes its targets.
 
+    The augmentation parameters are drawn from a *CPU* ``torch.Generator`` seeded with the
+    batch's seed (``B x 12`` uniforms, copied to the device from pinned memory without a
+    sync), so a seeded batch gets the same parameters on every device: a GPU run can be
+    checked against the CPU sample for sample.
+
     Args:
         augment: the `GPUAugment` (on ``device``).
-        dataset: the data set (``targets``, ``class_mode``, ``num_classes``; or its own
+        dataset: the data set (``class_mode``, ``num_classes``; or its own
             ``batch_outputs(x, indices)``, which then makes the whole output).
         device: the loader's device.
     """
@@ -61,17 +66,29 @@ class Finisher:
         self.augment = augment
         self.dataset = dataset
         self.device = device
+        self.generator = torch.Generator()  # CPU: the draws do not depend on the device
+        self.classes = torch.arange(int(dataset.num_classes or 0), device=device)
         # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
         # builds them itself from the augmented images and the batch's indices.
         self.outputs = getattr(dataset, "batch_outputs", None)
-        if self.outputs is None:
-            self.targets = torch.as_tensor(list(dataset.targets), dtype=torch.int64)
-        self.generator = torch.Generator(device=device)
+
+    def params(self, images: torch.Tensor, seed: int) -> AugmentParams:
+        """The augmentation parameters of a batch, drawn from a CPU generator seeded ``seed``."""
+        b, _, h, w = images.shape
+        g = self.generator.manual_seed(seed)
+        return sample_params(self.augment.config, b, h, w, generator=g, device=self.device)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The targets of ``class_mode`` from class indices on the device, without a sync
+        (``F.one_hot`` reads the largest index back to the host to check it)."""
+        mode = self.dataset.class_mode
+        if mode == "categorical":
+            return (labels[:, None] == self.classes).to(torch.float32)
+        return encode_targets(labels, mode, self.dataset.num_classes)
 
     def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentParams]:
         """``(x, y)`` (or ``x``, per ``class_mode``) and the params drawn with ``seed``."""
-        g = self.generator.manual_seed(seed)
-        params = self.augment.sample_params(batch.images, generator=g)
+        params = self.params(batch.images, seed)
         x = self.augment.apply(batch.images, params)
         if self.outputs is not None:
             return self.outputs(x, batch.indices), params
@@ -80,6 +97,4 @@ class Finisher:
             return x, params
         if mode == "input":
             return (x, x), params
-        cls = self.targets[batch.indices].to(self.device, non_blocking=True)
-        y = encode_targets(cls, mode, self.dataset.num_classes)
-        return (x, y), params
+        return (x, self.targets(batch.labels)), params

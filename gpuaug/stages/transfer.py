@@ -1,13 +1,17 @@
 """The transfer stage: host batches to the device, one batch ahead, on a side CUDA stream.
 
-:func:`to_device` turns a `HostBatch` into a `DeviceBatch` (copy, nvJPEG decode for
-``decode="gpu"``, ``on_error``); :class:`Prefetcher` runs it for batch k+1 on its own CUDA
-stream (created once per loader) while batch k is in use, and makes the consumer's stream wait
-on the copy (timm's PrefetchLoader, without its known bugs).
+:func:`to_device` turns a `HostBatch` into a `DeviceBatch` (asynchronous copies from pinned
+memory, the nvJPEG decode for ``decode="gpu"``, ``on_error``); :class:`Prefetcher` runs it
+for batch k+1 on its own CUDA stream (created once per loader) while batch k is in use, and
+makes the consumer's stream wait on the copy (timm's PrefetchLoader, without its known bugs).
+:class:`PinnedRing` holds the few reusable pinned buffers a host or disk cache gathers into.
+
+On the CPU (``device="cpu"``) nothing is copied: the host batch is the device batch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -16,13 +20,31 @@ import torch
 from gpuaug.stages.batch import DeviceBatch, HostBatch, settle_failures
 from gpuaug.stages.jpeg_decode import decode_jpegs
 
-__all__ = ["Prefetcher", "to_device"]
+__all__ = ["PinnedRing", "Prefetcher", "host_to_device", "to_device"]
+
+
+def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (CPU) on ``device`` without making the host wait.
+
+    To CUDA: from pinned memory (pinned here if it is not) with ``non_blocking=True``; the
+    caching host allocator keeps a pinned block alive until its copy has run. Anything else:
+    a plain ``to``.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        if not t.is_pinned():
+            with torch.cuda.device(device):
+                t = t.pin_memory()
+        return t.to(device, non_blocking=True)
+    return t.to(device)
 
 
 def to_device(
     raw: HostBatch,
     dataset: Any,
     failures: list[tuple[int, str]],
+    targets: torch.Tensor,
     decode_device: torch.device,
     device: torch.device | None = None,
 ) -> DeviceBatch | None:
@@ -32,6 +54,7 @@ def to_device(
         raw: the host batch.
         dataset: the data set (``on_error``, ``samples``; see `gpuaug.stages`).
         failures: the epoch's list of skipped samples (extended with this batch's).
+        targets: ``(n,)`` int64 CPU, the class index of every sample.
         decode_device: where JPEGs are decoded (the loader's device).
         device: where the batch goes (default ``decode_device``).
 
@@ -46,16 +69,79 @@ def to_device(
     bad = list(raw.failures)
     images = raw.images
     if images is not None:
-        where = decode_device if raw.jpegs else device
-        images = images.to(where, non_blocking=True)
-    if raw.jpegs:
+        images = host_to_device(images, decode_device if raw.jpeg_data is not None else device)
+    if raw.on_copied is not None:
+        raw.on_copied()
+    if raw.jpeg_data is not None:
         images, indices, jpeg_bad = decode_jpegs(raw, images, dataset, decode_device)
         images = images.to(device)
         bad += jpeg_bad
     settle_failures(bad, dataset, failures)
     if images is None or len(indices) == 0:
         return None
-    return DeviceBatch(images, indices)
+    labels = host_to_device(targets.index_select(0, indices), device)
+    return DeviceBatch(images, indices, labels)
+
+
+class PinnedRing:
+    """A few reusable pinned host buffers, each reused only once its last copy has run.
+
+    A host or disk cache gathers each batch straight into one (``index_select(out=...)``,
+    one CPU copy), the transfer stage copies it to the device, and :meth:`release` records an
+    event on the copying stream; the buffer's next :meth:`acquire` waits for that event (it
+    has normally long passed: the ring is ``size`` batches deep).
+
+    Args:
+        device: the CUDA device the buffers serve (their pinned memory is registered there).
+        size: how many buffers (2-3: one being filled, one being copied, one spare).
+        pin: pin the buffers (False only in tests on machines without CUDA).
+        event_factory: makes the event that guards a buffer (default ``torch.cuda.Event``).
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        size: int = 3,
+        *,
+        pin: bool = True,
+        event_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.device = device
+        self.size = size
+        self.pin = pin
+        self.event_factory = event_factory or torch.cuda.Event
+        self.buffers: list[torch.Tensor | None] = [None] * size
+        self.events: list[Any] = [None] * size
+        self._next = 0
+
+    def acquire(self, shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+        """A buffer of ``shape`` (a view of the next ring slot), free to overwrite."""
+        i = self._next
+        self._next = (i + 1) % self.size
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+            self.events[i] = None
+        n = math.prod(shape)
+        buf = self.buffers[i]
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            if self.pin:
+                with torch.cuda.device(self.device):
+                    buf = torch.empty(n, dtype=dtype, pin_memory=True)
+            else:
+                buf = torch.empty(n, dtype=dtype)
+            self.buffers[i] = buf
+        self._last = i
+        return buf[:n].view(shape)
+
+    def release(self, stream: Any = None) -> None:
+        """Marks the last acquired buffer as in use until the work queued now on ``stream``
+        (default: the current stream) has run."""
+        event = self.event_factory()
+        if stream is None:
+            event.record()
+        else:
+            event.record(stream)
+        self.events[self._last] = event
 
 
 class _Deferred(NamedTuple):
@@ -78,7 +164,10 @@ class Prefetcher:
         raw_batches: Iterator[HostBatch],
         load: Callable[[HostBatch], DeviceBatch | None],
     ) -> Iterator[DeviceBatch | None]:
-        """Device batches; batch k+1 is loaded (side stream) before batch k is handed out."""
+        """Device batches; batch k+1 is loaded (side stream) before batch k is handed out.
+
+        Closing this generator closes ``raw_batches`` (its worker processes stop).
+        """
         stream = self.stream
 
         def on_stream(raw: HostBatch) -> DeviceBatch | None:
@@ -98,14 +187,20 @@ class Prefetcher:
             except Exception as exc:
                 return _Deferred(exc)
 
-        pending = fetch()
-        while pending is not end:
-            if isinstance(pending, _Deferred):
-                raise pending.error
-            if stream is not None and pending is not None:
-                current = torch.cuda.current_stream(self.device)
-                current.wait_stream(stream)
-                pending.images.record_stream(current)
-            ready = pending
+        try:
             pending = fetch()
-            yield ready
+            while pending is not end:
+                if isinstance(pending, _Deferred):
+                    raise pending.error
+                if stream is not None and pending is not None:
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_stream(stream)
+                    pending.images.record_stream(current)
+                    pending.labels.record_stream(current)
+                ready = pending
+                pending = fetch()
+                yield ready
+        finally:
+            close = getattr(raw_batches, "close", None)
+            if close is not None:
+                close()

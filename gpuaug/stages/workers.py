@@ -8,13 +8,14 @@ worker (`WorkerCrashError` naming the file it was reading) and of shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from gpuaug.decode import is_jpeg, jpeg_orientation, read_file_bytes
 from gpuaug.image import ImageLoadError
@@ -76,7 +77,12 @@ class WorkerView(Dataset):
 
 
 def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
-    """Worker-side collate: stack the decoded images (into shared memory), list the rest."""
+    """Worker-side collate: stack the decoded images, concatenate the JPEG files.
+
+    Every tensor of the result travels to the main process as one shared-memory file
+    descriptor, so a batch costs a handful of them whatever its size (one per JPEG file
+    exhausted ``ulimit -n`` at batch 256 with 4 workers).
+    """
     indices, images, image_pos, jpegs, jpeg_pos, orient, failures = [], [], [], [], [], [], []
     for kind, index, payload, extra in items:
         if kind == _FAILED:
@@ -91,11 +97,17 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
             jpegs.append(payload)
             jpeg_pos.append(pos)
             orient.append(extra)
+    jpeg_data = jpeg_offsets = None
+    if jpegs:
+        jpeg_data = torch.cat(jpegs)
+        sizes = torch.tensor([0] + [len(j) for j in jpegs], dtype=torch.int64)
+        jpeg_offsets = sizes.cumsum(0)
     return HostBatch(
         indices=torch.tensor(indices, dtype=torch.int64),
-        images=default_collate(images) if images else None,
-        image_pos=torch.tensor(image_pos, dtype=torch.int64),
-        jpegs=jpegs,
+        images=torch.stack(images) if images else None,
+        image_pos=image_pos,
+        jpeg_data=jpeg_data,
+        jpeg_offsets=jpeg_offsets,
         jpeg_pos=jpeg_pos,
         orient=orient,
         failures=failures,
@@ -113,7 +125,7 @@ class EpochView:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[list[int]]:
-        return (idx.tolist() for _, idx in self.sampler.epoch_batches(self.epoch))
+        return (idx.numpy().tolist() for _, idx in self.sampler.epoch_batches(self.epoch))
 
 
 class _Chunks:
@@ -129,8 +141,32 @@ class _Chunks:
         return (list(range(i, min(i + self.size, self.n))) for i in range(0, self.n, self.size))
 
 
+class _FixedEpoch:
+    """Batch sampler of one given epoch (an iteration that runs its own worker processes)."""
+
+    def __init__(self, sampler: EpochBatchSampler, epoch: int) -> None:
+        self.sampler, self.epoch = sampler, epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (idx.numpy().tolist() for _, idx in self.sampler.epoch_batches(self.epoch))
+
+
+def _stop(iterator: Any) -> None:
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
 class WorkerPool:
     """The worker processes of one loader: batches for an epoch, or every sample once.
+
+    One persistent set of workers serves the epochs; it belongs to one iteration at a time.
+    An iteration that starts while another holds it (``next(iter(loader))`` inside
+    ``for x, y in loader``, or ``zip(iter(loader), iter(loader))``) runs its own worker
+    processes, started for it and stopped when it ends or is dropped, so neither loses a
+    sample. With ``num_workers=0`` the samples are read in the main process, no DataLoader.
 
     Args:
         dataset: the data set (see `gpuaug.stages`).
@@ -139,7 +175,8 @@ class WorkerPool:
         num_workers: processes (0: in the main process).
         prefetch_factor, timeout: as `gpuaug.LoaderConfig`.
         seed: seeds the DataLoader's own generator (worker seeds).
-        pin_memory: let the DataLoader pin the batches (CUDA).
+        device: the loader's device; with CUDA the batches are pinned (by the DataLoader's
+            pin-memory thread, made current on this device, not on GPU 0).
     """
 
     def __init__(
@@ -152,31 +189,33 @@ class WorkerPool:
         prefetch_factor: int,
         timeout: float,
         seed: int,
-        pin_memory: bool,
+        device: torch.device,
     ) -> None:
         self.dataset = dataset
+        self.sampler = sampler
         self.decode = decode
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor
         self.timeout = timeout
         self.seed = seed
-        self.pin_memory = pin_memory
+        self.device = device
+        self.pin_memory = device.type == "cuda"
         self.slots = multiprocessing.RawArray("q", [-1] * num_workers) if num_workers else None
         self._epoch_view = EpochView(sampler)
         self._dataloader: DataLoader | None = None
+        self._owner: object | None = None  # the iteration holding the persistent workers
+        self._others: dict[int, Any] = {}  # iterators of iterations with their own workers
 
     def view(self) -> WorkerView:
         """The per-sample reader the workers run (also used in the main process by replay)."""
         return WorkerView(self.dataset, self.decode, self.slots)
 
+    def _on_device(self) -> Any:
+        if self.pin_memory:
+            return torch.cuda.device(self.device)
+        return contextlib.nullcontext()
+
     def _make_dataloader(self, batch_sampler: Any, persistent: bool) -> DataLoader:
-        kwargs: dict[str, Any] = {}
-        if self.num_workers:
-            kwargs.update(
-                prefetch_factor=self.prefetch_factor,
-                persistent_workers=persistent,
-                timeout=self.timeout,
-            )
         return DataLoader(
             self.view(),
             batch_sampler=batch_sampler,
@@ -184,25 +223,66 @@ class WorkerPool:
             collate_fn=collate,
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(self.seed % 2**63),
-            **kwargs,
+            prefetch_factor=self.prefetch_factor,
+            persistent_workers=persistent,
+            timeout=self.timeout,
         )
 
+    def _in_main_process(self, batches: Iterator[list[int]]) -> Iterator[HostBatch]:
+        view = self.view()
+        for idx in batches:
+            raw = collate([view[i] for i in idx])
+            if self.pin_memory:
+                with self._on_device():
+                    raw = raw.pin_memory()
+            yield raw
+
     def epoch_batches(self, epoch: int) -> Iterator[HostBatch]:
-        """The batches of ``epoch``, from the persistent workers (started on first use)."""
-        if self._dataloader is None:
-            self._dataloader = self._make_dataloader(self._epoch_view, persistent=True)
-        self._epoch_view.epoch = epoch
-        yield from self._guarded(iter(self._dataloader))
+        """The batches of ``epoch`` (a generator: close it to stop its workers early)."""
+        if not self.num_workers:
+            yield from self._in_main_process(iter(_FixedEpoch(self.sampler, epoch)))
+            return
+        token = object()
+        if self._owner is None:
+            self._owner = token
+            if self._dataloader is None:
+                self._dataloader = self._make_dataloader(self._epoch_view, persistent=True)
+            self._epoch_view.epoch = epoch
+            dl = self._dataloader
+        else:
+            dl = self._make_dataloader(_FixedEpoch(self.sampler, epoch), persistent=False)
+        iterator = None
+        completed = False
+        try:
+            with self._on_device():  # the pin-memory thread takes the current device
+                iterator = iter(dl)
+            if self._owner is not token:
+                self._others[id(token)] = iterator
+            yield from self._guarded(iterator)
+            completed = True
+        finally:
+            if self._owner is token:
+                self._owner = None
+                if not completed:  # left early: stop the workers now
+                    self._stop_persistent()
+            else:
+                self._others.pop(id(token), None)
+                _stop(iterator)
 
     def all_batches(self, batch_size: int) -> Iterator[HostBatch]:
         """Every sample once, in order (to build a cache), from workers stopped at the end."""
-        dl = self._make_dataloader(_Chunks(len(self.dataset), batch_size), persistent=False)
-        iterator = iter(dl)
+        chunks = _Chunks(len(self.dataset), batch_size)
+        if not self.num_workers:
+            yield from self._in_main_process(iter(chunks))
+            return
+        dl = self._make_dataloader(chunks, persistent=False)
+        iterator = None
         try:
+            with self._on_device():
+                iterator = iter(dl)
             yield from self._guarded(iterator)
         finally:
-            if hasattr(iterator, "_shutdown_workers"):
-                iterator._shutdown_workers()
+            _stop(iterator)
 
     def _guarded(self, iterator: Any) -> Iterator[HostBatch]:
         """Batches from a DataLoader iterator; a dead worker becomes a WorkerCrashError."""
@@ -215,7 +295,7 @@ class WorkerPool:
                 crash = self._crash_error(iterator, exc)
                 if crash is None:
                     raise
-                self.shutdown(iterator)
+                _stop(iterator)
                 raise crash from exc
             yield raw
 
@@ -249,15 +329,21 @@ class WorkerPool:
             paths,
         )
 
-    def shutdown(self, iterator: Any = None) -> None:
-        """Stops the worker processes now; the next epoch starts new ones."""
+    def _stop_persistent(self) -> None:
         dl, self._dataloader = self._dataloader, None
-        its = [iterator, getattr(dl, "_iterator", None) if dl is not None else None]
         if dl is not None:
+            _stop(getattr(dl, "_iterator", None))
             dl._iterator = None
-        for it in its:
-            if it is not None and hasattr(it, "_shutdown_workers"):
-                it._shutdown_workers()
+        if self.slots is not None:
+            for i in range(len(self.slots)):
+                self.slots[i] = -1
+
+    def shutdown(self) -> None:
+        """Stops every worker process now; the next epoch starts new ones."""
+        self._stop_persistent()
+        for it in list(self._others.values()):
+            _stop(it)
+        self._others.clear()
         if self.slots is not None:
             for i in range(len(self.slots)):
                 self.slots[i] = -1
