@@ -196,6 +196,7 @@ class GPULoader:
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
         self.saver: Any = None  # a gpuaug.saving.BatchSaver (save_to_dir), set by its caller
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
+        self._endless: Iterator[Any] | None = None  # next(loader), as Keras' iterators
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
@@ -298,6 +299,17 @@ class GPULoader:
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
         return self._run(self.sampler.epoch, self.sampler._set_count)
+
+    def __next__(self) -> Any:
+        """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
+        ``for`` loop over the loader, by contrast, runs one epoch)."""
+        if self._endless is None:
+            self._endless = self._epochs()
+        return next(self._endless)
+
+    def _epochs(self) -> Iterator[Any]:
+        while True:
+            yield from self
 
     def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
         failures: list[tuple[int, str]] = []

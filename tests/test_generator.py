@@ -235,3 +235,16 @@ def test_equal_shift_ranges_do_not_warn_but_different_ones_do(monkeypatch):
         _gen(width_shift_range=0.2, height_shift_range=0.2)
     with pytest.warns(UserWarning, match="Keras' code swaps them"):
         _gen(width_shift_range=0.2, height_shift_range=0.1)
+
+
+@pytest.mark.keras
+def test_next_on_the_loader_runs_on_across_epochs_as_keras(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 2}, size=(8, 8))
+    kw = dict(target_size=(8, 8), batch_size=2, class_mode="sparse", shuffle=False)
+    k = KerasIDG().flow_from_directory(tmp_path, **kw)
+    g = _gen().flow_from_directory(tmp_path, num_workers=0, **kw)
+    for _ in range(4):  # 3 batches per epoch: the 4th is the next epoch's first
+        (kx, ky), (gx, gy) = next(k), next(g)
+        np.testing.assert_array_equal(gx.permute(0, 2, 3, 1).numpy(), kx)
+        np.testing.assert_array_equal(gy.numpy(), ky)
+    assert g.epoch == 1
