@@ -127,7 +127,10 @@ class GPULoader:
     Attributes:
         dataset, augment (a `GPUAugment` on :attr:`device`), config, sampler (the
         `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its ``set_epoch``),
-        device, seed, cache (an `ImageCache` or ``None``).
+        device, seed, cache (an `ImageCache` or ``None``). Keras' iterator names too: ``n``,
+        ``samples``, ``filenames``, ``filepaths``, ``classes`` (per-sample class indices),
+        ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``), ``batch_index``; and
+        ``next(loader)`` runs on across epochs as a Keras iterator does.
 
     Shape:
         each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
