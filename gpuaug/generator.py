@@ -46,8 +46,9 @@ from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.loader import GPULoader
 from gpuaug.loader_config import LoaderConfig, dtype_name
+from gpuaug.validation import note, share_stats, validation_module
 
-__all__ = ["ImageDataGenerator", "deterministic_config"]
+__all__ = ["ImageDataGenerator"]
 
 _README = "README.md, 'Where we differ from Keras'"
 _WARNED: set[str] = set()
@@ -61,17 +62,6 @@ _DIFFERENT = {
     "different ranges the images differ from Keras'",
 }
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_RANDOM_FIELDS = {
-    "rotation_range": 0,
-    "width_shift_range": 0.0,
-    "height_shift_range": 0.0,
-    "brightness_range": None,
-    "shear_range": 0.0,
-    "zoom_range": 0.0,
-    "channel_shift_range": 0.0,
-    "horizontal_flip": False,
-    "vertical_flip": False,
-}
 
 
 def _warn_once(name: str) -> None:
@@ -83,11 +73,6 @@ def _warn_once(name: str) -> None:
         UserWarning,
         stacklevel=4,
     )
-
-
-def deterministic_config(config: AugmentConfig) -> AugmentConfig:
-    """``config`` with every random stage off; rescale, preprocessing and normalisation kept."""
-    return dataclasses.replace(config, **_RANDOM_FIELDS)
 
 
 def _output_dtype(dtype: Any) -> torch.dtype:
@@ -216,7 +201,7 @@ class ImageDataGenerator:
         self.augment.to(images.device)
         self.augment.fit(images, augment=augment, rounds=rounds, generator=generator)
         for module in list(self._validation):
-            _share_stats(self.augment, module)
+            share_stats(self.augment, module)
 
     def standardize(self, x: Any) -> Any:
         """Keras' ``standardize``: preprocessing, rescale and normalisation of an image or a
@@ -277,16 +262,10 @@ class ImageDataGenerator:
             raise TypeError(f"`augment` must be a bool or None; got {augment!r}")
         if augment:
             return self.augment, []
-        module = GPUAugment(deterministic_config(self.config), dtype=self.dtype)
-        _share_stats(self.augment, module)
+        module = validation_module(self.augment)
         self._validation.add(module)
         why = "subset='validation'" if subset == "validation" else "augment=False"
-        note = (
-            f"random augmentation off ({why}): only the deterministic stages run (rescale, "
-            "preprocessing_function, normalisation with the fitted statistics); pass "
-            "augment=True to turn it on"
-        )
-        return module, [note]
+        return module, [note(why, "pass augment=True")]
 
     def _loader(
         self,
@@ -520,11 +499,6 @@ class ImageDataGenerator:
             options=options,
             save=(save_to_dir, save_prefix, save_format),
         )
-
-
-def _share_stats(source: GPUAugment, target: GPUAugment) -> None:
-    for name in ("mean", "std", "zca_matrix"):
-        setattr(target, name, getattr(source, name))
 
 
 def _array_cache(nbytes: int, device: torch.device) -> str:

@@ -77,6 +77,7 @@ from gpuaug.stages.cache_source import CacheSource, build_cache
 from gpuaug.stages.finish import Finisher, augment_module
 from gpuaug.stages.transfer import Prefetcher, host_to_device, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.validation import note, validation_module
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -525,6 +526,7 @@ def flow_from_directory(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     keep_aspect_ratio: bool = False,
+    augment_validation: bool = False,
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -552,6 +554,9 @@ def flow_from_directory(
         dtype: output float dtype.
         keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
             resizing, as Keras (``decode="cpu"`` only).
+        augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
+            by default it runs only the deterministic stages of ``augment`` (rescale,
+            preprocessing, normalisation with the fitted statistics; `gpuaug.validation`).
 
     Returns:
         A :class:`GPULoader`.
@@ -602,4 +607,12 @@ def flow_from_directory(
         dtype=dtype_name(dtype),
         progress=progress,
     )
-    return GPULoader(dataset, module, config)
+    if not isinstance(augment_validation, bool):
+        raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
+    notes = []
+    if subset == "validation" and not augment_validation:
+        module = validation_module(module)
+        notes.append(note("subset='validation'", "pass augment_validation=True"))
+    loader = GPULoader(dataset, module, config)
+    loader.augment_notes = notes
+    return loader
