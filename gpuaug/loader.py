@@ -527,6 +527,7 @@ def flow_from_directory(
     progress: bool = True,
     keep_aspect_ratio: bool = False,
     augment_validation: bool = False,
+    augment_seed: int | None = None,
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -557,6 +558,8 @@ def flow_from_directory(
         augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
             by default it runs only the deterministic stages of ``augment`` (rescale,
             preprocessing, normalisation with the fitted statistics; `gpuaug.validation`).
+        augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
+            ``None``: ``seed`` seeds both.
 
     Returns:
         A :class:`GPULoader`.
@@ -606,6 +609,7 @@ def flow_from_directory(
         device=str(device) if device is not None else None,
         dtype=dtype_name(dtype),
         progress=progress,
+        augment_seed=augment_seed,
     )
     if not isinstance(augment_validation, bool):
         raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")

@@ -73,3 +73,14 @@ def test_augment_validation_must_be_a_bool(tmp_path):
     write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
     with pytest.raises(TypeError, match="`augment_validation` must be a bool"):
         _loader(tmp_path, subset="validation", augment_validation="yes")
+
+
+def test_augment_seed_reseeds_the_augmentation_but_not_the_order(tmp_path):
+    write_tree(tmp_path, {"a": 4, "b": 4}, size=(8, 8))
+    kw = dict(augment=AUG, target_size=(8, 8), num_workers=0, device="cpu", seed=3)
+    base = gpuaug.flow_from_directory(tmp_path, **kw)
+    other = gpuaug.flow_from_directory(tmp_path, augment_seed=11, **kw)
+    (xa, ya), (xb, yb) = next(iter(base)), next(iter(other))
+    assert torch.equal(base.replay(0, 0).indices, other.replay(0, 0).indices)
+    assert torch.equal(ya, yb) and not torch.equal(xa, xb)
+    assert base.augment_seed(0, 0) != other.augment_seed(0, 0)
