@@ -1,6 +1,6 @@
 """Benchmark harness: gpuaug against Keras' ImageDataGenerator, torchvision and albumentations.
 
-Run from the repository root (``benchmarks`` is not installed by pip)::
+From the repository root, or from an installed wheel (where it is ``gpuaug.benchmarks``)::
 
     python -m benchmarks.bench --help
     gpuaug bench --help

@@ -46,8 +46,8 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 import torch  # noqa: E402
 
-from benchmarks import data as bench_data  # noqa: E402
-from benchmarks import pipelines as P
+from . import data as bench_data  # noqa: E402
+from . import pipelines as P  # noqa: E402
 
 __all__ = ["BenchConfig", "GRIDS", "build_parser", "machine_info", "main", "run"]
 
@@ -469,7 +469,7 @@ def run(config: BenchConfig) -> dict:
     Raises:
         ValueError: if the device is cuda without CUDA, or a setting is out of range.
     """
-    from benchmarks import report
+    from . import report
 
     device, grid_name, workers, grid = _resolve(config)
     machine = machine_info(device)
@@ -752,7 +752,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add(
         "--out",
         help="output JSON path; .md, .png and -profile.txt are written beside it "
-        "(default: benchmarks/results/<cpu|cuda>.json)",
+        "(default: benchmarks/results/<cpu|cuda>.json in a checkout, else "
+        "./gpuaug-bench/<cpu|cuda>.json)",
     )
     return parser
 
@@ -785,7 +786,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
     """Write ``out`` (JSON), and beside it the Markdown, the PNG and the profile table."""
-    from benchmarks import report
+    from . import report
 
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -802,9 +803,15 @@ def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
     return paths
 
 
+def default_results_dir() -> Path:
+    """``benchmarks/results`` in a checkout; ``./gpuaug-bench`` from an installed wheel (which
+    ships the harness without its results folder)."""
+    return RESULTS_DIR if RESULTS_DIR.is_dir() else Path.cwd() / "gpuaug-bench"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    from benchmarks import report
+    from . import report
 
     # Through the CLI (`gpuaug bench ...`) the usage line should name that command.
     via_cli = Path(sys.argv[0]).name == "gpuaug"
@@ -820,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     out = (
         Path(args.out)
         if args.out
-        else RESULTS_DIR / f"{torch.device(doc['settings']['device']).type}.json"
+        else default_results_dir() / f"{torch.device(doc['settings']['device']).type}.json"
     )
     paths = write_outputs(doc, out)
     print(report.render_markdown(doc, png_name=paths["png"].name))

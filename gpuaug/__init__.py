@@ -5,9 +5,12 @@ pipeline draws fresh random affine parameters per sample and warps the whole bat
 device in one pass.
 """
 
+from gpuaug.arrays import ArrayDataset
 from gpuaug.augment import AugmentParams, FitStats, GPUAugment, apply, sample_params, standardize
 from gpuaug.config import AugmentConfig, load_config
+from gpuaug.dataframe import DataFrameDataset
 from gpuaug.dataset import DirectoryDataset
+from gpuaug.generator import ImageDataGenerator
 from gpuaug.image import ImageLoadError
 from gpuaug.loader import (
     GPULoader,
@@ -21,13 +24,16 @@ from gpuaug.sampler import EpochBatchSampler
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrayDataset",
     "AugmentConfig",
     "AugmentParams",
+    "DataFrameDataset",
     "DirectoryDataset",
     "EpochBatchSampler",
     "FitStats",
     "GPUAugment",
     "GPULoader",
+    "ImageDataGenerator",
     "ImageLoadError",
     "LoaderConfig",
     "ReplayBatch",

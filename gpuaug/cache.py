@@ -166,7 +166,7 @@ def image_checksums(images: np.ndarray) -> np.ndarray:
 
 
 def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
-    return {
+    settings = {
         "version": CACHE_VERSION,
         "root": str(Path(dataset.root).resolve()),
         "target_size": list(dataset.target_size),
@@ -175,6 +175,9 @@ def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
         "decoder": decoder,
         "classes": list(dataset.classes),
     }
+    if getattr(dataset, "keep_aspect_ratio", False):  # only when on: older caches stay valid
+        settings["keep_aspect_ratio"] = True
+    return settings
 
 
 def cache_key(dataset: Any, decoder: str = "cpu") -> str:

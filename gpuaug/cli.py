@@ -74,11 +74,14 @@ PNG. Normalisation (rescale, centring, ZCA) is not shown.
 
 _BENCH_EPILOG = """\
 All arguments after `bench` go to benchmarks/bench.py; run `gpuaug bench --help` for them.
-The benchmarks live in the repository checkout, not in the installed package.
+In a repository checkout it runs benchmarks/bench.py (results in benchmarks/results/); from an
+installed wheel, the packaged copy gpuaug.benchmarks (results in ./gpuaug-bench/).
 """
 
 _BENCH_MISSING = (
-    "gpuaug bench needs the repository checkout (benchmarks/ not found next to the package)"
+    "gpuaug bench: the benchmark harness was not found (benchmarks/ not found next to the "
+    "package, and no gpuaug/benchmarks/ inside it); reinstall gpuaug from its wheel or run "
+    "from the repository checkout"
 )
 
 
@@ -175,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="run the benchmark harness (benchmarks/bench.py; needs the repository checkout)",
-        description="Run benchmarks/bench.py from the repository checkout.",
+        help="run the benchmark harness (benchmarks/bench.py, shipped in the wheel)",
+        description="Run the benchmark harness (benchmarks/bench.py).",
         epilog=_BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
@@ -403,18 +406,28 @@ def _preview(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench
 
 
-def _bench(argv: list[str]) -> int:
+def _bench_module():
+    """The harness: the checkout's ``benchmarks.bench`` next to the package (where the
+    results are committed), else the installed wheel's ``gpuaug.benchmarks.bench``."""
     import gpuaug
 
     root = Path(gpuaug.__file__).resolve().parent.parent
-    if not (root / "benchmarks").is_dir():
+    if (root / "benchmarks" / "bench.py").is_file():
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        name = "benchmarks.bench"
+    elif (Path(gpuaug.__file__).resolve().parent / "benchmarks" / "bench.py").is_file():
+        name = "gpuaug.benchmarks.bench"
+    else:
         raise CLIError(_BENCH_MISSING)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     try:
-        bench = importlib.import_module("benchmarks.bench")
+        return importlib.import_module(name)
     except ImportError as err:
-        raise CLIError(f"cannot import benchmarks/bench.py: {err}", EXIT_RUNTIME) from err
+        raise CLIError(f"cannot import the benchmark harness {name}: {err}", EXIT_RUNTIME) from err
+
+
+def _bench(argv: list[str]) -> int:
+    bench = _bench_module()
     # Name the harness "gpuaug bench" in its usage line when it lets us.
     if "prog" in signature(bench.main).parameters:
         status = bench.main(argv, prog=f"{PROG} bench")

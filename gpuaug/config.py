@@ -15,8 +15,9 @@ Keras' overrides are kept, and announced with ``warnings.warn`` as Keras does:
 The stored fields are the effective values (after the override), so a config saved to YAML
 loads back without warning.
 
-Presets live in the repository's ``configs/`` folder; `load_config` resolves a preset name
-("chollet_cats_dogs", "none", "strong") or a YAML path.
+Presets live in the repository's ``configs/`` folder (shipped in the wheel as
+``gpuaug/presets/``); `load_config` resolves a preset name ("chollet_cats_dogs", "none",
+"strong") or a YAML path.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -662,10 +664,17 @@ def _field_names(cls: type) -> list[str]:
 
 
 def preset_dir() -> Path:
-    """The repository's ``configs/`` folder (next to the ``gpuaug`` package)."""
-    import gpuaug
+    """The folder holding the preset YAML files.
 
-    return Path(gpuaug.__file__).resolve().parent.parent / "configs"
+    Installed from a wheel, the presets are package data (``gpuaug/presets/*.yaml``, read with
+    `importlib.resources`); in a repository checkout (``PYTHONPATH`` or an editable install)
+    they are the repository's ``configs/`` folder next to the package, their one source (the
+    wheel's ``gpuaug.presets`` is ``configs/`` mapped by ``pyproject.toml``).
+    """
+    packaged = resources.files("gpuaug").joinpath("presets")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(str(resources.files("gpuaug"))).resolve().parent / "configs"
 
 
 def preset_names() -> list[str]:
@@ -679,8 +688,9 @@ def preset_names() -> list[str]:
 def load_config(name_or_path: str | os.PathLike[str] | AugmentConfig) -> AugmentConfig:
     """A config from a preset name ("chollet_cats_dogs", "none", "strong") or a YAML path.
 
-    A name without a path separator or ``.yaml``/``.yml`` suffix is looked up in the repo's
-    ``configs/`` folder. An `AugmentConfig` is returned as is.
+    A name without a path separator or ``.yaml``/``.yml`` suffix is looked up in
+    `preset_dir` (the repository's ``configs/``, or the installed package's presets). An
+    `AugmentConfig` is returned as is.
 
     Raises:
         ValueError: An unknown preset name (the message lists the presets), or a bad file.

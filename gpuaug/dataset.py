@@ -434,6 +434,8 @@ class DirectoryDataset(Dataset):
             them while no folder changed: ``None`` (default) for listings of 10,000 files or
             more, ``True`` always, ``False`` never.
         check_workers: parallel workers of the ``verify`` check (default: the usable cores).
+        keep_aspect_ratio: crop each image's centre to ``target_size``'s aspect ratio before
+            resizing, as Keras' ``keep_aspect_ratio=True`` (else the image is stretched).
 
     Attributes:
         root: the root folder. classes, class_to_idx: class names and indices.
@@ -473,12 +475,16 @@ class DirectoryDataset(Dataset):
         on_error: str = "raise",
         verify: str = "header",
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        keep_aspect_ratio: bool = False,
         *,
         include_hidden: bool = False,
         index_cache: bool | None = None,
         check_workers: int | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(keep_aspect_ratio, bool):
+            raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
+        self.keep_aspect_ratio = keep_aspect_ratio
         self.target_size = _check_target_size(target_size)
         _check_color_mode(color_mode)
         _check_interpolation(interpolation)
@@ -635,7 +641,11 @@ class DirectoryDataset(Dataset):
             -> ``(C, H, W)`` uint8, CPU, contiguous.
         """
         return load_image(
-            self.samples[index][0], self.target_size, self.color_mode, self.interpolation
+            self.samples[index][0],
+            self.target_size,
+            self.color_mode,
+            self.interpolation,
+            keep_aspect_ratio=self.keep_aspect_ratio,
         )
 
     def __getitem__(self, index: int):

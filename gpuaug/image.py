@@ -47,6 +47,7 @@ __all__ = [
     "INTERPOLATIONS",
     "KERAS_IMAGE_EXTENSIONS",
     "ImageLoadError",
+    "aspect_crop_box",
     "check_image_header",
     "decode_check",
     "load_image",
@@ -287,16 +288,43 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def aspect_crop_box(
+    size: tuple[int, int], target_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The centred box of an image with ``target_size``'s aspect ratio, as Keras' ``load_img``.
+
+    Keras' ``keep_aspect_ratio=True``: the largest centred crop whose width / height ratio is
+    the target's (integer arithmetic, Keras' exact rounding), which the resize then maps onto
+    ``target_size``, so nothing is stretched.
+
+    Args:
+        size: the image's ``(width, height)`` (PIL's order).
+        target_size: ``(height, width)`` (Keras' order).
+
+    Returns:
+        ``(left, upper, right, lower)`` for ``PIL.Image.resize(..., box=...)``.
+    """
+    width, height = size
+    target_height, target_width = target_size
+    crop_height = min(height, (width * target_height) // target_width)
+    crop_width = min(width, (height * target_width) // target_height)
+    left = (width - crop_width) // 2
+    upper = (height - crop_height) // 2
+    return (left, upper, left + crop_width, upper + crop_height)
+
+
 def load_image(
     path: str | os.PathLike[str],
     target_size: tuple[int, int] | None,
     color_mode: str = "rgb",
     interpolation: str = "nearest",
+    keep_aspect_ratio: bool = False,
 ) -> torch.Tensor:
     """Decodes an image file to a uint8 tensor, resized as Keras' ``load_img`` does.
 
     Steps: open -> decode -> EXIF orientation -> :func:`pil_to_mode` -> ``img.resize((w, h),
-    filter)`` when the size differs from ``target_size``. No augmentation.
+    filter)`` (of the centred crop with ``keep_aspect_ratio``) when the size differs from
+    ``target_size``. No augmentation.
 
     Args:
         path: the image file.
@@ -304,6 +332,9 @@ def load_image(
         color_mode: ``"rgb"`` (3 channels), ``"grayscale"`` (1) or ``"rgba"`` (4).
         interpolation: PIL filter by its Keras name: ``"nearest"`` (Keras' default),
             ``"bilinear"``, ``"bicubic"``, ``"lanczos"``, ``"box"`` or ``"hamming"``.
+        keep_aspect_ratio: crop the centre of the image to ``target_size``'s aspect ratio
+            before resizing (Keras' ``keep_aspect_ratio=True``; :func:`aspect_crop_box`),
+            instead of stretching it. No effect without ``target_size``.
 
     Returns:
         The image, contiguous and ready for pinned memory.
@@ -320,6 +351,8 @@ def load_image(
     target_size = _check_target_size(target_size)
     _check_color_mode(color_mode)
     _check_interpolation(interpolation)
+    if not isinstance(keep_aspect_ratio, bool):
+        raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
     with open_image(path) as img:
         try:
             img.load()
@@ -330,7 +363,8 @@ def load_image(
             if target_size is not None:
                 size = (target_size[1], target_size[0])
                 if out.size != size:
-                    out = out.resize(size, INTERPOLATIONS[interpolation])
+                    box = aspect_crop_box(out.size, target_size) if keep_aspect_ratio else None
+                    out = out.resize(size, INTERPOLATIONS[interpolation], box=box)
             return pil_to_tensor(out)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error...
             raise ImageLoadError(path, _reason(exc)) from exc

@@ -78,6 +78,7 @@ from gpuaug.stages.finish import Finisher, augment_module
 from gpuaug.stages.skip import replace_failed, settle_failures
 from gpuaug.stages.transfer import Prefetcher, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.validation import note, validation_module
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,7 +131,10 @@ class GPULoader:
         `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its ``set_epoch``),
         device, seed, cache (an `ImageCache` or ``None``), last_skipped (``[(path, reason),
         ...]`` of the last epoch, ``on_error="skip"``), skip_rule (``"shrink"`` in one
-        process, ``"replace"`` under DDP; see `gpuaug.stages.skip`).
+        process, ``"replace"`` under DDP; see `gpuaug.stages.skip`). Keras' iterator names
+        too: ``n``, ``samples``, ``filenames``, ``filepaths``, ``classes`` (per-sample class
+        indices), ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``),
+        ``batch_index``; and ``next(loader)`` runs on across epochs as a Keras iterator does.
 
     Shape:
         each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
@@ -202,6 +206,10 @@ class GPULoader:
         )
         self._finisher = Finisher(self.augment, dataset, self.device)
         self.last_skipped: list[tuple[str, str]] = []
+        self.batch_index = 0  # Keras' name: the step the running epoch reaches next
+        self.saver: Any = None  # a gpuaug.saving.BatchSaver (save_to_dir), set by its caller
+        self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
+        self._endless: Iterator[Any] | None = None  # next(loader), as Keras' iterators
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
@@ -254,9 +262,67 @@ class GPULoader:
     def class_mode(self) -> str | None:
         return self.dataset.class_mode
 
+    # ------------------------------------------------------------------ Keras' iterator names
+    @property
+    def n(self) -> int:
+        """The number of samples (Keras' ``Iterator.n``)."""
+        return len(self.dataset)
+
+    @property
+    def samples(self) -> int:
+        """The number of samples (Keras' ``DirectoryIterator.samples``)."""
+        return len(self.dataset)
+
+    @property
+    def filenames(self) -> list[str]:
+        """Each sample's file, relative to the root folder (Keras' ``filenames``)."""
+        names = getattr(self.dataset, "filenames", None)
+        if names is not None:
+            return list(names)
+        root = str(getattr(self.dataset, "root", ""))
+        return [os.path.relpath(path, root) for path, _ in self.dataset.samples]
+
+    @property
+    def filepaths(self) -> list[str]:
+        """Each sample's file path (Keras' ``filepaths``)."""
+        return [path for path, _ in self.dataset.samples]
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Each sample's class index, int32 (Keras' ``classes``)."""
+        return np.asarray(self.dataset.targets, dtype=np.int32)
+
+    @property
+    def class_indices(self) -> dict[str, int]:
+        """Class name -> index (Keras' ``class_indices``)."""
+        return dict(getattr(self.dataset, "class_to_idx", {}))
+
+    @property
+    def labels(self) -> Any:
+        """Each sample's label: ``classes``, or the data set's own (raw, multi-output)."""
+        own = getattr(self.dataset, "labels", None)
+        return self.classes if own is None else own
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``: see README)."""
+        h, w = self.dataset.target_size
+        return (self.dataset.channels, h, w)
+
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
         return self._run(self.sampler.epoch, self.sampler._set_count)
+
+    def __next__(self) -> Any:
+        """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
+        ``for`` loop over the loader, by contrast, runs one epoch)."""
+        if self._endless is None:
+            self._endless = self._epochs()
+        return next(self._endless)
+
+    def _epochs(self) -> Iterator[Any]:
+        while True:
+            yield from self
 
     def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
         failures: list[tuple[int, str]] = []
@@ -264,11 +330,16 @@ class GPULoader:
         batches = self._device_batches(epoch, failures)
         try:
             for step, batch in enumerate(batches):
+                self.batch_index = step + 1
                 batch = self._complete(batch, epoch, step)
                 if batch is None:
                     continue
-                yield self._finisher(batch, self.augment_seed(epoch, step))[0]
+                out = self._finisher(batch, self.augment_seed(epoch, step))[0]
+                if self.saver is not None:  # save_to_dir: written by a background thread
+                    self.saver.submit(out[0] if isinstance(out, tuple) else out, batch.indices)
+                yield out
             completed = True
+            self.batch_index = 0
         finally:
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
@@ -330,7 +401,8 @@ class GPULoader:
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
-        return mix_seed(self.seed, AUGMENT_STREAM, epoch, step, self.sampler.rank)
+        base = self.seed if self.config.augment_seed is None else self.config.augment_seed
+        return mix_seed(base, AUGMENT_STREAM, epoch, step, self.sampler.rank)
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -375,7 +447,8 @@ class GPULoader:
         batch = self._complete(batch, epoch, step)
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")
-        out, params = self._finisher(batch, self.augment_seed(epoch, step))
+        out, draws = self._finisher(batch, self.augment_seed(epoch, step))
+        params = draws.params(self.augment.config, *batch.images.shape[-2:])
         if self.dataset.class_mode is None:
             return ReplayBatch(out, None, params, batch.indices)
         return ReplayBatch(out[0], out[1], params, batch.indices)
@@ -450,6 +523,9 @@ def flow_from_directory(
     on_error: str = "raise",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    keep_aspect_ratio: bool = False,
+    augment_validation: bool = False,
+    augment_seed: int | None = None,
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -475,6 +551,13 @@ def flow_from_directory(
         device: where batches are augmented and returned (default CUDA if available).
         on_error: ``"raise"`` or ``"skip"`` unreadable files (see `gpuaug.DirectoryDataset`).
         dtype: output float dtype.
+        keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
+            resizing, as Keras (``decode="cpu"`` only).
+        augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
+            by default it runs only the deterministic stages of ``augment`` (rescale,
+            preprocessing, normalisation with the fitted statistics; `gpuaug.validation`).
+        augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
+            ``None``: ``seed`` seeds both.
 
     Returns:
         A :class:`GPULoader`.
@@ -507,7 +590,10 @@ def flow_from_directory(
         validation_split=validation_split,
         subset=subset,
         on_error=on_error,
+        keep_aspect_ratio=keep_aspect_ratio,
     )
+    if keep_aspect_ratio and decode == "gpu":
+        raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
     config = LoaderConfig(
         batch_size=batch_size,
         shuffle=shuffle,
@@ -521,5 +607,14 @@ def flow_from_directory(
         device=str(device) if device is not None else None,
         dtype=dtype_name(dtype),
         progress=progress,
+        augment_seed=augment_seed,
     )
-    return GPULoader(dataset, module, config)
+    if not isinstance(augment_validation, bool):
+        raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
+    notes = []
+    if subset == "validation" and not augment_validation:
+        module = validation_module(module)
+        notes.append(note("subset='validation'", "pass augment_validation=True"))
+    loader = GPULoader(dataset, module, config)
+    loader.augment_notes = notes
+    return loader

@@ -61,6 +61,8 @@ class LoaderConfig:
         progress: show a progress bar while a cache is built.
         num_replicas, rank: the distributed world; ``None``: from ``torch.distributed`` when
             initialised, else 1 and 0.
+        augment_seed: base seed of the augmentation alone; ``None``: ``seed`` (which then
+            seeds both the order and the augmentation).
 
     Raises:
         ValueError: a value out of range or not among the allowed ones.
@@ -83,6 +85,7 @@ class LoaderConfig:
     progress: bool = True
     num_replicas: int | None = None
     rank: int | None = None
+    augment_seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
@@ -96,6 +99,10 @@ class LoaderConfig:
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
             raise TypeError(f"`seed` must be an int or None; got {self.seed!r}")
+        if self.augment_seed is not None and (
+            isinstance(self.augment_seed, bool) or not isinstance(self.augment_seed, int)
+        ):
+            raise TypeError(f"`augment_seed` must be an int or None; got {self.augment_seed!r}")
         _check_int_or_none("steps_per_epoch", self.steps_per_epoch, 1)
         _check_int_or_none("num_workers", self.num_workers, 0)
         _check_int_or_none("prefetch_factor", self.prefetch_factor, 1)

@@ -116,6 +116,7 @@ def describe_loader(loader: Any) -> str:
     lines.append(f"  len(loader) = {len(loader)}; next epoch: {s.epoch}")
     lines.append(f"Augmentation (per sample, on {loader.device}):")
     lines.extend("  " + line for line in loader.augment.config.describe().splitlines())
+    lines.extend("  " + line for line in getattr(loader, "augment_notes", ()))
     lines.append("Randomness:")
     seed_note = "" if s.seed_was_given else ", drawn at random; pass seed= to fix it"
     per_epoch = st["samples_per_epoch"]

@@ -219,6 +219,9 @@ def build_cache(
     Raises:
         ValueError: a device cache that does not fit in the free device memory.
     """
+    in_memory = getattr(dataset, "as_cache", None)
+    if in_memory is not None:  # images already in memory (gpuaug.arrays): no decoding
+        return in_memory(config.cache, device)
     target = device if config.cache == "device" else torch.device("cpu")
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:

@@ -12,7 +12,13 @@ from typing import Any
 
 import torch
 
-from gpuaug.augment import AugmentParams, GPUAugment, sample_params
+from gpuaug.augment import (
+    AugmentDraws,
+    AugmentParams,
+    GPUAugment,
+    params_from_draws,
+    sample_draws,
+)
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataset import encode_targets
 from gpuaug.paired import unpack_mask
@@ -60,7 +66,8 @@ class Finisher:
 
     Args:
         augment: the `GPUAugment` (on ``device``).
-        dataset: the data set (``class_mode``, ``num_classes``).
+        dataset: the data set (``class_mode``, ``num_classes``; or its own
+            ``batch_outputs(x, indices)``, which then makes the whole output).
         device: the loader's device.
     """
 
@@ -75,12 +82,21 @@ class Finisher:
         if getattr(dataset, "box_valid", None) is not None:
             tables = (dataset.boxes, dataset.labels, dataset.box_valid)
             self.box_tables = tuple(host_to_device(t, device) for t in tables)
+        # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
+        # builds them itself from the augmented images and the batch's indices.
+        self.outputs = getattr(dataset, "batch_outputs", None)
+
+    def draws(self, images: torch.Tensor, seed: int) -> AugmentDraws:
+        """A batch's ``B x 12`` uniforms, drawn from a CPU generator seeded ``seed`` and moved
+        to the loader's device (pinned, non_blocking)."""
+        g = self.generator.manual_seed(seed)
+        return sample_draws(images.shape[0], generator=g, device=self.device)
 
     def params(self, images: torch.Tensor, seed: int) -> AugmentParams:
-        """The augmentation parameters of a batch, drawn from a CPU generator seeded ``seed``."""
-        b, _, h, w = images.shape
-        g = self.generator.manual_seed(seed)
-        return sample_params(self.augment.config, b, h, w, generator=g, device=self.device)
+        """The augmentation parameters of a batch: its draws (:meth:`draws`) read by Keras'
+        rules (`gpuaug.augment.params_from_draws`)."""
+        _, _, h, w = images.shape
+        return params_from_draws(self.augment.config, self.draws(images, seed), h, w)
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The targets of ``class_mode`` from class indices on the device, without a sync
@@ -90,28 +106,35 @@ class Finisher:
             return (labels[:, None] == self.classes).to(torch.float32)
         return encode_targets(labels, mode, self.dataset.num_classes)
 
-    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentParams]:
-        """``(x, y)`` (or ``x``, per ``class_mode``) and the params drawn with ``seed``."""
+    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws]:
+        """``(x, y)`` (or ``x``, per ``class_mode``) and the draws made with ``seed``
+        (``draws.params(config, H, W)`` gives the batch's params)."""
         images = batch.images
         mask_bytes = getattr(self.dataset, "mask_bytes", 0)
         if mask_bytes:  # gpuaug.paired: the mask rides as the last uint8 channel(s)
             images, masks = unpack_mask(images, mask_bytes)
-        params = self.params(images, seed)
-        x = self.augment.apply(images, params)
+        # The module takes the draws as they are: the fused kernel reads them directly (one
+        # launch per batch); the other backends turn them into params once. The params of the
+        # batch are then `self.augment.last_params` (computed lazily on the fused path).
+        draws = self.draws(images, seed)
+        x = self.augment(images, params=draws)
         if mask_bytes:
+            params = self.augment.last_params
             cfg = self.augment.config
-            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), params
+            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), draws
         if self.box_tables is not None:  # gather the rows' boxes, map them as the images
             rows = host_to_device(batch.indices, self.device)
             boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
             boxes, valid = apply_boxes(
-                boxes, params, self.augment.config, *x.shape[-2:], valid=valid,
-                min_visibility=self.dataset.min_visibility,
+                boxes, self.augment.last_params, self.augment.config, *x.shape[-2:],
+                valid=valid, min_visibility=self.dataset.min_visibility,
             )  # fmt: skip
-            return (x, (boxes, labels, valid)), params
+            return (x, (boxes, labels, valid)), draws
+        if self.outputs is not None:
+            return self.outputs(x, batch.indices), draws
         mode = self.dataset.class_mode
         if mode is None:
-            return x, params
+            return x, draws
         if mode == "input":
-            return (x, x), params
-        return (x, self.targets(batch.labels)), params
+            return (x, x), draws
+        return (x, self.targets(batch.labels)), draws

@@ -1,0 +1,250 @@
+"""``gpuaug.ImageDataGenerator``: Keras' class and methods, checked against the real Keras."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import textured_image, write_tree
+
+import gpuaug
+from gpuaug import generator as generator_module
+
+keras_image = pytest.importorskip("keras.src.legacy.preprocessing.image")
+KerasIDG = keras_image.ImageDataGenerator
+
+
+def _images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([textured_image(rng, h, w) for _ in range(n)]).astype(np.float32)
+
+
+def _gen(**kwargs) -> gpuaug.ImageDataGenerator:
+    return gpuaug.ImageDataGenerator(device="cpu", **kwargs)
+
+
+# ------------------------------------------------------------------ constructor
+
+
+def test_takes_keras_arguments_verbatim():
+    g = _gen(rotation_range=40, zoom_range=0.2, interpolation_order=0, data_format="channels_last")
+    assert g.config.rotation_range == 40
+    assert g.config.interpolation == "nearest"
+
+
+def test_an_argument_keras_does_not_take_raises_naming_it():
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['rotation'\]"):
+        _gen(rotation=40)
+
+
+def test_an_unsupported_value_raises_naming_it():
+    with pytest.raises(ValueError, match="`interpolation_order` must be 1"):
+        _gen(interpolation_order=3)
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        _gen(dtype="int32")
+
+
+def test_a_differently_treated_argument_warns_once_pointing_at_the_readme(monkeypatch):
+    monkeypatch.setattr(generator_module, "_WARNED", set())
+    with pytest.warns(
+        UserWarning,
+        match=r"`preprocessing_function` is called once per batch.*"
+        r"README",
+    ):
+        _gen(preprocessing_function=lambda x: x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _gen(preprocessing_function=lambda x: x)
+
+
+def test_unknown_flow_option_raises_naming_it(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['workers'\]"):
+        _gen().flow_from_directory(tmp_path, workers=2)
+
+
+# ------------------------------------------------------------------ per-image methods
+
+
+@pytest.mark.keras
+def test_apply_transform_matches_keras_on_a_square_image():
+    kw = dict(rotation_range=30, zoom_range=0.2, shear_range=10, horizontal_flip=True)
+    x = _images(1, 16, 16)[0]
+    params = {"theta": 17.0, "shear": 5.0, "zx": 0.9, "zy": 1.1, "flip_horizontal": True}
+    expected = KerasIDG(**kw).apply_transform(x.copy(), params)
+    got = _gen(**kw).apply_transform(x, params)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(got, expected, atol=0.01)
+
+
+def test_get_random_transform_gives_keras_keys_within_range():
+    g = _gen(rotation_range=20, width_shift_range=3.0, horizontal_flip=True)
+    t = g.get_random_transform((10, 12, 3), seed=0)
+    assert set(t) >= {"theta", "tx", "ty", "shear", "zx", "zy", "flip_horizontal"}
+    assert -20 <= t["theta"] <= 20 and -3 <= t["tx"] <= 3
+    assert t == g.get_random_transform((10, 12, 3), seed=0)
+
+
+def test_random_transform_keeps_the_shape_and_changes_the_image():
+    x = _images(1, 12, 12)[0]
+    out = _gen(rotation_range=90).random_transform(x, seed=1)
+    assert out.shape == x.shape and not np.allclose(out, x)
+
+
+@pytest.mark.keras
+def test_fit_and_standardize_match_keras():
+    kw = dict(featurewise_center=True, featurewise_std_normalization=True, rescale=1 / 255)
+    x = _images(6, 8, 8)
+    k, g = KerasIDG(**kw), _gen(**kw)
+    k.fit(x)
+    g.fit(x)
+    np.testing.assert_allclose(g.mean, k.mean, rtol=1e-5)
+    np.testing.assert_allclose(g.std, k.std, rtol=1e-5)
+    np.testing.assert_allclose(g.standardize(x[:2].copy()), k.standardize(x[:2].copy()), atol=1e-4)
+
+
+# ------------------------------------------------------------------ flow_from_directory
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("subset", [None, "training", "validation"])
+def test_flow_from_directory_iterator_attributes_match_keras(tmp_path, subset):
+    write_tree(tmp_path / "data", {"cats": 5, "dogs": 4, "emus": 3}, size=(8, 10))
+    kw = dict(target_size=(8, 10), class_mode="sparse", subset=subset, shuffle=False)
+    k = KerasIDG(validation_split=0.3).flow_from_directory(tmp_path / "data", **kw)
+    g = _gen(validation_split=0.3).flow_from_directory(tmp_path / "data", num_workers=0, **kw)
+    assert g.filenames == k.filenames
+    np.testing.assert_array_equal(g.classes, k.classes)
+    np.testing.assert_array_equal(g.labels, k.labels)
+    assert g.class_indices == k.class_indices
+    assert g.n == g.samples == k.n == k.samples
+    assert g.image_shape == (3, 8, 10) and k.image_shape == (8, 10, 3)
+    kx, ky = k[0]
+    gx, gy = next(iter(g))
+    np.testing.assert_array_equal(gx.permute(0, 2, 3, 1).numpy(), kx)
+    np.testing.assert_array_equal(gy.numpy(), ky)
+
+
+def test_batch_index_counts_steps_and_resets_after_the_epoch(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 3}, size=(8, 8))
+    it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), batch_size=2, num_workers=0)
+    seen = [it.batch_index for _ in it]
+    assert seen == [1, 2, 3] and it.batch_index == 0
+
+
+# ------------------------------------------------------------------ validation, seeds
+
+
+def test_validation_subset_is_not_augmented_by_default(tmp_path):
+    write_tree(tmp_path, {"a": 4, "b": 4}, size=(8, 8))
+    g = _gen(rotation_range=90, horizontal_flip=True, rescale=1 / 255, validation_split=0.5)
+    kw = dict(target_size=(8, 8), shuffle=False, num_workers=0, subset="validation")
+    val = g.flow_from_directory(tmp_path, **kw)
+    plain = _gen(rescale=1 / 255, validation_split=0.5).flow_from_directory(tmp_path, **kw)
+    assert torch.equal(next(iter(val))[0], next(iter(plain))[0])
+    assert "random augmentation off (subset='validation')" in val.describe()
+    train = g.flow_from_directory(tmp_path, **{**kw, "subset": "training"})
+    assert train.augment.config.rotation_range == 90
+
+
+def test_augment_true_turns_validation_augmentation_back_on(tmp_path):
+    write_tree(tmp_path, {"a": 4, "b": 4}, size=(8, 8))
+    g = _gen(rotation_range=90, validation_split=0.5)
+    kw = dict(target_size=(8, 8), shuffle=False, num_workers=0, subset="validation")
+    on = g.flow_from_directory(tmp_path, augment=True, seed=0, **kw)
+    off = g.flow_from_directory(tmp_path, seed=0, **kw)
+    assert not torch.equal(next(iter(on))[0], next(iter(off))[0])
+    assert "random augmentation off" not in on.describe()
+
+
+def test_validation_uses_the_statistics_fitted_on_the_generator():
+    x = _images(8, 6, 6).astype(np.uint8)
+    g = _gen(featurewise_center=True, rotation_range=30, validation_split=0.5)
+    val = g.flow(x, np.arange(8) % 2, shuffle=False, subset="validation", ignore_class_split=True)
+    g.fit(x)  # after the loader was made: it still sees the statistics
+    xb, _ = next(iter(val))
+    expected = torch.from_numpy(x[:4]).permute(0, 3, 1, 2).float() - g.augment.mean
+    torch.testing.assert_close(xb, expected)
+
+
+def test_augment_seed_changes_the_augmentation_not_the_order():
+    x = np.broadcast_to(np.arange(10, dtype=np.uint8)[:, None, None, None], (10, 6, 6, 3))
+    y = np.arange(10)
+    g = _gen(rotation_range=45)
+    a = next(iter(g.flow(x, y, batch_size=10, seed=5)))
+    b = next(iter(g.flow(x, y, batch_size=10, seed=5, augment_seed=99)))
+    c = next(iter(g.flow(x, y, batch_size=10, seed=5)))
+    assert torch.equal(a[1], b[1])  # same order
+    assert torch.equal(a[0], c[0]) and not torch.equal(a[0], b[0])
+
+
+# ------------------------------------------------------------------ save_to_dir
+
+
+@pytest.mark.keras
+def test_save_to_dir_writes_keras_names(tmp_path):
+    write_tree(tmp_path / "data", {"a": 3, "b": 2}, size=(8, 8))
+    ours, theirs = tmp_path / "ours", tmp_path / "keras"
+    ours.mkdir()
+    theirs.mkdir()
+    kw = dict(target_size=(8, 8), batch_size=5, save_prefix="aug", save_format="png")
+    k = KerasIDG(rotation_range=20).flow_from_directory(tmp_path / "data", save_to_dir=theirs, **kw)
+    k[0]
+    g = _gen(rotation_range=20).flow_from_directory(
+        tmp_path / "data", save_to_dir=ours, num_workers=0, **kw
+    )
+    next(iter(g))
+    g.saver.flush()
+    pattern = re.compile(r"aug_(\d+)_(\d+)\.png")
+
+    def indices(folder: Path) -> list[int]:
+        names = sorted(p.name for p in folder.iterdir())
+        assert all(pattern.fullmatch(n) for n in names), names
+        return sorted(int(pattern.fullmatch(n).group(1)) for n in names)
+
+    assert indices(ours) == indices(theirs) == [0, 1, 2, 3, 4]
+    from PIL import Image
+
+    with Image.open(next(ours.iterdir())) as img:
+        assert img.size == (8, 8) and img.mode == "RGB"
+
+
+def test_save_to_dir_for_arrays_uses_keras_numpy_hash_range(tmp_path):
+    x = _images(4, 6, 6)
+    g = _gen().flow(x, np.arange(4), batch_size=4, save_to_dir=tmp_path, save_prefix="p")
+    next(iter(g))
+    g.saver.flush()
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == 4
+    assert all(re.fullmatch(r"p_[0-3]_\d{1,4}\.png", n) for n in names)
+
+
+def test_save_to_dir_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="`save_to_dir`"):
+        _gen().flow(_images(2, 4, 4), save_to_dir=tmp_path / "missing")
+
+
+def test_equal_shift_ranges_do_not_warn_but_different_ones_do(monkeypatch):
+    monkeypatch.setattr(generator_module, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _gen(width_shift_range=0.2, height_shift_range=0.2)
+    with pytest.warns(UserWarning, match="Keras' code swaps them"):
+        _gen(width_shift_range=0.2, height_shift_range=0.1)
+
+
+@pytest.mark.keras
+def test_next_on_the_loader_runs_on_across_epochs_as_keras(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 2}, size=(8, 8))
+    kw = dict(target_size=(8, 8), batch_size=2, class_mode="sparse", shuffle=False)
+    k = KerasIDG().flow_from_directory(tmp_path, **kw)
+    g = _gen().flow_from_directory(tmp_path, num_workers=0, **kw)
+    for _ in range(4):  # 3 batches per epoch: the 4th is the next epoch's first
+        (kx, ky), (gx, gy) = next(k), next(g)
+        np.testing.assert_array_equal(gx.permute(0, 2, 3, 1).numpy(), kx)
+        np.testing.assert_array_equal(gy.numpy(), ky)
+    assert g.epoch == 1
