@@ -311,6 +311,35 @@ def test_batch_params_are_a_cpu_draw_seeded_by_augment_seed(tree):
     assert torch.equal(r.params.angle_deg, want.angle_deg) and torch.equal(r.params.zoom, want.zoom)
 
 
+def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tree, monkeypatch):
+    # The finish stage passes the batch's draws, not params, so the fused path (TRITON_INTERPRET
+    # on this CPU, see conftest) reads them in its one kernel and no params are computed on
+    # the way; replay derives the same params from the same draws.
+    from gpuaug import fused
+
+    cfg = gpuaug.AugmentConfig(rotation_range=40, zoom_range=0.2, horizontal_flip=True)
+    reference = make(tree, augment=cfg)
+    loader = make(tree, augment=gpuaug.GPUAugment(cfg, backend="triton"))
+    real, launches = fused._launch, []
+
+    def counting(kernel, grid, **kw):
+        launches.append(kw)
+        return real(kernel, grid, **kw)
+
+    monkeypatch.setattr(fused, "_launch", counting)
+    monkeypatch.setattr(
+        gpuaug.augment, "params_from_draws", lambda *a, **k: pytest.fail("params computed")
+    )
+    got = [x for x, _ in loader]
+    assert len(launches) == len(loader) == len(got)
+    monkeypatch.undo()
+    want = [x for x, _ in reference]
+    assert all((a - b).abs().max() <= 1e-3 for a, b in zip(got, want, strict=True))
+    r = loader.replay(0, 1)
+    assert torch.allclose(r.x, got[1], atol=1e-3)
+    assert torch.equal(r.params.angle_deg, reference.replay(0, 1).params.angle_deg)
+
+
 def test_describe_says_the_params_do_not_depend_on_the_device(tree):
     text = make(tree, augment=gpuaug.AugmentConfig(rotation_range=30)).describe()
     assert "from a CPU torch.Generator seeded by (seed, epoch, step, rank)" in text
