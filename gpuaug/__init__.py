@@ -1,15 +1,27 @@
 """gpuaug: Keras' ImageDataGenerator.flow_from_directory for PyTorch, augmented on the GPU.
 
-A torch ``Dataset`` decodes and resizes images (uint8, no augmentation); a batched kornia
-pipeline draws fresh random affine parameters per sample and warps the whole batch on the
-device in one pass.
+A torch ``Dataset`` decodes and resizes images (uint8, no augmentation); per batch, fresh
+random affine parameters are drawn per sample and the whole batch is warped on the device in
+one pass (a fused Triton kernel on CUDA, the torch/kornia reference elsewhere). Masks, boxes and
+keypoints follow the same per-sample transform (`gpuaug.targets`).
 """
 
 from gpuaug.arrays import ArrayDataset
-from gpuaug.augment import AugmentParams, FitStats, GPUAugment, apply, sample_params, standardize
+from gpuaug.augment import (
+    AugmentDraws,
+    AugmentParams,
+    FitStats,
+    GPUAugment,
+    apply,
+    params_from_draws,
+    sample_draws,
+    sample_params,
+    standardize,
+)
 from gpuaug.config import AugmentConfig, load_config
 from gpuaug.dataframe import DataFrameDataset
 from gpuaug.dataset import DirectoryDataset
+from gpuaug.detection import DetectionDataset, flow_from_detection_file
 from gpuaug.generator import ImageDataGenerator
 from gpuaug.image import ImageLoadError
 from gpuaug.loader import (
@@ -19,15 +31,19 @@ from gpuaug.loader import (
     WorkerCrashError,
     flow_from_directory,
 )
+from gpuaug.paired import PairedDataset, flow_from_paired_directories
 from gpuaug.sampler import EpochBatchSampler
+from gpuaug.targets import apply_boxes, apply_keypoints, apply_mask
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArrayDataset",
     "AugmentConfig",
+    "AugmentDraws",
     "AugmentParams",
     "DataFrameDataset",
+    "DetectionDataset",
     "DirectoryDataset",
     "EpochBatchSampler",
     "FitStats",
@@ -36,11 +52,19 @@ __all__ = [
     "ImageDataGenerator",
     "ImageLoadError",
     "LoaderConfig",
+    "PairedDataset",
     "ReplayBatch",
     "WorkerCrashError",
     "apply",
+    "apply_boxes",
+    "apply_keypoints",
+    "apply_mask",
+    "flow_from_detection_file",
     "flow_from_directory",
+    "flow_from_paired_directories",
     "load_config",
+    "params_from_draws",
+    "sample_draws",
     "sample_params",
     "standardize",
     "__version__",
