@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gpuaug.cache import ImageCache
+from gpuaug.stages.transfer import host_to_device
 
 __all__ = ["DATA_FORMATS", "ArrayDataset", "as_image_tensor"]
 
@@ -268,12 +269,14 @@ class ArrayDataset(Dataset):
 
     def as_cache(self, kind: str, device: torch.device) -> ImageCache:
         """The images as a cache: on ``device`` (``"device"``, one copy, once) or in host
-        memory (``"host"``/``"disk"``: the stored tensor itself, pinned with CUDA)."""
+        memory (``"host"``/``"disk"``: the stored tensor itself, pageable: batches are gathered
+        into the loader's few pinned buffers, so pinning the whole array, a full copy that
+        the caching host allocator rounds up to a power of two, would buy nothing)."""
         if kind == "device":
             images = self.images.to(device)
             kind_used = "device"
         else:
-            images = self.images.pin_memory() if device.type == "cuda" else self.images
+            images = self.images
             kind_used = "host"
         return ImageCache(kind_used, images, torch.ones(len(self), dtype=torch.bool))
 
@@ -289,7 +292,7 @@ class ArrayDataset(Dataset):
             w = None if self.sample_weight is None else self.sample_weight.to(device)
             self._on_device[device] = (self.y.to(device), w)
         y, w = self._on_device[device]
-        idx = indices.to(device, non_blocking=True)
+        idx = host_to_device(indices, device)
         if w is None:
             return x, y.index_select(0, idx)
         return x, y.index_select(0, idx), w.index_select(0, idx)

@@ -52,6 +52,7 @@ from gpuaug.image import (
     _check_target_size,
     load_image,
 )
+from gpuaug.stages.transfer import host_to_device
 
 __all__ = ["DATAFRAME_CLASS_MODES", "DataFrameDataset", "import_pandas"]
 
@@ -403,7 +404,7 @@ class DataFrameDataset(Dataset):
                 w = self._device(x.device)[1]
         else:
             y, w = self._device(x.device)
-            idx = indices.to(x.device, non_blocking=True)
+            idx = host_to_device(indices, x.device)
             y = (
                 [t.index_select(0, idx) for t in y]
                 if isinstance(y, list)
@@ -411,7 +412,7 @@ class DataFrameDataset(Dataset):
             )
         if w is None:
             return x, y
-        return x, y, w.index_select(0, indices.to(x.device, non_blocking=True))
+        return x, y, w.index_select(0, host_to_device(indices, x.device))
 
     def _device(self, device: torch.device) -> tuple[Any, Any]:
         if device not in self._on_device:

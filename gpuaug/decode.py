@@ -52,7 +52,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
@@ -696,6 +696,12 @@ class DecodeJob:
     def done(self) -> bool:
         """Whether the decode thread has finished queueing this batch's work."""
         return self._future.done()
+
+    def cancel(self) -> None:
+        """Drops the batch: unstarted, it never runs; running, this waits for it to end (so
+        no decode is in flight when the caller forks new worker processes). No error."""
+        if not self._future.cancel():
+            wait([self._future])
 
     def result(self) -> DecodedJpegs:
         """The decoded batch, safe to use on the calling thread's current stream.

@@ -406,10 +406,13 @@ class GPULoader:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Shuts the worker processes down (a later iteration starts new ones)."""
+        """Shuts the worker processes, the nvJPEG thread and the ``save_to_dir`` writer down
+        (after it has written what was queued); a later iteration starts new ones."""
         self._workers.shutdown()
         if self._jpeg_decoder is not None:
             self._jpeg_decoder.close()
+        if self.saver is not None:
+            self.saver.close()
 
     def __enter__(self) -> GPULoader:
         return self
@@ -419,7 +422,7 @@ class GPULoader:
 
     def __del__(self) -> None:
         try:
-            self._workers.shutdown()
+            self.close()
         except Exception:
             pass
 

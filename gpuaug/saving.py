@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,23 +73,46 @@ class BatchSaver:
         self.format = save_format
         self.hash_range = hash_range
         self._rng = np.random.default_rng(seed)
-        self._queue: queue.Queue[tuple[torch.Tensor, torch.Tensor] | None] = queue.Queue(
+        self._queue: queue.Queue[tuple[torch.Tensor, torch.Tensor, Any] | None] = queue.Queue(
             max_pending
         )
         self._error: BaseException | None = None
         self.written: list[str] = []
-        self._thread = threading.Thread(target=self._work, name="gpuaug-save", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def submit(self, images: torch.Tensor, indices: torch.Tensor) -> None:
-        """Queues a batch ``(B, C, H, W)`` (any device) and the data set index of each row."""
+        """Queues a batch ``(B, C, H, W)`` (any device) and the data set index of each row.
+
+        The copy is queued on the caller's current stream; the writer thread waits for an
+        event recorded after it (not for the whole device) before reading it back."""
         if self._error is not None:
             raise self._error
-        self._queue.put((images.detach().clone(), indices.detach().cpu().clone()))
+        if self._thread is None:  # started on first use, again after close()
+            self._thread = threading.Thread(target=self._work, name="gpuaug-save", daemon=True)
+            self._thread.start()
+        images = images.detach().clone()
+        ready = None
+        if images.is_cuda:
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(images.device))
+        self._queue.put((images, indices.detach().cpu().clone(), ready))
 
     def flush(self) -> None:
         """Waits until every queued batch is written; re-raises a write error."""
         self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the thread (a later ``submit`` starts a new one).
+
+        Raises:
+            the first write error, as :meth:`flush`.
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
         if self._error is not None:
             raise self._error
 
@@ -98,7 +122,9 @@ class BatchSaver:
             try:
                 if item is None:
                     return
-                images, indices = item
+                images, indices, ready = item
+                if ready is not None:  # the clone was queued on the producer's stream
+                    ready.synchronize()
                 host = images.to("cpu")
                 for image, index in zip(host, indices.tolist(), strict=True):
                     name = f"{self.prefix}_{index}_{int(self._rng.integers(self.hash_range))}"

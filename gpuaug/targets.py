@@ -219,7 +219,15 @@ def _forward(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     inverse = invert_affine(matrix.to(points.dtype))  # source -> destination
     shape = points.shape
     flat = points.reshape(shape[0], -1, 2)
-    out = torch.einsum("bij,bnj->bni", inverse[:, :, :2], flat) + inverse[:, None, :, 2]
+    # broadcast multiply-adds, no matmul: an einsum would become a TF32 GEMM under
+    # torch.set_float32_matmul_precision("high") and move points off the warped pixels
+    x, y = flat[..., 0], flat[..., 1]
+    m = inverse[:, None, :, :]  # (B, 1, 2, 3)
+    out = torch.stack(
+        [m[..., 0, 0] * x + (m[..., 0, 1] * y + m[..., 0, 2]),
+         m[..., 1, 0] * x + (m[..., 1, 1] * y + m[..., 1, 2])],
+        dim=-1,
+    )  # fmt: skip
     return out.reshape(shape)
 
 

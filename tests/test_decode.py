@@ -674,3 +674,46 @@ def test_jpeg_decoder_overlaps_and_matches_the_synchronous_decode(photos):
         got = [job.result() for job in jobs]
     ref = decode_jpegs(data, "cuda", SIZE, "rgb", "bilinear")
     assert all(torch.equal(g.images, ref.images) for g in got)
+
+
+def test_leaving_decode_ahead_early_drops_the_decodes_read_ahead():
+    from gpuaug.stages.batch import HostBatch
+    from gpuaug.stages.jpeg_decode import decode_ahead
+
+    class Job:
+        def __init__(self, log, name):
+            self.log, self.name = log, name
+
+        def cancel(self):
+            self.log.append(("cancel", self.name))
+
+    class Decoder:
+        log: list = []
+
+        def submit(self, data, orientations, paths):
+            return Job(self.log, paths[0])
+
+    class Dataset:
+        samples = [(f"f{i}.jpg", 0) for i in range(4)]
+
+    closed = []
+
+    def source():
+        try:
+            for i in range(4):
+                yield HostBatch(
+                    torch.tensor([i]),
+                    None,
+                    [],
+                    jpeg_data=torch.zeros(1, dtype=torch.uint8),
+                    jpeg_offsets=torch.tensor([0, 1]),
+                    jpeg_pos=[0],
+                    orient=[1],
+                )
+        finally:
+            closed.append(True)
+
+    got = decode_ahead(source(), Decoder(), Dataset())
+    assert next(got).decode_job.name == "f0.jpg"  # f1 was read and submitted ahead
+    got.close()  # a break / a peek
+    assert closed == [True] and Decoder.log == [("cancel", "f1.jpg")]

@@ -248,3 +248,15 @@ def test_next_on_the_loader_runs_on_across_epochs_as_keras(tmp_path):
         np.testing.assert_array_equal(gx.permute(0, 2, 3, 1).numpy(), kx)
         np.testing.assert_array_equal(gy.numpy(), ky)
     assert g.epoch == 1
+
+
+def test_closing_the_loader_writes_the_queued_batches_and_stops_the_writer(tmp_path):
+    x = _images(8, 6, 6)
+    g = _gen().flow(x, np.arange(8), batch_size=4, shuffle=False, save_to_dir=tmp_path)
+    list(g)
+    thread = g.saver._thread
+    g.close()  # no flush() first: close must not drop what is still queued
+    assert len(list(tmp_path.iterdir())) == 8 and not thread.is_alive()
+    next(iter(g))  # a later iteration starts a new writer
+    g.close()
+    assert len(list(tmp_path.iterdir())) == 12

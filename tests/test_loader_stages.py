@@ -190,6 +190,22 @@ def test_pinned_ring_serves_a_shorter_batch_from_the_same_buffer():
     assert a.data_ptr() == b.data_ptr() and b.shape == (1, 3, 2, 2)
 
 
+def test_a_host_cache_of_float_images_gathers_into_a_ring_buffer_of_its_dtype():
+    # flow(x) keeps float arrays as float32: the pinned ring (CUDA only, so built by hand here)
+    # must hand out buffers of the cache's dtype, or index_select(out=uint8) raises.
+    x = np.random.default_rng(0).uniform(0, 255, (10, 6, 5, 3)).astype(np.float32)
+    loader = gpuaug.ImageDataGenerator().flow(x, np.arange(10), batch_size=4, shuffle=False)
+    source = CacheSource(
+        loader.cache.__class__("host", torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(),
+                               torch.ones(10, dtype=torch.bool)),
+        loader.sampler, torch.device("cpu"), torch.arange(10), "shrink",
+    )  # fmt: skip
+    source.ring = PinnedRing(torch.device("cpu"), pin=False, event_factory=FakeEvent)
+    batch = source.host_batch(0)
+    assert batch.images.dtype == torch.float32
+    assert torch.equal(batch.images, source.cache.images[:4])
+
+
 @pytest.mark.parametrize("kind", ["host", "disk"])
 def test_cache_take_gathers_into_the_given_buffer(tree, tmp_path, kind):
     loader = make(tree, cache=kind, cache_dir=tmp_path)

@@ -568,3 +568,27 @@ def test_the_target_functions_dispatch_no_host_sync(coins):
             apply_boxes(boxes, params, config, h, w, valid=valid, min_visibility=0.5)
             apply_keypoints(torch.ones(4, 3, 2), params, config, h, w)
         check.assert_clean()
+
+
+def test_boxes_and_keypoints_dispatch_no_matrix_product(coins):
+    # A matmul / bmm / einsum would run as a TF32 GEMM under set_float32_matmul_precision("high")
+    # and move the targets off the pixels the image warp puts them on.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func._schema.name)
+            return func(*args, **(kwargs or {}))
+
+    _, mask = coins
+    h, w = mask.shape[-2:]
+    config = geometric("nearest")
+    params = draw(config, 4, h, w)
+    boxes, valid = pad_boxes([torch.tensor([[1.0, 2.0, 9.0, 9.0]])] * 4)
+    with Ops() as ops:
+        apply_boxes(boxes, params, config, h, w, valid=valid)
+        apply_keypoints(torch.ones(4, 3, 2), params, config, h, w)
+    products = [op for op in ops.seen if op.split("::")[-1] in ("mm", "bmm", "addmm", "matmul")]
+    assert ops.seen and products == []

@@ -150,8 +150,11 @@ class CacheSource:
             return HostBatch.decoded(idx, None, failures)
         if self.ring is None:
             return HostBatch.decoded(idx, self.cache.take(idx), failures)
-        _, c, h, w = self.cache.images.shape
-        out = self.ring.acquire((len(idx), c, h, w))
+        stored = self.cache.images
+        _, c, h, w = stored.shape
+        # uint8 (files; a disk cache is a numpy memmap) or the dtype of an array's cache
+        dtype = stored.dtype if isinstance(stored, torch.Tensor) else torch.uint8
+        out = self.ring.acquire((len(idx), c, h, w), dtype=dtype)
         images = self.cache.take(idx, out=out)
         return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
 

@@ -43,22 +43,33 @@ def decode_ahead(
     """
     queue: deque[HostBatch] = deque()
     iterator = iter(raw_batches)
-    while True:
-        try:
-            raw = next(iterator)
-        except StopIteration:
-            break
-        except Exception:  # e.g. a dead worker: deliver what was read, then raise, in order
-            while queue:
+    try:
+        while True:
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                break
+            except Exception:  # e.g. a dead worker: deliver what was read, then raise, in order
+                while queue:
+                    yield queue.popleft()
+                raise
+            if raw.jpegs:
+                raw.decode_job = decoder.submit(raw.jpegs, raw.orient, _paths(raw, dataset))
+            queue.append(raw)
+            if len(queue) > 1:
                 yield queue.popleft()
-            raise
-        if raw.jpegs:
-            raw.decode_job = decoder.submit(raw.jpegs, raw.orient, _paths(raw, dataset))
-        queue.append(raw)
-        if len(queue) > 1:
+        while queue:
             yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    finally:
+        # Left early (break, a peek, an error): stop the source now (its workers), and drop
+        # the decodes read ahead, waiting for a running one, so that no nvJPEG work is in
+        # flight when the next iteration forks its worker processes.
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+        for raw in queue:
+            if raw.decode_job is not None:
+                raw.decode_job.cancel()
 
 
 def _decode_call(

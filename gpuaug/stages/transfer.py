@@ -132,6 +132,10 @@ class PinnedRing:
         """Marks the last acquired buffer as in use until the work queued now on ``stream``
         (default: the current stream) has run."""
         event = self.event_factory()
+        if stream is None and self.device.type == "cuda":
+            # the current stream of the ring's device, not of the current device (replay on
+            # cuda:k without set_device runs outside the prefetcher's stream context)
+            stream = torch.cuda.current_stream(self.device)
         if stream is None:
             event.record()
         else:
