@@ -61,11 +61,16 @@ from gpuaug.config import AugmentConfig, ShiftRange, load_config
 from gpuaug.warp import warp_affine
 
 __all__ = [
+    "BACKENDS",
+    "AugmentDraws",
     "AugmentParams",
     "FitStats",
     "GPUAugment",
     "affine_matrix",
     "apply",
+    "params_from_draws",
+    "resolve_backend",
+    "sample_draws",
     "sample_params",
     "standardize",
 ]
@@ -233,6 +238,52 @@ class FitStats:
     zca_matrix: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class AugmentDraws:
+    """Everything random about a batch: its B x 12 uniform draws (`sample_draws`).
+
+    The params are a pure function of the draws, the config and the image size
+    (`params_from_draws`), so keeping the draws is keeping the params: the fused path
+    (`gpuaug.fused`) reads the draws in its kernel and `GPUAugment.last_params` computes the
+    params from them (lazily, with the reference code) when asked.
+
+    Attributes:
+        uniforms: The draws, column j for the j-th random quantity of every sample (angle,
+            shift x, shift y, shear, zoom x, zoom y, flip h, flip v, channel shift,
+            brightness, shift-sign x, shift-sign y).
+
+    Shape:
+        uniforms: (B, 12) float32 in [0, 1), any device.
+    """
+
+    uniforms: torch.Tensor
+
+    def __post_init__(self) -> None:
+        u = self.uniforms
+        if not isinstance(u, torch.Tensor):
+            raise TypeError(f"`uniforms` must be a tensor; got {type(u).__name__}")
+        if u.ndim != 2 or u.shape[1] != _N_DRAWS or u.dtype != torch.float32:
+            raise ValueError(
+                f"`uniforms` must be (B, {_N_DRAWS}) float32; got {tuple(u.shape)} {u.dtype}"
+            )
+
+    def __len__(self) -> int:
+        return self.uniforms.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """The device the draws live on."""
+        return self.uniforms.device
+
+    def to(self, device: torch.device | str) -> AugmentDraws:
+        """The same draws on ``device`` (no host sync for a CPU -> CUDA move)."""
+        return AugmentDraws(_to_device(self.uniforms, torch.device(device)))
+
+    def params(self, config: AugmentConfig, height: int, width: int) -> AugmentParams:
+        """The params these draws stand for (`params_from_draws`)."""
+        return params_from_draws(config, self, height, width)
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -261,56 +312,82 @@ def _shift(r: ShiftRange, u: torch.Tensor, u_sign: torch.Tensor, size: int) -> t
     return value * size if r < 1 else value
 
 
-def sample_params(
-    config: AugmentConfig,
+def _to_device(u: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move the draws to ``device`` without a host sync where the copy is host -> accelerator.
+
+    From the CPU to an accelerator: through pinned memory with ``non_blocking=True`` (a few
+    hundred bytes; the caching host allocator keeps the pinned block until the copy is done).
+    """
+    if u.device == device:
+        return u
+    if u.device.type == "cpu" and device.type not in ("cpu", "meta"):
+        return u.pin_memory().to(device, non_blocking=True)
+    return u.to(device)
+
+
+def sample_draws(
     batch_size: int,
-    height: int,
-    width: int,
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
-) -> AugmentParams:
-    """Draw the random parameters of a batch, as Keras' ``get_random_transform`` per sample.
+) -> AugmentDraws:
+    """Draw a batch's uniforms: one ``torch.rand((batch_size, 12))`` on the generator's device.
 
-    All draws come from one ``torch.rand((batch_size, 12))`` on ``device`` (no loop over
-    samples, no host sync), so a generator in a given state always gives the same params on the
-    same device. Rules (Keras'): angle U(-r, r); shifts per `AugmentConfig.width_shift_range`
-    (horizontal, x width) and ``height_shift_range`` (vertical, x height); shear U(-s, s); zoom
-    x and y independently U(lo, hi) (exactly 1 when lo = hi = 1); each flip with p = 0.5 when
-    on; channel shift U(-c, c); brightness U(lo, hi) or 1.
+    The draws are made where the generator lives (the CPU for ``torch.Generator()`` and for the
+    global RNG when ``generator`` is None) and then moved to ``device`` (from pinned memory
+    with ``non_blocking=True`` for a CPU -> CUDA move: no host sync). So a CPU generator seeded
+    the same way gives the same draws, hence the same params and the same augmentation, on
+    every device.
 
     Args:
-        config: The augmentation settings.
         batch_size: B.
-        height: Image height H (scales fractional vertical shifts).
-        width: Image width W (scales fractional horizontal shifts).
-        generator: Source of randomness (its device must be ``device``'s); the global RNG if
-            None.
-        device: Where to draw; defaults to the generator's device, else CPU.
+        generator: Source of randomness; the CPU global RNG if None.
+        device: Where the draws go; defaults to the generator's device, else the CPU.
 
     Returns:
-        The batch's `AugmentParams`, float32 / bool tensors on ``device``.
+        The batch's `AugmentDraws` on ``device``.
+
+    Shape:
+        -> uniforms (B, 12) float32 in [0, 1), on ``device``.
 
     Raises:
-        ValueError: A negative batch size or non-positive image size, or a generator on
-            another device.
+        ValueError: A negative batch size.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"`batch_size` must be an int; got {batch_size!r}")
+    if batch_size < 0:
+        raise ValueError(f"`batch_size` must be >= 0; got {batch_size}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator; got {type(generator).__name__}")
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    device = draw_device if device is None else torch.device(device)
+    u = torch.rand((int(batch_size), _N_DRAWS), generator=generator, device=draw_device)
+    return AugmentDraws(_to_device(u, device))
+
+
+def params_from_draws(
+    config: AugmentConfig, draws: AugmentDraws, height: int, width: int
+) -> AugmentParams:
+    """The params a batch's draws stand for, by Keras' ``get_random_transform`` rules.
+
+    A pure function of the draws (the reference code: `sample_params` is this after
+    `sample_draws`; the fused Triton path computes the same values in its kernel, and
+    `GPUAugment.last_params` comes from here, never from kernel state). Rules (Keras'): angle
+    U(-r, r); shifts per `AugmentConfig.width_shift_range` (horizontal, x width) and
+    ``height_shift_range`` (vertical, x height); shear U(-s, s); zoom x and y independently
+    U(lo, hi) (exactly 1 when lo = hi = 1); each flip with p = 0.5 when on; channel shift
+    U(-c, c); brightness U(lo, hi) or 1.
+
+    Shape:
+        draws: uniforms (B, 12) -> `AugmentParams` of B rows on the draws' device.
     """
     if not isinstance(config, AugmentConfig):
         raise TypeError(f"`config` must be an AugmentConfig; got {type(config).__name__}")
-    if batch_size < 0:
-        raise ValueError(f"`batch_size` must be >= 0; got {batch_size}")
+    if not isinstance(draws, AugmentDraws):
+        raise TypeError(f"`draws` must be AugmentDraws; got {type(draws).__name__}")
     if height < 1 or width < 1:
         raise ValueError(f"`height` and `width` must be >= 1; got {height} x {width}")
-    if device is None:
-        device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"`generator` is on {generator.device} but the params are drawn on {device}; "
-            f"make it with torch.Generator(device={str(device)!r})"
-        )
-
-    u = torch.rand((batch_size, _N_DRAWS), generator=generator, device=device)
+    u = draws.uniforms
     angle = _symmetric(u[:, _ANGLE], float(config.rotation_range))
     shift_x = _shift(config.width_shift_range, u[:, _SHIFT_X], u[:, _SIGN_X], width)
     shift_y = _shift(config.height_shift_range, u[:, _SHIFT_Y], u[:, _SIGN_Y], height)
@@ -337,6 +414,47 @@ def sample_params(
         channel_shift=channel,
         brightness=brightness,
     )
+
+
+def sample_params(
+    config: AugmentConfig,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> AugmentParams:
+    """Draw the random parameters of a batch, as Keras' ``get_random_transform`` per sample.
+
+    ``params_from_draws(config, sample_draws(batch_size, generator=..., device=...), ...)``:
+    one ``torch.rand((batch_size, 12))`` on the *generator's* device (no loop over samples, no
+    host sync), moved to ``device``. So a generator in a given state gives the same params
+    whatever ``device`` is: a CPU generator seeded as the loader seeds it reproduces a GPU
+    epoch on the CPU, sample for sample. See `params_from_draws` for the rules.
+
+    Args:
+        config: The augmentation settings.
+        batch_size: B.
+        height: Image height H (scales fractional vertical shifts).
+        width: Image width W (scales fractional horizontal shifts).
+        generator: Source of randomness, on any device; the CPU global RNG if None.
+        device: Where the params go; defaults to the generator's device, else CPU.
+
+    Returns:
+        The batch's `AugmentParams`, float32 / bool tensors on ``device``.
+
+    Raises:
+        ValueError: A negative batch size or non-positive image size.
+    """
+    if not isinstance(config, AugmentConfig):
+        raise TypeError(f"`config` must be an AugmentConfig; got {type(config).__name__}")
+    if batch_size < 0:
+        raise ValueError(f"`batch_size` must be >= 0; got {batch_size}")
+    if height < 1 or width < 1:
+        raise ValueError(f"`height` and `width` must be >= 1; got {height} x {width}")
+    draws = sample_draws(batch_size, generator=generator, device=device)
+    return params_from_draws(config, draws, height, width)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -517,37 +635,107 @@ def standardize(
     return x
 
 
+#: The backends of `apply` and `GPUAugment`, chosen in `resolve_backend` and nowhere else:
+#:
+#: - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
+#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default).
+#: - ``"kornia"``: the reference path (`warp_affine`'s ``grid_sample`` + torch ops, kornia-style
+#:   batched params); runs everywhere, in float64 too. Everything else is tested against it.
+#: - ``"triton"``: the fused kernel (`gpuaug.fused`): one pass over the batch that warps,
+#:   shifts, brightens, rescales, normalises and writes the output once. CUDA tensors; CPU
+#:   tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
+#: - ``"compile"``: ``gpuaug.compiled.apply_compiled`` (``torch.compile`` of the reference).
+BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile")
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
+
+
+def _check_backend(backend: Any) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def _check_memory_format(memory_format: Any) -> torch.memory_format:
+    if not isinstance(memory_format, torch.memory_format) or memory_format not in _MEMORY_FORMATS:
+        raise ValueError(
+            "`memory_format` must be torch.contiguous_format or torch.channels_last; "
+            f"got {memory_format!r}"
+        )
+    return memory_format
+
+
+def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """The backend that runs for ``backend`` on ``device`` with output ``dtype``: the one place
+    where a backend is chosen (see `BACKENDS`).
+
+    Returns:
+        "kornia", "triton" or "compile" ("auto" resolved).
+
+    Raises:
+        ValueError: An unknown backend, or ``"triton"`` where it cannot run (a CPU tensor
+            without ``TRITON_INTERPRET=1``, or float64 output).
+        ImportError: ``"triton"`` without triton installed.
+    """
+    backend = _check_backend(backend)
+    device = torch.device(device)
+    if backend == "auto":
+        if device.type == "cuda" and dtype in _FUSED_DTYPES:
+            from gpuaug import fused
+
+            if fused.triton_available():
+                return "triton"
+        return "kornia"
+    if backend == "triton":
+        from gpuaug import fused
+
+        fused.check_usable(device, dtype)
+    return backend
+
+
 def apply(
     images: torch.Tensor,
-    params: AugmentParams,
+    params: AugmentParams | AugmentDraws,
     config: AugmentConfig,
     *,
     stats: FitStats | None = None,
     dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Augment a batch with given params, as Keras' ``apply_transform`` + ``standardize``.
 
     Args:
         images: The batch, read on its 0..255 scale (uint8, or float on that scale).
-        params: One row per image, on the images' device (`sample_params`).
+        params: One row per image, on the images' device: `AugmentParams` (`sample_params`), or
+            the `AugmentDraws` they come from (`sample_draws`; the fused path reads these in
+            its kernel, the others turn them into params first).
         config: Which stages run, the fill mode and the normalisation.
         stats: Fitted featurewise statistics (`GPUAugment.fit`), if the config uses them.
-        dtype: Output dtype (a float dtype). float64 computes in float64, anything else in
-            float32.
+        dtype: Output dtype (a float dtype). float64 computes in float64 (reference backend
+            only), anything else in float32 and rounds once at the end.
+        memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` (the output's
+            strides).
+        backend: "auto", "kornia", "triton" or "compile" (see `BACKENDS`).
 
     Returns:
         The augmented, normalised batch.
 
     Shape:
-        images: (B, C, H, W) uint8 or float, any device -> (B, C, H, W) ``dtype``, same device.
+        images: (B, C, H, W) uint8 or float, any device -> (B, C, H, W) ``dtype`` in
+        ``memory_format``, same device.
 
     Raises:
-        ValueError: Not a 4-D batch, or params of another length or device.
+        ValueError: Not a 4-D batch, params of another length or device, an unknown backend
+            or memory format, or a backend that cannot run here.
         TypeError: Images neither uint8 nor float, or a non-float ``dtype``.
     """
     _check_batch(images)
-    if not isinstance(params, AugmentParams):
-        raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
+    if not isinstance(params, AugmentParams | AugmentDraws):
+        raise TypeError(
+            f"`params` must be AugmentParams or AugmentDraws; got {type(params).__name__}"
+        )
     if len(params) != images.shape[0]:
         raise ValueError(
             f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
@@ -557,12 +745,45 @@ def apply(
             f"`params` are on {params.device} but the images on {images.device}; "
             "use params.to(images.device)"
         )
-    if not dtype.is_floating_point:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"`dtype` must be a float dtype; got {dtype}")
+    memory_format = _check_memory_format(memory_format)
+    name = resolve_backend(backend, images.device, dtype)
+    if name == "triton":
+        from gpuaug import fused
+
+        return fused.apply_fused(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
+    if isinstance(params, AugmentDraws):
+        params = params.params(config, images.shape[2], images.shape[3])
+    if name == "compile":
+        try:
+            from gpuaug.compiled import apply_compiled
+        except ImportError as err:
+            raise ImportError(
+                '`backend="compile"` needs the gpuaug.compiled module, which this build does '
+                f'not have ({err}); use backend="kornia" or "auto"'
+            ) from err
+        return apply_compiled(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
+    return _apply_reference(images, params, config, stats, dtype, memory_format)
+
+
+def _apply_reference(
+    images: torch.Tensor,
+    params: AugmentParams,
+    config: AugmentConfig,
+    stats: FitStats | None,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """The reference ("kornia") backend: warp, pointwise stages, standardize, cast."""
     x = images.to(_work_dtype(dtype))
     x = _augment(x, params, config)
     x = standardize(x, config, stats)
-    return x.to(dtype)
+    return x.to(dtype=dtype, memory_format=memory_format)
 
 
 # ----------------------------------------------------------------------------- module
@@ -571,25 +792,32 @@ def apply(
 class GPUAugment(nn.Module):
     """Keras' ImageDataGenerator augmentation as a module: per-sample params, one batched warp.
 
-    ``forward`` draws fresh params for the batch on its device (or takes given ones), applies
-    them (`apply`) and keeps them in ``last_params`` for replay: ``aug(x, params=p)`` or
-    ``aug.apply(x, p)`` reproduces a batch exactly, and a generator seeded the same way
-    reproduces the params on the same device.
+    ``forward`` draws fresh uniforms for the batch (`sample_draws`: on the generator's device,
+    then moved to the batch's), applies them (`apply`) and keeps them, so that ``last_params``
+    (computed from the draws by the reference code when first read) replays the batch:
+    ``aug(x, params=p)`` or ``aug.apply(x, p)`` reproduces it exactly on the same backend, and
+    a CPU generator seeded the same way reproduces the params on every device.
 
     Args:
         config: An `AugmentConfig`, a preset name or a YAML path (`load_config`); None gives
             no augmentation (a float conversion).
         dtype: Output dtype (float).
+        memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
+        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
+            reference), "triton" or "compile"; see `BACKENDS`.
 
     Attributes:
         config: The settings.
         dtype: The output dtype.
+        memory_format: The output memory format.
+        backend: The backend asked for (resolved per call by `resolve_backend`).
         last_params: The params of the last ``forward`` call (None before one).
+        last_draws: The draws of the last ``forward`` call that drew them (None otherwise).
         mean, std, zca_matrix: Buffers set by `fit` (None before).
 
     Shape:
         images: (B, C, H, W) uint8 or float on the 0..255 scale, any device
-        -> (B, C, H, W) ``dtype``, same device.
+        -> (B, C, H, W) ``dtype`` in ``memory_format``, same device.
 
     Example:
         >>> cfg = AugmentConfig(rotation_range=40, horizontal_flip=True, rescale=1 / 255)
@@ -608,6 +836,9 @@ class GPUAugment(nn.Module):
         self,
         config: AugmentConfig | str | os.PathLike[str] | None = None,
         dtype: torch.dtype = torch.float32,
+        *,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if config is None:
@@ -618,7 +849,10 @@ class GPUAugment(nn.Module):
             raise TypeError(f"`dtype` must be a float torch.dtype; got {dtype!r}")
         self.config = config
         self.dtype = dtype
-        self.last_params: AugmentParams | None = None
+        self.memory_format = _check_memory_format(memory_format)
+        self.backend = _check_backend(backend)
+        self._last_params: AugmentParams | None = None
+        self._last_draws: tuple[AugmentDraws, int, int] | None = None
         self.register_buffer("mean", None)
         self.register_buffer("std", None)
         self.register_buffer("zca_matrix", None)
@@ -628,17 +862,50 @@ class GPUAugment(nn.Module):
         """The fitted statistics (None fields where not fitted)."""
         return FitStats(mean=self.mean, std=self.std, zca_matrix=self.zca_matrix)
 
+    @property
+    def last_params(self) -> AugmentParams | None:
+        """The params of the last ``forward`` call (from its draws, by the reference code)."""
+        if self._last_params is None and self._last_draws is not None:
+            draws, height, width = self._last_draws
+            self._last_params = params_from_draws(self.config, draws, height, width)
+        return self._last_params
+
+    @last_params.setter
+    def last_params(self, params: AugmentParams | None) -> None:
+        self._last_params = params
+        self._last_draws = None
+
+    @property
+    def last_draws(self) -> AugmentDraws | None:
+        """The draws of the last ``forward`` call, if it drew them (None after given params)."""
+        return None if self._last_draws is None else self._last_draws[0]
+
+    def sample_draws(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> AugmentDraws:
+        """Draw this batch's uniforms on the generator's device, moved to the batch's."""
+        _check_batch(images)
+        return sample_draws(images.shape[0], generator=generator, device=images.device)
+
     def sample_params(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> AugmentParams:
-        """Draw params for this batch on its device (`sample_params`)."""
+        """Draw params for this batch, on its device (`sample_params`)."""
         _check_batch(images)
         b, _, h, w = images.shape
         return sample_params(self.config, b, h, w, generator=generator, device=images.device)
 
-    def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply given params to a batch (`apply` with this module's config, stats, dtype)."""
-        return apply(images, params, self.config, stats=self.stats, dtype=self.dtype)
+    def apply(self, images: torch.Tensor, params: AugmentParams | AugmentDraws) -> torch.Tensor:
+        """Apply given params or draws to a batch (`apply` with this module's settings)."""
+        return apply(
+            images,
+            params,
+            self.config,
+            stats=self.stats,
+            dtype=self.dtype,
+            memory_format=self.memory_format,
+            backend=self.backend,
+        )
 
     def forward(
         self,
@@ -646,11 +913,15 @@ class GPUAugment(nn.Module):
         generator: torch.Generator | None = None,
         params: AugmentParams | None = None,
     ) -> torch.Tensor:
-        """Augment a batch with fresh params (or ``params``); the params go to ``last_params``."""
-        if params is None:
-            params = self.sample_params(images, generator)
-        out = self.apply(images, params)
-        self.last_params = params
+        """Augment a batch with fresh draws (or ``params``); they go to ``last_params``."""
+        if params is not None:
+            out = self.apply(images, params)
+            self.last_params = params
+            return out
+        draws = self.sample_draws(images, generator)
+        out = self.apply(images, draws)
+        self._last_params = None
+        self._last_draws = (draws, images.shape[2], images.shape[3])
         return out
 
     @torch.no_grad()
@@ -730,4 +1001,5 @@ class GPUAugment(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return "; ".join(self.config.describe().splitlines()) + f"; dtype={self.dtype}"
+        settings = "; ".join(self.config.describe().splitlines())
+        return f"{settings}; dtype={self.dtype}; backend={self.backend}"

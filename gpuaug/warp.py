@@ -6,25 +6,32 @@ Keras' ``apply_affine_transform`` hands each channel of each image to
 ``F.grid_sample`` call. The matrix is the *destination -> source* map in pixel coordinates
 (x = column, y = row, pixel centres at integers), one per sample, as scipy takes it.
 
-Fill modes (scipy >= 1.6 semantics, checked against scipy 1.17):
+Fill modes (scipy >= 1.6 semantics, checked against scipy 1.17). Every mode folds the source
+coordinate into [0, n-1] in pixel units (`_fold`), then samples once with ``F.grid_sample``
+(``align_corners=True``, ``padding_mode="border"``):
 
 ====================  ===========================================  =================================
-``fill_mode``         scipy's behaviour at a source coordinate x   how we compute it
+``fill_mode``         scipy's behaviour at a source coordinate x   how we fold it
 ====================  ===========================================  =================================
-"nearest"             clamp x to [0, n-1]                           kornia ``warp_affine``,
-                                                                    ``padding_mode="border"``
-"reflect"             half-sample symmetric: ``d c b a | a b c d``  kornia ``warp_affine``,
-                      (mirror about -0.5 and n-0.5)                 ``padding_mode="reflection"``,
-                                                                    ``align_corners=False``
-"constant"            ``cval`` wherever x < 0 or x > n-1 (a hard    own grid: clamp, sample, then
-                      cut at the edge pixel centres; no blending    ``cval`` where x left [0, n-1]
+"nearest"             clamp x to [0, n-1]                           clamp
+"reflect"             half-sample symmetric: ``d c b a | a b c d``  mirror about -0.5 and n-0.5
+                      (mirror about -0.5 and n-0.5)                 (period 2n), then clamp
+"constant"            ``cval`` wherever x < 0 or x > n-1 (a hard    clamp, sample, then ``cval``
+                      cut at the edge pixel centres; no blending    where x left [0, n-1]
                       with cval, unlike grid_sample "zeros" or      (+- a few ulps, below)
                       kornia "fill")
-"wrap"                period n-1 (scipy's ``wrap``, not             own grid: fold x into [0, n-1]
-                      ``grid-wrap``): the first and last samples    as scipy does, then sample with
-                      coincide, a discontinuity at every multiple   border clamping
+"wrap"                period n-1 (scipy's ``wrap``, not             fold x into [0, n-1] as scipy
+                      ``grid-wrap``): the first and last samples    does, then clamp
+                      coincide, a discontinuity at every multiple
                       of n-1
 ====================  ===========================================  =================================
+
+No matrix product anywhere (issue 9.6): the source coordinates are broadcast multiply-adds
+(``a00 * x + a01 * y + b0``), never ``einsum`` / ``bmm``, which
+``torch.set_float32_matmul_precision("high")`` would turn into TF32 GEMMs (10-bit mantissa:
+0.08 px at 150 px, enough to break Keras parity, the constant/wrap edges and nearest ties).
+(kornia's ``warp_affine`` was used for "nearest"/"reflect" before; its 3x3 ``bmm`` in
+``normalize_homography`` has the same problem, so it is gone.)
 
 ``interpolation="nearest"`` always takes the own-grid path, which rounds half up like scipy
 (``floor(x + 0.5)``); ``grid_sample``'s "nearest" rounds half to even.
@@ -42,14 +49,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import warp_affine as _kornia_warp_affine
 
 from gpuaug.config import FILL_MODES, INTERPOLATIONS
-
-try:  # kornia >= 0.8.3; kornia.utils.create_meshgrid is deprecated there
-    from kornia.geometry import create_meshgrid
-except ImportError:  # pragma: no cover - older kornia
-    from kornia.utils import create_meshgrid
 
 __all__ = ["EDGE_TOLERANCE", "FILL_MODES", "invert_affine", "source_coordinates", "warp_affine"]
 
@@ -58,8 +59,6 @@ __all__ = ["EDGE_TOLERANCE", "FILL_MODES", "invert_affine", "source_coordinates"
 #: "constant" and "wrap" (n = the axis length; 3e-5 px at 32 px, 1.4e-4 px at 150 px): a few
 #: float32 ulps of the coordinate, so whole-pixel shifts and flips land exactly as in float64.
 EDGE_TOLERANCE = 2.0**-20
-
-_KORNIA_PADDING = {"nearest": "border", "reflect": "reflection"}
 
 
 def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
@@ -82,15 +81,25 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
 def source_coordinates(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The source pixel coordinates each output pixel reads: ``matrix @ (x, y, 1)``.
 
+    Computed as broadcast multiply-adds ``(a00 * x + a01 * y) + b0``, not a matrix product, so
+    the result does not depend on ``torch.backends.cuda.matmul.allow_tf32`` /
+    ``torch.set_float32_matmul_precision`` (a TF32 GEMM would move points by ~0.08 px at 150 px).
+
     Shape:
         matrix: (B, 2, 3) dst->src, pixel units -> (B, H, W, 2) [x, y], same dtype and device.
     """
-    base = create_meshgrid(
-        height, width, normalized_coordinates=False, device=matrix.device, dtype=matrix.dtype
-    )  # (1, H, W, 2) with [..., 0] = x (column), [..., 1] = y (row)
-    linear = matrix[:, :, :2]  # (B, 2, 2)
-    offset = matrix[:, :, 2]  # (B, 2)
-    return torch.einsum("bij,hwj->bhwi", linear, base[0]) + offset[:, None, None, :]
+    x, y = _source_xy(matrix, height, width)
+    return torch.stack([x, y], dim=-1)
+
+
+def _source_xy(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source x and y of every output pixel, (B, H, W) each, by multiply-adds."""
+    xs = torch.arange(width, device=matrix.device, dtype=matrix.dtype)[None, None, :]
+    ys = torch.arange(height, device=matrix.device, dtype=matrix.dtype)[None, :, None]
+    m = matrix[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+    x = (m[:, 0, 0] * xs + m[:, 0, 1] * ys) + m[:, 0, 2]
+    y = (m[:, 1, 0] * xs + m[:, 1, 1] * ys) + m[:, 1, 2]
+    return x, y
 
 
 def _fold(
@@ -134,9 +143,9 @@ def _warp_grid(
 ) -> torch.Tensor:
     """Build the sampling grid ourselves (any fill mode) and sample once."""
     _, _, height, width = images.shape
-    src = source_coordinates(matrix.to(images.dtype), height, width)
-    x, inside_x = _fold(src[..., 0], width, fill_mode)
-    y, inside_y = _fold(src[..., 1], height, fill_mode)
+    src_x, src_y = _source_xy(matrix.to(images.dtype), height, width)
+    x, inside_x = _fold(src_x, width, fill_mode)
+    y, inside_y = _fold(src_y, height, fill_mode)
     if interpolation == "nearest":
         x = torch.floor(x + 0.5).clamp_(0, width - 1)
         y = torch.floor(y + 0.5).clamp_(0, height - 1)
@@ -157,20 +166,6 @@ def _warp_grid(
     return out
 
 
-def _warp_kornia(images: torch.Tensor, matrix: torch.Tensor, fill_mode: str) -> torch.Tensor:
-    """kornia's warp_affine for the modes grid_sample expresses exactly (bilinear only)."""
-    _, _, height, width = images.shape
-    src_to_dst = invert_affine(matrix.to(images.dtype))
-    return _kornia_warp_affine(
-        images,
-        src_to_dst,
-        (height, width),
-        mode="bilinear",
-        padding_mode=_KORNIA_PADDING[fill_mode],
-        align_corners=False,
-    )
-
-
 def warp_affine(
     images: torch.Tensor,
     matrix_dst_to_src: torch.Tensor,
@@ -179,6 +174,9 @@ def warp_affine(
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """Warp a batch with one affine matrix per sample, as Keras/scipy would, in one batched call.
+
+    This is the reference warp (the ``"kornia"`` backend of `gpuaug.augment.apply`); the fused
+    Triton path (`gpuaug.fused`) is tested against it.
 
     Output pixel (x, y) takes the input value at ``matrix @ (x, y, 1)`` (x = column, y = row,
     pixel centres at integer coordinates), filled per ``fill_mode`` where that point lies
@@ -219,6 +217,4 @@ def warp_affine(
         )
     if images.shape[0] == 0:
         return images.clone()
-    if interpolation == "bilinear" and fill_mode in _KORNIA_PADDING:
-        return _warp_kornia(images, matrix_dst_to_src, fill_mode)
     return _warp_grid(images, matrix_dst_to_src, fill_mode, cval, interpolation)

@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from gpuaug import augment
 from gpuaug.augment import (
+    AugmentDraws,
     AugmentParams,
     FitStats,
     GPUAugment,
     affine_matrix,
     apply,
+    params_from_draws,
+    sample_draws,
     sample_params,
     standardize,
 )
@@ -133,9 +139,79 @@ def test_one_random_draw_per_batch_whatever_its_size(monkeypatch, batch_size):
     assert calls == [(batch_size, 12)]
 
 
-def test_a_generator_on_another_device_is_rejected():
-    with pytest.raises(ValueError, match="`generator` is on cpu but the params are drawn on meta"):
-        sample_params(FULL, 4, 8, 8, generator=_gen(), device="meta")
+class _OpRecorder(TorchDispatchMode):
+    """Records (op name, kwargs) of every aten op dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, dict]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func._schema.name.split("::")[-1], dict(kwargs or {})))
+        return func(*args, **(kwargs or {}))
+
+
+def test_draws_are_made_on_the_generator_device_and_moved_without_a_sync(monkeypatch):
+    # A CPU generator for a CUDA batch: rand on the CPU, pinned, non_blocking copy (no sync).
+    pinned = []
+
+    def pin(self, *args, **kwargs):
+        pinned.append(tuple(self.shape))
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    with FakeTensorMode(allow_non_fake_inputs=True), _OpRecorder() as recorder:
+        draws = sample_draws(4, generator=_gen(), device="cuda")
+    assert draws.device.type == "cuda" and pinned == [(4, 12)]
+    rand = [kw for name, kw in recorder.calls if name == "rand"]
+    assert [kw["device"].type for kw in rand] == ["cpu"]
+    copies = [kw for name, kw in recorder.calls if name == "_to_copy"]
+    assert [(kw["device"].type, kw["non_blocking"]) for kw in copies] == [("cuda", True)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_the_same_seed_gives_the_same_draws_whatever_the_device(monkeypatch, device):
+    sent = []
+    real = augment._to_device
+
+    def recording(u, target):
+        sent.append(u.clone())
+        return real(u, target)
+
+    monkeypatch.setattr(augment, "_to_device", recording)
+    p = sample_params(FULL, 6, 20, 30, generator=_gen(5), device=device)
+    assert p.device.type == device and len(p) == 6
+    cpu = sample_draws(6, generator=_gen(5))
+    assert torch.equal(sent[0], cpu.uniforms)  # what goes to the device is the CPU draw
+    if device == "cpu":
+        expected = params_from_draws(FULL, cpu, 20, 30)
+        assert torch.equal(p.angle_deg, expected.angle_deg) and torch.equal(p.zoom, expected.zoom)
+
+
+def test_without_a_generator_the_draws_come_from_the_cpu_global_rng():
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(11)
+        assert sample_draws(3, device="meta").device.type == "meta"
+        after_meta = torch.rand(1)
+        torch.manual_seed(11)
+        torch.rand(3, 12)
+        assert torch.equal(torch.rand(1), after_meta)  # the CPU RNG advanced by one (3, 12) draw
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def test_params_are_a_pure_function_of_the_draws():
+    draws = sample_draws(8, generator=_gen(2))
+    a = draws.params(FULL, 20, 30)
+    b = sample_params(FULL, 8, 20, 30, generator=_gen(2))
+    for name in ("angle_deg", "shift_px", "shear_deg", "zoom", "flip_h", "brightness"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_draws_of_the_wrong_shape_are_rejected():
+    with pytest.raises(ValueError, match="`uniforms` must be \\(B, 12\\) float32"):
+        AugmentDraws(torch.rand(4, 11))
 
 
 def test_a_negative_batch_size_is_rejected():

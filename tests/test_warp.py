@@ -15,8 +15,8 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from gpuaug import warp
 from gpuaug.warp import invert_affine, source_coordinates, warp_affine
 
 MODES = ["nearest", "constant", "reflect", "wrap"]
@@ -95,14 +95,48 @@ def test_matches_scipy_affine_transform(batch, mode, interpolation):
     np.testing.assert_allclose(out[keep], expected[keep], rtol=0, atol=tolerance)
 
 
-@pytest.mark.parametrize("mode", ["nearest", "reflect"])
-def test_kornia_path_agrees_with_the_own_grid_path(batch, mode):
+_MATRIX_PRODUCTS = ("mm", "bmm", "matmul", "einsum", "addmm", "baddbmm", "addbmm", "mv", "dot")
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records the name of every aten op dispatched inside it ("aten::bmm" -> "bmm")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("mode", MODES)
+def test_no_matrix_product_is_dispatched_on_the_coordinate_path(batch, mode, interpolation):
+    # A matmul / bmm / einsum turns into a TF32 GEMM under set_float32_matmul_precision("high").
     images, matrices = batch
     x = torch.tensor(images, dtype=torch.float32)
     m = torch.tensor(matrices, dtype=torch.float32)
-    via_kornia = warp._warp_kornia(x, m, mode)
-    via_grid = warp._warp_grid(x, m, mode, CVAL, "bilinear")
-    torch.testing.assert_close(via_kornia, via_grid, rtol=0, atol=0.01)
+    with _OpRecorder() as recorder:
+        warp_affine(x, m, mode, CVAL, interpolation)
+    assert "grid_sampler_2d" in recorder.ops  # the recorder sees the warp
+    assert not set(recorder.ops) & set(_MATRIX_PRODUCTS), recorder.ops
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_high_matmul_precision_leaves_the_warp_unchanged(batch, mode):
+    images, matrices = batch
+    x = torch.tensor(images, dtype=torch.float32)
+    m = torch.tensor(matrices, dtype=torch.float32)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        exact = warp_affine(x, m, mode, CVAL)
+        torch.set_float32_matmul_precision("high")
+        fast = warp_affine(x, m, mode, CVAL)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert torch.equal(fast, exact)
 
 
 @pytest.mark.parametrize("mode", MODES)
