@@ -638,14 +638,16 @@ def standardize(
 #: The backends of `apply` and `GPUAugment`, chosen in `resolve_backend` and nowhere else:
 #:
 #: - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
-#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default).
+#:   float32 / bfloat16 / float16; ``"chunked"`` for CPU tensors; ``"kornia"`` otherwise.
 #: - ``"kornia"``: the reference path (`warp_affine`'s ``grid_sample`` + torch ops, kornia-style
 #:   batched params); runs everywhere, in float64 too. Everything else is tested against it.
 #: - ``"triton"``: the fused kernel (`gpuaug.fused`): one pass over the batch that warps,
 #:   shifts, brightens, rescales, normalises and writes the output once. CUDA tensors; CPU
 #:   tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
 #: - ``"compile"``: ``gpuaug.compiled.apply_compiled`` (``torch.compile`` of the reference).
-BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile")
+#: - ``"chunked"``: ``gpuaug.chunked.apply_chunked``, the reference on cache-sized slices of a
+#:   CPU batch (bitwise the reference; one call on other devices).
+BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked")
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -686,7 +688,7 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
 
             if fused.triton_available():
                 return "triton"
-        return "kornia"
+        return "chunked" if device.type == "cpu" else "kornia"
     if backend == "triton":
         from gpuaug import fused
 
@@ -757,6 +759,12 @@ def apply(
         )
     if isinstance(params, AugmentDraws):
         params = params.params(config, images.shape[2], images.shape[3])
+    if name == "chunked":
+        from gpuaug.chunked import apply_chunked
+
+        return apply_chunked(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
     if name == "compile":
         try:
             from gpuaug.compiled import apply_compiled
@@ -803,8 +811,8 @@ class GPUAugment(nn.Module):
             no augmentation (a float conversion).
         dtype: Output dtype (float).
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
-        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
-            reference), "triton" or "compile"; see `BACKENDS`.
+        backend: "auto" (the fused Triton kernel on CUDA, the chunked reference on a CPU),
+            "kornia" (the reference), "triton", "compile" or "chunked"; see `BACKENDS`.
 
     Attributes:
         config: The settings.

@@ -33,6 +33,18 @@ def chunk_size(images: torch.Tensor, dtype: torch.dtype, chunk_bytes: int) -> in
     return max(1, int(chunk_bytes) // max(per_image, 1))
 
 
+def _reference(images, params, config, stats, dtype, memory_format) -> torch.Tensor:
+    return apply(
+        images,
+        params,
+        config,
+        stats=stats,
+        dtype=dtype,
+        memory_format=memory_format,
+        backend="kornia",
+    )
+
+
 def apply_chunked(
     images: torch.Tensor,
     params: AugmentParams,
@@ -83,10 +95,9 @@ def apply_chunked(
     step = chunk_size(images, dtype, chunk_bytes)
     batch = images.shape[0]
     if images.device.type != "cpu" or batch <= step:
-        out = apply(images, params, config, stats=stats, dtype=dtype)
-        return out.contiguous(memory_format=memory_format)
+        return _reference(images, params, config, stats, dtype, memory_format)
     out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=memory_format)
     for start in range(0, batch, step):
         rows = slice(start, start + step)
-        out[rows] = apply(images[rows], params[rows], config, stats=stats, dtype=dtype)
+        out[rows] = _reference(images[rows], params[rows], config, stats, dtype, memory_format)
     return out

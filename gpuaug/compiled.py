@@ -74,8 +74,15 @@ def _build(
         zca_matrix: torch.Tensor | None,
     ) -> torch.Tensor:
         stats = FitStats(mean=mean, std=std, zca_matrix=zca_matrix)
-        out = apply(images, params, config, stats=stats, dtype=dtype)
-        return out.contiguous(memory_format=memory_format)
+        return apply(
+            images,
+            params,
+            config,
+            stats=stats,
+            dtype=dtype,
+            memory_format=memory_format,
+            backend="kornia",
+        )
 
     return torch.compile(_fresh_function(augment), fullgraph=True)
 
@@ -156,8 +163,15 @@ def apply_compiled(
         )
     batch = images.shape[0]
     if batch == 0:
-        out = apply(images, params, config, stats=stats, dtype=dtype)
-        return out.contiguous(memory_format=memory_format)
+        return apply(
+            images,
+            params,
+            config,
+            stats=stats,
+            dtype=dtype,
+            memory_format=memory_format,
+            backend="kornia",
+        )
     if batch == 1:  # dynamo specialises a size of 1: pad to 2 and keep the first row
         images = torch.cat([images, images])
         params = params.index(torch.zeros(2, dtype=torch.long, device=params.device))
