@@ -53,7 +53,7 @@ __all__ = ["BenchConfig", "GRIDS", "build_parser", "machine_info", "main", "run"
 
 SCHEMA = "gpuaug-bench/2"
 #: gpuaug backends of the backends table, in order ("auto" is the headline "gpuaug" row).
-BACKENDS: tuple[str, ...] = ("kornia", "chunked", "compile", "triton")
+BACKENDS: tuple[str, ...] = ("kornia", "chunked", "opencv", "compile", "triton")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Scaling grids. "quick" fits the default run in a few minutes on a 2-core CPU; "full" is the

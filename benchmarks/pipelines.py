@@ -596,8 +596,13 @@ def backend_unavailable(backend: str, device: torch.device) -> str | None:
         return f"this gpuaug has no backend choice ({err})"
     if backend not in BACKENDS:
         return f"this gpuaug has no {backend!r} backend"
-    if backend == "chunked" and device.type != "cpu":
-        return "the chunked backend is the CPU path (one call elsewhere)"
+    if backend in ("chunked", "opencv") and device.type != "cpu":
+        return f"the {backend} backend is a CPU path"
+    if backend == "opencv":
+        from gpuaug.opencv import opencv_available
+
+        if not opencv_available():
+            return "cv2 not importable (pip install opencv-python-headless)"
     try:
         resolve_backend(backend, device, torch.float32)
     except (ImportError, ValueError) as err:

@@ -638,7 +638,7 @@ def standardize(
 #: The backends of `apply` and `GPUAugment`, chosen in `resolve_backend` and nowhere else:
 #:
 #: - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
-#:   float32 / bfloat16 / float16; ``"chunked"`` for CPU tensors; ``"kornia"`` otherwise.
+#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default).
 #: - ``"kornia"``: the reference path (`warp_affine`'s ``grid_sample`` + torch ops, kornia-style
 #:   batched params); runs everywhere, in float64 too. Everything else is tested against it.
 #: - ``"triton"``: the fused kernel (`gpuaug.fused`): one pass over the batch that warps,
@@ -646,8 +646,11 @@ def standardize(
 #:   tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
 #: - ``"compile"``: ``gpuaug.compiled.apply_compiled`` (``torch.compile`` of the reference).
 #: - ``"chunked"``: ``gpuaug.chunked.apply_chunked``, the reference on cache-sized slices of a
-#:   CPU batch (bitwise the reference; one call on other devices).
-BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked")
+#:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
+#: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's fixed-point ``warpAffine`` per
+#:   image on a thread pool (CPU, uint8, fill "nearest" / "reflect"; else the reference):
+#:   within about a grey level of the reference, not exact. Opt-in.
+BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -688,7 +691,7 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
 
             if fused.triton_available():
                 return "triton"
-        return "chunked" if device.type == "cpu" else "kornia"
+        return "kornia"
     if backend == "triton":
         from gpuaug import fused
 
@@ -765,6 +768,12 @@ def apply(
         return apply_chunked(
             images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
         )
+    if name == "opencv":
+        from gpuaug.opencv import apply_opencv
+
+        return apply_opencv(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
     if name == "compile":
         try:
             from gpuaug.compiled import apply_compiled
@@ -811,8 +820,8 @@ class GPUAugment(nn.Module):
             no augmentation (a float conversion).
         dtype: Output dtype (float).
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
-        backend: "auto" (the fused Triton kernel on CUDA, the chunked reference on a CPU),
-            "kornia" (the reference), "triton", "compile" or "chunked"; see `BACKENDS`.
+        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
+            reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
 
     Attributes:
         config: The settings.

@@ -237,7 +237,7 @@ def test_a_256_batch_at_150px_is_warped_in_one_grid_sample_call(monkeypatch, pre
         return real(*args, **kwargs)
 
     monkeypatch.setattr(F, "grid_sample", counting)
-    aug = GPUAugment(config, backend="kornia")  # "auto" on a CPU slices the batch (chunked)
+    aug = GPUAugment(config)
     x = torch.randint(0, 256, (256, 3, 150, 150), dtype=torch.uint8, generator=_gen())
     out = aug(x, generator=_gen())
     assert calls == [(256, 3, 150, 150)]  # the whole batch in one call: no per-sample loop

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpuaug import AugmentConfig, GPUAugment
-from gpuaug.augment import apply, resolve_backend, sample_params
+from gpuaug.augment import apply, sample_params
 from gpuaug.chunked import apply_chunked, chunk_size
 
 BOOK = AugmentConfig.from_keras(
@@ -100,10 +100,6 @@ def test_rejects_params_of_another_length():
     _, p = _batch(3)
     with pytest.raises(ValueError, match="`params` has 3 rows but the batch has 2 images"):
         apply_chunked(x, p, BOOK)
-
-
-def test_auto_backend_takes_the_chunked_path_on_the_cpu():
-    assert resolve_backend("auto", "cpu", torch.float32) == "chunked"
 
 
 def test_apply_with_backend_chunked_is_bitwise_the_kornia_reference():
