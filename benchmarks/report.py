@@ -89,6 +89,11 @@ def find(
     return None
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b to 4 significant digits (a fixed number of decimals loses small ratios)."""
+    return float(f"{a / b:.4g}")
+
+
 def _median(doc: dict, figure: str, pipeline: str, batch_size: int) -> float | None:
     r = find(doc, figure, pipeline, batch_size)
     if r is None or "images_per_s" not in r:
@@ -116,7 +121,7 @@ def speedups(doc: dict) -> list[dict]:
                     "batch_size": b,
                     "numerator": num,
                     "denominator": den,
-                    "ratio": round(a / c, 3),
+                    "ratio": _ratio(a, c),
                     "target": target if b == max(batch_sizes) else None,
                 }
             )
@@ -153,7 +158,7 @@ def _fastest_peer_ratios(doc: dict) -> list[dict]:
                     "batch_size": b,
                     "numerator": "gpuaug",
                     "denominator": peer[0],
-                    "ratio": round(ours / peer[1], 3),
+                    "ratio": _ratio(ours, peer[1]),
                     "target": None,
                     "fastest_peer": True,
                 }
@@ -195,7 +200,7 @@ def backend_speedups(doc: dict) -> list[dict]:
                         "best_images_per_s": best_rate,
                         "vs": name,
                         "vs_images_per_s": rate,
-                        "ratio": round(best_rate / rate, 3),
+                        "ratio": _ratio(best_rate, rate),
                     }
                 )
     return out
