@@ -29,7 +29,12 @@ How each peer expresses the settings (see :data:`PIPELINES` ``notes`` and the RE
 - ``albumentations-cpu`` (optional): ``A.Affine`` expresses everything: independent x/y
   content scale ``[1/1.2, 1/0.8]``, ``translate_percent`` 0.2, rotate 40, shear 0.2 degrees
   along x, ``border_mode=cv2.BORDER_REPLICATE`` (= Keras "nearest"), bilinear; ``p=1``.
+- ``kornia-randomaffine`` (augmentation-only): kornia's own ``AugmentationSequential(
+  RandomAffine, RandomHorizontalFlip)``: independent x/y content scale, ``padding_mode="border"``
+  (= Keras "nearest"), on a float batch scaled to [0, 1] on the device.
 - ``gpuaug``: ``AugmentConfig.from_keras(**BOOK_AUGMENT)``, Keras' own sampling, batched.
+  Each gpuaug backend and output variant is also measured alone (:func:`
+  gpuaug_backend_augment_only`, the backends table of :mod:`benchmarks.bench`).
 """
 
 from __future__ import annotations
@@ -715,7 +720,7 @@ PIPELINES: dict[str, Pipeline] = {
             augments_on="device",
             notes="gpuaug.flow_from_directory(augment=AugmentConfig.from_keras(**BOOK_AUGMENT), "
             "cache=None): uint8 decode + resize in DataLoader workers, augmentation on the device "
-            "with backend='auto' (the fused Triton kernel on CUDA, the chunked reference on a "
+            "with backend='auto' (the fused Triton kernel on CUDA, the kornia reference on a "
             "CPU). Keras' sampling, all settings exact.",
             end_to_end=gpuaug_end_to_end,
             augment_only=gpuaug_augment_only,
