@@ -17,6 +17,12 @@ is padded to two (its own row repeated; every stage is per sample, so the kept r
 and an empty batch returns an empty output without compiling. A new image size, dtype, memory
 format, device or set of fitted statistics compiles a new graph.
 
+What traces whole (``fullgraph=True``): `apply`, ``GPUAugment.apply``, ``GPUAugment(x)``
+drawing from the global RNG, and ``GPUAugment(x, params=p)``. A ``torch.Generator`` argument
+cannot be traced by dynamo (a graph break; an error under ``fullgraph=True``): draw outside
+the compiled region (``draws = aug.sample_draws(x, generator)``) and compile
+``aug.apply(x, draws)``.
+
 Compile is for users who compile their training step or want one fused program on a GPU;
 on a 2-core CPU it measured 0.8x to 1.2x of eager (issue 10): see `gpuaug.cpu_chunks` for the
 CPU speed-up.

@@ -78,6 +78,17 @@ def test_gpuaug_module_drawing_its_params_traces_as_one_graph_and_keeps_them():
     torch.testing.assert_close(out, aug.apply(x, aug.last_params))
 
 
+def test_draws_from_a_generator_outside_then_apply_inside_traces_as_one_graph():
+    # dynamo cannot trace a torch.Generator argument: draw outside, compile the apply.
+    x, _ = _batch(4, seed=3)
+    aug = GPUAugment(BOOK)
+    draws = aug.sample_draws(x, torch.Generator().manual_seed(7))
+    backend = CompileCounter()
+    compiled = torch.compile(aug.apply, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x, draws), aug.apply(x, draws))
+    assert backend.frame_count == 1
+
+
 def test_apply_compiled_equals_eager_within_1e_4(compiled_runs):
     for x, p, out, _ in compiled_runs:
         expected = apply(x, p, BOOK)
