@@ -135,25 +135,49 @@ def apply_opencv(
 
     b, c, h, w = images.shape
     src = images.permute(0, 2, 3, 1).contiguous().numpy()  # (B, H, W, C) for OpenCV
-    warped = np.empty_like(src)
-    if config.has_geometry or config.has_flips:
-        matrices = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
-        flags = (
-            cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
-        ) | cv2.WARP_INVERSE_MAP
-        border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
-
-        def warp(i: int) -> None:
-            out = cv2.warpAffine(
-                src[i], matrices[i].astype(np.float64), (w, h), flags=flags, borderMode=border
-            )
-            warped[i] = out.reshape(h, w, c)
-
-        list(_pool().map(warp, range(b)))
+    matrices = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
+    flags = (
+        cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
+    ) | cv2.WARP_INVERSE_MAP
+    border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
+    # With nothing but a rescale after the warp (the common case), each task also casts,
+    # scales and lays out its image in the output: the whole batch in one pass per image.
+    finish_in_task = dtype == torch.float32 and _only_rescale(config)
+    if finish_in_task:
+        out = torch.empty((b, c, h, w), dtype=torch.float32, memory_format=memory_format)
+        dst = out.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) view of the output
+        scale = np.float32(config.rescale or 1.0)
     else:
-        warped = src
+        warped = np.empty_like(src)
+
+    def task(i: int) -> None:
+        image = cv2.warpAffine(
+            src[i], matrices[i].astype(np.float64), (w, h), flags=flags, borderMode=border
+        ).reshape(h, w, c)
+        if finish_in_task:
+            np.multiply(image, scale, out=dst[i], dtype=np.float32)
+        else:
+            warped[i] = image
+
+    list(_pool().map(task, range(b)))
+    if finish_in_task:
+        return out
     # (B, H, W, C) uint8 -> (B, C, H, W) float32 view in channels-last strides.
     x = torch.from_numpy(warped).permute(0, 3, 1, 2).to(torch.float32)
     x = _augment(x, params, _rest(config))
     x = standardize(x, config, stats)
     return x.to(dtype=dtype, memory_format=memory_format)
+
+
+def _only_rescale(config: AugmentConfig) -> bool:
+    """True when nothing but ``rescale`` follows the warp."""
+    return not (
+        config.channel_shift_range
+        or config.brightness_range is not None
+        or config.preprocessing_function is not None
+        or config.samplewise_center
+        or config.samplewise_std_normalization
+        or config.featurewise_center
+        or config.featurewise_std_normalization
+        or config.zca_whitening
+    )

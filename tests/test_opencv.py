@@ -71,6 +71,14 @@ def test_channel_shift_brightness_and_channels_last_bfloat16_output():
     assert diff.mean() <= 0.5
 
 
+def test_channels_last_float32_output_is_the_same_values():
+    x = _photos(3, seed=7)
+    p = sample_params(BOOK, 3, 24, 20, generator=torch.Generator().manual_seed(7))
+    out = apply_opencv(x, p, BOOK, memory_format=torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, apply_opencv(x, p, BOOK))
+
+
 def test_flips_alone_are_exact():
     config = AugmentConfig(horizontal_flip=True, vertical_flip=True)
     x = _photos(4, seed=3)
