@@ -2,13 +2,23 @@
 
 Two steps, as in Keras (``get_random_transform`` / ``apply_transform``):
 
-- `sample_params` draws every random parameter for the whole batch at once, on the device,
-  from a `torch.Generator` (one ``torch.rand`` call per batch; no loop over samples);
+- `sample_draws` draws everything random about a batch, one ``torch.rand((B, 12))`` on the
+  *generator's* device (the CPU for a ``torch.Generator()``), moved to the batch's device
+  without a host sync; `params_from_draws` turns them into `AugmentParams` by Keras' rules
+  (`sample_params` does both). The same seed gives the same params on every device;
 - `apply` composes rotation, shift, shear, zoom and the flips into one 2x3 matrix per sample
   (`affine_matrix`), warps the batch with one batched sampling call (`gpuaug.warp.warp_affine`),
   then applies channel shift, brightness and the normalisation (`standardize`).
 
-`GPUAugment` is the ``nn.Module`` that does both and keeps the last parameters for replay.
+`GPUAugment` is the ``nn.Module`` that does both and keeps the last draws for replay.
+
+Backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else): ``"auto"`` (default: the
+fused Triton kernel, `gpuaug.fused`, for CUDA tensors when triton imports; the reference
+elsewhere), ``"kornia"`` (the reference: the code in this module and `gpuaug.warp`),
+``"triton"`` (the fused kernel: one pass reading uint8 and writing the output once; CPU tensors
+only under ``TRITON_INTERPRET=1``) and ``"compile"`` (``gpuaug.compiled.apply_compiled``). Every
+backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
+channels_last strides, and equals the reference within 1e-3 grey levels.
 
 Conventions (pinned by tests against Keras 3's legacy ``ImageDataGenerator``):
 
@@ -638,7 +648,8 @@ def standardize(
 #: The backends of `apply` and `GPUAugment`, chosen in `resolve_backend` and nowhere else:
 #:
 #: - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
-#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default).
+#:   float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default, and inside
+#:   ``torch.compile``).
 #: - ``"kornia"``: the reference path (`warp_affine`'s ``grid_sample`` + torch ops, kornia-style
 #:   batched params); runs everywhere, in float64 too. Everything else is tested against it.
 #: - ``"triton"``: the fused kernel (`gpuaug.fused`): one pass over the batch that warps,
@@ -686,7 +697,9 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
     backend = _check_backend(backend)
     device = torch.device(device)
     if backend == "auto":
-        if device.type == "cuda" and dtype in _FUSED_DTYPES:
+        # Inside torch.compile the reference is what dynamo traces (the kernel's launch is a
+        # Python call it would break the graph on).
+        if device.type == "cuda" and dtype in _FUSED_DTYPES and not torch.compiler.is_compiling():
             from gpuaug import fused
 
             if fused.triton_available():
@@ -936,9 +949,14 @@ class GPUAugment(nn.Module):
             self.last_params = params
             return out
         draws = self.sample_draws(images, generator)
-        out = self.apply(images, draws)
-        self._last_params = None
-        self._last_draws = (draws, images.shape[2], images.shape[3])
+        height, width = images.shape[2], images.shape[3]
+        if resolve_backend(self.backend, images.device, self.dtype) == "triton":
+            out = self.apply(images, draws)  # the kernel reads the draws; params when asked
+            self._last_params = None
+        else:  # the other backends need the params anyway: keep them
+            self._last_params = params_from_draws(self.config, draws, height, width)
+            out = self.apply(images, self._last_params)
+        self._last_draws = (draws, height, width)
         return out
 
     @torch.no_grad()

@@ -35,14 +35,17 @@ too, since Keras orders them after ``preprocessing_function``.
 Exactness: equal to the reference within 1e-3 grey levels (0..255 scale) except at a
 discontinuity (a "constant" edge, a "wrap" seam, a nearest tie within 1e-3 px), where a float
 ulp can pick the other side (tests/test_fused.py, on the CPU under ``TRITON_INTERPRET=1``).
-On a GPU, Triton may contract a multiply and an add into one FMA, which moves a coordinate by
-an ulp (~1e-5 px at 150 px): far below the tolerance.
+The kernel is compiled with ``enable_fp_fusion=False``: no multiply-add is contracted into an
+FMA, so its float32 arithmetic rounds as the reference's separate torch ops and the
+interpreter's numpy do (an FMA would move a coordinate by an ulp, ~1e-5 px at 150 px, up to a
+few 1e-3 grey levels on a steep edge).
 
 Streams: everything is enqueued on the current stream; nothing syncs the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -73,6 +76,9 @@ FUSED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.fl
 
 _FILL_CODES = {"nearest": 0, "constant": 1, "reflect": 2, "wrap": 3}
 _BLOCK_MAX = 1024
+_BLOCK_MIN = 128  # one element per thread of 4 warps at least
+_PARTS_MIN = 16
+_MAX_GRID_Y = 65535
 
 
 def triton_available() -> bool:
@@ -196,12 +202,14 @@ if triton is not None:
         SHIFT_Y: tl.constexpr,
         FILL: tl.constexpr,
         NEAREST: tl.constexpr,
-        CHANNEL: tl.constexpr,
-        REDUCE_ONLY: tl.constexpr,
+        WARP: tl.constexpr,
+        PASS: tl.constexpr,
         BRIGHTNESS: tl.constexpr,
         RESCALE: tl.constexpr,
         CENTER: tl.constexpr,
         STD: tl.constexpr,
+        NORMALISE: tl.constexpr,
+        OUT_BF16: tl.constexpr,
         BLOCK: tl.constexpr,
         PARTS: tl.constexpr,
     ):
@@ -247,7 +255,7 @@ if triton is not None:
         last_x = (W - 1).to(tl.float32)
         last_y = (H - 1).to(tl.float32)
         inside = valid
-        if GEOMETRY or FLIP_H or FLIP_V:
+        if WARP:  # constexpr flags are combined in Python (older Triton rejects `a or b or c`)
             if GEOMETRY:
                 theta = angle.to(tl.float64) * 0.017453292519943295  # deg2rad: pi / 180, float64
                 shear64 = shear.to(tl.float64) * 0.017453292519943295
@@ -317,7 +325,7 @@ if triton is not None:
         out_base = out_ptr + b.to(tl.int64) * o_b
         lo = 0.0
         hi = 0.0
-        if CHANNEL and not REDUCE_ONLY:  # this image's min / max from the first pass
+        if PASS == 2:  # this image's min / max from the first pass
             k = tl.arange(0, PARTS)
             kmask = k < n_blocks
             part = part_ptr + (b * n_blocks + k) * 2
@@ -338,15 +346,15 @@ if triton is not None:
                 v = v + ((1.0 - wx) * wy) * v10 + (wx * wy) * v11
             if FILL == 1:
                 v = tl.where(inside, v, cval)
-            if REDUCE_ONLY:
+            if PASS == 1:
                 run_min = tl.minimum(run_min, tl.where(valid, v, float("inf")))
                 run_max = tl.maximum(run_max, tl.where(valid, v, float("-inf")))
             else:
-                if CHANNEL:
+                if PASS == 2:
                     v = tl.minimum(tl.maximum(v + shift, lo), hi)
                 if BRIGHTNESS:
                     v = tl.minimum(tl.maximum(v * bright, 0.0), 255.0)
-                if CENTER or STD:
+                if NORMALISE:
                     scale = 1.0
                     if RESCALE:
                         scale = rescale
@@ -361,8 +369,13 @@ if triton is not None:
                 elif RESCALE:
                     v = v * rescale
                 dst = out_base + c * o_c + oy * o_h + ox * o_w
-                tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=valid)
-        if REDUCE_ONLY:
+                if OUT_BF16:  # round to nearest even by hand: the interpreter's cast truncates
+                    bits = v.to(tl.uint32, bitcast=True)
+                    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+                    tl.store(dst, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=valid)
+                else:
+                    tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=valid)
+        if PASS == 1:
             part = part_ptr + (b * n_blocks + pid) * 2
             tl.store(part, tl.min(run_min))
             tl.store(part + 1, tl.max(run_max))
@@ -431,7 +444,7 @@ def _plan(config: AugmentConfig, height: int, width: int) -> dict[str, Any]:
             "SHIFT_Y": sy_mode,
             "FILL": _FILL_CODES[config.fill_mode],
             "NEAREST": config.interpolation == "nearest",
-            "CHANNEL": bool(config.channel_shift_range),
+            "WARP": config.has_geometry or config.has_flips,
             "BRIGHTNESS": config.brightness_range is not None,
         },
         "choices": (sx_choices, sy_choices),
@@ -566,12 +579,16 @@ def _run(
     if rows.stride(1) != 1:
         rows = rows.contiguous()
     mean, std = (None, None) if tail else _featurewise(config, stats, device)
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None and value.numel() != c:  # the kernel reads one value per channel
+            raise ValueError(
+                f"the fitted featurewise {name} has {value.numel()} channels; this batch has {c}"
+            )
     table_x = _choice_table(plan["choices"][0], device)
     table_y = _choice_table(plan["choices"][1], device)
-    block = min(_BLOCK_MAX, triton.next_power_of_2(height * width))
+    block = min(_BLOCK_MAX, max(_BLOCK_MIN, triton.next_power_of_2(height * width)))
     n_blocks = triton.cdiv(height * width, block)
-    grid = (n_blocks, b)
-    channel = plan["constexpr"]["CHANNEL"]
+    channel = bool(config.channel_shift_range)
     parts = torch.empty((b, n_blocks, 2), dtype=torch.float32, device=device) if channel else out
     args = {
         "src_ptr": images,
@@ -601,9 +618,26 @@ def _run(
         "RESCALE": bool(config.rescale) and not tail,
         "CENTER": mean is not None,
         "STD": std is not None,
+        "NORMALISE": mean is not None or std is not None,
+        "OUT_BF16": out.dtype == torch.bfloat16,
         "BLOCK": block,
-        "PARTS": triton.next_power_of_2(n_blocks),
+        "PARTS": max(_PARTS_MIN, triton.next_power_of_2(n_blocks)),
+        # No FMA contraction: the float32 arithmetic rounds as the reference's separate ops
+        # (and the interpreter's numpy) do, so the GPU agrees with them to the bit on the
+        # coordinates. Costs nothing measurable in a kernel bound by memory.
+        "enable_fp_fusion": False,
+        "num_warps": 4,
     }
-    if channel:
-        _launch(_augment_kernel, grid, REDUCE_ONLY=True, **args)
-    _launch(_augment_kernel, grid, REDUCE_ONLY=False, **args)
+    passes = (1, 2) if channel else (0,)  # pass 1: per-block min / max; pass 2 reads them
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for start in range(0, b, _MAX_GRID_Y):  # CUDA's grid y is at most 65535 images
+            stop = min(b, start + _MAX_GRID_Y)
+            if (start, stop) != (0, b):  # views of the chunk: no copies
+                args |= {
+                    "src_ptr": images[start:stop],
+                    "out_ptr": out[start:stop],
+                    "rows_ptr": rows[start:stop],
+                    "part_ptr": parts[start:stop],
+                }
+            for p in passes:
+                _launch(_augment_kernel, (n_blocks, stop - start), PASS=p, **args)

@@ -5,6 +5,10 @@ Comparisons with Keras itself are in test_augment_keras.py; this file pins our o
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -603,3 +607,103 @@ def test_fit_on_cuda_matches_cpu():
     assert cuda.zca_matrix.device.type == "cuda"
     torch.testing.assert_close(cuda.mean.cpu(), cpu.mean)
     torch.testing.assert_close(cuda.zca_matrix.cpu(), cpu.zca_matrix, rtol=1e-4, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def test_an_unknown_backend_is_rejected_in_the_constructor():
+    with pytest.raises(ValueError, match="`backend` must be one of \\['auto', 'kornia', 'triton'"):
+        GPUAugment(FULL, backend="cuda")
+
+
+def test_an_unknown_memory_format_is_rejected():
+    with pytest.raises(ValueError, match="`memory_format` must be torch.contiguous_format or"):
+        GPUAugment(FULL, memory_format=torch.channels_last_3d)
+
+
+def test_auto_is_the_reference_on_the_cpu():
+    x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())
+    p = sample_params(FULL, 3, 10, 12, generator=_gen())
+    assert torch.equal(apply(x, p, FULL), apply(x, p, FULL, backend="kornia"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_the_reference_writes_channels_last_in_every_dtype(dtype):
+    x = torch.randint(0, 256, (2, 3, 6, 9), dtype=torch.uint8, generator=_gen())
+    aug = GPUAugment(FULL, dtype=dtype, memory_format=torch.channels_last, backend="kornia")
+    out = aug(x, generator=_gen())
+    assert out.dtype == dtype and out.stride() == (6 * 9 * 3, 1, 9 * 3, 3)
+    plain = GPUAugment(FULL, dtype=dtype, backend="kornia")(x, generator=_gen())
+    assert plain.is_contiguous() and torch.equal(out, plain)
+
+
+def test_low_precision_reference_output_is_the_float32_result_rounded():
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=_gen())
+    p = sample_params(FULL, 2, 8, 8, generator=_gen())
+    config = dataclasses.replace(FULL, rescale=1 / 255)
+    full = apply(x, p, config)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert torch.equal(apply(x, p, config, dtype=dtype), full.to(dtype))
+
+
+def test_apply_takes_draws_or_the_params_they_stand_for():
+    x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())
+    draws = sample_draws(3, generator=_gen(1))
+    via_draws = apply(x, draws, FULL)
+    assert torch.equal(via_draws, apply(x, draws.params(FULL, 10, 12), FULL))
+
+
+def test_last_params_are_computed_from_the_draws_once(monkeypatch):
+    calls = []
+    real = augment.params_from_draws
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(augment, "params_from_draws", counting)
+    aug = GPUAugment(FULL)
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=_gen())
+    out = aug(x, generator=_gen(3))
+    params = aug.last_params
+    assert len(calls) == 1 and aug.last_params is params  # once: the reference warps with them
+    assert torch.equal(params.angle_deg, sample_params(FULL, 4, 8, 8, generator=_gen(3)).angle_deg)
+    assert torch.equal(aug.apply(x, params), out)
+
+
+def test_compile_dispatches_to_apply_compiled(monkeypatch):
+    seen = {}
+
+    def apply_compiled(images, params, config, *, stats, dtype, memory_format):
+        seen.update(params=params, stats=stats, dtype=dtype, memory_format=memory_format)
+        return torch.zeros(images.shape, dtype=dtype)
+
+    module = types.ModuleType("gpuaug.compiled")
+    module.apply_compiled = apply_compiled
+    monkeypatch.setitem(sys.modules, "gpuaug.compiled", module)
+    x = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    aug = GPUAugment(FULL, dtype=torch.float16, backend="compile")
+    aug(x, generator=_gen())
+    assert isinstance(seen["params"], AugmentParams) and len(seen["params"]) == 2
+    assert seen["dtype"] == torch.float16 and seen["memory_format"] == torch.contiguous_format
+
+
+def test_compile_without_the_compiled_module_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gpuaug.compiled", None)  # import fails
+    with pytest.raises(ImportError, match='`backend="compile"` needs the gpuaug.compiled module'):
+        apply(torch.zeros(1, 3, 4, 4), AugmentParams.identity(1), FULL, backend="compile")
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
+def test_the_reference_path_dispatches_no_matrix_product(fill_mode):
+    # issue 9.6: a matmul / bmm / einsum becomes a TF32 GEMM under
+    # set_float32_matmul_precision("high"); the matrix and the coordinates are multiply-adds.
+    config = dataclasses.replace(FULL, fill_mode=fill_mode, rescale=1 / 255)
+    x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())
+    draws = sample_draws(3, generator=_gen())
+    with _OpRecorder() as recorder:
+        apply(x, draws, config)
+    names = {name for name, _ in recorder.calls}
+    assert "grid_sampler_2d" in names
+    assert not names & {"mm", "bmm", "matmul", "einsum", "addmm", "baddbmm", "mv", "dot"}
