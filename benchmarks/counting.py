@@ -86,12 +86,13 @@ class OpCounter(TorchDispatchMode):
         self.bytes_read = 0
         self.bytes_written = 0
         self.by_op: Counter[str] = Counter()
+        self.paused = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if name not in _FREE:
+        if name not in _FREE and not self.paused:
             self.ops += 1
             self.by_op[name] += 1
             inputs, _ = tree_flatten((args, kwargs))
@@ -120,7 +121,12 @@ def _counting_launches(module: str, attribute: str, counter: OpCounter):
             if isinstance(value, torch.Tensor):
                 seen[(value.data_ptr(), value.numel())] = _nbytes(value)
         counter.bytes_read += sum(seen.values())
-        return real(kernel, grid, **kwargs)
+        # Ops inside the launch (Triton's CPU interpreter issues some) are not the kernel's.
+        counter.paused = True
+        try:
+            return real(kernel, grid, **kwargs)
+        finally:
+            counter.paused = False
 
     setattr(target, attribute, launch)
     try:

@@ -16,9 +16,11 @@ Backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else): ``"auto"`` 
 fused Triton kernel, `gpuaug.fused`, for CUDA tensors when triton imports; the reference
 elsewhere), ``"kornia"`` (the reference: the code in this module and `gpuaug.warp`),
 ``"triton"`` (the fused kernel: one pass reading uint8 and writing the output once; CPU tensors
-only under ``TRITON_INTERPRET=1``) and ``"compile"`` (``gpuaug.compiled.apply_compiled``). Every
+only under ``TRITON_INTERPRET=1``), ``"compile"`` (``gpuaug.compiled.apply_compiled``), and on a
+CPU, by name only, ``"chunked"`` (`gpuaug.chunked`, the reference on cache-sized slices) and
+``"opencv"`` (`gpuaug.opencv`, OpenCV's warp: within 0.5 grey levels, not exact). Every
 backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
-channels_last strides, and equals the reference within 1e-3 grey levels.
+channels_last strides, and equals the reference within 1e-3 grey levels (except "opencv").
 
 Conventions (pinned by tests against Keras 3's legacy ``ImageDataGenerator``):
 

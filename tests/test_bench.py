@@ -244,6 +244,21 @@ def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
     assert counts["bytes_written_per_image"] == 132 // 4
 
 
+def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
+    pytest.importorskip("triton")
+    import gpuaug
+    from gpuaug import fused
+
+    if not fused.triton_available():
+        pytest.skip("triton cannot run here")
+    aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="triton")
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    counts = counting.count_ops(lambda: aug(x), 2, launches=("gpuaug.fused", "_launch"))
+    assert counts["top_ops"]["triton_launch"] == 1
+    assert counts["ops_per_batch"] <= 3  # the draws, the launch: nothing of the interpreter's
+    assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 4)  # uint8 in, float32 out
+
+
 def test_cli_rejects_an_unknown_backend():
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["--backends", "numba"])
