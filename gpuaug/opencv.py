@@ -1,10 +1,11 @@
 """The ``"opencv"`` CPU backend (opt-in, approximate): OpenCV's ``warpAffine`` per image.
 
 The same matrices as the reference (`gpuaug.augment.affine_matrix`, flips folded in), warped
-by ``cv2.warpAffine`` on the uint8 images (``WARP_INVERSE_MAP``: the matrix maps each output
-pixel to the source point it reads, as ours does), one image per task on a thread pool (OpenCV
-releases the GIL), then the reference's own channel shift, brightness and `standardize` on the
-float batch. Never chosen by ``backend="auto"``: ask for it by name.
+by ``cv2.warpAffine`` on the uint8 channel planes (``WARP_INVERSE_MAP``: the matrix maps each
+output pixel to the source point it reads, as ours does), one image per task on a thread pool
+(OpenCV releases the GIL). When only a rescale follows (the common case) the task also writes
+its float32 planes into the output; otherwise the reference's own channel shift, brightness and
+`standardize` run on the float batch. Never chosen by ``backend="auto"``: ask for it by name.
 
 How far from the reference, and why: OpenCV warps uint8 in and uint8 out, so each warped
 pixel is the reference's value rounded to an integer: measured with OpenCV 5.0 on photos and
@@ -134,36 +135,35 @@ def apply_opencv(
     import cv2
 
     b, c, h, w = images.shape
-    src = images.permute(0, 2, 3, 1).contiguous().numpy()  # (B, H, W, C) for OpenCV
+    src = images.contiguous().numpy()  # (B, C, H, W): contiguous H x W channel planes
     matrices = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
+    matrices = matrices.astype(np.float64)
     flags = (
         cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
     ) | cv2.WARP_INVERSE_MAP
     border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
-    # With nothing but a rescale after the warp (the common case), each task also casts,
-    # scales and lays out its image in the output: the whole batch in one pass per image.
+    # With nothing but a rescale after the warp (the common case), each task also casts and
+    # scales its planes into the output: one pass per image, no full-batch pass at all.
     finish_in_task = dtype == torch.float32 and _only_rescale(config)
     if finish_in_task:
         out = torch.empty((b, c, h, w), dtype=torch.float32, memory_format=memory_format)
-        dst = out.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) view of the output
+        dst = out.numpy()  # strided as ``memory_format`` says
         scale = np.float32(config.rescale or 1.0)
     else:
-        warped = np.empty_like(src)
+        dst = np.empty((b, c, h, w), dtype=np.uint8)
 
     def task(i: int) -> None:
-        image = cv2.warpAffine(
-            src[i], matrices[i].astype(np.float64), (w, h), flags=flags, borderMode=border
-        ).reshape(h, w, c)
-        if finish_in_task:
-            np.multiply(image, scale, out=dst[i], dtype=np.float32)
-        else:
-            warped[i] = image
+        for ch in range(c):
+            plane = cv2.warpAffine(src[i, ch], matrices[i], (w, h), flags=flags, borderMode=border)
+            if finish_in_task:
+                np.multiply(plane, scale, out=dst[i, ch], dtype=np.float32)
+            else:
+                dst[i, ch] = plane
 
     list(_pool().map(task, range(b)))
     if finish_in_task:
         return out
-    # (B, H, W, C) uint8 -> (B, C, H, W) float32 view in channels-last strides.
-    x = torch.from_numpy(warped).permute(0, 3, 1, 2).to(torch.float32)
+    x = torch.from_numpy(dst).to(torch.float32)
     x = _augment(x, params, _rest(config))
     x = standardize(x, config, stats)
     return x.to(dtype=dtype, memory_format=memory_format)
