@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,7 +44,8 @@ from gpuaug.config import AugmentConfig
 
 __all__ = ["apply_opencv", "opencv_available", "supports"]
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning pid, pool)
+_POOL_LOCK = threading.Lock()
 
 
 def opencv_available() -> bool:
@@ -66,10 +68,14 @@ def supports(images: torch.Tensor, config: AugmentConfig) -> bool:
 
 
 def _pool() -> ThreadPoolExecutor:
+    """The process's warp threads, one per usable core; a forked child makes its own (the
+    parent's threads do not survive a fork)."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0))))
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            workers = max(1, len(os.sched_getaffinity(0)))
+            _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="gpuaug-cv2"))
+        return _POOL[1]
 
 
 def _rest(config: AugmentConfig) -> AugmentConfig:
@@ -112,7 +118,8 @@ def apply_opencv(
         images: (B, C, H, W) uint8, CPU -> (B, C, H, W) ``dtype`` in ``memory_format``, CPU.
 
     Raises:
-        ValueError: Not a 4-D batch or params of another length.
+        ValueError: Not a 4-D batch, params of another length or an unknown
+            ``memory_format``.
         TypeError: Images neither uint8 nor float, or params not `AugmentParams`.
     """
     _check_batch(images)
@@ -121,6 +128,11 @@ def apply_opencv(
     if len(params) != images.shape[0]:
         raise ValueError(
             f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
+        )
+    if memory_format not in (torch.contiguous_format, torch.channels_last):
+        raise ValueError(
+            "`memory_format` must be torch.contiguous_format or torch.channels_last; "
+            f"got {memory_format}"
         )
     if not supports(images, config) or images.shape[0] == 0 or dtype == torch.float64:
         return apply(

@@ -113,3 +113,22 @@ def test_rejects_params_of_another_length():
     p = sample_params(BOOK, 3, 24, 20)
     with pytest.raises(ValueError, match="`params` has 3 rows but the batch has 2 images"):
         apply_opencv(x, p, BOOK)
+
+
+def test_a_forked_child_gets_its_own_warp_threads():
+    import os
+    import signal
+
+    from gpuaug import opencv
+
+    x = _photos(2, seed=8)
+    p = sample_params(BOOK, 2, 24, 20, generator=torch.Generator().manual_seed(8))
+    expected = apply_opencv(x, p, BOOK)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: the parent's pool threads are gone; a hang here fails the test
+        signal.alarm(60)  # a child stuck on dead threads is killed (SIGALRM), not waited for
+        ok = torch.equal(apply_opencv(x, p, BOOK), expected)
+        ok = ok and opencv._POOL[0] == os.getpid()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
