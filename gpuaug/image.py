@@ -293,12 +293,13 @@ def load_image(
 
     ``draft=True`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
     ``PIL.Image.draft``) when the file is at least twice ``target_size`` on both sides; the
-    scaled decode stays at least ``target_size``, and the resize does the rest. Measured on
-    2-12 megapixel photos resized to 150 x 150 and 256 x 256: 5x to 11x faster decode +
-    resize. It changes pixels beyond what a resize does (the DCT scaling averages blocks
-    first): against the plain path, bilinear resizes differ by 0.2-0.5 grey levels on average
-    (at most 4-28), nearest by about 2.5 on average (at most 125: nearest picks other source
-    pixels). Hence opt-in; other formats ignore it.
+    scaled decode stays at least ``target_size``, and the resize does the rest. On 2-12
+    megapixel photos resized to 150 x 150 and 256 x 256 decode + resize was 1.5x to 11x faster
+    (more for larger files; measured on a loaded 2-core machine: ``python -m
+    benchmarks.decode_draft``). It changes pixels beyond what a resize does (the DCT scaling
+    averages blocks first): against the plain path, bilinear resizes differ by 0.2-0.6 grey
+    levels on average (at most 4-28), nearest by about 2.5 on average (at most 125: nearest
+    picks other source pixels). Hence opt-in; other formats ignore it.
 
     Args:
         path: the image file.
