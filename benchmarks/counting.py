@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -135,8 +137,50 @@ def _counting_launches(module: str, attribute: str, counter: OpCounter):
         setattr(target, attribute, real)
 
 
+def _array_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return _nbytes(value)
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    return 0
+
+
+@contextlib.contextmanager
+def _counting_calls(module: str, attributes: Sequence[str], counter: OpCounter):
+    """Patch host-side work functions (``module.attribute(...)``, e.g. OpenCV calls made on a
+    thread pool, which no dispatch mode sees): each call is one op that reads its array
+    arguments and writes its array result (thread-safe)."""
+    target = importlib.import_module(module)
+    reals = {name: getattr(target, name) for name in attributes}
+    lock = threading.Lock()
+
+    def wrap(name, real):
+        def call(*args, **kwargs):
+            result = real(*args, **kwargs)
+            read = sum(_array_bytes(v) for v in (*args, *kwargs.values()) if v is not result)
+            with lock:
+                counter.ops += 1
+                counter.by_op[name] += 1
+                counter.bytes_read += read
+                counter.bytes_written += _array_bytes(result)
+            return result
+
+        return call
+
+    for name, real in reals.items():
+        setattr(target, name, wrap(name, real))
+    try:
+        yield
+    finally:
+        for name, real in reals.items():
+            setattr(target, name, real)
+
+
 def count_ops(
-    fn: Callable[[], object], images: int, launches: tuple[str, str] | None = None
+    fn: Callable[[], object],
+    images: int,
+    launches: tuple[str, str] | None = None,
+    host_calls: tuple[str, Sequence[str]] | None = None,
 ) -> dict:
     """Run ``fn()`` once under an :class:`OpCounter`.
 
@@ -145,6 +189,8 @@ def count_ops(
         images: Images in it (for the per-image bytes).
         launches: ``(module, function)`` of a Triton launch site to count too (Triton kernels
             are not ATen ops).
+        host_calls: ``(module, [functions])`` of host-side work to count too (the OpenCV
+            backend's per-plane calls).
 
     Returns:
         ``{"method": "dispatch", "ops_per_batch", "bytes_read_per_image",
@@ -152,11 +198,14 @@ def count_ops(
     """
     counter = OpCounter()
     patch = _counting_launches(*launches, counter) if launches else contextlib.nullcontext()
-    with torch.no_grad(), patch, counter:
+    host = _counting_calls(*host_calls, counter) if host_calls else contextlib.nullcontext()
+    with torch.no_grad(), patch, host, counter:
         fn()
     n = max(images, 1)
+    method = "dispatch" + (" + triton launches" if launches else "")
+    method += " + host calls" if host_calls else ""
     return {
-        "method": "dispatch" + (" + triton launches" if launches else ""),
+        "method": method,
         "ops_per_batch": counter.ops,
         "bytes_read_per_image": round(counter.bytes_read / n),
         "bytes_written_per_image": round(counter.bytes_written / n),

@@ -259,6 +259,19 @@ def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
     assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 4)  # uint8 in, float32 out
 
 
+def test_opencv_host_calls_are_counted_per_plane_with_their_bytes():
+    pytest.importorskip("cv2")
+    import gpuaug
+
+    aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="opencv")
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    calls = ("gpuaug.opencv", ("_warp_plane", "_finish_plane"))
+    counts = counting.count_ops(lambda: aug(x), 2, host_calls=calls)
+    assert counts["top_ops"]["_warp_plane"] == counts["top_ops"]["_finish_plane"] == 2 * 3
+    # per image: warp reads uint8, writes uint8; finish reads uint8, writes float32
+    assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 1 + 1 + 4)
+
+
 def test_cli_rejects_an_unknown_backend():
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["--backends", "numba"])
