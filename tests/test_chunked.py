@@ -38,8 +38,24 @@ def test_chunk_size_keeps_the_float_image_within_the_budget():
 
 def test_book_settings_in_uneven_slices_are_bitwise_the_whole_batch():
     x, p = _batch(10)
-    out = apply_chunked(x, p, BOOK, chunk_bytes=3 * ONE_IMAGE)  # slices of 3, 3, 3, 1
+    out = apply_chunked(x, p, BOOK, chunk_bytes=3 * ONE_IMAGE)  # slices of 2, 3, 2, 3
     assert torch.equal(out, apply(x, p, BOOK))
+
+
+def test_slices_are_balanced_and_within_the_budget(monkeypatch):
+    from gpuaug import chunked
+
+    sizes = []
+    real = chunked._reference
+
+    def spy(images, *args):
+        sizes.append(images.shape[0])
+        return real(images, *args)
+
+    monkeypatch.setattr(chunked, "_reference", spy)
+    x, p = _batch(10)
+    apply_chunked(x, p, BOOK, chunk_bytes=4 * ONE_IMAGE)
+    assert sizes == [3, 3, 4]
 
 
 @pytest.mark.parametrize("fill_mode", ["constant", "reflect", "wrap"])
@@ -104,7 +120,7 @@ def test_rejects_params_of_another_length():
 
 def test_apply_with_backend_chunked_is_bitwise_the_kornia_reference():
     g = torch.Generator().manual_seed(3)
-    x = torch.randint(0, 256, (40, 3, 150, 150), dtype=torch.uint8, generator=g)
-    p = sample_params(BOOK, 40, 150, 150, generator=g)  # 10.8 MB of float32: two slices
+    x = torch.randint(0, 256, (40, 3, 220, 220), dtype=torch.uint8, generator=g)
+    p = sample_params(BOOK, 40, 220, 220, generator=g)  # 23 MB of float32: two slices
     out = apply(x, p, BOOK, backend="chunked")
     assert torch.equal(out, apply(x, p, BOOK, backend="kornia"))
