@@ -943,14 +943,14 @@ class GPUAugment(nn.Module):
         self,
         images: torch.Tensor,
         generator: torch.Generator | None = None,
-        params: AugmentParams | None = None,
+        params: AugmentParams | AugmentDraws | None = None,
     ) -> torch.Tensor:
-        """Augment a batch with fresh draws (or ``params``); they go to ``last_params``."""
-        if params is not None:
+        """Augment a batch with fresh draws (or given params or draws); kept for replay."""
+        if isinstance(params, AugmentParams):
             out = self.apply(images, params)
             self.last_params = params
             return out
-        draws = self.sample_draws(images, generator)
+        draws = self.sample_draws(images, generator) if params is None else params
         height, width = images.shape[2], images.shape[3]
         if resolve_backend(self.backend, images.device, self.dtype) == "triton":
             out = self.apply(images, draws)  # the kernel reads the draws; params when asked

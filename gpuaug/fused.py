@@ -9,7 +9,7 @@ does in about 140 ops: for each output pixel, the kernel
    `gpuaug.augment.params_from_draws`) and its 2x3 destination -> source matrix (float64
    trigonometry, as `gpuaug.augment.affine_matrix`; flips folded in). Given `AugmentParams`
    instead (replay), it reads their row;
-2. computes the source point ``(a00 x + a01 y) + b0`` (multiply-adds, no TF32), folds it per
+2. computes the source point ``a00 x + (a01 y + b0)`` (multiply-adds, no TF32), folds it per
    the fill mode with scipy's semantics exactly as `gpuaug.warp` documents ("nearest" clamp,
    "reflect" half-sample mirror, "constant" hard cut at the edge pixel centres with the same
    ``EDGE_TOLERANCE``, scipy's "wrap" of period n-1), and reads the uint8 (or float) source
@@ -34,11 +34,15 @@ too, since Keras orders them after ``preprocessing_function``.
 
 Exactness: equal to the reference within 1e-3 grey levels (0..255 scale) except at a
 discontinuity (a "constant" edge, a "wrap" seam, a nearest tie within 1e-3 px), where a float
-ulp can pick the other side (tests/test_fused.py, on the CPU under ``TRITON_INTERPRET=1``).
-The kernel is compiled with ``enable_fp_fusion=False``: no multiply-add is contracted into an
-FMA, so its float32 arithmetic rounds as the reference's separate torch ops and the
-interpreter's numpy do (an FMA would move a coordinate by an ulp, ~1e-5 px at 150 px, up to a
-few 1e-3 grey levels on a steep edge).
+ulp can pick the other side (tests/test_fused.py, on the CPU under ``TRITON_INTERPRET=1``;
+measured max 5e-5 at 150 x 150 on noise images). To get there the kernel rounds its
+coordinates exactly as the reference does: the same float32 operations in the same order
+(``a x + (b y + c)``), including ``grid_sample``'s normalise / unnormalise round trip for
+bilinear sampling (skipping it would be more accurate by ~1e-5 px at 150 px, but differ from
+the reference by up to 6e-3 grey levels on a steep edge). It is compiled with
+``enable_fp_fusion=False`` for the same reason: no multiply-add is contracted into an FMA, so
+the float32 arithmetic rounds as the reference's separate torch ops and the interpreter's
+numpy do.
 
 Streams: everything is enqueued on the current stream; nothing syncs the host.
 """
@@ -192,6 +196,8 @@ if triton is not None:
         hi_in_x,
         lo_in_y,
         hi_in_y,
+        scale_x,
+        scale_y,
         n_blocks,
         C: tl.constexpr,
         FROM_DRAWS: tl.constexpr,
@@ -203,6 +209,7 @@ if triton is not None:
         FILL: tl.constexpr,
         NEAREST: tl.constexpr,
         WARP: tl.constexpr,
+        DIRECT: tl.constexpr,
         PASS: tl.constexpr,
         BRIGHTNESS: tl.constexpr,
         RESCALE: tl.constexpr,
@@ -255,21 +262,13 @@ if triton is not None:
         last_x = (W - 1).to(tl.float32)
         last_y = (H - 1).to(tl.float32)
         inside = valid
-        if WARP:  # constexpr flags are combined in Python (older Triton rejects `a or b or c`)
-            if GEOMETRY:
-                theta = angle.to(tl.float64) * 0.017453292519943295  # deg2rad: pi / 180, float64
-                shear64 = shear.to(tl.float64) * 0.017453292519943295
-                zx64 = zx.to(tl.float64)
-                zy64 = zy.to(tl.float64)
-                tx64 = tx.to(tl.float64)
-                ty64 = ty.to(tl.float64)
-            else:  # the config has no geometry: whatever the params say, only the flips act
-                theta = angle.to(tl.float64) * 0.0
-                shear64 = theta
-                zx64 = theta + 1.0
-                zy64 = theta + 1.0
-                tx64 = theta
-                ty64 = theta
+        if GEOMETRY:
+            theta = angle.to(tl.float64) * 0.017453292519943295  # deg2rad: pi / 180, float64
+            shear64 = shear.to(tl.float64) * 0.017453292519943295
+            zx64 = zx.to(tl.float64)
+            zy64 = zy.to(tl.float64)
+            tx64 = tx.to(tl.float64)
+            ty64 = ty.to(tl.float64)
             cos = tl.cos(theta)
             sin = tl.sin(theta)
             a00 = cos * zx64
@@ -296,15 +295,29 @@ if triton is not None:
             m12 = b1.to(tl.float32)
             fxs = ox.to(tl.float32)
             fys = oy.to(tl.float32)
-            sx = (m00 * fxs + m01 * fys) + m02
-            sy = (m10 * fxs + m11 * fys) + m12
-            sx, in_x = _fold(sx, last_x, lo_in_x, hi_in_x, 2.0 * W, FILL)
-            sy, in_y = _fold(sy, last_y, lo_in_y, hi_in_y, 2.0 * H, FILL)
-            if FILL == 1:
-                inside = valid & in_x & in_y
-            if NEAREST:
-                sx = tl.minimum(tl.maximum(tl.floor(sx + 0.5), 0.0), last_x)
-                sy = tl.minimum(tl.maximum(tl.floor(sy + 0.5), 0.0), last_y)
+            # Rounded as the reference rounds (gpuaug.warp._warp_grid): the same float32 ops in
+            # the same order, including grid_sample's normalise / unnormalise round trip for
+            # bilinear sampling (x -> x * 2 / (n - 1) - 1 -> (g + 1) * (n - 1) / 2, ~1e-5 px at
+            # 150 px: up to a few 1e-3 grey levels on a steep edge if skipped).
+            if DIRECT:  # "nearest" fill, bilinear: normalised from the small terms, no fold
+                gx = (m00 * fxs) * scale_x + ((m01 * fys + m02) * scale_x - 1.0)
+                gy = (m10 * fxs) * scale_y + ((m11 * fys + m12) * scale_y - 1.0)
+            else:
+                sx = m00 * fxs + (m01 * fys + m02)  # the order of gpuaug.warp._source_xy
+                sy = m10 * fxs + (m11 * fys + m12)
+                sx, in_x = _fold(sx, last_x, lo_in_x, hi_in_x, 2.0 * W, FILL)
+                sy, in_y = _fold(sy, last_y, lo_in_y, hi_in_y, 2.0 * H, FILL)
+                if FILL == 1:
+                    inside = valid & in_x & in_y
+                if NEAREST:  # integers: the round trip cannot move them by 0.5
+                    sx = tl.minimum(tl.maximum(tl.floor(sx + 0.5), 0.0), last_x)
+                    sy = tl.minimum(tl.maximum(tl.floor(sy + 0.5), 0.0), last_y)
+                else:
+                    gx = sx * scale_x - 1.0
+                    gy = sy * scale_y - 1.0
+            if not NEAREST:  # grid_sample: unnormalise (align_corners=True), border clamp
+                sx = tl.minimum(tl.maximum((gx + 1.0) * (last_x * 0.5), 0.0), last_x)
+                sy = tl.minimum(tl.maximum((gy + 1.0) * (last_y * 0.5), 0.0), last_y)
             x0f = tl.floor(sx)
             y0f = tl.floor(sy)
             wx = sx - x0f
@@ -313,6 +326,17 @@ if triton is not None:
             y0 = y0f.to(tl.int32)
             x1 = tl.minimum(x0 + 1, W - 1)
             y1 = tl.minimum(y0 + 1, H - 1)
+        elif WARP:  # flips only: whatever the params say, only the flips act (exact indices)
+            x0 = ox
+            y0 = oy
+            if FLIP_H:
+                x0 = tl.where(flip_h, W - 1 - ox, ox)
+            if FLIP_V:
+                y0 = tl.where(flip_v, H - 1 - oy, oy)
+            x1 = x0
+            y1 = y0
+            wx = ox.to(tl.float32) * 0.0
+            wy = wx
         else:  # no warp at all: read the same pixel
             x0 = ox
             y0 = oy
@@ -435,6 +459,8 @@ def _plan(config: AugmentConfig, height: int, width: int) -> dict[str, Any]:
             "hi_in_x": (width - 1) + eps_x,
             "lo_in_y": -eps_y,
             "hi_in_y": (height - 1) + eps_y,
+            "scale_x": 2.0 / (width - 1) if width > 1 else 0.0,
+            "scale_y": 2.0 / (height - 1) if height > 1 else 0.0,
         },
         "constexpr": {
             "GEOMETRY": config.has_geometry,
@@ -445,6 +471,7 @@ def _plan(config: AugmentConfig, height: int, width: int) -> dict[str, Any]:
             "FILL": _FILL_CODES[config.fill_mode],
             "NEAREST": config.interpolation == "nearest",
             "WARP": config.has_geometry or config.has_flips,
+            "DIRECT": config.fill_mode == "nearest" and config.interpolation == "bilinear",
             "BRIGHTNESS": config.brightness_range is not None,
         },
         "choices": (sx_choices, sy_choices),
@@ -574,7 +601,10 @@ def _run(
 ) -> None:
     b, c, height, width = images.shape
     device = images.device
-    plan = _plan(config, height, width)
+    try:
+        plan = _plan(config, height, width)
+    except TypeError:  # an unhashable preprocessing_function: plan without the cache
+        plan = _plan.__wrapped__(config, height, width)
     rows = params.uniforms if from_draws else _params_table(params)  # type: ignore[union-attr]
     if rows.stride(1) != 1:
         rows = rows.contiguous()

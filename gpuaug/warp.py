@@ -27,7 +27,7 @@ coordinate into [0, n-1] in pixel units (`_fold`), then samples once with ``F.gr
 ====================  ===========================================  =================================
 
 No matrix product anywhere (issue 9.6): the source coordinates are broadcast multiply-adds
-(``a00 * x + a01 * y + b0``), never ``einsum`` / ``bmm``, which
+(``a00 * x + (a01 * y + b0)``), never ``einsum`` / ``bmm``, which
 ``torch.set_float32_matmul_precision("high")`` would turn into TF32 GEMMs (10-bit mantissa:
 0.08 px at 150 px, enough to break Keras parity, the constant/wrap edges and nearest ties).
 (kornia's ``warp_affine`` was used for "nearest"/"reflect" before; its 3x3 ``bmm`` in
@@ -81,7 +81,7 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
 def source_coordinates(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The source pixel coordinates each output pixel reads: ``matrix @ (x, y, 1)``.
 
-    Computed as broadcast multiply-adds ``(a00 * x + a01 * y) + b0``, not a matrix product, so
+    Computed as broadcast multiply-adds ``a00 * x + (a01 * y + b0)``, not a matrix product, so
     the result does not depend on ``torch.backends.cuda.matmul.allow_tf32`` /
     ``torch.set_float32_matmul_precision`` (a TF32 GEMM would move points by ~0.08 px at 150 px).
 
@@ -92,13 +92,25 @@ def source_coordinates(matrix: torch.Tensor, height: int, width: int) -> torch.T
     return torch.stack([x, y], dim=-1)
 
 
+def _source_terms(
+    matrix: torch.Tensor, axis: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two small terms of one source coordinate: ``a * x`` (B, 1, W) and ``b * y + c``
+    (B, H, 1), so that the coordinate is their broadcast sum (one full-size pass)."""
+    xs = torch.arange(width, device=matrix.device, dtype=matrix.dtype)
+    ys = torch.arange(height, device=matrix.device, dtype=matrix.dtype)
+    along_x = matrix[:, axis, 0, None, None] * xs[None, None, :]
+    along_y = matrix[:, axis, 1, None, None] * ys[None, :, None] + matrix[:, axis, 2, None, None]
+    return along_x, along_y
+
+
 def _source_xy(matrix: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source x and y of every output pixel, (B, H, W) each, by multiply-adds."""
-    xs = torch.arange(width, device=matrix.device, dtype=matrix.dtype)[None, None, :]
-    ys = torch.arange(height, device=matrix.device, dtype=matrix.dtype)[None, :, None]
-    m = matrix[:, :, :, None, None]  # (B, 2, 3, 1, 1)
-    x = (m[:, 0, 0] * xs + m[:, 0, 1] * ys) + m[:, 0, 2]
-    y = (m[:, 1, 0] * xs + m[:, 1, 1] * ys) + m[:, 1, 2]
+    """The source x and y of every output pixel, (B, H, W) each: ``a x + (b y + c)``.
+
+    The same float32 operations in the same order as the fused kernel (`gpuaug.fused`).
+    """
+    x = torch.add(*_source_terms(matrix, 0, height, width))
+    y = torch.add(*_source_terms(matrix, 1, height, width))
     return x, y
 
 
@@ -141,18 +153,38 @@ def _warp_grid(
     cval: float,
     interpolation: str,
 ) -> torch.Tensor:
-    """Build the sampling grid ourselves (any fill mode) and sample once."""
-    _, _, height, width = images.shape
-    src_x, src_y = _source_xy(matrix.to(images.dtype), height, width)
-    x, inside_x = _fold(src_x, width, fill_mode)
-    y, inside_y = _fold(src_y, height, fill_mode)
-    if interpolation == "nearest":
-        x = torch.floor(x + 0.5).clamp_(0, width - 1)
-        y = torch.floor(y + 0.5).clamp_(0, height - 1)
-    # Normalise for align_corners=True: pixel 0 -> -1, pixel n-1 -> +1.
-    gx = x * (2.0 / (width - 1)) - 1.0 if width > 1 else torch.zeros_like(x)
-    gy = y * (2.0 / (height - 1)) - 1.0 if height > 1 else torch.zeros_like(y)
-    grid = torch.stack([gx, gy], dim=-1)
+    """Build the sampling grid ourselves (any fill mode) and sample once.
+
+    The grid is written in place, one axis at a time, into a (B, H, W, 2) buffer (no ``stack``).
+    With "nearest" fill and bilinear interpolation (the book's settings) no fold is needed
+    (``grid_sample``'s border padding clamps exactly as scipy's "nearest"), so each axis is one
+    full-size pass: the normalisation to [-1, 1] is applied to the two small terms first.
+    """
+    batch, _, height, width = images.shape
+    m = matrix.to(images.dtype)
+    grid = torch.empty((batch, height, width, 2), dtype=images.dtype, device=images.device)
+    inside: torch.Tensor | None = None
+    for axis, size in ((0, width), (1, height)):
+        out = grid[..., axis]
+        if size == 1:  # align_corners=True maps any value to the only pixel
+            out.zero_()
+            if fill_mode == "constant":
+                coord = torch.add(*_source_terms(m, axis, height, width))
+                _, inside_axis = _fold(coord, size, fill_mode)
+                inside = inside_axis if inside is None else inside & inside_axis
+            continue
+        # Normalise for align_corners=True: pixel 0 -> -1, pixel n-1 -> +1.
+        scale = 2.0 / (size - 1)
+        along_x, along_y = _source_terms(m, axis, height, width)
+        if fill_mode == "nearest" and interpolation == "bilinear":
+            torch.add(along_x * scale, along_y * scale - 1.0, out=out)
+            continue
+        coord, inside_axis = _fold(torch.add(along_x, along_y), size, fill_mode)
+        if inside_axis is not None:
+            inside = inside_axis if inside is None else inside & inside_axis
+        if interpolation == "nearest":
+            coord = torch.floor(coord + 0.5).clamp_(0, size - 1)
+        torch.sub(coord * scale, 1.0, out=out)
     out = F.grid_sample(
         images,
         grid,
@@ -160,9 +192,8 @@ def _warp_grid(
         padding_mode="border",
         align_corners=True,
     )
-    if inside_x is not None and inside_y is not None:
-        inside = (inside_x & inside_y).unsqueeze(1)  # (B, 1, H, W)
-        out = out.masked_fill(~inside, cval)  # a Python scalar: no host-to-device copy
+    if inside is not None:
+        out.masked_fill_(~inside.unsqueeze(1), cval)  # a Python scalar: no H2D copy
     return out
 
 

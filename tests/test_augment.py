@@ -707,3 +707,13 @@ def test_the_reference_path_dispatches_no_matrix_product(fill_mode):
     names = {name for name, _ in recorder.calls}
     assert "grid_sampler_2d" in names
     assert not names & {"mm", "bmm", "matmul", "einsum", "addmm", "baddbmm", "mv", "dot"}
+
+
+def test_forward_takes_draws_and_keeps_them():
+    aug = GPUAugment(FULL)
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=_gen())
+    draws = sample_draws(3, generator=_gen(4))
+    out = aug(x, params=draws)
+    assert aug.last_draws is draws
+    assert torch.equal(aug.last_params.angle_deg, draws.params(FULL, 8, 8).angle_deg)
+    assert torch.equal(out, aug(x, generator=_gen(4)))
