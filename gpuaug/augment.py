@@ -737,7 +737,7 @@ def apply(
             only), anything else in float32 and rounds once at the end.
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` (the output's
             strides).
-        backend: "auto", "kornia", "triton" or "compile" (see `BACKENDS`).
+        backend: "auto", "kornia", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
 
     Returns:
         The augmented, normalised batch.
