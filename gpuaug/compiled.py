@@ -11,8 +11,9 @@ code object of its own, so dynamo's recompile limit (8 per code object) counts p
 not across all of them.
 
 Recompilation: the batch dimension is marked dynamic (``torch._dynamo.mark_dynamic``, which
-tags the given images and params tensors themselves) on every call, so an epoch whose last batch is short runs the same graph: one compilation per setting
-and image size, whatever the batch sizes. Dynamo specialises sizes 0 and 1, so a batch of one
+tags the given images and params tensors themselves) on every call, so an epoch whose last
+batch is short runs the same graph: one compilation per setting and image size, whatever the
+batch sizes. Dynamo specialises sizes 0 and 1, so a batch of one
 is padded to two (its own row repeated; every stage is per sample, so the kept row is exact)
 and an empty batch returns an empty output without compiling. A new image size, dtype, memory
 format, device or set of fitted statistics compiles a new graph.
