@@ -938,7 +938,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add(
         "--variants",
         type=_variant_names,
-        default=d.variants,
+        default=",".join(d.variants),
         help=f"output dtype/layout per backend, from {','.join(P.VARIANTS)} (default: %(default)s)",
     )
     add("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
