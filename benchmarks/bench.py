@@ -51,7 +51,9 @@ from . import pipelines as P  # noqa: E402
 
 __all__ = ["BenchConfig", "GRIDS", "build_parser", "machine_info", "main", "run"]
 
-SCHEMA = "gpuaug-bench/1"
+SCHEMA = "gpuaug-bench/2"
+#: gpuaug backends of the backends table, in order ("auto" is the headline "gpuaug" row).
+BACKENDS: tuple[str, ...] = ("kornia", "chunked", "opencv", "compile", "triton")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Scaling grids. "quick" fits the default run in a few minutes on a 2-core CPU; "full" is the
@@ -94,6 +96,10 @@ class BenchConfig:
         profile: profile the gpuaug augmentation at the largest headline batch size.
         seed: seed for the images, shuffling and augmentation.
         progress: show tqdm progress bars.
+        backends: gpuaug backends to measure one by one in the backends table (None: every
+            one that runs on the device; () for none).
+        variants: output dtype / memory format of each backend measurement, names from
+            :data:`benchmarks.pipelines.VARIANTS`.
     """
 
     num_images: int = 1024
@@ -113,6 +119,8 @@ class BenchConfig:
     profile: bool = True
     seed: int = 0
     progress: bool = True
+    backends: tuple[str, ...] | None = None
+    variants: tuple[str, ...] = ("float32", "bfloat16", "float32-channels_last")
 
     def __post_init__(self) -> None:
         _check_positive("num_images", self.num_images, minimum=2)
@@ -143,6 +151,15 @@ class BenchConfig:
             _check_positive("scan_workers", v, minimum=0)
         if self.scan_batch is not None:
             _check_positive("scan_batch", self.scan_batch)
+        unknown = [v for v in self.variants if v not in P.VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(
+                f"`variants` must be names from {list(P.VARIANTS)}; got {list(self.variants)}"
+            )
+        if self.backends is not None:
+            unknown = [b for b in self.backends if b not in BACKENDS]
+            if unknown:
+                raise ValueError(f"`backends` must be names from {list(BACKENDS)}; got {unknown}")
 
 
 def _check_positive(name: str, value, minimum: int = 1) -> None:
@@ -342,7 +359,8 @@ def plan(config: BenchConfig, names: Sequence[str], workers: int, grid: dict) ->
 
     for b in config.batch_sizes:
         for name in names:
-            add(_Job("end_to_end", name, b, size, workers_for(name, workers)), "headline")
+            if P.PIPELINES[name].end_to_end is not None:
+                add(_Job("end_to_end", name, b, size, workers_for(name, workers)), "headline")
             if P.PIPELINES[name].augment_only is not None:
                 add(_Job("augment_only", name, b, size, 0), "headline")
     for name in names:
@@ -355,7 +373,7 @@ def plan(config: BenchConfig, names: Sequence[str], workers: int, grid: dict) ->
     for name in names:
         pipe = P.PIPELINES[name]
         # The cache makes the workers idle after the first epoch: nothing to scan.
-        if not pipe.uses_workers or name == "gpuaug-cache-device":
+        if not pipe.uses_workers or pipe.end_to_end is None or name == "gpuaug-cache-device":
             continue
         for w in grid["num_workers"]:
             add(_Job("end_to_end", name, scan_batch, size, w), "num_workers")
@@ -460,6 +478,145 @@ def _breakdown(results: list[dict], config: BenchConfig, workers: int) -> dict |
     return out
 
 
+# ----------------------------------------------------------------------------- backends
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 512 * 2**20, repeats: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + written), measured now on ``device``."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        dst.copy_(src)
+    _sync(device)
+    return 2 * nbytes * repeats / (time.perf_counter() - start)
+
+
+def _count(step, backend: str, images: int, settings: P.Settings, batch, variant: str) -> dict:
+    """Ops and bytes of one augmented batch (see :mod:`benchmarks.counting`)."""
+    from benchmarks import counting
+
+    device = settings.device
+    if backend == "compile":
+        from torch._inductor import config as inductor_config
+
+        from gpuaug import compiled
+
+        dtype, memory_format = P.VARIANTS[variant]
+        from gpuaug.augment import sample_params
+
+        b, _, h, w = batch.shape
+        gpu_config = P.gpuaug_config()
+        compiled.clear_cache()
+        torch._dynamo.reset()
+        with inductor_config.patch(fx_graph_cache=False):
+            fresh, _ = P.gpuaug_backend_step(settings, batch, backend, dtype, memory_format)
+            # The draws and their params run eagerly, outside the compiled graph.
+            return counting.count_compiled(
+                lambda: sample_params(gpu_config, b, h, w, device=device),
+                images,
+                compile_first=fresh,
+            )
+    if backend == "triton":
+        return counting.count_ops(step, images, launches=("gpuaug.fused", "_launch"))
+    if backend == "opencv":
+        calls = ("gpuaug.opencv", ("_warp_plane", "_finish_plane"))
+        return counting.count_ops(step, images, host_calls=calls)
+    return counting.count_ops(step, images)
+
+
+def _reference_diff(batch: torch.Tensor, settings: P.Settings, backend: str, variant: str):
+    """Max |backend - kornia float32| over one batch, in grey levels (0..255), same params."""
+    from gpuaug.augment import apply, sample_params
+
+    config = P.gpuaug_config()
+    dtype, memory_format = P.VARIANTS[variant]
+    x = batch.to(settings.device)
+    b, _, h, w = x.shape
+    g = torch.Generator(device=settings.device).manual_seed(settings.seed)
+    params = sample_params(config, b, h, w, generator=g, device=settings.device)
+    with torch.no_grad():
+        ref = apply(x, params, config, backend="kornia")
+        out = apply(x, params, config, dtype=dtype, memory_format=memory_format, backend=backend)
+    scale = 1.0 / config.rescale if config.rescale else 1.0
+    return round(float((out.float() - ref).abs().max()) * scale, 6)
+
+
+def measure_backends(
+    config: BenchConfig, settings: P.Settings, device: torch.device, names: Sequence[str]
+) -> dict:
+    """Augmentation-only throughput, ops, bytes and exactness of each gpuaug backend and variant.
+
+    Returns:
+        ``{"backends": {name: reason or None}, "variants", "copy_bandwidth_gbps" (CUDA only),
+        "results": [{"backend", "variant", "dtype", "memory_format", "batch_size",
+        "images_per_s", "counts", "max_diff_grey", "roofline_fraction", ...}]}``.
+    """
+    requested = config.backends if config.backends is not None else BACKENDS
+    availability = {b: P.backend_unavailable(b, device) for b in requested}
+    out: dict = {
+        "backends": availability,
+        "variants": list(config.variants),
+        "image_size": list(config.target_size),
+        "results": [],
+    }
+    runnable = [b for b, why in availability.items() if why is None]
+    if not runnable or "gpuaug" not in names:
+        return out
+    bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
+    if bandwidth:
+        out["copy_bandwidth_gbps"] = round(bandwidth / 1e9, 1)
+    counts_cache: dict[tuple, dict] = {}
+    for b in config.batch_sizes:
+        batch = P.decoded_batch(settings.directory, b, tuple(config.target_size))
+        job_settings = replace(settings, batch_size=b)
+        steps = max(1, math.ceil(config.min_images / b))
+        for backend in runnable:
+            for variant in config.variants:
+                dtype, memory_format = P.VARIANTS[variant]
+                record = {
+                    "backend": backend,
+                    "variant": variant,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "memory_format": str(memory_format).removeprefix("torch."),
+                    "batch_size": b,
+                }
+                try:
+                    context = P.gpuaug_backend_augment_only(
+                        job_settings, batch, backend, dtype, memory_format
+                    )
+                    with context as runner:
+                        record["images_per_s"] = time_runner(
+                            runner, steps=steps, repeats=config.repeats, device=device
+                        )
+                    step, _ = P.gpuaug_backend_step(
+                        job_settings, batch, backend, dtype, memory_format
+                    )
+                    key = (backend, variant) if backend == "compile" else (backend, variant, b)
+                    if key not in counts_cache:
+                        counts_cache[key] = _count(step, backend, b, job_settings, batch, variant)
+                    record["counts"] = counts_cache[key]
+                    record["max_diff_grey"] = _reference_diff(batch, job_settings, backend, variant)
+                    if bandwidth:
+                        c, h, w = batch.shape[1:]
+                        floor_bytes = c * h * w * (1 + dtype.itemsize)  # uint8 in + output once
+                        record["roofline_images_per_s"] = round(bandwidth / floor_bytes)
+                        record["roofline_fraction"] = round(
+                            record["images_per_s"]["median"] * floor_bytes / bandwidth, 4
+                        )
+                except Exception as err:  # noqa: BLE001 - one backend must not lose the run
+                    record["error"] = f"{type(err).__name__}: {err}"
+                    warnings.warn(
+                        f"backend {backend} {variant} b={b}: {record['error']}",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                out["results"].append(record)
+    return out
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -535,6 +692,7 @@ def run(config: BenchConfig) -> dict:
                     device,
                 )
             )
+        backends = measure_backends(config, settings, device, names)
         profile = None
         if config.profile and "gpuaug" in names:
             try:
@@ -568,10 +726,12 @@ def run(config: BenchConfig) -> dict:
         "data": folder.to_dict() | {"root": None if tmp else str(directory)},
         "pipelines": pipelines_info,
         "results": results,
+        "backends": backends,
         "profile": profile,
     }
     machine["load_average_end"] = _load_average()
     doc["speedups"] = report.speedups(doc)
+    doc["backend_speedups"] = report.backend_speedups(doc)
     return doc
 
 
@@ -692,6 +852,28 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _backend_names(text: str) -> tuple[str, ...]:
+    names = tuple(v for v in text.replace(" ", "").split(",") if v)
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {unknown or text!r}; choose from {', '.join(BACKENDS)} or none"
+        )
+    return names
+
+
+def _variant_names(text: str) -> tuple[str, ...]:
+    names = tuple(v for v in text.replace(" ", "").split(",") if v)
+    unknown = [n for n in names if n not in P.VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant(s) {unknown or text!r}; choose from {', '.join(P.VARIANTS)}"
+        )
+    return names
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The benchmark's argument parser (also used by ``gpuaug bench``)."""
     parser = argparse.ArgumentParser(
@@ -747,6 +929,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--scan-workers", type=_ints, metavar="W,W", help="override the grid's worker counts")
     add("--scan-batch", type=int, help="batch size of the image-size and workers scans")
     add("--no-profile", action="store_true", help="skip the profile of the gpuaug augmentation")
+    add(
+        "--backends",
+        type=_backend_names,
+        help="gpuaug backends of the backends table, comma-separated, or 'none' "
+        f"(default: those of {','.join(BACKENDS)} that run on the device)",
+    )
+    add(
+        "--variants",
+        type=_variant_names,
+        default=",".join(d.variants),
+        help=f"output dtype/layout per backend, from {','.join(P.VARIANTS)} (default: %(default)s)",
+    )
     add("--seed", type=int, default=d.seed, help="seed (default: %(default)s)")
     add("--no-progress", action="store_true", help="no progress bars")
     add(
@@ -781,6 +975,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         profile=not args.no_profile,
         seed=args.seed,
         progress=not args.no_progress,
+        backends=args.backends,
+        variants=tuple(args.variants),
     )
 
 
@@ -832,6 +1028,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_outputs(doc, out)
     print(report.render_markdown(doc, png_name=paths["png"].name))
     failed = [r for r in doc["results"] if "error" in r]
+    failed += [
+        {"figure": "backend", "pipeline": f"{r['backend']} {r['variant']}", **r}
+        for r in (doc.get("backends") or {}).get("results", [])
+        if "error" in r
+    ]
     for r in failed:
         print(
             f"FAILED {r['figure']} {r['pipeline']} b={r['batch_size']}: {r['error']}",

@@ -29,7 +29,12 @@ How each peer expresses the settings (see :data:`PIPELINES` ``notes`` and the RE
 - ``albumentations-cpu`` (optional): ``A.Affine`` expresses everything: independent x/y
   content scale ``[1/1.2, 1/0.8]``, ``translate_percent`` 0.2, rotate 40, shear 0.2 degrees
   along x, ``border_mode=cv2.BORDER_REPLICATE`` (= Keras "nearest"), bilinear; ``p=1``.
+- ``kornia-randomaffine`` (augmentation-only): kornia's own ``AugmentationSequential(
+  RandomAffine, RandomHorizontalFlip)``: independent x/y content scale, ``padding_mode="border"``
+  (= Keras "nearest"), on a float batch scaled to [0, 1] on the device.
 - ``gpuaug``: ``AugmentConfig.from_keras(**BOOK_AUGMENT)``, Keras' own sampling, batched.
+  Each gpuaug backend and output variant is also measured alone (:func:`
+  gpuaug_backend_augment_only`, the backends table of :mod:`benchmarks.bench`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ from PIL import Image
 
 __all__ = [
     "BOOK_AUGMENT",
+    "VARIANTS",
+    "backend_unavailable",
+    "gpuaug_backend_augment_only",
+    "gpuaug_backend_step",
     "PIPELINES",
     "Pipeline",
     "Runner",
@@ -123,7 +132,8 @@ class Pipeline:
         name: short id used in the JSON (``keras-idg``, ``torchvision-cpu``, ...).
         augments_on: ``"cpu"`` or ``"device"``: where the augmentation itself runs.
         notes: how the pipeline expresses :data:`BOOK_AUGMENT` and where it cannot.
-        end_to_end: ``factory(settings)`` for the end-to-end figure.
+        end_to_end: ``factory(settings)`` for the end-to-end figure, or None (an
+            augmentation-only peer).
         augment_only: ``factory(settings, batch)`` for the augmentation-only figure, or None.
         uses_workers: whether ``num_workers`` applies.
         unavailable: ``fn(settings) -> reason or None``: why it cannot run here.
@@ -132,7 +142,7 @@ class Pipeline:
     name: str
     augments_on: str
     notes: str
-    end_to_end: PipelineFactory
+    end_to_end: PipelineFactory | None
     augment_only: PipelineFactory | None
     uses_workers: bool
     unavailable: Callable[[Settings], str | None] = lambda settings: None
@@ -523,6 +533,129 @@ def gpuaug_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Run
     yield Runner(step)
 
 
+# ----------------------------------------------------------------------------- kornia
+
+
+def _kornia_unavailable(settings: Settings) -> str | None:
+    try:
+        import kornia.augmentation  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - report and skip
+        return f"kornia.augmentation not importable: {type(err).__name__}: {err}"
+    return None
+
+
+def _kornia_augment():
+    import kornia.augmentation as K
+
+    lo, hi = CONTENT_SCALE
+    shift_x, shift_y = BOOK_AUGMENT["width_shift_range"], BOOK_AUGMENT["height_shift_range"]
+    shear = BOOK_AUGMENT["shear_range"]
+    return K.AugmentationSequential(
+        K.RandomAffine(
+            degrees=BOOK_AUGMENT["rotation_range"],
+            translate=(shift_x, shift_y),
+            scale=(lo, hi, lo, hi),  # x and y content scales drawn independently
+            shear=(-shear, shear),  # degrees, along x
+            resample="bilinear",
+            padding_mode="border",  # Keras fill_mode="nearest"
+            p=1.0,
+        ),
+        K.RandomHorizontalFlip(p=0.5),
+    )
+
+
+@contextlib.contextmanager
+def kornia_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """kornia's own ``AugmentationSequential(RandomAffine, RandomHorizontalFlip)`` on the device.
+
+    kornia augments float images: the uint8 batch is cast and scaled to [0, 1] first (inside
+    the timed step, as gpuaug does it inside its own).
+    """
+    augment = _kornia_augment().to(settings.device)
+    x = batch.to(settings.device)
+
+    def step() -> int:
+        with torch.no_grad():
+            out = augment(x.float().div_(255.0))
+        return int(out.shape[0])
+
+    yield Runner(step)
+
+
+# ----------------------------------------------------------------------------- gpuaug backends
+
+#: Output variants measured per backend: name -> (dtype, memory_format).
+VARIANTS: dict[str, tuple[torch.dtype, torch.memory_format]] = {
+    "float32": (torch.float32, torch.contiguous_format),
+    "bfloat16": (torch.bfloat16, torch.contiguous_format),
+    "float32-channels_last": (torch.float32, torch.channels_last),
+    "bfloat16-channels_last": (torch.bfloat16, torch.channels_last),
+}
+
+
+def backend_unavailable(backend: str, device: torch.device) -> str | None:
+    """Why a gpuaug backend cannot run on ``device`` (None: it can)."""
+    try:
+        from gpuaug.augment import BACKENDS, resolve_backend
+    except ImportError as err:
+        return f"this gpuaug has no backend choice ({err})"
+    if backend not in BACKENDS:
+        return f"this gpuaug has no {backend!r} backend"
+    if backend in ("chunked", "opencv") and device.type != "cpu":
+        return f"the {backend} backend is a CPU path"
+    if backend == "opencv":
+        from gpuaug.opencv import opencv_available
+
+        if not opencv_available():
+            return "cv2 not importable (pip install opencv-python-headless)"
+    try:
+        resolve_backend(backend, device, torch.float32)
+    except (ImportError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def gpuaug_backend_step(
+    settings: Settings,
+    batch: torch.Tensor,
+    backend: str,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+    """One augmentation step of ``GPUAugment(backend=...)`` and its device batch."""
+    import gpuaug
+
+    augment = gpuaug.GPUAugment(
+        gpuaug_config(), dtype=dtype, memory_format=memory_format, backend=backend
+    ).to(settings.device)
+    x = batch.to(settings.device)
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+
+    def step() -> torch.Tensor:
+        with torch.no_grad():
+            return augment(x, generator=generator)
+
+    return step, x
+
+
+@contextlib.contextmanager
+def gpuaug_backend_augment_only(
+    settings: Settings,
+    batch: torch.Tensor,
+    backend: str,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> Iterator[Runner]:
+    """``GPUAugment(config, dtype, memory_format, backend)`` on a uint8 batch on the device."""
+    step, _ = gpuaug_backend_step(settings, batch, backend, dtype, memory_format)
+
+    def run() -> int:
+        return int(step().shape[0])
+
+    # compile: the first call compiles (and the batch dim is dynamic: one graph per variant)
+    yield Runner(run, warmup_batches=2)
+
+
 # ----------------------------------------------------------------------------- registry
 
 _TV_NOTES = (
@@ -570,11 +703,25 @@ PIPELINES: dict[str, Pipeline] = {
             unavailable=_albumentations_unavailable,
         ),
         Pipeline(
+            name="kornia-randomaffine",
+            augments_on="device",
+            notes="kornia.augmentation.AugmentationSequential(RandomAffine(degrees=40, "
+            "translate=(0.2, 0.2), scale x,y in [1/1.2, 1/0.8], shear x 0.2 deg, bilinear, "
+            "padding border, p=1), RandomHorizontalFlip) on a float batch scaled to [0, 1], on "
+            "the device. Augmentation-only (kornia has no loader). Differs from Keras: scale "
+            "drawn uniform in 1/z rather than z.",
+            end_to_end=None,
+            augment_only=kornia_augment_only,
+            uses_workers=False,
+            unavailable=_kornia_unavailable,
+        ),
+        Pipeline(
             name="gpuaug",
             augments_on="device",
             notes="gpuaug.flow_from_directory(augment=AugmentConfig.from_keras(**BOOK_AUGMENT), "
-            "cache=None): uint8 decode + resize in DataLoader workers, one batched kornia warp "
-            "with per-sample parameters on the device. Keras' sampling, all settings exact.",
+            "cache=None): uint8 decode + resize in DataLoader workers, augmentation on the device "
+            "with backend='auto' (the fused Triton kernel on CUDA, the kornia reference on a "
+            "CPU). Keras' sampling, all settings exact.",
             end_to_end=gpuaug_end_to_end,
             augment_only=gpuaug_augment_only,
             uses_workers=True,

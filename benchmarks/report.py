@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "backend_speedups",
+    "fastest_peer",
     "find",
     "fmt_rate",
     "headline_rows",
@@ -87,6 +89,11 @@ def find(
     return None
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b to 4 significant digits (a fixed number of decimals loses small ratios)."""
+    return float(f"{a / b:.4g}")
+
+
 def _median(doc: dict, figure: str, pipeline: str, batch_size: int) -> float | None:
     r = find(doc, figure, pipeline, batch_size)
     if r is None or "images_per_s" not in r:
@@ -114,10 +121,88 @@ def speedups(doc: dict) -> list[dict]:
                     "batch_size": b,
                     "numerator": num,
                     "denominator": den,
-                    "ratio": round(a / c, 3),
+                    "ratio": _ratio(a, c),
                     "target": target if b == max(batch_sizes) else None,
                 }
             )
+    return out + _fastest_peer_ratios(doc)
+
+
+#: Pipelines that are gpuaug itself (the rest are peers).
+_OURS = ("gpuaug", "gpuaug-cache-device", "gpuaug-decode-gpu")
+
+
+def fastest_peer(doc: dict, figure: str, batch_size: int) -> tuple[str, float] | None:
+    """The peer (not gpuaug) with the highest median of a headline measurement, and that median."""
+    best = None
+    for name in _pipelines(doc):
+        if name in _OURS:
+            continue
+        value = _median(doc, figure, name, batch_size)
+        if value is not None and (best is None or value > best[1]):
+            best = (name, value)
+    return best
+
+
+def _fastest_peer_ratios(doc: dict) -> list[dict]:
+    out = []
+    for figure in FIGURES:
+        for b in doc["settings"]["batch_sizes"]:
+            peer = fastest_peer(doc, figure, b)
+            ours = _median(doc, figure, "gpuaug", b)
+            if peer is None or ours is None or peer[1] == 0:
+                continue
+            out.append(
+                {
+                    "figure": figure,
+                    "batch_size": b,
+                    "numerator": "gpuaug",
+                    "denominator": peer[0],
+                    "ratio": _ratio(ours, peer[1]),
+                    "target": None,
+                    "fastest_peer": True,
+                }
+            )
+    return out
+
+
+def backend_speedups(doc: dict) -> list[dict]:
+    """Per headline batch size: the fastest gpuaug backend (any output variant) against the
+    reference backend's float32 output ("kornia"), and against the fastest augmentation-only
+    peer, all medians of the same run.
+
+    Returns:
+        ``[{"batch_size", "best", "best_images_per_s", "vs", "vs_images_per_s", "ratio"}]``.
+    """
+    section = doc.get("backends") or {}
+    rows = [r for r in section.get("results", []) if "images_per_s" in r]
+    out = []
+    for b in doc["settings"]["batch_sizes"]:
+        at_b = [r for r in rows if r["batch_size"] == b]
+        if not at_b:
+            continue
+        best = max(at_b, key=lambda r: r["images_per_s"]["median"])
+        label = f"gpuaug[{best['backend']}, {best['variant']}]"
+        best_rate = best["images_per_s"]["median"]
+        refs = [r for r in at_b if r["backend"] == "kornia" and r["variant"] == "float32"]
+        others = []
+        if refs:
+            others.append(("gpuaug[kornia, float32]", refs[0]["images_per_s"]["median"]))
+        peer = fastest_peer(doc, "augment_only", b)
+        if peer is not None:
+            others.append(peer)
+        for name, rate in others:
+            if rate:
+                out.append(
+                    {
+                        "batch_size": b,
+                        "best": label,
+                        "best_images_per_s": best_rate,
+                        "vs": name,
+                        "vs_images_per_s": rate,
+                        "ratio": _ratio(best_rate, rate),
+                    }
+                )
     return out
 
 
@@ -126,9 +211,10 @@ def summary_line(doc: dict) -> str:
     parts = []
     for s in doc.get("speedups") or speedups(doc):
         goal = f" (goal {s['target']:g}x on a GPU)" if s["target"] else ""
+        fastest = " (fastest peer)" if s.get("fastest_peer") else ""
         parts.append(
             f"{FIGURES[s['figure']]} b={s['batch_size']}: {s['numerator']} / "
-            f"{s['denominator']} = {s['ratio']:.2f}x{goal}"
+            f"{s['denominator']}{fastest} = {s['ratio']:.2f}x{goal}"
         )
     head = f"Speed-ups on {doc['device_label']}"
     return head + ": " + ("; ".join(parts) if parts else "none (pipelines missing)") + "."
@@ -258,6 +344,8 @@ def render_markdown(doc: dict, png_name: str | None = None) -> str:
         if table:
             lines += ["", f"#### {title}", ""] + table
 
+    lines += _backend_lines(doc)
+
     prof = doc.get("profile")
     if prof and "top" in prof:
         lines += [
@@ -292,6 +380,76 @@ def render_markdown(doc: dict, png_name: str | None = None) -> str:
     if png_name:
         lines += ["", f"![gpuaug benchmark on {doc['device_label']}]({png_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.2f} MB" if value >= 1e6 else f"{value / 1e3:.0f} kB"
+
+
+def _backend_lines(doc: dict) -> list[str]:
+    """The backends table: per gpuaug backend and output variant, speed and counted cost."""
+    section = doc.get("backends") or {}
+    rows = section.get("results") or []
+    if not rows:
+        return []
+    h, w = section.get("image_size") or doc["settings"]["target_size"]
+    gbps = section.get("copy_bandwidth_gbps")
+    roof = gbps is not None
+    lines = [
+        "",
+        f"#### gpuaug backends, augmentation-only ({h} x {w}, {doc['device_label']})",
+        "",
+        "Images/s median (min–max); ops = ATen ops (kernels on a GPU) per batch including the "
+        "parameter draws; bytes = read + written per image by those ops; both counted with a "
+        "TorchDispatchMode (compile: Inductor's generated kernels and its byte estimate; "
+        "triton: launches counted at the launch site), so they are the same on any device. "
+        "Max diff: against the kornia backend's float32 output on the same params, in grey "
+        "levels (0..255)."
+        + (
+            f" Roofline: the fraction of the device-to-device copy bandwidth measured in this "
+            f"run ({gbps} GB/s) that reading the uint8 batch once and writing the output once "
+            "would take at this speed."
+            if roof
+            else ""
+        ),
+        "",
+        "| backend | output | batch | images/s | ops/batch | bytes/image | max diff (grey) |"
+        + (" roofline |" if roof else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if roof else ""),
+    ]
+    for r in rows:
+        c = r.get("counts") or {}
+        rate = _cell(r) if "images_per_s" in r or "error" in r else "–"
+        diff = r.get("max_diff_grey")
+        cells = [
+            r["backend"],
+            r["variant"],
+            str(r["batch_size"]),
+            rate,
+            str(c.get("ops_per_batch", "–")),
+            _bytes(c.get("bytes_per_image")),
+            "–" if diff is None else f"{diff:.4g}",
+        ]
+        if roof:
+            frac = r.get("roofline_fraction")
+            cells.append("–" if frac is None else f"{100 * frac:.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = [(b, why) for b, why in (section.get("backends") or {}).items() if why]
+    if skipped:
+        lines += ["", "Backends skipped: " + "; ".join(f"{b} ({why})" for b, why in skipped) + "."]
+    ratios = doc.get("backend_speedups") or backend_speedups(doc)
+    if ratios:
+        lines += [
+            "",
+            "Best backend: "
+            + "; ".join(
+                f"b={x['batch_size']}: {x['best']} / {x['vs']} = {x['ratio']:.2f}x" for x in ratios
+            )
+            + ".",
+        ]
+    return lines
 
 
 # ----------------------------------------------------------------------------- plot

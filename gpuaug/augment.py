@@ -16,9 +16,11 @@ Backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else): ``"auto"`` 
 fused Triton kernel, `gpuaug.fused`, for CUDA tensors when triton imports; the reference
 elsewhere), ``"kornia"`` (the reference: the code in this module and `gpuaug.warp`),
 ``"triton"`` (the fused kernel: one pass reading uint8 and writing the output once; CPU tensors
-only under ``TRITON_INTERPRET=1``) and ``"compile"`` (``gpuaug.compiled.apply_compiled``). Every
+only under ``TRITON_INTERPRET=1``), ``"compile"`` (``gpuaug.compiled.apply_compiled``), and on a
+CPU, by name only, ``"chunked"`` (`gpuaug.chunked`, the reference on cache-sized slices) and
+``"opencv"`` (`gpuaug.opencv`, OpenCV's warp: within 0.5 grey levels, not exact). Every
 backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
-channels_last strides, and equals the reference within 1e-3 grey levels.
+channels_last strides, and equals the reference within 1e-3 grey levels (except "opencv").
 
 Conventions (pinned by tests against Keras 3's legacy ``ImageDataGenerator``):
 
@@ -662,7 +664,12 @@ def standardize(
 #:   shifts, brightens, rescales, normalises and writes the output once. CUDA tensors; CPU
 #:   tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
 #: - ``"compile"``: ``gpuaug.compiled.apply_compiled`` (``torch.compile`` of the reference).
-BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile")
+#: - ``"chunked"``: ``gpuaug.chunked.apply_chunked``, the reference on cache-sized slices of a
+#:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
+#: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's fixed-point ``warpAffine`` per
+#:   image on a thread pool (CPU, uint8, fill "nearest" / "reflect"; else the reference):
+#:   within about a grey level of the reference, not exact. Opt-in.
+BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -736,7 +743,7 @@ def apply(
             only), anything else in float32 and rounds once at the end.
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` (the output's
             strides).
-        backend: "auto", "kornia", "triton" or "compile" (see `BACKENDS`).
+        backend: "auto", "kornia", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
 
     Returns:
         The augmented, normalised batch.
@@ -776,6 +783,18 @@ def apply(
         )
     if isinstance(params, AugmentDraws):
         params = params.params(config, images.shape[2], images.shape[3])
+    if name == "chunked":
+        from gpuaug.chunked import apply_chunked
+
+        return apply_chunked(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
+    if name == "opencv":
+        from gpuaug.opencv import apply_opencv
+
+        return apply_opencv(
+            images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
+        )
     if name == "compile":
         try:
             from gpuaug.compiled import apply_compiled
@@ -823,7 +842,7 @@ class GPUAugment(nn.Module):
         dtype: Output dtype (float).
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
         backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
-            reference), "triton" or "compile"; see `BACKENDS`.
+            reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
 
     Attributes:
         config: The settings.

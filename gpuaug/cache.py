@@ -177,6 +177,8 @@ def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
     }
     if getattr(dataset, "keep_aspect_ratio", False):  # only when on: older caches stay valid
         settings["keep_aspect_ratio"] = True
+    if getattr(dataset, "draft", False):  # other pixels than a full-size decode
+        settings["draft"] = True
     return settings
 
 

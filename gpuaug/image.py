@@ -313,18 +313,39 @@ def aspect_crop_box(
     return (left, upper, left + crop_width, upper + crop_height)
 
 
+def _draft(img: Image.Image, target_size: tuple[int, int]) -> None:
+    """Ask a JPEG for the smallest DCT scale that keeps it >= ``target_size`` once upright."""
+    if img.format != "JPEG":
+        return
+    height, width = target_size
+    if _orientation(img) in (5, 6, 7, 8):  # EXIF turns it a quarter: the file's axes swap
+        height, width = width, height
+    img.draft(None, (width, height))
+
+
 def load_image(
     path: str | os.PathLike[str],
     target_size: tuple[int, int] | None,
     color_mode: str = "rgb",
     interpolation: str = "nearest",
     keep_aspect_ratio: bool = False,
+    draft: bool = False,
 ) -> torch.Tensor:
     """Decodes an image file to a uint8 tensor, resized as Keras' ``load_img`` does.
 
     Steps: open -> decode -> EXIF orientation -> :func:`pil_to_mode` -> ``img.resize((w, h),
     filter)`` (of the centred crop with ``keep_aspect_ratio``) when the size differs from
     ``target_size``. No augmentation.
+
+    ``draft=True`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    ``PIL.Image.draft``) when the file is at least twice ``target_size`` on both sides; the
+    scaled decode stays at least ``target_size``, and the resize does the rest. On 2-12
+    megapixel photos resized to 150 x 150 and 256 x 256 decode + resize was 1.5x to 11x faster
+    (more for larger files; measured on a loaded 2-core machine: ``python -m
+    benchmarks.decode_draft``). It changes pixels beyond what a resize does (the DCT scaling
+    averages blocks first): against the plain path, bilinear resizes differ by 0.2-0.6 grey
+    levels on average (at most 4-28), nearest by about 2.5 on average (at most 125: nearest
+    picks other source pixels). Hence opt-in; other formats ignore it.
 
     Args:
         path: the image file.
@@ -335,6 +356,7 @@ def load_image(
         keep_aspect_ratio: crop the centre of the image to ``target_size``'s aspect ratio
             before resizing (Keras' ``keep_aspect_ratio=True``; :func:`aspect_crop_box`),
             instead of stretching it. No effect without ``target_size``.
+        draft: decode a large JPEG at a reduced scale first (see above); off by default.
 
     Returns:
         The image, contiguous and ready for pinned memory.
@@ -355,6 +377,8 @@ def load_image(
         raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
     with open_image(path) as img:
         try:
+            if draft and target_size is not None:
+                _draft(img, target_size)
             img.load()
             out = img
             if _orientation(out) in range(2, 9):

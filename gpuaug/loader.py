@@ -527,6 +527,7 @@ def flow_from_directory(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     keep_aspect_ratio: bool = False,
+    draft: bool = False,
     augment_validation: bool = False,
     augment_seed: int | None = None,
 ) -> GPULoader:
@@ -556,6 +557,9 @@ def flow_from_directory(
         dtype: output float dtype.
         keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
             resizing, as Keras (``decode="cpu"`` only).
+        draft: let large JPEGs decode at 1/2, 1/4 or 1/8 scale before the resize (faster on
+            multi-megapixel photos, not Keras' pixels; ``decode="cpu"`` only; see
+            `gpuaug.image.load_image`).
         augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
             by default it runs only the deterministic stages of ``augment`` (rescale,
             preprocessing, normalisation with the fitted statistics; `gpuaug.validation`).
@@ -594,9 +598,12 @@ def flow_from_directory(
         subset=subset,
         on_error=on_error,
         keep_aspect_ratio=keep_aspect_ratio,
+        draft=draft,
     )
     if keep_aspect_ratio and decode == "gpu":
         raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
+    if draft and decode == "gpu":
+        raise ValueError("`draft`=True needs decode='cpu' (nvJPEG decodes full size); got 'gpu'")
     config = LoaderConfig(
         batch_size=batch_size,
         shuffle=shuffle,

@@ -146,6 +146,15 @@ def _fold(
     raise ValueError(f"`fill_mode` must be one of {list(FILL_MODES)}; got {fill_mode!r}")
 
 
+def _store(out: torch.Tensor, op, a: torch.Tensor, b: torch.Tensor | float) -> None:
+    """``op(a, b, out=out)``; inside ``torch.compile`` ``out.copy_(op(a, b))`` instead (dynamo
+    cannot trace ``out=`` into a strided view, and Inductor fuses the copy anyway)."""
+    if torch.compiler.is_compiling():
+        out.copy_(op(a, b))
+    else:
+        op(a, b, out=out)
+
+
 def _warp_grid(
     images: torch.Tensor,
     matrix: torch.Tensor,
@@ -177,14 +186,14 @@ def _warp_grid(
         scale = 2.0 / (size - 1)
         along_x, along_y = _source_terms(m, axis, height, width)
         if fill_mode == "nearest" and interpolation == "bilinear":
-            torch.add(along_x * scale, along_y * scale - 1.0, out=out)
+            _store(out, torch.add, along_x * scale, along_y * scale - 1.0)
             continue
         coord, inside_axis = _fold(torch.add(along_x, along_y), size, fill_mode)
         if inside_axis is not None:
             inside = inside_axis if inside is None else inside & inside_axis
         if interpolation == "nearest":
             coord = torch.floor(coord + 0.5).clamp_(0, size - 1)
-        torch.sub(coord * scale, 1.0, out=out)
+        _store(out, torch.sub, coord * scale, 1.0)
     out = F.grid_sample(
         images,
         grid,

@@ -20,7 +20,7 @@ from PIL import Image
 # benchmarks/ is not installed by pip: import it from the checkout, whatever the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench, report  # noqa: E402
+from benchmarks import bench, counting, report  # noqa: E402
 from benchmarks import data as bench_data  # noqa: E402
 from benchmarks import pipelines as P  # noqa: E402
 
@@ -40,6 +40,8 @@ TINY_ARGS = [
     "--scan-image-sizes", "24",
     "--scan-workers", "0",
     "--no-progress",
+    "--backends", "kornia,chunked",
+    "--variants", "float32,bfloat16-channels_last",
 ]  # fmt: skip
 
 
@@ -169,7 +171,115 @@ def test_profile_lists_top_ops_of_the_gpuaug_augmentation(tiny_run):
     assert out.with_name("tiny-profile.txt").read_text().strip()
 
 
+def test_kornia_randomaffine_is_an_augmentation_only_peer(tiny_run):
+    _, doc, _ = tiny_run
+    for b in (4, 8):
+        assert report.find(doc, "augment_only", "kornia-randomaffine", b) is not None
+        assert report.find(doc, "end_to_end", "kornia-randomaffine", b) is None
+
+
+def test_speedups_include_gpuaug_against_the_fastest_peer_of_each_measurement(tiny_run):
+    _, doc, _ = tiny_run
+    fastest = [s for s in doc["speedups"] if s.get("fastest_peer")]
+    assert {(s["figure"], s["batch_size"]) for s in fastest} == {
+        (f, b) for f in ("end_to_end", "augment_only") for b in (4, 8)
+    }
+    for s in fastest:
+        peers = [
+            r["images_per_s"]["median"]
+            for r in doc["results"]
+            if r["figure"] == s["figure"]
+            and r["batch_size"] == s["batch_size"]
+            and "headline" in r["scans"]
+            and not r["pipeline"].startswith("gpuaug")
+        ]
+        best = report.find(doc, s["figure"], s["denominator"], s["batch_size"])
+        assert best["images_per_s"]["median"] == max(peers)
+
+
+def test_backends_table_has_every_backend_variant_and_batch_with_counts(tiny_run):
+    _, doc, out = tiny_run
+    rows = doc["backends"]["results"]
+    got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
+    assert got == {
+        (b, v, n)
+        for b in ("kornia", "chunked")
+        for v in ("float32", "bfloat16-channels_last")
+        for n in (4, 8)
+    }
+    for r in rows:
+        assert r["counts"]["ops_per_batch"] > 3
+        # at least the uint8 batch read once and the output written once
+        floor = 3 * 32 * 32 * (1 + (2 if r["variant"].startswith("bfloat16") else 4))
+        assert r["counts"]["bytes_per_image"] > floor
+        assert "roofline_fraction" not in r  # CPU: no copy roofline
+    chunked = [r for r in rows if r["backend"] == "chunked" and r["variant"] == "float32"]
+    assert all(r["max_diff_grey"] == 0 for r in chunked)
+    assert "#### gpuaug backends, augmentation-only" in out.with_suffix(".md").read_text()
+
+
+def test_backend_speedups_compare_the_best_backend_with_the_reference_and_the_fastest_peer(
+    tiny_run,
+):
+    _, doc, _ = tiny_run
+    for x in doc["backend_speedups"]:
+        assert x["ratio"] == pytest.approx(x["best_images_per_s"] / x["vs_images_per_s"], 1e-3)
+    assert {x["vs"] for x in doc["backend_speedups"]} >= {"gpuaug[kornia, float32]"}
+
+
 # ----------------------------------------------------------------------------- units
+
+
+def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
+    x = torch.ones(4, 8)  # 128 bytes
+
+    def batch():
+        y = x.view(8, 4).t()  # views: free
+        return (y * 2.0).sum()
+
+    counts = counting.count_ops(batch, images=4)
+    assert counts["ops_per_batch"] == 2  # mul, sum
+    # mul reads 128, writes 128; sum reads 128, writes 4
+    assert counts["bytes_read_per_image"] == 256 // 4
+    assert counts["bytes_written_per_image"] == 132 // 4
+
+
+def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
+    pytest.importorskip("triton")
+    import gpuaug
+    from gpuaug import fused
+
+    if not fused.triton_available():
+        pytest.skip("triton cannot run here")
+    aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="triton")
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    counts = counting.count_ops(lambda: aug(x), 2, launches=("gpuaug.fused", "_launch"))
+    assert counts["top_ops"]["triton_launch"] == 1
+    assert counts["ops_per_batch"] <= 3  # the draws, the launch: nothing of the interpreter's
+    assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 4)  # uint8 in, float32 out
+
+
+def test_opencv_host_calls_are_counted_per_plane_with_their_bytes():
+    pytest.importorskip("cv2")
+    import gpuaug
+
+    aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="opencv")
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    calls = ("gpuaug.opencv", ("_warp_plane", "_finish_plane"))
+    counts = counting.count_ops(lambda: aug(x), 2, host_calls=calls)
+    assert counts["top_ops"]["_warp_plane"] == counts["top_ops"]["_finish_plane"] == 2 * 3
+    # per image: warp reads uint8, writes uint8; finish reads uint8, writes float32
+    assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 1 + 1 + 4)
+
+
+def test_cli_rejects_an_unknown_backend():
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--backends", "numba"])
+
+
+def test_bench_config_rejects_an_unknown_variant():
+    with pytest.raises(ValueError, match="`variants` must be names from"):
+        bench.BenchConfig(variants=("float8",))
 
 
 def test_time_runner_rounds_steps_to_whole_worker_rounds():

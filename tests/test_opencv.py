@@ -1,0 +1,134 @@
+"""The opt-in "opencv" CPU backend: OpenCV's uint8 warp, within half a grey level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpuaug import AugmentConfig
+from gpuaug.augment import apply, sample_params
+
+cv2 = pytest.importorskip("cv2")
+from gpuaug.opencv import apply_opencv, supports  # noqa: E402
+
+BOOK = AugmentConfig.from_keras(
+    rotation_range=40,
+    width_shift_range=0.2,
+    height_shift_range=0.2,
+    shear_range=0.2,
+    zoom_range=0.2,
+    horizontal_flip=True,
+    fill_mode="nearest",
+    rescale=1 / 255,
+)
+
+
+def _photos(b: int, h: int = 24, w: int = 20, seed: int = 0) -> torch.Tensor:
+    """Smooth, photo-like uint8 images (gradients plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    out = []
+    for _ in range(b):
+        a, c = rng.uniform(2, 8, size=2)
+        img = np.stack([x * a, y * c, (x + y) * (a + c) / 2], axis=0) + rng.normal(0, 3, (3, h, w))
+        out.append(np.clip(img, 0, 255))
+    return torch.from_numpy(np.stack(out).astype(np.uint8))
+
+
+def _grey_diff(a: torch.Tensor, b: torch.Tensor, rescale: float = 1 / 255) -> torch.Tensor:
+    return (a.float() - b.float()).abs() / rescale
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "reflect"])
+def test_book_warp_is_within_half_a_grey_level_of_the_reference(fill_mode):
+    config = AugmentConfig.from_keras(**{**BOOK.to_dict(), "fill_mode": fill_mode})
+    x = _photos(6)
+    p = sample_params(config, 6, 24, 20, generator=torch.Generator().manual_seed(1))
+    diff = _grey_diff(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+    assert diff.max() <= 0.51  # OpenCV rounds its uint8 result
+    assert diff.mean() <= 0.3
+
+
+def test_channel_shift_brightness_and_channels_last_bfloat16_output():
+    config = AugmentConfig(
+        rotation_range=20,
+        horizontal_flip=True,
+        vertical_flip=True,
+        channel_shift_range=30.0,
+        brightness_range=(0.7, 1.3),
+        rescale=1 / 255,
+    )
+    x = _photos(5, seed=2)
+    p = sample_params(config, 5, 24, 20, generator=torch.Generator().manual_seed(2))
+    out = apply_opencv(x, p, config, dtype=torch.bfloat16, memory_format=torch.channels_last)
+    assert out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = apply(x, p, config, backend="kornia")
+    diff = _grey_diff(out, ref)
+    # brightness scales the warp's rounding (<= 0.5 * 1.3); bfloat16 adds its own (<= 0.5)
+    assert diff.max() <= 1.2
+    assert diff.mean() <= 0.5
+
+
+def test_channels_last_float32_output_is_the_same_values():
+    x = _photos(3, seed=7)
+    p = sample_params(BOOK, 3, 24, 20, generator=torch.Generator().manual_seed(7))
+    out = apply_opencv(x, p, BOOK, memory_format=torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, apply_opencv(x, p, BOOK))
+
+
+def test_flips_alone_are_exact():
+    config = AugmentConfig(horizontal_flip=True, vertical_flip=True)
+    x = _photos(4, seed=3)
+    p = sample_params(config, 4, 24, 20, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "wrap"])
+def test_fill_modes_opencv_cannot_match_run_the_reference_exactly(fill_mode):
+    config = AugmentConfig(rotation_range=30, fill_mode=fill_mode, cval=9.0)
+    x = _photos(3, seed=4)
+    assert not supports(x, config)
+    p = sample_params(config, 3, 24, 20, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+
+
+def test_the_dispatcher_runs_it_by_name():
+    x = _photos(2, seed=5)
+    p = sample_params(BOOK, 2, 24, 20, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(apply(x, p, BOOK, backend="opencv"), apply_opencv(x, p, BOOK))
+
+
+def test_nearest_interpolation_matches_the_reference():
+    config = AugmentConfig(rotation_range=40, zoom_range=0.2, interpolation="nearest")
+    x = _photos(4, seed=6)
+    p = sample_params(config, 4, 24, 20, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+
+
+def test_rejects_params_of_another_length():
+    x = _photos(2)
+    p = sample_params(BOOK, 3, 24, 20)
+    with pytest.raises(ValueError, match="`params` has 3 rows but the batch has 2 images"):
+        apply_opencv(x, p, BOOK)
+
+
+def test_a_forked_child_gets_its_own_warp_threads():
+    import os
+    import signal
+
+    from gpuaug import opencv
+
+    x = _photos(2, seed=8)
+    p = sample_params(BOOK, 2, 24, 20, generator=torch.Generator().manual_seed(8))
+    expected = apply_opencv(x, p, BOOK)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: the parent's pool threads are gone; a hang here fails the test
+        signal.alarm(60)  # a child stuck on dead threads is killed (SIGALRM), not waited for
+        ok = torch.equal(apply_opencv(x, p, BOOK), expected)
+        ok = ok and opencv._POOL[0] == os.getpid()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
