@@ -496,7 +496,7 @@ def copy_bandwidth(device: torch.device, nbytes: int = 512 * 2**20, repeats: int
 
 def _count(step, backend: str, images: int, settings: P.Settings, batch, variant: str) -> dict:
     """Ops and bytes of one augmented batch (see :mod:`benchmarks.counting`)."""
-    from benchmarks import counting
+    from . import counting
 
     device = settings.device
     if backend == "compile":

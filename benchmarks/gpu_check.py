@@ -153,7 +153,7 @@ class Context:
 
     def small_folder(self) -> Path:
         if self._small is None:
-            from benchmarks import data as bench_data
+            from . import data as bench_data
 
             self._small = self.work / "small"
             s = self.settings.small_size
@@ -175,7 +175,7 @@ class Context:
 
 # ---------------------------------------------------------------------- photos
 def _sources(count: int) -> list[tuple[str, np.ndarray]]:
-    from benchmarks import data as bench_data
+    from . import data as bench_data
 
     photos = [p for p in bench_data.sample_photos() if p[0] in ("astronaut", "coffee", "chelsea")]
     photos += [p for p in bench_data.sample_photos() if p not in photos]
@@ -661,7 +661,7 @@ def check_copy_overlap_profile(ctx: Context) -> dict[str, Any]:
 
 def check_benchmark(ctx: Context) -> dict[str, Any]:
     """``benchmarks.bench`` with a quick setting, written beside the JSON."""
-    from benchmarks import bench
+    from . import bench
 
     out = ctx.out / f"bench-{ctx.device.type}.json"
     given = ctx.settings.bench_args

@@ -115,3 +115,24 @@ def test_installed_bench_command_runs_the_packaged_harness(probe):
 
 def test_installed_bench_writes_results_in_the_working_folder(probe):
     assert Path(probe["results_dir"]) == Path(probe["cwd"]) / "gpuaug-bench"
+
+
+def test_the_harness_imports_its_own_modules_relatively():
+    # In the wheel the harness is `gpuaug.benchmarks`: an absolute `benchmarks` import works in
+    # the checkout (and in every other test) but fails once installed.
+    import ast
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    absolute = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            absolute += [
+                f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "benchmarks"
+            ]
+    assert absolute == []
