@@ -342,7 +342,7 @@ def flow_from_detection_file(
             cache, cache_dir, dtype, progress: As `gpuaug.flow_from_directory`.
     """
     from gpuaug.loader import GPULoader
-    from gpuaug.loader_config import LoaderConfig, dtype_name
+    from gpuaug.loader_config import LoaderConfig
     from gpuaug.stages.finish import augment_module
 
     if not isinstance(dtype, torch.dtype):
@@ -356,7 +356,7 @@ def flow_from_detection_file(
         on_error=on_error,
         min_visibility=min_visibility,
     )
-    config = LoaderConfig(
+    config = LoaderConfig.from_arguments(
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
@@ -364,9 +364,9 @@ def flow_from_detection_file(
         drop_last=drop_last,
         num_workers=num_workers,
         cache=cache,
-        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
-        device=str(device) if device is not None else None,
-        dtype=dtype_name(dtype),
+        cache_dir=cache_dir,
+        device=device,
+        dtype=dtype,
         progress=progress,
     )
     return GPULoader(dataset, augment_module(augment, dtype), config)

@@ -298,12 +298,12 @@ class ImageDataGenerator:
                 f"methods take {sorted(allowed | {'augment', 'on_error'})}"
             )
         device = options.pop("device", None)
-        config = LoaderConfig(
+        config = LoaderConfig.from_arguments(
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
-            device=str(device if device is not None else self.device),
-            dtype=dtype_name(self.dtype),
+            device=device if device is not None else self.device,
+            dtype=self.dtype,
             **options,
         )
         loader = GPULoader(dataset, module, config)

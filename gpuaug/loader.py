@@ -68,7 +68,7 @@ from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
 from gpuaug.decode import JpegDecoder, check_decode
-from gpuaug.loader_config import DTYPES, LoaderConfig, dtype_name
+from gpuaug.loader_config import DTYPES, LoaderConfig
 from gpuaug.loader_report import describe_loader, loader_stats
 from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.stages import jpeg_decode
@@ -604,7 +604,7 @@ def flow_from_directory(
         raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
     if draft and decode == "gpu":
         raise ValueError("`draft`=True needs decode='cpu' (nvJPEG decodes full size); got 'gpu'")
-    config = LoaderConfig(
+    config = LoaderConfig.from_arguments(
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
@@ -612,10 +612,10 @@ def flow_from_directory(
         drop_last=drop_last,
         num_workers=num_workers,
         cache=cache,
-        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+        cache_dir=cache_dir,
         decode=decode,
-        device=str(device) if device is not None else None,
-        dtype=dtype_name(dtype),
+        device=device,
+        dtype=dtype,
         progress=progress,
         augment_seed=augment_seed,
     )

@@ -143,6 +143,31 @@ class LoaderConfig:
         return out
 
     @classmethod
+    def from_arguments(
+        cls,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        **fields: Any,
+    ) -> LoaderConfig:
+        """A config from a factory's user-facing arguments (``flow_from_directory`` and the
+        other ``flow_*`` functions): a path-like ``cache_dir``, a ``torch.device`` and a
+        ``torch.dtype`` become the stored forms; every other field is passed as is.
+
+        Raises:
+            TypeError: ``dtype`` not a torch.dtype; as the constructor otherwise.
+        """
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
+        return cls(
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+            device=str(device) if device is not None else None,
+            dtype=dtype_name(dtype),
+            **fields,
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoaderConfig:
         """The inverse of :meth:`to_dict`; unknown keys are a ``ValueError``."""
         names = {f.name for f in dataclasses.fields(cls)}

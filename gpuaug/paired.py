@@ -534,7 +534,7 @@ def flow_from_paired_directories(
         FileNotFoundError: A folder does not exist.
     """
     from gpuaug.loader import GPULoader
-    from gpuaug.loader_config import LoaderConfig, dtype_name
+    from gpuaug.loader_config import LoaderConfig
     from gpuaug.stages.finish import augment_module
 
     if not isinstance(dtype, torch.dtype):
@@ -560,7 +560,7 @@ def flow_from_paired_directories(
         on_error=on_error,
         mask_fill=mask_fill,
     )
-    config = LoaderConfig(
+    config = LoaderConfig.from_arguments(
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
@@ -568,9 +568,9 @@ def flow_from_paired_directories(
         drop_last=drop_last,
         num_workers=num_workers,
         cache=cache,
-        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
-        device=str(device) if device is not None else None,
-        dtype=dtype_name(dtype),
+        cache_dir=cache_dir,
+        device=device,
+        dtype=dtype,
         progress=progress,
     )
     return GPULoader(dataset, module, config)
