@@ -70,6 +70,7 @@ import torch
 from torch import nn
 
 from gpuaug.config import AugmentConfig, ShiftRange, load_config
+from gpuaug.device import host_to_device
 from gpuaug.warp import warp_affine
 
 __all__ = [
@@ -289,7 +290,7 @@ class AugmentDraws:
 
     def to(self, device: torch.device | str) -> AugmentDraws:
         """The same draws on ``device`` (no host sync for a CPU -> CUDA move)."""
-        return AugmentDraws(_to_device(self.uniforms, torch.device(device)))
+        return AugmentDraws(host_to_device(self.uniforms, device))
 
     def params(self, config: AugmentConfig, height: int, width: int) -> AugmentParams:
         """The params these draws stand for (`params_from_draws`)."""
@@ -322,19 +323,6 @@ def _shift(r: ShiftRange, u: torch.Tensor, u_sign: torch.Tensor, size: int) -> t
         return value * size if isinstance(r, tuple) and max(r) < 1 else value
     value = _symmetric(u, float(r))
     return value * size if r < 1 else value
-
-
-def _to_device(u: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the draws to ``device`` without a host sync where the copy is host -> accelerator.
-
-    From the CPU to an accelerator: through pinned memory with ``non_blocking=True`` (a few
-    hundred bytes; the caching host allocator keeps the pinned block until the copy is done).
-    """
-    if u.device == device:
-        return u
-    if u.device.type == "cpu" and device.type not in ("cpu", "meta"):
-        return u.pin_memory().to(device, non_blocking=True)
-    return u.to(device)
 
 
 def sample_draws(
@@ -374,7 +362,7 @@ def sample_draws(
     draw_device = generator.device if generator is not None else torch.device("cpu")
     device = draw_device if device is None else torch.device(device)
     u = torch.rand((int(batch_size), _N_DRAWS), generator=generator, device=draw_device)
-    return AugmentDraws(_to_device(u, device))
+    return AugmentDraws(host_to_device(u, device))
 
 
 def params_from_draws(

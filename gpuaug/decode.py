@@ -61,6 +61,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from gpuaug.device import host_to_device
 from gpuaug.image import ImageLoadError, _bomb_reason, _check_color_mode, _reason, load_image
 
 __all__ = [
@@ -531,9 +532,7 @@ class _Batch:
         if positions == list(range(positions[0], positions[0] + len(positions))):
             self.out[positions[0] : positions[0] + len(positions)] = images
             return
-        index = torch.tensor(positions, dtype=torch.int64)
-        if self.device.type == "cuda":  # pinned + non_blocking: no host sync
-            index = index.pin_memory().to(self.device, non_blocking=True)
+        index = host_to_device(torch.tensor(positions, dtype=torch.int64), self.device)
         self.out.index_copy_(0, index, images)
 
 

@@ -176,13 +176,13 @@ def test_draws_are_made_on_the_generator_device_and_moved_without_a_sync(monkeyp
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_the_same_seed_gives_the_same_draws_whatever_the_device(monkeypatch, device):
     sent = []
-    real = augment._to_device
+    real = augment.host_to_device
 
     def recording(u, target):
         sent.append(u.clone())
         return real(u, target)
 
-    monkeypatch.setattr(augment, "_to_device", recording)
+    monkeypatch.setattr(augment, "host_to_device", recording)
     p = sample_params(FULL, 6, 20, 30, generator=_gen(5), device=device)
     assert p.device.type == device and len(p) == 6
     cpu = sample_draws(6, generator=_gen(5))

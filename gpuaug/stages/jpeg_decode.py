@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from gpuaug import decode as jpeg
+from gpuaug.device import host_to_device
 from gpuaug.stages.batch import HostBatch
 
 __all__ = ["decode_ahead", "decode_jpegs"]
@@ -91,10 +92,7 @@ def _decode_call(
 
 def _rows(positions: list[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
     """Row numbers as an index on ``device`` without a host sync (pinned, non_blocking)."""
-    index = torch.as_tensor(positions, dtype=torch.int64)
-    if device.type == "cuda":
-        index = index.pin_memory()
-    return index.to(device, non_blocking=True)
+    return host_to_device(torch.as_tensor(positions, dtype=torch.int64), device)
 
 
 def decode_jpegs(

@@ -17,27 +17,11 @@ from typing import Any, NamedTuple
 
 import torch
 
+from gpuaug.device import host_to_device
 from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.jpeg_decode import decode_jpegs
 
 __all__ = ["PinnedRing", "Prefetcher", "host_to_device", "to_device"]
-
-
-def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` (CPU) on ``device`` without making the host wait.
-
-    To CUDA: from pinned memory (pinned here if it is not) with ``non_blocking=True``; the
-    caching host allocator keeps a pinned block alive until its copy has run. Anything else:
-    a plain ``to``.
-    """
-    if t.device == device:
-        return t
-    if device.type == "cuda" and t.device.type == "cpu":
-        if not t.is_pinned():
-            with torch.cuda.device(device):
-                t = t.pin_memory()
-        return t.to(device, non_blocking=True)
-    return t.to(device)
 
 
 def to_device(
