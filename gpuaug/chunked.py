@@ -25,7 +25,14 @@ import math
 
 import torch
 
-from gpuaug.augment import AugmentParams, FitStats, _check_batch, _work_dtype, apply
+from gpuaug.augment import (
+    AugmentParams,
+    FitStats,
+    _apply_reference,
+    _check_batch,
+    _check_memory_format,
+    _work_dtype,
+)
 from gpuaug.config import AugmentConfig
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "apply_chunked", "chunk_size"]
@@ -39,18 +46,6 @@ def chunk_size(images: torch.Tensor, dtype: torch.dtype, chunk_bytes: int) -> in
     """Images per slice: as many as keep the float working copy within ``chunk_bytes`` (>= 1)."""
     per_image = images[0].numel() * _work_dtype(dtype).itemsize if images.shape[0] else 1
     return max(1, int(chunk_bytes) // max(per_image, 1))
-
-
-def _reference(images, params, config, stats, dtype, memory_format) -> torch.Tensor:
-    return apply(
-        images,
-        params,
-        config,
-        stats=stats,
-        dtype=dtype,
-        memory_format=memory_format,
-        backend="kornia",
-    )
 
 
 def apply_chunked(
@@ -89,11 +84,7 @@ def apply_chunked(
     _check_batch(images)
     if not isinstance(params, AugmentParams):
         raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
-    if memory_format not in (torch.contiguous_format, torch.channels_last):
-        raise ValueError(
-            "`memory_format` must be torch.contiguous_format or torch.channels_last; "
-            f"got {memory_format}"
-        )
+    memory_format = _check_memory_format(memory_format)
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"`chunk_bytes` must be an int >= 1; got {chunk_bytes!r}")
     if len(params) != images.shape[0]:
@@ -103,11 +94,13 @@ def apply_chunked(
     batch = images.shape[0]
     step = chunk_size(images, dtype, chunk_bytes)
     if images.device.type != "cpu" or batch <= step:
-        return _reference(images, params, config, stats, dtype, memory_format)
+        return _apply_reference(images, params, config, stats, dtype, memory_format)
     out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=memory_format)
     n = math.ceil(batch / step)  # balanced slices: 256 at <= 62 each -> 51, 51, 51, 51, 52
     bounds = [batch * i // n for i in range(n + 1)]
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         rows = slice(start, stop)
-        out[rows] = _reference(images[rows], params[rows], config, stats, dtype, memory_format)
+        out[rows] = _apply_reference(
+            images[rows], params[rows], config, stats, dtype, memory_format
+        )
     return out
