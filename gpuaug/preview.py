@@ -275,21 +275,13 @@ def make_preview(
     layout = dataclasses.replace(layout, rows=len(sources))
 
     device = torch.device(device)
-    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    augment, generator = _preview_augment(config, device, seed)
     extras = _has_extras(config)
-
-    canvas = Image.new("RGB", layout.size, BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    font = _font(FONT_SIZE)
-    header = title or f"gpuaug preview: {config_name}  seed={seed}"
-    draw.text((PAD, PAD // 2), header, fill=TEXT, font=font)
-    draw.text(
-        (PAD, PAD // 2 + LINE_HEIGHT),
+    canvas, draw, font = _start_canvas(
+        layout,
+        title or f"gpuaug preview: {config_name}  seed={seed}",
         f"first column: original ({target_size[0]}x{target_size[1]}); "
         f"then {layout.per_row} augmentations each; normalisation not shown",
-        fill=MUTED,
-        font=font,
     )
 
     for row, (path, label, image) in enumerate(sources):
@@ -305,6 +297,24 @@ def make_preview(
             lines = caption_lines(params, k, extras=extras)
             _draw_cell(draw, canvas, layout, font, k + 1, y, tiles[k], lines)
     return canvas
+
+
+def _preview_augment(
+    config: AugmentConfig, device: torch.device, seed: int
+) -> tuple[GPUAugment, torch.Generator]:
+    """The previews' augmenter (normalisation off, so tiles stay viewable) and generator."""
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    return augment, torch.Generator(device=device).manual_seed(seed)
+
+
+def _start_canvas(layout: GridLayout, header: str, subtitle: str):
+    """A blank grid canvas with the previews' two header lines: ``(canvas, draw, font)``."""
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(FONT_SIZE)
+    draw.text((PAD, PAD // 2), header, fill=TEXT, font=font)
+    draw.text((PAD, PAD // 2 + LINE_HEIGHT), subtitle, fill=MUTED, font=font)
+    return canvas, draw, font
 
 
 def _pick_sources(
@@ -529,22 +539,14 @@ def make_paired_preview(
     layout = dataclasses.replace(layout, rows=len(sources))
 
     device = torch.device(device)
-    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    augment, generator = _preview_augment(config, device, seed)
     extras = _has_extras(config)
     fill = getattr(dataset, "mask_fill", None)
-
-    canvas = Image.new("RGB", layout.size, BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    font = _font(FONT_SIZE)
-    header = title or f"gpuaug preview: {config_name}  seed={seed}  (masks overlaid)"
-    draw.text((PAD, PAD // 2), header, fill=TEXT, font=font)
-    draw.text(
-        (PAD, PAD // 2 + LINE_HEIGHT),
+    canvas, draw, font = _start_canvas(
+        layout,
+        title or f"gpuaug preview: {config_name}  seed={seed}  (masks overlaid)",
         f"first column: original ({target_size[0]}x{target_size[1]}); then {layout.per_row} "
         f"augmentations each; mask_fill {fill} grey; normalisation not shown",
-        fill=MUTED,
-        font=font,
     )
     for row, (path, image, mask) in enumerate(sources):
         batch = image.unsqueeze(0).expand(layout.per_row, -1, -1, -1).contiguous().to(device)
@@ -625,18 +627,14 @@ def make_detection_preview(
         raise ValueError("no readable image to preview")
     layout = dataclasses.replace(layout, rows=len(sources))
     device = torch.device(device)
-    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    augment, generator = _preview_augment(config, device, seed)
     extras = _has_extras(config)
-    canvas = Image.new("RGB", layout.size, BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    font = _font(FONT_SIZE)
-    draw.text((PAD, PAD // 2), title or f"gpuaug preview: {config_name}  seed={seed}  (boxes)",
-              fill=TEXT, font=font)  # fmt: skip
-    draw.text((PAD, PAD // 2 + LINE_HEIGHT),
-              f"first column: original ({target_size[0]}x{target_size[1]}); then "
-              f"{layout.per_row} augmentations each; normalisation not shown",
-              fill=MUTED, font=font)  # fmt: skip
+    canvas, draw, font = _start_canvas(
+        layout,
+        title or f"gpuaug preview: {config_name}  seed={seed}  (boxes)",
+        f"first column: original ({target_size[0]}x{target_size[1]}); then "
+        f"{layout.per_row} augmentations each; normalisation not shown",
+    )
     h, w = target_size
     for row, (index, image) in enumerate(sources):
         k = layout.per_row
