@@ -131,11 +131,12 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
 
 
 class EpochView:
-    """The DataLoader's batch sampler: the batches of the epoch the loader is running."""
+    """A DataLoader batch sampler: the batches of epoch :attr:`epoch` of ``sampler`` (the
+    persistent workers' view follows the loader's epoch; a concurrent iteration's is fixed)."""
 
-    def __init__(self, sampler: EpochBatchSampler) -> None:
+    def __init__(self, sampler: EpochBatchSampler, epoch: int = 0) -> None:
         self.sampler = sampler
-        self.epoch = 0
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -155,19 +156,6 @@ class _Chunks:
 
     def __iter__(self) -> Iterator[list[int]]:
         return (list(range(i, min(i + self.size, self.n))) for i in range(0, self.n, self.size))
-
-
-class _FixedEpoch:
-    """Batch sampler of one given epoch (an iteration that runs its own worker processes)."""
-
-    def __init__(self, sampler: EpochBatchSampler, epoch: int) -> None:
-        self.sampler, self.epoch = sampler, epoch
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (idx.numpy().tolist() for _, idx in self.sampler.epoch_batches(self.epoch))
 
 
 def _stop(iterator: Any) -> None:
@@ -256,7 +244,7 @@ class WorkerPool:
     def epoch_batches(self, epoch: int) -> Iterator[HostBatch]:
         """The batches of ``epoch`` (a generator: close it to stop its workers early)."""
         if not self.num_workers:
-            yield from self._in_main_process(iter(_FixedEpoch(self.sampler, epoch)))
+            yield from self._in_main_process(iter(EpochView(self.sampler, epoch)))
             return
         token = object()
         if self._owner is None:
@@ -266,7 +254,7 @@ class WorkerPool:
             self._epoch_view.epoch = epoch
             dl = self._dataloader
         else:
-            dl = self._make_dataloader(_FixedEpoch(self.sampler, epoch), persistent=False)
+            dl = self._make_dataloader(EpochView(self.sampler, epoch), persistent=False)
         iterator = None
         completed = False
         try:
