@@ -522,7 +522,7 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
     if backend == "triton":
         return counting.count_ops(step, images, launches=("gpuaug.fused", "_launch"))
     if backend == "opencv":
-        calls = ("gpuaug.opencv", ("_warp_plane", "_finish_plane"))
+        calls = ("gpuaug.opencv", ("_warp_image", "_finish_image"))
         return counting.count_ops(step, images, host_calls=calls)
     return counting.count_ops(step, images)
 

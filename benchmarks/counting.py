@@ -190,7 +190,7 @@ def count_ops(
         launches: ``(module, function)`` of a Triton launch site to count too (Triton kernels
             are not ATen ops).
         host_calls: ``(module, [functions])`` of host-side work to count too (the OpenCV
-            backend's per-plane calls).
+            backend's per-image calls).
 
     Returns:
         ``{"method": "dispatch", "ops_per_batch", "bytes_read_per_image",

@@ -132,3 +132,34 @@ def test_a_forked_child_gets_its_own_warp_threads():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 5])
+def test_any_channel_count_is_within_half_a_grey_level(channels):
+    x = torch.cat([_photos(3, seed=9)] * 2, dim=1)[:, :channels].contiguous()
+    p = sample_params(BOOK, 3, 24, 20, generator=torch.Generator().manual_seed(9))
+    out = apply_opencv(x, p, BOOK)
+    assert out.shape == x.shape
+    assert _grey_diff(out, apply(x, p, BOOK, backend="kornia")).max() <= 0.51
+
+
+def test_a_channels_last_input_batch_gives_the_same_output():
+    x = _photos(4, seed=10)
+    p = sample_params(BOOK, 4, 24, 20, generator=torch.Generator().manual_seed(10))
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(apply_opencv(channels_last, p, BOOK), apply_opencv(x, p, BOOK))
+
+
+def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads():
+    x = _photos(9, seed=11)
+    p = sample_params(BOOK, 9, 24, 20, generator=torch.Generator().manual_seed(11))
+    before_torch, before_cv2 = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(1)
+        inline = apply_opencv(x, p, BOOK)
+        torch.set_num_threads(3)
+        pooled = apply_opencv(x, p, BOOK)
+    finally:
+        torch.set_num_threads(before_torch)
+    assert torch.equal(inline, pooled)
+    assert cv2.getNumThreads() == before_cv2
