@@ -97,6 +97,20 @@ def test_core_pipelines_are_measured_in_both_figures_at_each_batch_size(tiny_run
     assert report.find(doc, "end_to_end", "gpuaug-cache-device", 8) is not None
 
 
+def test_the_opt_in_opencv_path_is_measured_and_compared_with_the_fastest_peer(tiny_run):
+    pytest.importorskip("cv2")
+    _, doc, _ = tiny_run
+    for figure in ("end_to_end", "augment_only"):
+        assert report.find(doc, figure, "gpuaug-opencv", 8) is not None, figure
+    ratios = [
+        s for s in doc["speedups"] if s.get("fastest_peer") and s["numerator"] == "gpuaug-opencv"
+    ]
+    assert {(s["figure"], s["batch_size"]) for s in ratios} == {
+        (f, b) for f in ("end_to_end", "augment_only") for b in (4, 8)
+    }
+    assert all(not s["denominator"].startswith("gpuaug") for s in ratios)
+
+
 def test_gpu_decode_pipeline_is_skipped_with_a_reason_on_cpu(tiny_run):
     _, doc, _ = tiny_run
     info = doc["pipelines"]["gpuaug-decode-gpu"]
