@@ -5,8 +5,8 @@ by ``cv2.warpAffine`` (``WARP_INVERSE_MAP``: the matrix maps each output pixel t
 point it reads, as ours does), one call per image on its interleaved (H, W, C) copy (OpenCV
 computes each pixel's coordinates once for all its channels: 1.3x faster than three planes),
 chunks of the batch on ``torch.get_num_threads()`` threads (OpenCV releases the GIL). When only
-a rescale follows (the common case) each image is also cast and scaled into the output while
-it is in cache; otherwise the reference's own channel shift, brightness and `standardize` run
+a rescale follows (the common case) each image is also cast and scaled into the output (float32,
+bfloat16 or float16, rounded once as ``.to(dtype)`` rounds) while it is in cache; otherwise the reference's own channel shift, brightness and `standardize` run
 on the float batch. Never chosen by ``backend="auto"``: ask for it by name.
 
 How far from the reference, and why: OpenCV warps uint8 in and uint8 out, so each warped
@@ -46,6 +46,9 @@ from gpuaug.augment import (
 from gpuaug.config import AugmentConfig
 
 __all__ = ["apply_opencv", "opencv_available", "supports"]
+
+#: Output dtypes the warp tasks write directly (others: the float batch, then ``.to``).
+_IN_TASK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (owning pid, threads, pool)
 _POOL_LOCK = threading.Lock()
@@ -160,10 +163,12 @@ def apply_opencv(
     border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
     # With nothing but a rescale after the warp (the common case), each task also casts and
     # scales its images into the output while they are in cache: no full-batch pass at all.
-    finish_in_task = dtype == torch.float32 and _only_rescale(config)
+    finish_in_task = dtype in _IN_TASK_DTYPES and _only_rescale(config)
     if finish_in_task:
-        out = torch.empty((b, c, h, w), dtype=torch.float32, memory_format=memory_format)
-        dst = out.numpy()  # strided as ``memory_format`` says
+        out = torch.empty((b, c, h, w), dtype=dtype, memory_format=memory_format)
+        # strided as ``memory_format`` says; bfloat16 (no numpy dtype) as its 16-bit patterns
+        dst = out.view(torch.int16).numpy().view(np.uint16) if dtype == torch.bfloat16 else None
+        dst = out.numpy() if dst is None else dst
         scale = np.float32(config.rescale or 1.0)
     else:
         warped = np.empty((b, h, w, c), dtype=np.uint8)  # HWC: what OpenCV writes
@@ -235,16 +240,25 @@ def _warp_image(
 
 
 def _finish_image(warped: np.ndarray, scale: np.float32, out: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W, C)`` -> float32 ``warped * scale`` into ``out`` ``(C, H, W)`` (a view of
-    the output: channels_last makes it HWC in memory, written as is; else the uint8 image is
-    transposed first, 1/4 of the bytes). The benchmark counts these calls."""
+    """uint8 ``(H, W, C)`` -> ``warped * scale`` computed in float32 into ``out`` ``(C, H, W)``,
+    a view of the output (the benchmark counts these calls).
+
+    channels_last makes ``out`` HWC in memory, written as is; else the uint8 image is
+    transposed first (1/4 of the bytes). float16 is rounded by numpy's cast, bfloat16 (``out``
+    holds its bit patterns as uint16) by round-to-nearest-even on the float32 bits, as torch
+    rounds: the same values as the float32 result ``.to(dtype)``.
+    """
     hwc_out = out.transpose(1, 2, 0)
     if hwc_out.flags.c_contiguous:
-        np.multiply(warped, scale, out=hwc_out, dtype=np.float32)
+        src, dst = warped, hwc_out
     else:
-        np.multiply(
-            np.ascontiguousarray(warped.transpose(2, 0, 1)), scale, out=out, dtype=np.float32
-        )
+        src, dst = np.ascontiguousarray(warped.transpose(2, 0, 1)), out
+    if dst.dtype != np.uint16:
+        np.multiply(src, scale, out=dst, dtype=np.float32)
+        return out
+    bits = np.multiply(src, scale, dtype=np.float32).view(np.uint32)  # finite: no NaN case
+    bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    np.right_shift(bits, np.uint32(16), out=dst, casting="unsafe")
     return out
 
 

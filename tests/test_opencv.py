@@ -163,3 +163,26 @@ def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads(
         torch.set_num_threads(before_torch)
     assert torch.equal(inline, pooled)
     assert cv2.getNumThreads() == before_cv2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_low_precision_output_is_the_float32_result_rounded_once(dtype, memory_format):
+    x = _photos(5, seed=12)
+    p = sample_params(BOOK, 5, 24, 20, generator=torch.Generator().manual_seed(12))
+    out = apply_opencv(x, p, BOOK, dtype=dtype, memory_format=memory_format)
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(out, apply_opencv(x, p, BOOK).to(dtype))
+
+
+def test_bfloat16_rounding_is_torchs_on_ties_and_large_values():
+    from gpuaug.opencv import _finish_image
+
+    warped = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    for scale in (np.float32(1 / 255), np.float32(1.0), np.float32(3.0000002)):
+        bits = np.empty((1, 16, 16), dtype=np.uint16)
+        _finish_image(warped, scale, bits)
+        expected = torch.from_numpy(np.multiply(warped, scale, dtype=np.float32)).permute(2, 0, 1)
+        got = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+        assert torch.equal(got, expected.to(torch.bfloat16))
