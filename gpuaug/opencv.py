@@ -4,10 +4,11 @@ The same matrices as the reference (`gpuaug.augment.affine_matrix`, flips folded
 by ``cv2.warpAffine`` (``WARP_INVERSE_MAP``: the matrix maps each output pixel to the source
 point it reads, as ours does), one call per image on its interleaved (H, W, C) copy (OpenCV
 computes each pixel's coordinates once for all its channels: 1.3x faster than three planes),
-chunks of the batch on ``torch.get_num_threads()`` threads (OpenCV releases the GIL). When only
-a rescale follows (the common case) each image is also cast and scaled into the output (float32,
-bfloat16 or float16, rounded once as ``.to(dtype)`` rounds) while it is in cache; otherwise the reference's own channel shift, brightness and `standardize` run
-on the float batch. Never chosen by ``backend="auto"``: ask for it by name.
+chunks of the batch on ``torch.get_num_threads()`` threads (OpenCV releases the GIL). When
+only a rescale follows (the common case) each image is also cast and scaled into the output
+(float32, bfloat16 or float16, rounded once as ``.to(dtype)`` rounds) while it is in cache;
+otherwise the reference's own channel shift, brightness and `standardize` run on the float
+batch. Never chosen by ``backend="auto"``: ask for it by name.
 
 How far from the reference, and why: OpenCV warps uint8 in and uint8 out, so each warped
 pixel is the reference's value rounded to an integer: measured with OpenCV 5.0 on photos and
