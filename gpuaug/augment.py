@@ -678,6 +678,49 @@ def _check_memory_format(memory_format: Any) -> torch.memory_format:
     return memory_format
 
 
+def check_apply_args(
+    images: Any,
+    params: Any,
+    dtype: Any,
+    memory_format: Any,
+    *,
+    draws: bool = False,
+) -> torch.memory_format:
+    """Checks the arguments every backend's ``apply`` takes, with `apply`'s messages.
+
+    Args:
+        images, params, dtype, memory_format: as `apply` takes them.
+        draws: accept `AugmentDraws` as well as `AugmentParams` (the dispatcher and the fused
+            kernel read draws; the other backends take params).
+
+    Returns:
+        ``memory_format``, checked.
+
+    Raises:
+        TypeError: images not a uint8 or float tensor, params of another type, a non-float
+            ``dtype``.
+        ValueError: not a 4-D batch, params of another length or device, an unknown
+            ``memory_format``.
+    """
+    _check_batch(images)
+    kinds = (AugmentParams, AugmentDraws) if draws else (AugmentParams,)
+    if not isinstance(params, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(f"`params` must be {names}; got {type(params).__name__}")
+    if len(params) != images.shape[0]:
+        raise ValueError(
+            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
+        )
+    if params.device != images.device:
+        raise ValueError(
+            f"`params` are on {params.device} but the images on {images.device}; "
+            "use params.to(images.device)"
+        )
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"`dtype` must be a float dtype; got {dtype}")
+    return _check_memory_format(memory_format)
+
+
 def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
     """The backend that runs for ``backend`` on ``device`` with output ``dtype``: the one place
     where a backend is chosen (see `BACKENDS`).
@@ -745,23 +788,7 @@ def apply(
             or memory format, or a backend that cannot run here.
         TypeError: Images neither uint8 nor float, or a non-float ``dtype``.
     """
-    _check_batch(images)
-    if not isinstance(params, AugmentParams | AugmentDraws):
-        raise TypeError(
-            f"`params` must be AugmentParams or AugmentDraws; got {type(params).__name__}"
-        )
-    if len(params) != images.shape[0]:
-        raise ValueError(
-            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
-        )
-    if params.device != images.device:
-        raise ValueError(
-            f"`params` are on {params.device} but the images on {images.device}; "
-            "use params.to(images.device)"
-        )
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"`dtype` must be a float dtype; got {dtype}")
-    memory_format = _check_memory_format(memory_format)
+    memory_format = check_apply_args(images, params, dtype, memory_format, draws=True)
     name = resolve_backend(backend, images.device, dtype)
     if name == "triton":
         from gpuaug import fused

@@ -29,9 +29,8 @@ from gpuaug.augment import (
     AugmentParams,
     FitStats,
     _apply_reference,
-    _check_batch,
-    _check_memory_format,
     _work_dtype,
+    check_apply_args,
 )
 from gpuaug.config import AugmentConfig
 
@@ -81,16 +80,9 @@ def apply_chunked(
             ``memory_format`` or ``chunk_bytes`` < 1.
         TypeError: Images neither uint8 nor float, or a non-float ``dtype``.
     """
-    _check_batch(images)
-    if not isinstance(params, AugmentParams):
-        raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
-    memory_format = _check_memory_format(memory_format)
+    memory_format = check_apply_args(images, params, dtype, memory_format)
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"`chunk_bytes` must be an int >= 1; got {chunk_bytes!r}")
-    if len(params) != images.shape[0]:
-        raise ValueError(
-            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
-        )
     batch = images.shape[0]
     step = chunk_size(images, dtype, chunk_bytes)
     if images.device.type != "cpu" or batch <= step:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 
-from gpuaug.augment import AugmentParams, FitStats, _check_batch, apply
+from gpuaug.augment import AugmentParams, FitStats, apply, check_apply_args
 from gpuaug.config import AugmentConfig
 
 __all__ = ["apply_compiled", "clear_cache"]
@@ -147,27 +147,9 @@ def apply_compiled(
             ``dtype`` or a config that is not an `AugmentConfig`.
     """
     # Validate eagerly, with apply's messages, so a bad call fails before any tracing.
-    _check_batch(images)
     if not isinstance(config, AugmentConfig):
         raise TypeError(f"`config` must be an AugmentConfig; got {type(config).__name__}")
-    if not isinstance(params, AugmentParams):
-        raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"`dtype` must be a float dtype; got {dtype}")
-    if memory_format not in (torch.contiguous_format, torch.channels_last):
-        raise ValueError(
-            "`memory_format` must be torch.contiguous_format or torch.channels_last; "
-            f"got {memory_format}"
-        )
-    if len(params) != images.shape[0]:
-        raise ValueError(
-            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
-        )
-    if params.device != images.device:
-        raise ValueError(
-            f"`params` are on {params.device} but the images on {images.device}; "
-            "use params.to(images.device)"
-        )
+    memory_format = check_apply_args(images, params, dtype, memory_format)
     batch = images.shape[0]
     if batch == 0:
         return apply(

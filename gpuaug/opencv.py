@@ -39,9 +39,9 @@ from gpuaug.augment import (
     AugmentParams,
     FitStats,
     _augment,
-    _check_batch,
     affine_matrix,
     apply,
+    check_apply_args,
     standardize,
 )
 from gpuaug.config import AugmentConfig
@@ -126,22 +126,12 @@ def apply_opencv(
         images: (B, C, H, W) uint8, CPU -> (B, C, H, W) ``dtype`` in ``memory_format``, CPU.
 
     Raises:
-        ValueError: Not a 4-D batch, params of another length or an unknown
-            ``memory_format``.
-        TypeError: Images neither uint8 nor float, or params not `AugmentParams`.
+        ValueError: Not a 4-D batch, params of another length or device, or an unknown
+            ``memory_format`` (`gpuaug.augment.check_apply_args`).
+        TypeError: Images neither uint8 nor float, params not `AugmentParams`, or a non-float
+            ``dtype``.
     """
-    _check_batch(images)
-    if not isinstance(params, AugmentParams):
-        raise TypeError(f"`params` must be AugmentParams; got {type(params).__name__}")
-    if len(params) != images.shape[0]:
-        raise ValueError(
-            f"`params` has {len(params)} rows but the batch has {images.shape[0]} images"
-        )
-    if memory_format not in (torch.contiguous_format, torch.channels_last):
-        raise ValueError(
-            "`memory_format` must be torch.contiguous_format or torch.channels_last; "
-            f"got {memory_format}"
-        )
+    memory_format = check_apply_args(images, params, dtype, memory_format)
     if not supports(images, config) or images.shape[0] == 0 or dtype == torch.float64:
         return apply(
             images,
