@@ -15,8 +15,10 @@ pixel is the reference's value rounded to an integer: measured with OpenCV 5.0 o
 on uniform noise, at most 0.50 grey levels (0..255) from the float32 reference, 0.25 on
 average (the benchmark prints its own measurement per run, ``max diff (grey)``). Later stages
 scale that rounding (a brightness factor b: up to 0.5 b). The tests hold it to 0.51 grey
-levels on the warp. Older OpenCV builds use coarser fixed-point weights (1/32 px); expect up
-to about a grey level there. Nearest-neighbour warps matched the reference exactly in the
+levels on the warp. OpenCV 4 interpolates with 1/32-pixel fixed-point weights: add up to 1/64
+of the step between neighbouring pixels along each axis (measured with OpenCV 4.10: 0.72 grey
+levels on smooth photos; in theory up to 8.5 at a black/white edge); the tests hold each
+version to its bound. Nearest-neighbour warps matched the reference exactly in the
 tests (a coordinate exactly at a .5 tie may round the other way).
 
 Supported: ``fill_mode`` "nearest" (``BORDER_REPLICATE``) and "reflect" (``BORDER_REFLECT``,
