@@ -656,8 +656,45 @@ def standardize(
 #:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
 #: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's fixed-point ``warpAffine`` per
 #:   image on a thread pool (CPU, uint8, fill "nearest" / "reflect"; else the reference):
-#:   within about a grey level of the reference, not exact. Opt-in.
+#:   within 0.5 grey levels of the reference with OpenCV 5 (more with OpenCV 4), not exact.
+#:   Opt-in.
 BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
+
+#: The fill modes the ``"opencv"`` backend warps with OpenCV (others run the reference).
+OPENCV_FILL_MODES = ("nearest", "reflect")
+
+#: What each resolved backend is, in a few words (`describe_backend`).
+_BACKEND_NOTES = {
+    "kornia": "the exact reference (grid_sample + torch ops)",
+    "triton": "the fused Triton kernel, one launch per batch (within 1e-3 grey levels of the "
+    "reference)",
+    "compile": "torch.compile of the reference (within float rounding of it)",
+    "chunked": "the reference on cache-sized slices of the batch (bitwise the reference)",
+    "opencv": "OpenCV's uint8 warpAffine per image, NOT exact: within 0.5 grey levels of the "
+    "reference with OpenCV 5 (see gpuaug.opencv)",
+}
+
+
+def describe_backend(
+    backend: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    config: AugmentConfig | None = None,
+) -> str:
+    """One line: the backend that runs for ``backend`` on ``device`` (`resolve_backend`), what
+    it is, and the output dtype and layout; for a loader's ``describe()``. With ``config``, an
+    ``"opencv"`` backend whose fill mode OpenCV cannot match says that the reference runs."""
+    name = resolve_backend(backend, device, dtype)
+    asked = repr(name) if backend == name else f"{backend!r} -> {name!r}"
+    note = _BACKEND_NOTES[name]
+    if name == "opencv" and config is not None and config.fill_mode not in OPENCV_FILL_MODES:
+        exact = _BACKEND_NOTES["kornia"]
+        note = f"but fill_mode={config.fill_mode!r} has no OpenCV border: {exact}"
+    layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
+    dtype_name = str(dtype).removeprefix("torch.")
+    return f"backend: {asked}, {note}; output {dtype_name}, {layout}"
+
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)

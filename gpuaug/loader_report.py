@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuaug.augment import describe_backend
 from gpuaug.config import AugmentConfig
 from gpuaug.sampler import AUGMENT_STREAM, PERMUTATION_STREAM
 
@@ -117,6 +118,9 @@ def describe_loader(loader: Any) -> str:
     lines.append(f"Augmentation (per sample, on {loader.device}):")
     lines.extend("  " + line for line in loader.augment.config.describe().splitlines())
     lines.extend("  " + line for line in getattr(loader, "augment_notes", ()))
+    aug = loader.augment
+    backend = describe_backend(aug.backend, loader.device, aug.dtype, aug.memory_format, aug.config)
+    lines.append("  " + backend)
     lines.append("Randomness:")
     seed_note = "" if s.seed_was_given else ", drawn at random; pass seed= to fix it"
     per_epoch = st["samples_per_epoch"]

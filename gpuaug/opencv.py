@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from gpuaug.augment import (
+    OPENCV_FILL_MODES,
     AugmentParams,
     FitStats,
     _augment,
@@ -71,7 +72,7 @@ def supports(images: torch.Tensor, config: AugmentConfig) -> bool:
     return (
         images.device.type == "cpu"
         and images.dtype == torch.uint8
-        and config.fill_mode in ("nearest", "reflect")
+        and config.fill_mode in OPENCV_FILL_MODES
         and opencv_available()
     )
 

@@ -278,6 +278,19 @@ def test_describe_says_when_nothing_is_random(tree):
     assert "no random augmentation: every visit of an image gives the same pixels" in text
 
 
+def test_describe_names_the_backend_that_runs_and_whether_it_is_exact(tree):
+    text = make(tree, batch_size=5, augment=AUG).describe()
+    assert "backend: 'auto' -> 'kornia', the exact reference" in text
+    assert "output float32, contiguous" in text
+    opencv = GPUAugment(AUG, dtype=torch.bfloat16, backend="opencv")
+    text = make(tree, batch_size=5, augment=opencv).describe()
+    assert "backend: 'opencv', OpenCV's uint8 warpAffine per image, NOT exact" in text
+    assert "output bfloat16, contiguous" in text
+    constant = GPUAugment(dataclasses.replace(AUG, fill_mode="constant"), backend="opencv")
+    text = make(tree, batch_size=5, augment=constant).describe()
+    assert "but fill_mode='constant' has no OpenCV border: the exact reference" in text
+
+
 def test_describe_explains_steps_per_epoch(tree):
     text = make(tree, batch_size=5, steps_per_epoch=2).describe()
     assert "steps per epoch: 2 (steps_per_epoch)" in text
