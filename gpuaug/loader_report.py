@@ -69,9 +69,13 @@ def describe_loader(loader: Any) -> str:
             "see dataset.skipped)"
         )
     h, w = st["target_size"]
+    if loader.dataset.color_mode == "array":  # gpuaug.arrays: the images as given
+        size = "as given (nothing is resized)"
+    else:
+        size = f"resized with {loader.dataset.interpolation!r}"
     lines.append(
-        f"  images: {h}x{w}, {loader.dataset.color_mode} ({st['channels']} channels), resized "
-        f"with {loader.dataset.interpolation!r}; class_mode={st['class_mode']!r}"
+        f"  images: {h}x{w}, {loader.dataset.color_mode} ({st['channels']} channels), {size}; "
+        f"class_mode={st['class_mode']!r}"
     )
     lines.append("Epoch:")
     shard = n

@@ -57,6 +57,13 @@ def test_labels_of_any_shape_are_gathered_with_their_images():
     assert sorted(seen[:, 0, 0].tolist()) == sorted(y[:, 0, 0].tolist())
 
 
+def test_describe_says_the_arrays_are_used_as_given():
+    x, y = _data()
+    text = _gen(rotation_range=10).flow(x, y, batch_size=8).describe()
+    assert "images: 6x5, array (3 channels), as given (nothing is resized)" in text
+    assert "resized with" not in text
+
+
 def test_every_sample_once_per_epoch_with_its_own_label():
     x, y = _data()
     x = np.broadcast_to(np.arange(20, dtype=np.uint8)[:, None, None, None], (20, 6, 5, 3)).copy()
