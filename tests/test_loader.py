@@ -418,6 +418,36 @@ def test_a_dead_worker_raises_naming_the_file_without_hanging(tree, cls):
     assert no_worker_left()
 
 
+def test_a_concurrent_iterations_crash_names_its_own_workers_file_not_the_others(tree):
+    loader = make(tree, batch_size=2, num_workers=2, shuffle=False)
+    first, second = iter(loader), iter(loader)
+    next(first)  # holds the persistent workers
+    next(second)  # runs its own worker processes
+    pool = loader._workers
+    own = next(iter(pool._others.values()))  # the second iteration's DataLoader iterator
+    held = pool._dataloader._iterator
+    # The first iteration's worker 0 is reading sample 5; the second's worker 0 is between
+    # files when it is killed: its crash must not be blamed on sample 5.
+    own._dataset.slots[0] = -1
+    held._dataset.slots[0] = 5
+    # DataLoader's SIGCHLD handler would raise wherever the main thread is: hold it off while
+    # the worker dies, then ask the pool what it would report from inside the iteration.
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        os.kill(own._workers[0].pid, signal.SIGKILL)
+        own._workers[0].join(10)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    crash = pool._crash_error(own, RuntimeError("DataLoader worker is killed by signal"))
+    assert crash is not None
+    assert "worker 0" in str(crash) and "between files" in str(crash)
+    assert crash.paths == []
+    second.close()
+    first.close()
+    loader.close()
+    assert no_worker_left()
+
+
 # ---------------------------------------------------------------- worker shutdown
 def test_raising_inside_the_loop_shuts_the_workers_down(tree):
     loader = make(tree, num_workers=2)

@@ -204,15 +204,16 @@ class WorkerPool:
         self.seed = seed
         self.device = device
         self.pin_memory = device.type == "cuda"
-        self.slots = multiprocessing.RawArray("q", [-1] * num_workers) if num_workers else None
         self._epoch_view = EpochView(sampler)
         self._dataloader: DataLoader | None = None
         self._owner: object | None = None  # the iteration holding the persistent workers
         self._others: dict[int, Any] = {}  # iterators of iterations with their own workers
 
-    def view(self) -> WorkerView:
-        """The per-sample reader the workers run (also used in the main process by replay)."""
-        return WorkerView(self.dataset, self.decode, self.slots)
+    def view(self, slots: Any = None) -> WorkerView:
+        """The per-sample reader the workers run (also used in the main process by replay);
+        ``slots``: where its workers write the sample they are reading (one per DataLoader, so
+        a concurrent iteration's workers never overwrite them)."""
+        return WorkerView(self.dataset, self.decode, slots)
 
     def _on_device(self) -> Any:
         if self.pin_memory:
@@ -220,8 +221,9 @@ class WorkerPool:
         return contextlib.nullcontext()
 
     def _make_dataloader(self, batch_sampler: Any, persistent: bool) -> DataLoader:
+        slots = multiprocessing.RawArray("q", [-1] * self.num_workers)
         return DataLoader(
-            self.view(),
+            self.view(slots),
             batch_sampler=batch_sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
@@ -319,7 +321,8 @@ class WorkerPool:
                 if code is not None and code < 0
                 else f"exit code {code}"
             )
-            index = self.slots[wid] if self.slots is not None and wid < len(self.slots) else -1
+            slots = getattr(getattr(iterator, "_dataset", None), "slots", None)
+            index = slots[wid] if slots is not None and wid < len(slots) else -1
             if index >= 0:
                 path = self.dataset.samples[index][0]
                 paths.append(path)
@@ -338,9 +341,6 @@ class WorkerPool:
         if dl is not None:
             _stop(getattr(dl, "_iterator", None))
             dl._iterator = None
-        if self.slots is not None:
-            for i in range(len(self.slots)):
-                self.slots[i] = -1
 
     def shutdown(self) -> None:
         """Stops every worker process now; the next epoch starts new ones."""
@@ -348,6 +348,3 @@ class WorkerPool:
         for it in list(self._others.values()):
             _stop(it)
         self._others.clear()
-        if self.slots is not None:
-            for i in range(len(self.slots)):
-                self.slots[i] = -1
