@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
-from gpuaug.augment import AugmentParams, GPUAugment
+from gpuaug.augment import AugmentDraws, AugmentParams, GPUAugment
 from gpuaug.cache import ImageCache
 from gpuaug.config import AugmentConfig
 from gpuaug.dataset import DirectoryDataset
@@ -134,7 +134,8 @@ class GPULoader:
         process, ``"replace"`` under DDP; see `gpuaug.stages.skip`). Keras' iterator names
         too: ``n``, ``samples``, ``filenames``, ``filepaths``, ``classes`` (per-sample class
         indices), ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``),
-        ``batch_index``; and ``next(loader)`` runs on across epochs as a Keras iterator does.
+        ``batch_index``; ``next(loader)`` runs on across epochs as a Keras iterator does,
+        ``loader[i]`` is batch ``i`` of the current epoch and ``reset()`` restarts it.
 
     Shape:
         each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
@@ -436,6 +437,40 @@ class GPULoader:
         Raises:
             ValueError: ``step`` not in ``[0, len(loader))``, or every file of the batch failed.
         """
+        out, draws, batch = self._rebuild(epoch, step)
+        params = draws.params(self.augment.config, *batch.images.shape[-2:])
+        if self.dataset.class_mode is None:
+            return ReplayBatch(out, None, params, batch.indices)
+        return ReplayBatch(out[0], out[1], params, batch.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        """Keras' ``iterator[i]``: batch ``i`` of the current epoch (:attr:`epoch`), as the
+        iteration yields it (the same samples and augmentation), rebuilt in the main process
+        as `replay` does. Nothing is written to ``save_to_dir``.
+
+        Raises:
+            TypeError: ``index`` is not an int.
+            ValueError: ``index`` not in ``[0, len(loader))`` (Keras' error too).
+        """
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"a loader is indexed by a batch number (int); got {index!r}")
+        if not 0 <= index < len(self):
+            raise ValueError(
+                f"Asked to retrieve batch {index}, but the loader has {len(self)} batches per epoch"
+            )
+        return self._rebuild(self.epoch, index)[0]
+
+    def reset(self) -> None:
+        """Keras' ``iterator.reset()``: the next ``next(loader)`` starts the current epoch
+        (:attr:`epoch`, the same order and augmentation) from its first batch."""
+        if self._endless is not None:
+            self._endless.close()  # stops its worker processes now
+            self._endless = None
+        self.batch_index = 0
+
+    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws, DeviceBatch]:
+        """Batch ``step`` of ``epoch`` made again in the main process: what the iteration
+        yields, its draws and its device batch."""
         idx = self.sampler.batch(epoch, step)
         failures: list[tuple[int, str]] = []
         k = epoch * self.steps_per_epoch + step
@@ -451,10 +486,7 @@ class GPULoader:
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")
         out, draws = self._finisher(batch, self.augment_seed(epoch, step))
-        params = draws.params(self.augment.config, *batch.images.shape[-2:])
-        if self.dataset.class_mode is None:
-            return ReplayBatch(out, None, params, batch.indices)
-        return ReplayBatch(out[0], out[1], params, batch.indices)
+        return out, draws, batch
 
     def preview(self, n: int = 16, rows: int = 4, seed: int = 0) -> Image.Image:
         """A grid of this loader's images and fresh augmentations, captioned with their params.

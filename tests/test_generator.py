@@ -136,6 +136,39 @@ def test_batch_index_counts_steps_and_resets_after_the_epoch(tmp_path):
     assert seen == [1, 2, 3] and it.batch_index == 0
 
 
+def test_indexing_gives_the_batch_the_iteration_yields_and_reset_restarts_the_epoch(tmp_path):
+    write_tree(tmp_path, {"a": 4, "b": 3}, size=(8, 8))
+    gen = _gen(rotation_range=30, horizontal_flip=True)
+    it = gen.flow_from_directory(
+        tmp_path, target_size=(8, 8), batch_size=3, num_workers=0, seed=1, class_mode="sparse"
+    )
+    assert it.epoch == 0
+    by_index = [it[i] for i in range(len(it))]
+    first = next(it)
+    next(it)
+    it.reset()
+    assert it.batch_index == 0
+    again = next(it)
+    for x, y in (first, again):
+        assert torch.equal(x, by_index[0][0]) and torch.equal(y, by_index[0][1])
+    it.reset()
+    for (x, y), (ix, iy) in zip(it, by_index, strict=True):  # the rest of epoch 0, in order
+        assert torch.equal(x, ix) and torch.equal(y, iy)
+    assert it.epoch == 1
+    assert not torch.equal(it[0][0], by_index[0][0])  # a new epoch: new order and draws
+
+
+def test_indexing_out_of_range_or_by_a_non_int_is_an_error(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 2}, size=(8, 8))
+    it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), batch_size=2, num_workers=0)
+    with pytest.raises(ValueError, match="Asked to retrieve batch 3, but the loader has 3"):
+        it[3]
+    with pytest.raises(ValueError, match="batch -1"):
+        it[-1]
+    with pytest.raises(TypeError, match="batch number"):
+        it[0:2]
+
+
 # ------------------------------------------------------------------ validation, seeds
 
 
