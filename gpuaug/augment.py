@@ -18,8 +18,8 @@ elsewhere), ``"kornia"`` (the reference: the code in this module and `gpuaug.war
 ``"triton"`` (the fused kernel: one pass reading uint8 and writing the output once; CPU tensors
 only under ``TRITON_INTERPRET=1``), ``"compile"`` (``gpuaug.compiled.apply_compiled``), and on a
 CPU, by name only, ``"chunked"`` (`gpuaug.chunked`, the reference on cache-sized slices) and
-``"opencv"`` (`gpuaug.opencv`, OpenCV's warp: within 0.5 grey levels, not exact). Every
-backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
+``"opencv"`` (`gpuaug.opencv`, OpenCV's float32 warp: within 0.01 grey levels with OpenCV 5).
+Every backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
 channels_last strides, and equals the reference within 1e-3 grey levels (except "opencv").
 
 Conventions (pinned by tests against Keras 3's legacy ``ImageDataGenerator``):
@@ -654,10 +654,10 @@ def standardize(
 #: - ``"compile"``: ``gpuaug.compiled.apply_compiled`` (``torch.compile`` of the reference).
 #: - ``"chunked"``: ``gpuaug.chunked.apply_chunked``, the reference on cache-sized slices of a
 #:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
-#: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's fixed-point ``warpAffine`` per
-#:   image on a thread pool (CPU, uint8, fill "nearest" / "reflect"; else the reference):
-#:   within 0.5 grey levels of the reference with OpenCV 5 (more with OpenCV 4), not exact.
-#:   Opt-in.
+#: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's float32 ``warpAffine`` per image
+#:   on a thread pool (CPU, uint8 images, fill "nearest" / "reflect"; else the reference):
+#:   within 0.01 grey levels of the reference with OpenCV 5 (more with OpenCV 4's 1/32-pixel
+#:   weights), not bitwise. Opt-in.
 BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
 
 #: The fill modes the ``"opencv"`` backend warps with OpenCV (others run the reference).
@@ -670,8 +670,8 @@ _BACKEND_NOTES = {
     "reference)",
     "compile": "torch.compile of the reference (within float rounding of it)",
     "chunked": "the reference on cache-sized slices of the batch (bitwise the reference)",
-    "opencv": "OpenCV's uint8 warpAffine per image, NOT exact: within 0.5 grey levels of the "
-    "reference with OpenCV 5 (see gpuaug.opencv)",
+    "opencv": "OpenCV's warpAffine per uint8 image, not bitwise: within 0.01 grey levels of "
+    "the reference with OpenCV 5, more with OpenCV 4 (see gpuaug.opencv)",
 }
 
 
@@ -683,14 +683,18 @@ def describe_backend(
     config: AugmentConfig | None = None,
 ) -> str:
     """One line: the backend that runs for ``backend`` on ``device`` (`resolve_backend`), what
-    it is, and the output dtype and layout; for a loader's ``describe()``. With ``config``, an
-    ``"opencv"`` backend whose fill mode OpenCV cannot match says that the reference runs."""
+    it is, and the output dtype and layout; for a loader's ``describe()``. An ``"opencv"``
+    backend that would run the reference here says so, and why (`gpuaug.opencv.why_reference`).
+    """
     name = resolve_backend(backend, device, dtype)
     asked = repr(name) if backend == name else f"{backend!r} -> {name!r}"
     note = _BACKEND_NOTES[name]
-    if name == "opencv" and config is not None and config.fill_mode not in OPENCV_FILL_MODES:
-        exact = _BACKEND_NOTES["kornia"]
-        note = f"but fill_mode={config.fill_mode!r} has no OpenCV border: {exact}"
+    if name == "opencv":
+        from gpuaug.opencv import why_reference
+
+        reason = why_reference(device, dtype, config)
+        if reason is not None:
+            note = f"but {reason}: {_BACKEND_NOTES['kornia']}"
     layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
     dtype_name = str(dtype).removeprefix("torch.")
     return f"backend: {asked}, {note}; output {dtype_name}, {layout}"

@@ -1,29 +1,35 @@
-"""The ``"opencv"`` CPU backend (opt-in, approximate): OpenCV's ``warpAffine`` per image.
+"""The ``"opencv"`` CPU backend (opt-in, within 0.01 grey levels): OpenCV's ``warpAffine``.
 
 The same matrices as the reference (`gpuaug.augment.affine_matrix`, flips folded in), warped
 by ``cv2.warpAffine`` (``WARP_INVERSE_MAP``: the matrix maps each output pixel to the source
-point it reads, as ours does), one call per image on its interleaved (H, W, C) copy (OpenCV
-computes each pixel's coordinates once for all its channels: 1.3x faster than three planes),
-chunks of the batch on ``torch.get_num_threads()`` threads (OpenCV releases the GIL). When
-only a rescale follows (the common case) each image is also cast and scaled into the output
-(float32, bfloat16 or float16, rounded once as ``.to(dtype)`` rounds) while it is in cache;
-otherwise the reference's own channel shift, brightness and `standardize` run on the float
-batch. Never chosen by ``backend="auto"``: ask for it by name.
+point it reads, as ours does), one call per image: its planes interleaved by ``cv2.merge``
+(numpy's transposing copy took 5x longer) and scaled to float32 in one pass, then warped in
+float32 (OpenCV computes each pixel's coordinates once for all its channels). Chunks of the
+batch run on ``torch.get_num_threads()`` threads (OpenCV releases the GIL). When only a
+rescale follows (the common case) the rescale is applied as the image becomes float32 (the
+warp is linear: the same values up to float rounding) and the warp writes the output while
+the image is in cache (float32 channels_last: in place; planar: ``cv2.split``; bfloat16 and
+float16 rounded once, as ``.to(dtype)`` rounds); otherwise the reference's own channel shift,
+brightness and `standardize` run on the float batch. Never chosen by ``backend="auto"``: ask
+for it by name.
 
-How far from the reference, and why: OpenCV warps uint8 in and uint8 out, so each warped
-pixel is the reference's value rounded to an integer: measured with OpenCV 5.0 on photos and
-on uniform noise, at most 0.50 grey levels (0..255) from the float32 reference, 0.25 on
-average (the benchmark prints its own measurement per run, ``max diff (grey)``). Later stages
-scale that rounding (a brightness factor b: up to 0.5 b). The tests hold it to 0.51 grey
-levels on the warp. OpenCV 4 interpolates with 1/32-pixel fixed-point weights: add up to 1/64
-of the step between neighbouring pixels along each axis (measured with OpenCV 4.10: 0.72 grey
-levels on smooth photos; in theory up to 8.5 at a black/white edge); the tests hold each
-version to its bound. Nearest-neighbour warps matched the reference exactly in the
-tests (a coordinate exactly at a .5 tie may round the other way).
+How far from the reference, and why: OpenCV computes the source coordinates and bilinear
+weights in another order than the reference's float32 multiply-adds, so a pixel moves by
+float rounding (about 1e-5 px), which a steep neighbourhood turns into up to a few thousandths
+of a grey level: measured with OpenCV 5.0, at most 0.0025 grey levels (0..255) on uniform
+noise (the worst case: neighbours up to 255 apart), 7e-5 on smooth gradients; the tests hold
+it to 0.01 (the benchmark prints its own measurement per run, ``max diff (grey)``). OpenCV 4
+interpolates with 1/32-pixel fixed-point weights: add up to 1/64 of the step between
+neighbouring pixels along each axis (about 6 grey levels on noise with OpenCV 4.10; the tests
+hold each version to its bound). Two-channel images are warped plane by plane (OpenCV 5 warps
+two interleaved channels with the 1/32-pixel weights too). ``interpolation="nearest"`` picks
+the same source pixel except where a coordinate is within float rounding of a half-pixel tie
+(8 pixels in a million measured), where it may pick the neighbour.
 
 Supported: ``fill_mode`` "nearest" (``BORDER_REPLICATE``) and "reflect" (``BORDER_REFLECT``,
-scipy's half-sample mirror); uint8 CPU images. Anything else ("constant" and "wrap" have no
-exact OpenCV border, float inputs, other devices) runs the reference instead, exactly.
+scipy's half-sample mirror); uint8 CPU images; float16 / bfloat16 / float32 output. Anything
+else ("constant" and "wrap" have no exact OpenCV border, float inputs, other devices, float64)
+runs the reference instead, exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -49,13 +55,30 @@ from gpuaug.augment import (
 )
 from gpuaug.config import AugmentConfig
 
-__all__ = ["apply_opencv", "opencv_available", "supports"]
+__all__ = ["apply_opencv", "opencv_available", "supports", "why_reference"]
 
 #: Output dtypes the warp tasks write directly (others: the float batch, then ``.to``).
 _IN_TASK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (owning pid, threads, pool)
 _POOL_LOCK = threading.Lock()
+_CV2_THREADS: list[int] = []  # OpenCV's own thread count while a batch holds it at 1
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread ran a batch: a fresh lock (the inherited one may be
+    held forever), no pool (its threads did not survive), OpenCV's thread count restored."""
+    global _POOL_LOCK, _POOL
+    _POOL_LOCK = threading.Lock()
+    _POOL = None
+    if _CV2_THREADS:
+        import cv2
+
+        cv2.setNumThreads(_CV2_THREADS[0])
+        _CV2_THREADS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def opencv_available() -> bool:
@@ -69,12 +92,23 @@ def opencv_available() -> bool:
 
 def supports(images: torch.Tensor, config: AugmentConfig) -> bool:
     """True when the OpenCV path runs for this batch and config (else the reference runs)."""
-    return (
-        images.device.type == "cpu"
-        and images.dtype == torch.uint8
-        and config.fill_mode in OPENCV_FILL_MODES
-        and opencv_available()
-    )
+    return images.dtype == torch.uint8 and why_reference(images.device, None, config) is None
+
+
+def why_reference(
+    device: torch.device | str, dtype: torch.dtype | None, config: AugmentConfig | None
+) -> str | None:
+    """Why ``backend="opencv"`` runs the reference for this device, output dtype and config
+    (None: OpenCV warps them, given uint8 images); `gpuaug.augment.describe_backend` says it."""
+    if torch.device(device).type != "cpu":
+        return f"OpenCV warps CPU tensors, not {torch.device(device).type} ones"
+    if dtype == torch.float64:
+        return "float64 output is computed by the reference"
+    if config is not None and config.fill_mode not in OPENCV_FILL_MODES:
+        return f"fill_mode={config.fill_mode!r} has no OpenCV border"
+    if not opencv_available():
+        return "cv2 is not installed (pip install opencv-python-headless)"
+    return None
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -123,7 +157,8 @@ def apply_opencv(
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
 
     Returns:
-        The augmented batch, within half a grey level of `apply`'s warp (see the module doc).
+        The augmented batch, within 0.01 grey levels of `apply`'s with OpenCV 5 (see the
+        module doc).
 
     Shape:
         images: (B, C, H, W) uint8, CPU -> (B, C, H, W) ``dtype`` in ``memory_format``, CPU.
@@ -148,40 +183,59 @@ def apply_opencv(
     import cv2
 
     b, c, h, w = images.shape
-    src = images.numpy()  # (B, C, H, W), any strides: each task reads its images' planes
+    src = images.numpy()  # (B, C, H, W), any strides: each task reads its own images
     matrices = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
     matrices = matrices.astype(np.float64)
     flags = (
         cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
     ) | cv2.WARP_INVERSE_MAP
     border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
-    # With nothing but a rescale after the warp (the common case), each task also casts and
-    # scales its images into the output while they are in cache: no full-batch pass at all.
+    # With nothing but a rescale after the warp (the common case), each image is scaled as it
+    # becomes float32 (the warp is linear: the same values up to float rounding) and warped
+    # into the output (channels_last float32: in place) while it is in cache.
     finish_in_task = dtype in _IN_TASK_DTYPES and _only_rescale(config)
+    scale = np.float32(config.rescale or 1.0) if finish_in_task else np.float32(1.0)
     if finish_in_task:
         out = torch.empty((b, c, h, w), dtype=dtype, memory_format=memory_format)
         # strided as ``memory_format`` says; bfloat16 (no numpy dtype) as its 16-bit patterns
         dst = out.view(torch.int16).numpy().view(np.uint16) if dtype == torch.bfloat16 else None
         dst = out.numpy() if dst is None else dst
-        scale = np.float32(config.rescale or 1.0)
+        in_place = dtype == torch.float32 and memory_format == torch.channels_last
     else:
-        warped = np.empty((b, h, w, c), dtype=np.uint8)  # HWC: what OpenCV writes
+        warped = np.empty((b, h, w, c), dtype=np.float32)  # HWC: what OpenCV writes
 
     def task(rows: range) -> None:
-        hwc = np.empty((h, w, c), dtype=np.uint8)  # the task's warp buffer, reused per image
+        staging = _Staging(h, w, c)  # the task's buffers, reused for each of its images
         for i in rows:
-            if finish_in_task:
-                _finish_image(_warp_image(src[i], matrices[i], flags, border, hwc), scale, dst[i])
+            if not finish_in_task:
+                _warp_image(src[i], matrices[i], flags, border, scale, warped[i], staging)
+            elif in_place:
+                _warp_image(
+                    src[i], matrices[i], flags, border, scale, dst[i].transpose(1, 2, 0), staging
+                )
             else:
-                _warp_image(src[i], matrices[i], flags, border, warped[i])
+                image = _warp_image(
+                    src[i], matrices[i], flags, border, scale, staging.warped, staging
+                )
+                _finish_image(image, dst[i])
 
     _run_tasks(task, b)
     if finish_in_task:
         return out
-    x = torch.from_numpy(warped).permute(0, 3, 1, 2).to(torch.float32)
+    # contiguous for the rest (a user's preprocessing_function may .view() it), as the reference
+    x = torch.from_numpy(warped).permute(0, 3, 1, 2).contiguous()
     x = _augment(x, params, _rest(config))
     x = standardize(x, config, stats)
     return x.to(dtype=dtype, memory_format=memory_format)
+
+
+class _Staging:
+    """One task's buffers: the image as uint8 and float32 (H, W, C), and its warp."""
+
+    def __init__(self, h: int, w: int, c: int) -> None:
+        self.uint8 = np.empty((h, w, c), dtype=np.uint8)
+        self.float32 = np.empty((h, w, c), dtype=np.float32)
+        self.warped = np.empty((h, w, c), dtype=np.float32)
 
 
 def _run_tasks(task: Callable[[range], None], b: int) -> None:
@@ -190,7 +244,8 @@ def _run_tasks(task: Callable[[range], None], b: int) -> None:
     One thread (a DataLoader worker, or a user's ``torch.set_num_threads(1)``): in this thread,
     OpenCV's own threading left as it is. Several: a few chunks per thread (balance), and
     OpenCV's own threads set to 1 meanwhile (a 150 x 150 warp is too small to split, and two
-    levels of threads on the same cores ran 20% slower), restored afterwards.
+    levels of threads on the same cores ran 20% slower), restored once every chunk has ended
+    (also when one raises: its error is raised then).
     """
     threads = max(1, torch.get_num_threads())
     if threads == 1 or b == 1:
@@ -201,56 +256,74 @@ def _run_tasks(task: Callable[[range], None], b: int) -> None:
     step = max(1, -(-b // (4 * threads)))
     chunks = [range(i, min(i + step, b)) for i in range(0, b, step)]
     with _POOL_LOCK:
-        before = cv2.getNumThreads()
+        _CV2_THREADS.append(cv2.getNumThreads())
         cv2.setNumThreads(1)
         try:
-            list(_pool(threads).map(task, chunks))
+            futures = [_pool(threads).submit(task, chunk) for chunk in chunks]
+            wait(futures)
+            for future in futures:
+                future.result()  # the first chunk's error, if any
         finally:
-            cv2.setNumThreads(before)
+            cv2.setNumThreads(_CV2_THREADS.pop())
 
 
 def _warp_image(
-    image: np.ndarray, matrix: np.ndarray, flags: int, border: int, out: np.ndarray
+    image: np.ndarray,
+    matrix: np.ndarray,
+    flags: int,
+    border: int,
+    scale: np.float32,
+    out: np.ndarray,
+    staging: _Staging,
 ) -> np.ndarray:
-    """One uint8 image ``(C, H, W)`` through ``cv2.warpAffine`` into ``out`` ``(H, W, C)``
-    (one call for 3 or 4 channels, OpenCV's interleaved layout; the benchmark counts these
-    calls)."""
+    """One uint8 image ``(C, H, W)`` as float32 ``image * scale`` through ``cv2.warpAffine``
+    into ``out`` ``(H, W, C)`` float32: one call for 1, 3 or 4 channels (OpenCV's interleaved
+    layout; OpenCV warps 2 channels with 1/32-pixel weights), else one per plane. The
+    benchmark counts these calls."""
     import cv2
 
     c, h, w = image.shape
-    if c == 1:
-        out[..., 0] = cv2.warpAffine(image[0], matrix, (w, h), flags=flags, borderMode=border)
-    elif c in (3, 4):
-        hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
-        got = cv2.warpAffine(hwc, matrix, (w, h), dst=out, flags=flags, borderMode=border)
-        if got is not out and not np.shares_memory(got, out):
-            out[...] = got
-    else:  # plane by plane: OpenCV's 2-channel warp rounds coarser (0.69 grey levels)
+    if c not in (1, 3, 4):
         for ch in range(c):
-            out[..., ch] = cv2.warpAffine(
-                np.ascontiguousarray(image[ch]), matrix, (w, h), flags=flags, borderMode=border
-            )
+            plane = np.multiply(image[ch], scale, dtype=np.float32)
+            out[..., ch] = cv2.warpAffine(plane, matrix, (w, h), flags=flags, borderMode=border)
+        return out
+    hwc = image.transpose(1, 2, 0)
+    if not hwc.flags.c_contiguous:  # planar (the usual batch): OpenCV interleaves them
+        planes = [
+            image[ch] if image[ch].flags.c_contiguous else image[ch].copy() for ch in range(c)
+        ]
+        hwc = cv2.merge(planes, staging.uint8) if c > 1 else planes[0][..., None]
+    floats = np.multiply(hwc, scale, out=staging.float32, dtype=np.float32)
+    if c == 1:  # OpenCV takes and gives a single channel as (H, W)
+        out[..., 0] = cv2.warpAffine(floats[..., 0], matrix, (w, h), flags=flags, borderMode=border)
+        return out
+    got = cv2.warpAffine(floats, matrix, (w, h), dst=out, flags=flags, borderMode=border)
+    if got is not out and not np.shares_memory(got, out):
+        out[...] = got
     return out
 
 
-def _finish_image(warped: np.ndarray, scale: np.float32, out: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W, C)`` -> ``warped * scale`` computed in float32 into ``out`` ``(C, H, W)``,
-    a view of the output (the benchmark counts these calls).
+def _finish_image(warped: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A warped float32 ``(H, W, C)`` image into ``out`` ``(C, H, W)``, a view of the output
+    (the benchmark counts these calls).
 
-    channels_last makes ``out`` HWC in memory, written as is; else the uint8 image is
-    transposed first (1/4 of the bytes). float16 is rounded by numpy's cast, bfloat16 (``out``
-    holds its bit patterns as uint16) by round-to-nearest-even on the float32 bits, as torch
-    rounds: the same values as the float32 result ``.to(dtype)``.
+    float32 planar: OpenCV's split writes the planes (2x numpy's strided copy). float16 is
+    rounded by numpy's cast, bfloat16 (``out`` holds its bit patterns as uint16) by
+    round-to-nearest-even on the float32 bits, as torch rounds: the same values as the
+    float32 result ``.to(dtype)``.
     """
     hwc_out = out.transpose(1, 2, 0)
-    if hwc_out.flags.c_contiguous:
-        src, dst = warped, hwc_out
-    else:
-        src, dst = np.ascontiguousarray(warped.transpose(2, 0, 1)), out
-    if dst.dtype != np.uint16:
-        np.multiply(src, scale, out=dst, dtype=np.float32)
+    src, dst = (warped, hwc_out) if hwc_out.flags.c_contiguous else (warped.transpose(2, 0, 1), out)
+    if dst.dtype == np.float32 and dst is out and out.shape[0] > 1:
+        import cv2
+
+        cv2.split(warped, list(out))
         return out
-    bits = np.multiply(src, scale, dtype=np.float32).view(np.uint32)  # finite: no NaN case
+    if dst.dtype != np.uint16:
+        np.copyto(dst, src, casting="same_kind")
+        return out
+    bits = np.array(src, dtype=np.float32, copy=True).view(np.uint32)  # finite: no NaN case
     bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
     np.right_shift(bits, np.uint32(16), out=dst, casting="unsafe")
     return out
