@@ -240,7 +240,16 @@ def _machine_lines(doc: dict) -> list[str]:
     gpu_text = f"{gpu['name']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']})" if gpu else "none"
     libs = ", ".join(
         f"{k} {v[k]}"
-        for k in ("torch", "torchvision", "kornia", "keras", "scipy", "albumentations", "pillow")
+        for k in (
+            "torch",
+            "torchvision",
+            "kornia",
+            "keras",
+            "scipy",
+            "albumentations",
+            "opencv-python-headless",
+            "pillow",
+        )
         if v.get(k)
     )
     h, w = s["target_size"]
