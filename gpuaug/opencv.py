@@ -26,10 +26,12 @@ two interleaved channels with the 1/32-pixel weights too). ``interpolation="near
 the same source pixel except where a coordinate is within float rounding of a half-pixel tie
 (8 pixels in a million measured), where it may pick the neighbour.
 
-Supported: ``fill_mode`` "nearest" (``BORDER_REPLICATE``) and "reflect" (``BORDER_REFLECT``,
-scipy's half-sample mirror); uint8 CPU images; float16 / bfloat16 / float32 output. Anything
-else ("constant" and "wrap" have no exact OpenCV border, float inputs, other devices, float64)
-runs the reference instead, exactly.
+Supported: ``fill_mode`` "nearest" (``BORDER_REPLICATE``), "reflect" (``BORDER_REFLECT``,
+scipy's half-sample mirror) and "constant" (replicated, then ``cval`` wherever the source
+point left the image, decided exactly as the reference decides it: scipy's hard cut at the
+edge pixels' centres, which OpenCV's own constant border would blend); uint8 CPU images;
+float16 / bfloat16 / float32 output. Anything else ("wrap": scipy's period n - 1 has no OpenCV
+border; float inputs, other devices, float64) runs the reference instead, exactly.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from gpuaug.augment import (
     standardize,
 )
 from gpuaug.config import AugmentConfig
+from gpuaug.warp import EDGE_TOLERANCE
 
 __all__ = ["apply_opencv", "opencv_available", "supports", "why_reference"]
 
@@ -184,12 +187,15 @@ def apply_opencv(
 
     b, c, h, w = images.shape
     src = images.numpy()  # (B, C, H, W), any strides: each task reads its own images
-    matrices = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
-    matrices = matrices.astype(np.float64)
+    matrices32 = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
+    matrices = matrices32.astype(np.float64)
     flags = (
         cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
     ) | cv2.WARP_INVERSE_MAP
-    border = cv2.BORDER_REPLICATE if config.fill_mode == "nearest" else cv2.BORDER_REFLECT
+    # "constant": replicate, then cval where the source point left the image (scipy's hard cut
+    # at the edge pixels' centres; OpenCV's own constant border would blend with cval)
+    border = cv2.BORDER_REFLECT if config.fill_mode == "reflect" else cv2.BORDER_REPLICATE
+    constant = config.fill_mode == "constant"
     # With nothing but a rescale after the warp (the common case), each image is scaled as it
     # becomes float32 (the warp is linear: the same values up to float rounding) and warped
     # into the output (channels_last float32: in place) while it is in cache.
@@ -204,19 +210,21 @@ def apply_opencv(
     else:
         warped = np.empty((b, h, w, c), dtype=np.float32)  # HWC: what OpenCV writes
 
+    fill = np.float32(config.cval) * scale  # as the reference: cval, then the rescale
+
     def task(rows: range) -> None:
         staging = _Staging(h, w, c)  # the task's buffers, reused for each of its images
         for i in rows:
             if not finish_in_task:
-                _warp_image(src[i], matrices[i], flags, border, scale, warped[i], staging)
+                image = warped[i]
             elif in_place:
-                _warp_image(
-                    src[i], matrices[i], flags, border, scale, dst[i].transpose(1, 2, 0), staging
-                )
+                image = dst[i].transpose(1, 2, 0)
             else:
-                image = _warp_image(
-                    src[i], matrices[i], flags, border, scale, staging.warped, staging
-                )
+                image = staging.warped
+            _warp_image(src[i], matrices[i], flags, border, scale, image, staging)
+            if constant:
+                image[_outside(matrices32[i], h, w)] = fill
+            if finish_in_task and not in_place:
                 _finish_image(image, dst[i])
 
     _run_tasks(task, b)
@@ -227,6 +235,20 @@ def apply_opencv(
     x = _augment(x, params, _rest(config))
     x = standardize(x, config, stats)
     return x.to(dtype=dtype, memory_format=memory_format)
+
+
+def _outside(matrix: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``(H, W)`` bool: the output pixels whose source point is outside the image for
+    ``fill_mode="constant"``, decided exactly as the reference decides it (`gpuaug.warp`: the
+    same float32 multiply-adds in the same order, the same ``EDGE_TOLERANCE``)."""
+    outside = np.zeros((h, w), dtype=bool)
+    xs, ys = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+    for axis, size in ((0, w), (1, h)):
+        a, b, c = (np.float32(v) for v in matrix[axis])
+        coord = (a * xs)[None, :] + (b * ys + c)[:, None]
+        eps = EDGE_TOLERANCE * max(size, 1)
+        outside |= ~((coord >= np.float32(-eps)) & (coord <= np.float32(size - 1 + eps)))
+    return outside
 
 
 class _Staging:

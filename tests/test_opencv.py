@@ -104,13 +104,46 @@ def test_flips_alone_are_exact():
     assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
 
 
-@pytest.mark.parametrize("fill_mode", ["constant", "wrap"])
-def test_fill_modes_opencv_cannot_match_run_the_reference_exactly(fill_mode):
-    config = AugmentConfig(rotation_range=30, fill_mode=fill_mode, cval=9.0)
+def test_the_wrap_fill_mode_opencv_cannot_match_runs_the_reference_exactly():
+    config = AugmentConfig(rotation_range=30, fill_mode="wrap", cval=9.0)
     x = _photos(3, seed=4)
     assert not supports(x, config)
     p = sample_params(config, 3, 24, 20, generator=torch.Generator().manual_seed(4))
     assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("size", [(23, 31), (1, 17), (9, 1)], ids=["23x31", "1x17", "9x1"])
+def test_constant_fill_cuts_where_the_reference_cuts(size, interpolation):
+    # scipy's "constant": cval wherever the source point leaves [0, n-1] (no blending with
+    # cval), decided in float32 exactly as the reference decides it; whole-pixel shifts and
+    # flips put many points exactly on the edge
+    h, w = size
+    config = AugmentConfig(
+        rotation_range=40,
+        width_shift_range=3,
+        height_shift_range=2,
+        zoom_range=0.3,
+        horizontal_flip=True,
+        vertical_flip=True,
+        fill_mode="constant",
+        cval=77.0,
+        interpolation=interpolation,
+        rescale=1 / 255,
+    )
+    g = torch.Generator().manual_seed(16)
+    x = torch.randint(0, 256, (12, 3, h, w), dtype=torch.uint8, generator=g)
+    p = sample_params(config, 12, h, w, generator=g)
+    ref = apply(x, p, config, backend="kornia")
+    out = apply_opencv(x, p, config)
+    assert supports(x, config)
+    cval = torch.tensor(77.0) * torch.tensor(1 / 255)
+    assert torch.equal(out == cval, ref == cval)
+    assert (ref == cval).any() and (ref != cval).any()
+    if interpolation == "bilinear":
+        assert _grey_diff(out, ref).max() <= _warp_bound(x)
+    else:  # nearest: the same source pixel but at ties (see the module doc)
+        assert (out != ref).float().mean() < 1e-3
 
 
 def test_the_dispatcher_runs_it_by_name():
@@ -307,6 +340,7 @@ def test_a_child_forked_while_a_batch_holds_the_pool_can_warp():
         ("cpu", torch.float32, "nearest", None),
         ("cuda", torch.float32, "nearest", "OpenCV warps CPU tensors, not cuda ones"),
         ("cpu", torch.float64, "nearest", "float64 output is computed by the reference"),
+        ("cpu", torch.float32, "constant", None),
         ("cpu", torch.float32, "wrap", "fill_mode='wrap' has no OpenCV border"),
     ],
 )
