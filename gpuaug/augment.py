@@ -656,9 +656,8 @@ def standardize(
 #:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
 #: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's float32 ``warpAffine`` per image
 #:   on a thread pool (CPU, uint8 images, fill "nearest" / "reflect" / "constant"; else the
-#:   reference):
-#:   within 0.01 grey levels of the reference with OpenCV 5 (more with OpenCV 4's 1/32-pixel
-#:   weights), not bitwise. Opt-in.
+#:   reference): within 0.01 grey levels of the reference with OpenCV 5 (more with OpenCV 4's
+#:   1/32-pixel weights), not bitwise. Opt-in.
 BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
 
 #: The fill modes the ``"opencv"`` backend warps with OpenCV (others run the reference).
