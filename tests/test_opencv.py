@@ -166,18 +166,25 @@ def test_rejects_params_of_another_length():
         apply_opencv(x, p, BOOK)
 
 
-def test_a_forked_child_gets_its_own_warp_threads():
+def test_a_forked_child_gets_its_own_warp_threads(monkeypatch):
     import os
     import signal
 
     from gpuaug import opencv
 
+    monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(2, seed=8)
     p = sample_params(BOOK, 2, 24, 20, generator=torch.Generator().manual_seed(8))
-    expected = apply_opencv(x, p, BOOK)  # the parent's pool exists now
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        expected = apply_opencv(x, p, BOOK)  # the parent's pool exists now
+    finally:
+        torch.set_num_threads(before)
     pid = os.fork()
     if pid == 0:  # child: the parent's pool threads are gone; a hang here fails the test
         signal.alarm(60)  # a child stuck on dead threads is killed (SIGALRM), not waited for
+        torch.set_num_threads(2)
         ok = torch.equal(apply_opencv(x, p, BOOK), expected)
         ok = ok and opencv._POOL[0] == os.getpid()
         os._exit(0 if ok else 1)
@@ -204,7 +211,10 @@ def test_a_channels_last_input_batch_gives_the_same_output():
     assert torch.equal(apply_opencv(channels_last, p, BOOK), apply_opencv(x, p, BOOK))
 
 
-def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads():
+def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads(monkeypatch):
+    from gpuaug import opencv
+
+    monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(9, seed=11)
     p = sample_params(BOOK, 9, 24, 20, generator=torch.Generator().manual_seed(11))
     before_torch, before_cv2 = torch.get_num_threads(), cv2.getNumThreads()
@@ -269,6 +279,7 @@ def test_a_preprocessing_function_gets_a_contiguous_batch_as_from_the_reference(
 def test_a_failing_chunk_raises_after_every_chunk_has_ended(monkeypatch):
     from gpuaug import opencv
 
+    monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)
     real, ended = opencv._warp_image, []
 
     def warp(image, *args):
@@ -295,12 +306,14 @@ def test_a_failing_chunk_raises_after_every_chunk_has_ended(monkeypatch):
     assert cv2.getNumThreads() == before_cv2
 
 
-def test_a_child_forked_while_a_batch_holds_the_pool_can_warp():
+def test_a_child_forked_while_a_batch_holds_the_pool_can_warp(monkeypatch):
     import os
     import signal
     import threading
 
     from gpuaug import opencv
+
+    monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # the child's batch uses the pool
 
     x = _photos(4, seed=15)
     p = sample_params(BOOK, 4, 24, 20, generator=torch.Generator().manual_seed(15))
