@@ -519,7 +519,7 @@ def gpuaug_decode_gpu_end_to_end(settings: Settings) -> contextlib.AbstractConte
 
 
 def gpuaug_opencv_end_to_end(settings: Settings) -> contextlib.AbstractContextManager[Runner]:
-    """As ``gpuaug_end_to_end`` with the opt-in ``backend="opencv"`` (CPU, within 0.01 grey)."""
+    """As ``gpuaug_end_to_end`` with the opt-in ``backend="opencv"`` (CPU, ~0.01 grey)."""
     return _gpuaug_end_to_end(settings, cache=None, decode="cpu", backend="opencv")
 
 
@@ -751,7 +751,7 @@ PIPELINES: dict[str, Pipeline] = {
             name="gpuaug-opencv",
             augments_on="device",
             notes="As gpuaug, with the opt-in backend='opencv' (CPU only): cv2.warpAffine per "
-            "image on a thread pool, float32 warp, within 0.01 grey levels of the exact path "
+            "image on a thread pool, float32 warp, within about 0.01 grey levels of the exact path "
             "(the backends table prints its measured difference).",
             end_to_end=gpuaug_opencv_end_to_end,
             augment_only=gpuaug_opencv_augment_only,

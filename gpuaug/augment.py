@@ -18,7 +18,7 @@ elsewhere), ``"kornia"`` (the reference: the code in this module and `gpuaug.war
 ``"triton"`` (the fused kernel: one pass reading uint8 and writing the output once; CPU tensors
 only under ``TRITON_INTERPRET=1``), ``"compile"`` (``gpuaug.compiled.apply_compiled``), and on a
 CPU, by name only, ``"chunked"`` (`gpuaug.chunked`, the reference on cache-sized slices) and
-``"opencv"`` (`gpuaug.opencv`, OpenCV's float32 warp: within 0.01 grey levels with OpenCV 5).
+``"opencv"`` (`gpuaug.opencv`, OpenCV's float32 warp: about 0.01 grey levels with OpenCV 5).
 Every backend writes float32 / bfloat16 / float16 (the reference float64 too) in contiguous or
 channels_last strides, and equals the reference within 1e-3 grey levels (except "opencv").
 
@@ -656,8 +656,8 @@ def standardize(
 #:   CPU batch (bitwise the reference; one call on other devices). Opt-in.
 #: - ``"opencv"``: ``gpuaug.opencv.apply_opencv``, OpenCV's float32 ``warpAffine`` per image
 #:   on a thread pool (CPU, uint8 images, fill "nearest" / "reflect" / "constant"; else the
-#:   reference): within 0.01 grey levels of the reference with OpenCV 5 (more with OpenCV 4's
-#:   1/32-pixel weights), not bitwise. Opt-in.
+#:   reference): within about 0.01 grey levels of the reference with OpenCV 5 (more on large
+#:   images, and with OpenCV 4's 1/32-pixel weights), not bitwise. Opt-in.
 BACKENDS: tuple[str, ...] = ("auto", "kornia", "triton", "compile", "chunked", "opencv")
 
 #: The fill modes the ``"opencv"`` backend warps with OpenCV (others run the reference).
@@ -670,8 +670,8 @@ _BACKEND_NOTES = {
     "reference)",
     "compile": "torch.compile of the reference (within float rounding of it)",
     "chunked": "the reference on cache-sized slices of the batch (bitwise the reference)",
-    "opencv": "OpenCV's warpAffine per uint8 image, not bitwise: within 0.01 grey levels of "
-    "the reference with OpenCV 5, more with OpenCV 4 (see gpuaug.opencv)",
+    "opencv": "OpenCV's warpAffine per uint8 image, not bitwise: within about 0.01 grey levels "
+    "of the reference with OpenCV 5 (see gpuaug.opencv.warp_bound)",
 }
 
 

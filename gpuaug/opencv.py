@@ -1,4 +1,4 @@
-"""The ``"opencv"`` CPU backend (opt-in, within 0.01 grey levels): OpenCV's ``warpAffine``.
+"""The ``"opencv"`` CPU backend (opt-in, about 0.01 grey levels off): OpenCV's ``warpAffine``.
 
 The same matrices as the reference (`gpuaug.augment.affine_matrix`, flips folded in), warped
 by ``cv2.warpAffine`` (``WARP_INVERSE_MAP``: the matrix maps each output pixel to the source
@@ -15,16 +15,21 @@ for it by name.
 
 How far from the reference, and why: OpenCV computes the source coordinates and bilinear
 weights in another order than the reference's float32 multiply-adds, so a pixel moves by
-float rounding (about 1e-5 px), which a steep neighbourhood turns into up to a few thousandths
-of a grey level: measured with OpenCV 5.0, at most 0.0025 grey levels (0..255) on uniform
-noise (the worst case: neighbours up to 255 apart), 7e-5 on smooth gradients; the tests hold
-it to 0.01 (the benchmark prints its own measurement per run, ``max diff (grey)``). OpenCV 4
-interpolates with 1/32-pixel fixed-point weights: add up to 1/64 of the step between
-neighbouring pixels along each axis (about 6 grey levels on noise with OpenCV 4.10; the tests
-hold each version to its bound). Two-channel images are warped plane by plane (OpenCV 5 warps
-two interleaved channels with the 1/32-pixel weights too). ``interpolation="nearest"`` picks
-the same source pixel except where a coordinate is within float rounding of a half-pixel tie
-(8 pixels in a million measured), where it may pick the neighbour.
+float32 rounding of its coordinate (a few units in the last place: more px the larger the
+coordinate), which a steep neighbourhood turns into thousandths of a grey level. Measured with
+OpenCV 5.0 on uniform noise (the worst case: neighbours up to 255 apart), in grey levels
+(0..255): 0.0025-0.005 at 150 px, 0.012 at 256, 0.018 at 512, 0.026 at 400 x 600; 7e-5 on
+smooth gradients. The tests hold it to `warp_bound` (0.01, or 255 x 4 x 2^-24 x the larger
+side when that is more; the benchmark prints its own measurement per run, ``max diff
+(grey)``). At those sizes the float32 reference is as far from scipy's float64 (Keras), and
+both lose precision alike for source points far outside the image (shifts of thousands of
+pixels with "reflect"). OpenCV 4 interpolates with 1/32-pixel fixed-point weights: add up to
+1/64 of the step between neighbouring pixels along each axis (about 6 grey levels on noise
+with OpenCV 4.10; the tests hold each version to its bound). Two-channel images are warped
+plane by plane (OpenCV 5 warps two interleaved channels with the 1/32-pixel weights too).
+``interpolation="nearest"`` runs the reference: OpenCV rounds a half-pixel tie to even where
+Keras (scipy) rounds it up, and whole zooms, quarter turns and half-pixel shifts put a tie on
+most pixels.
 
 Supported: ``fill_mode`` "nearest" (``BORDER_REPLICATE``), "reflect" (``BORDER_REFLECT``,
 scipy's half-sample mirror) and "constant" (replicated, then ``cval`` wherever the source
@@ -58,7 +63,7 @@ from gpuaug.augment import (
 from gpuaug.config import AugmentConfig
 from gpuaug.warp import EDGE_TOLERANCE
 
-__all__ = ["apply_opencv", "opencv_available", "supports", "why_reference"]
+__all__ = ["apply_opencv", "opencv_available", "supports", "warp_bound", "why_reference"]
 
 #: A batch runs on the thread pool only with at least this many pixels (H x W x B) a thread.
 _MIN_PIXELS_PER_THREAD = 256 * 1024
@@ -101,6 +106,14 @@ def supports(images: torch.Tensor, config: AugmentConfig) -> bool:
     return images.dtype == torch.uint8 and why_reference(images.device, None, config) is None
 
 
+def warp_bound(height: int, width: int) -> float:
+    """The documented bound, in grey levels (0..255), on the difference between this backend's
+    bilinear warp and the reference's with OpenCV 5 (see the module doc): 0.01, or
+    ``255 * 4 * 2**-24 * max(height, width)`` (four float32 units of the larger coordinate at
+    the steepest possible neighbourhood) when that is more."""
+    return max(0.01, 255 * 4 * 2.0**-24 * max(height, width))
+
+
 def why_reference(
     device: torch.device | str, dtype: torch.dtype | None, config: AugmentConfig | None
 ) -> str | None:
@@ -112,6 +125,8 @@ def why_reference(
         return "float64 output is computed by the reference"
     if config is not None and config.fill_mode not in OPENCV_FILL_MODES:
         return f"fill_mode={config.fill_mode!r} has no OpenCV border"
+    if config is not None and config.interpolation == "nearest":
+        return "OpenCV rounds interpolation='nearest' ties to even, Keras up"
     if not opencv_available():
         return "cv2 is not installed (pip install opencv-python-headless)"
     return None
@@ -192,9 +207,7 @@ def apply_opencv(
     src = images.numpy()  # (B, C, H, W), any strides: each task reads its own images
     matrices32 = affine_matrix(params, h, w, include_flips=config.has_flips).numpy()
     matrices = matrices32.astype(np.float64)
-    flags = (
-        cv2.INTER_NEAREST if config.interpolation == "nearest" else cv2.INTER_LINEAR
-    ) | cv2.WARP_INVERSE_MAP
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # nearest runs the reference
     # "constant": replicate, then cval where the source point left the image (scipy's hard cut
     # at the edge pixels' centres; OpenCV's own constant border would blend with cval)
     border = cv2.BORDER_REFLECT if config.fill_mode == "reflect" else cv2.BORDER_REPLICATE
@@ -349,7 +362,8 @@ def _finish_image(warped: np.ndarray, out: np.ndarray) -> np.ndarray:
         cv2.split(warped, list(out))
         return out
     if dst.dtype != np.uint16:
-        np.copyto(dst, src, casting="same_kind")
+        with np.errstate(over="ignore"):  # float16 overflows to inf silently, as torch's cast
+            np.copyto(dst, src, casting="same_kind")
         return out
     bits = np.array(src, dtype=np.float32, copy=True).view(np.uint32)  # finite: no NaN case
     bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))

@@ -290,9 +290,9 @@ def test_describe_names_the_backend_that_runs_and_whether_it_is_exact(tree):
     else:
         assert "but cv2 is not installed" in text
     assert "output bfloat16, contiguous" in text
-    constant = GPUAugment(dataclasses.replace(AUG, fill_mode="constant"), backend="opencv")
-    text = make(tree, batch_size=5, augment=constant).describe()
-    assert "but fill_mode='constant' has no OpenCV border: the exact reference" in text
+    wrap = GPUAugment(dataclasses.replace(AUG, fill_mode="wrap"), backend="opencv")
+    text = make(tree, batch_size=5, augment=wrap).describe()
+    assert "but fill_mode='wrap' has no OpenCV border: the exact reference" in text
 
 
 def test_describe_explains_steps_per_epoch(tree):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from gpuaug import AugmentConfig
 from gpuaug.augment import apply, sample_params
 
 cv2 = pytest.importorskip("cv2")
-from gpuaug.opencv import apply_opencv, supports  # noqa: E402
+from gpuaug.opencv import apply_opencv, supports, warp_bound  # noqa: E402
 
 BOOK = AugmentConfig.from_keras(
     rotation_range=40,
@@ -48,14 +50,15 @@ _FINE_WEIGHTS = int(cv2.__version__.split(".")[0]) >= 5
 
 def _warp_bound(x: torch.Tensor) -> float:
     """The documented bound on the warp's difference from the reference, in grey levels:
-    0.01 (float rounding: coordinates computed in another order), plus with OpenCV 4 up to
-    1/64 of the largest step between neighbouring pixels along each axis."""
+    `warp_bound` (float32 rounding of coordinates computed in another order), plus with
+    OpenCV 4 up to 1/64 of the largest step between neighbouring pixels along each axis."""
+    bound = warp_bound(*x.shape[-2:])
     if _FINE_WEIGHTS:
-        return 0.01
+        return bound
     x = x.float()
     step_x = (x[..., 1:] - x[..., :-1]).abs().max()
     step_y = (x[..., 1:, :] - x[..., :-1, :]).abs().max()
-    return 0.01 + float(step_x + step_y) / 64
+    return bound + float(step_x + step_y) / 64
 
 
 @pytest.mark.parametrize("fill_mode", ["nearest", "reflect"])
@@ -136,14 +139,14 @@ def test_constant_fill_cuts_where_the_reference_cuts(size, interpolation):
     p = sample_params(config, 12, h, w, generator=g)
     ref = apply(x, p, config, backend="kornia")
     out = apply_opencv(x, p, config)
-    assert supports(x, config)
     cval = torch.tensor(77.0) * torch.tensor(1 / 255)
     assert torch.equal(out == cval, ref == cval)
     assert (ref == cval).any() and (ref != cval).any()
     if interpolation == "bilinear":
+        assert supports(x, config)
         assert _grey_diff(out, ref).max() <= _warp_bound(x)
-    else:  # nearest: the same source pixel but at ties (see the module doc)
-        assert (out != ref).float().mean() < 1e-3
+    else:  # nearest runs the reference
+        assert torch.equal(out, ref)
 
 
 def test_the_dispatcher_runs_it_by_name():
@@ -152,11 +155,36 @@ def test_the_dispatcher_runs_it_by_name():
     assert torch.equal(apply(x, p, BOOK, backend="opencv"), apply_opencv(x, p, BOOK))
 
 
-def test_nearest_interpolation_matches_the_reference():
-    config = AugmentConfig(rotation_range=40, zoom_range=0.2, interpolation="nearest")
+def test_nearest_interpolation_runs_the_reference_even_where_every_pixel_is_a_tie():
+    # a zoom of exactly 2 and whole quarter turns put half-pixel ties everywhere: OpenCV
+    # rounds them to even, Keras (scipy) up, so nearest interpolation is the reference's
+    config = AugmentConfig(rotation_range=90, zoom_range=(0.5, 0.5), interpolation="nearest")
     x = _photos(4, seed=6)
+    assert not supports(x, config)
     p = sample_params(config, 4, 24, 20, generator=torch.Generator().manual_seed(6))
+    p = dataclasses.replace(p, angle_deg=torch.tensor([0.0, 90.0, 180.0, -90.0]))
     assert torch.equal(apply_opencv(x, p, config), apply(x, p, config, backend="kornia"))
+
+
+def test_a_large_image_is_within_the_bound_that_grows_with_its_size():
+    g = torch.Generator().manual_seed(17)
+    x = torch.randint(0, 256, (2, 3, 300, 210), dtype=torch.uint8, generator=g)
+    p = sample_params(BOOK, 2, 300, 210, generator=g)
+    bound = _warp_bound(x)
+    assert bound > 0.01  # 255 * 4 * 2**-24 * 300
+    assert _grey_diff(apply_opencv(x, p, BOOK), apply(x, p, BOOK, backend="kornia")).max() <= bound
+
+
+def test_float16_overflow_is_inf_without_a_warning_as_torchs_cast():
+    config = AugmentConfig(rotation_range=20, rescale=1000.0)
+    x = _photos(2, seed=18)
+    p = sample_params(config, 2, 24, 20, generator=torch.Generator().manual_seed(18))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = apply_opencv(x, p, config, dtype=torch.float16)
+        ref = apply(x, p, config, dtype=torch.float16, backend="kornia")
+    assert torch.isinf(out).any()
+    assert torch.equal(torch.isinf(out), torch.isinf(ref))
 
 
 def test_rejects_params_of_another_length():
@@ -354,13 +382,22 @@ def test_a_child_forked_while_a_batch_holds_the_pool_can_warp(monkeypatch):
         ("cuda", torch.float32, "nearest", "OpenCV warps CPU tensors, not cuda ones"),
         ("cpu", torch.float64, "nearest", "float64 output is computed by the reference"),
         ("cpu", torch.float32, "constant", None),
+        (
+            "cpu",
+            torch.float32,
+            "nearest-interpolation",
+            "OpenCV rounds interpolation='nearest' ties to even, Keras up",
+        ),
         ("cpu", torch.float32, "wrap", "fill_mode='wrap' has no OpenCV border"),
     ],
 )
 def test_describe_says_when_the_opencv_backend_runs_the_reference(device, dtype, fill_mode, reason):
     from gpuaug.augment import describe_backend
 
-    config = AugmentConfig(rotation_range=10, fill_mode=fill_mode)
+    if fill_mode == "nearest-interpolation":
+        config = AugmentConfig(rotation_range=10, interpolation="nearest")
+    else:
+        config = AugmentConfig(rotation_range=10, fill_mode=fill_mode)
     line = describe_backend("opencv", device, dtype, config=config)
     if reason is None:
         assert "OpenCV's warpAffine per uint8 image" in line
