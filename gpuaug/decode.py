@@ -110,17 +110,29 @@ _SOS, _EOI = 0xDA, 0xD9
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
 
 
-def check_decode(decode: str, interpolation: str, device: torch.device | str) -> None:
-    """Validates a ``decode`` choice against the interpolation and device.
+def check_decode(
+    decode: str,
+    interpolation: str,
+    device: torch.device | str,
+    *,
+    keep_aspect_ratio: bool = False,
+    draft: bool = False,
+) -> None:
+    """Validates a ``decode`` choice against the data set's loading options and the device.
 
     Raises:
-        ValueError: ``decode`` not in ``("cpu", "gpu")``; ``"gpu"`` without CUDA (or with a
-            non-CUDA ``device``); ``"gpu"`` with an interpolation the GPU resize lacks.
+        ValueError: ``decode`` not in ``("cpu", "gpu")``; ``"gpu"`` with ``keep_aspect_ratio``
+            (nvJPEG resizes the whole image) or ``draft`` (nvJPEG decodes full size), without
+            CUDA (or with a non-CUDA ``device``), or with an interpolation the GPU resize lacks.
     """
     if decode not in DECODERS:
         raise ValueError(f"`decode` must be 'cpu' or 'gpu'; got {decode!r}")
     if decode == "cpu":
         return
+    if keep_aspect_ratio:
+        raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
+    if draft:
+        raise ValueError("`draft`=True needs decode='cpu' (nvJPEG decodes full size); got 'gpu'")
     if not torch.cuda.is_available():
         raise ValueError("decode='gpu' needs CUDA; torch.cuda.is_available() is False")
     if torch.device(device).type != "cuda":

@@ -346,11 +346,6 @@ class ImageDataGenerator:
         the loader options ``device``, ``num_workers``, ``cache``, ``cache_dir``,
         ``steps_per_epoch``, ``drop_last``, ``augment_seed``, ``progress``, ``decode``.
         """
-        if keep_aspect_ratio and options.get("decode") == "gpu":
-            raise ValueError(
-                "`keep_aspect_ratio`=True is not supported with decode='gpu' (nvJPEG resizes "
-                "the whole image); use decode='cpu'"
-            )
         module, notes = self._module(subset, augment)
         dataset = DirectoryDataset(
             directory,

@@ -169,7 +169,13 @@ class GPULoader:
         )
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        check_decode(config.decode, dataset.interpolation, self.device)
+        check_decode(
+            config.decode,
+            dataset.interpolation,
+            self.device,
+            keep_aspect_ratio=bool(getattr(dataset, "keep_aspect_ratio", False)),
+            draft=bool(getattr(dataset, "draft", False)),
+        )
         self.augment = augment_module(augment, DTYPES[config.dtype]).to(self.device)
         self.sampler = EpochBatchSampler(
             len(dataset),
@@ -632,10 +638,6 @@ def flow_from_directory(
         keep_aspect_ratio=keep_aspect_ratio,
         draft=draft,
     )
-    if keep_aspect_ratio and decode == "gpu":
-        raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
-    if draft and decode == "gpu":
-        raise ValueError("`draft`=True needs decode='cpu' (nvJPEG decodes full size); got 'gpu'")
     config = LoaderConfig.from_arguments(
         batch_size=batch_size,
         shuffle=shuffle,

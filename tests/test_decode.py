@@ -435,7 +435,7 @@ def mixed_tree(tmp_path_factory) -> Path:
 @pytest.fixture
 def gpu_decode_on_cpu(monkeypatch):
     """Let the loader take decode='gpu' with device='cpu' (torchvision's CPU decoder)."""
-    monkeypatch.setattr(loader_mod, "check_decode", lambda *args: None)
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
 
 
 def make(root, **kwargs):

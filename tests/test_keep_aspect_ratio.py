@@ -83,6 +83,20 @@ def test_flow_from_directory_passes_keep_aspect_ratio_on(tmp_path):
         gpuaug.flow_from_directory(tmp_path, keep_aspect_ratio=True, decode="gpu", device="cpu")
 
 
+def test_every_factory_refuses_keep_aspect_ratio_with_gpu_decode(tmp_path):
+    import gpuaug
+
+    pd = pytest.importorskip("pandas")
+    _save(tmp_path / "a" / "wide.png", (10, 30))
+    gen = gpuaug.ImageDataGenerator(device="cpu")
+    frame = pd.DataFrame({"filename": [str(tmp_path / "a" / "wide.png")], "class": ["a"]})
+    match = "`keep_aspect_ratio`=True needs decode='cpu'"
+    with pytest.raises(ValueError, match=match):
+        gen.flow_from_directory(tmp_path, keep_aspect_ratio=True, decode="gpu")
+    with pytest.raises(ValueError, match=match):  # it was silently ignored here
+        gen.flow_from_dataframe(frame, keep_aspect_ratio=True, decode="gpu")
+
+
 def test_disk_cache_of_a_cropped_dataset_is_not_the_stretched_ones(tmp_path):
     from gpuaug.cache import cache_key
 
