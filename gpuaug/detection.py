@@ -343,10 +343,9 @@ def flow_from_detection_file(
     """
     from gpuaug.loader import GPULoader
     from gpuaug.loader_config import LoaderConfig
-    from gpuaug.stages.finish import augment_module
+    from gpuaug.stages.finish import factory_module
 
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
+    module = factory_module(augment, dtype)
     dataset = DetectionDataset(
         images,
         annotations,
@@ -369,4 +368,4 @@ def flow_from_detection_file(
         dtype=dtype,
         progress=progress,
     )
-    return GPULoader(dataset, augment_module(augment, dtype), config)
+    return GPULoader(dataset, module, config)

@@ -74,7 +74,7 @@ from gpuaug.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.stages import jpeg_decode
 from gpuaug.stages.batch import DeviceBatch, HostBatch
 from gpuaug.stages.cache_source import CacheSource, build_cache
-from gpuaug.stages.finish import Finisher, augment_module
+from gpuaug.stages.finish import Finisher, augment_module, factory_module, validation_split_of
 from gpuaug.stages.skip import replace_failed, settle_failures
 from gpuaug.stages.transfer import Prefetcher, to_device
 from gpuaug.stages.workers import WorkerCrashError, WorkerPool, collate
@@ -613,17 +613,8 @@ def flow_from_directory(
         TypeError: a value of the wrong type.
         FileNotFoundError: ``directory`` does not exist.
     """
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
-    module = augment_module(augment, dtype)  # the one place `augment` is normalised
-    config_split = module.config.validation_split
-    if validation_split is None:
-        validation_split = config_split
-    elif config_split and validation_split != config_split:
-        raise ValueError(
-            f"`validation_split`={validation_split!r} contradicts the augmentation config's "
-            f"validation_split={config_split!r}; give it in one place"
-        )
+    module = factory_module(augment, dtype)  # the one place `augment` is normalised
+    validation_split = validation_split_of(module, validation_split)
     dataset = DirectoryDataset(
         directory,
         target_size=target_size,

@@ -535,19 +535,10 @@ def flow_from_paired_directories(
     """
     from gpuaug.loader import GPULoader
     from gpuaug.loader_config import LoaderConfig
-    from gpuaug.stages.finish import augment_module
+    from gpuaug.stages.finish import factory_module, validation_split_of
 
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
-    module = augment_module(augment, dtype)
-    config_split = module.config.validation_split
-    if validation_split is None:
-        validation_split = config_split
-    elif config_split and validation_split != config_split:
-        raise ValueError(
-            f"`validation_split`={validation_split!r} contradicts the augmentation config's "
-            f"validation_split={config_split!r}; give it in one place"
-        )
+    module = factory_module(augment, dtype)
+    validation_split = validation_split_of(module, validation_split)
     dataset = PairedDataset(
         images,
         masks,

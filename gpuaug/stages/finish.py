@@ -26,7 +26,7 @@ from gpuaug.stages.batch import DeviceBatch
 from gpuaug.stages.transfer import host_to_device
 from gpuaug.targets import apply_boxes, apply_mask
 
-__all__ = ["Finisher", "augment_module"]
+__all__ = ["Finisher", "augment_module", "factory_module", "validation_split_of"]
 
 
 def augment_module(
@@ -54,6 +54,37 @@ def augment_module(
         "`augment` must be an AugmentConfig, a preset name, a YAML path, a GPUAugment "
         f"or None; got {type(augment).__name__}"
     )
+
+
+def factory_module(
+    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None, dtype: Any
+) -> GPUAugment:
+    """A loader factory's ``augment`` and ``dtype`` arguments as a `GPUAugment`
+    (`augment_module`), the dtype checked first so that its error names the argument.
+
+    Raises:
+        TypeError: ``dtype`` is not a torch.dtype; as `augment_module`.
+    """
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
+    return augment_module(augment, dtype)
+
+
+def validation_split_of(module: GPUAugment, validation_split: float | None) -> float | None:
+    """A factory's ``validation_split``, or the augmentation config's when not given.
+
+    Raises:
+        ValueError: both given, and different.
+    """
+    config_split = module.config.validation_split
+    if validation_split is None:
+        return config_split
+    if config_split and validation_split != config_split:
+        raise ValueError(
+            f"`validation_split`={validation_split!r} contradicts the augmentation config's "
+            f"validation_split={config_split!r}; give it in one place"
+        )
+    return validation_split
 
 
 class Finisher:
