@@ -127,7 +127,7 @@ def cuda_faked_on_cpu(monkeypatch):
     loader accepts decode="gpu" (torchvision's CPU decoder stands in for nvJPEG)."""
     import gpuaug.loader as loader_mod
 
-    monkeypatch.setattr(loader_mod, "check_decode", lambda *args: None)
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
     for name in ("synchronize", "reset_peak_memory_stats", "set_sync_debug_mode"):
         monkeypatch.setattr(torch.cuda, name, lambda *args, **kwargs: None)
     for name in ("max_memory_allocated", "memory_allocated", "get_sync_debug_mode"):

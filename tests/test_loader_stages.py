@@ -114,7 +114,7 @@ def test_gpu_decode_with_workers_stays_within_a_low_open_file_limit(tmp_path, mo
     One shared-memory tensor per JPEG needs ~96 file descriptors per batch in flight and dies
     ("Too many open files"); one buffer per batch needs a handful.
     """
-    monkeypatch.setattr(loader_mod, "check_decode", lambda *args: None)
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
     root = jpeg_tree(tmp_path / "j", 96)
     ds = gpuaug.DirectoryDataset(root, target_size=(8, 8))
     config = LoaderConfig(

@@ -167,7 +167,8 @@ MODES = [
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("class_mode", ["categorical", "sparse"])
 def test_two_epochs_dispatch_no_host_sync(mixed_tree, tmp_path, monkeypatch, mode, class_mode):
-    monkeypatch.setattr(loader_mod, "check_decode", lambda *args: None)  # decode="gpu" on CPU
+    # decode="gpu" on CPU
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
     kwargs = {
         "target_size": (16, 16),
         "batch_size": 4,
