@@ -500,12 +500,11 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
 
     device = settings.device
     if backend == "compile":
+        from gpuaug.augment.module.backends import compile as compiled
         from torch._inductor import config as inductor_config
 
-        from gpuaug import compiled
-
         dtype, memory_format = P.VARIANTS[variant]
-        from gpuaug.augment import sample_params
+        from gpuaug.augment.module import sample_params
 
         b, _, h, w = batch.shape
         gpu_config = P.gpuaug_config()
@@ -520,16 +519,18 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
                 compile_first=fresh,
             )
     if backend == "triton":
-        return counting.count_ops(step, images, launches=("gpuaug.fused", "_launch"))
+        return counting.count_ops(
+            step, images, launches=("gpuaug.augment.backends.triton", "_launch")
+        )
     if backend == "opencv":
-        calls = ("gpuaug.opencv", ("_warp_image", "_finish_image"))
+        calls = ("gpuaug.augment.backends.opencv", ("_warp_image", "_finish_image"))
         return counting.count_ops(step, images, host_calls=calls)
     return counting.count_ops(step, images)
 
 
 def _reference_diff(batch: torch.Tensor, settings: P.Settings, backend: str, variant: str):
     """Max |backend - kornia float32| over one batch, in grey levels (0..255), same params."""
-    from gpuaug.augment import apply, sample_params
+    from gpuaug.augment.module import apply, sample_params
 
     config = P.gpuaug_config()
     dtype, memory_format = P.VARIANTS[variant]

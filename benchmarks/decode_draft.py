@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 The photos are scikit-image's (astronaut, coffee, chelsea, rocket) upscaled bicubically to
 1920 x 1080, 3000 x 2000 and 4000 x 3000 and saved as JPEG quality 90. Each line gives the best
-of ``--repeats`` mean times per image of `gpuaug.image.load_image` without and with
+of ``--repeats`` mean times per image of `gpuaug.data.image.load_image` without and with
 ``draft``, and the max / mean absolute pixel difference between the two outputs (grey levels).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpuaug.image import load_image
+from gpuaug.data.image import load_image
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 MEGAPIXELS = {"2 MP": (1920, 1080), "6 MP": (3000, 2000), "12 MP": (4000, 3000)}

@@ -20,13 +20,13 @@ Checks, in order:
 - ``jpeg_check_parity`` (also without CUDA): on real photos (scikit-image's samples upscaled to
   >= 1 MP, saved as baseline, progressive, 4:4:4, grayscale, CMYK, EXIF orientations 2-8,
   truncated, without end marker, garbage), the files a ``decode="gpu"`` worker refuses
-  (:func:`gpuaug.decode.read_gpu_jpeg`) are exactly those ``decode="cpu"`` refuses.
+  (:func:`gpuaug.data.nvjpeg.read_gpu_jpeg`) are exactly those ``decode="cpu"`` refuses.
 - ``nvjpeg_vs_cpu``: the same photos (hard-linked up to the batch size) through the loader
   with ``decode="gpu"`` and ``decode="cpu"`` at batch 256 and 1024 with 4 workers: image for
   image within :data:`NVJPEG_MEAN_TOL` / :data:`NVJPEG_MAX_TOL` grey levels (nvJPEG's IDCT and
   chroma upsampling differ from libjpeg-turbo's), and the same skip list; peak
   ``torch.cuda.max_memory_allocated`` of each run.
-- ``decode_peak_memory``: one batch of 256 photos through :func:`gpuaug.decode.decode_jpegs`
+- ``decode_peak_memory``: one batch of 256 photos through :func:`gpuaug.data.nvjpeg.decode_jpegs`
   stays within the memory its pixel budget allows (not the whole batch at full resolution).
 - ``host_cache_pinned``: pinned host memory of a ``cache="host"`` loader after an epoch is about
   the cache's ``nbytes`` or less (not 2x: the caching host allocator rounds to powers of two).
@@ -349,7 +349,7 @@ def check_sync_free_epochs(ctx: Context) -> dict[str, Any]:
 def check_cpu_gpu_parity(ctx: Context) -> dict[str, Any]:
     """The same seeded augmented epoch on the GPU and the CPU, every fill mode."""
     from gpuaug import AugmentConfig
-    from gpuaug.config import FILL_MODES
+    from gpuaug.augment.config import FILL_MODES
 
     worst, bad = {}, []
     for fill in FILL_MODES:
@@ -376,8 +376,8 @@ def check_cpu_gpu_parity(ctx: Context) -> dict[str, Any]:
 
 def check_jpeg_check_parity(ctx: Context) -> dict[str, Any]:
     """The files a ``decode="gpu"`` worker refuses are exactly those ``decode="cpu"`` does."""
-    from gpuaug.decode import read_gpu_jpeg
-    from gpuaug.image import ImageLoadError, load_image
+    from gpuaug.data.image import ImageLoadError, load_image
+    from gpuaug.data.nvjpeg import read_gpu_jpeg
 
     kinds = ctx.photos()
     folder = ctx.work / "photos" / "a"
@@ -501,7 +501,7 @@ def check_nvjpeg_vs_cpu(ctx: Context) -> dict[str, Any]:
 
 def check_decode_peak_memory(ctx: Context) -> dict[str, Any]:
     """256 photos through ``decode_jpegs``: peak memory bounded by the pixel budget."""
-    from gpuaug.decode import DEFAULT_PIXEL_BUDGET, decode_jpegs, read_gpu_jpeg
+    from gpuaug.data.nvjpeg import DEFAULT_PIXEL_BUDGET, decode_jpegs, read_gpu_jpeg
 
     ctx.photos()
     root = replicate(ctx.work / "photos" / "a", ctx.work / "photos-256", 256)
@@ -582,7 +582,7 @@ def tf32(enabled: bool) -> Iterator[None]:
 def check_tf32_warp(ctx: Context) -> dict[str, Any]:
     """The augmentation with TF32 allowed equals the one without, every fill mode."""
     from gpuaug import AugmentConfig, GPUAugment
-    from gpuaug.config import FILL_MODES
+    from gpuaug.augment.config import FILL_MODES
 
     loader = _loader(ctx.small_folder(), ctx, augment=None, shuffle=False)
     images = next(iter(loader))[0].to(torch.uint8)

@@ -149,8 +149,8 @@ def run(
     shutil.rmtree(cache_dir / "index", ignore_errors=True)
 
     import gpuaug
-    from gpuaug.dataset import DirectoryDataset
-    from gpuaug.index import _pool
+    from gpuaug.data.directory import DirectoryDataset
+    from gpuaug.data.index import _pool
 
     out: dict[str, Any] = {
         "n": n,
@@ -194,7 +194,7 @@ def run(
     gc.collect()
 
     # Header checks: the same files in one thread, in threads, in processes.
-    from gpuaug.index import check_files
+    from gpuaug.data.index import check_files
 
     sample = DirectoryDataset(root, verify="none", index_cache=True, **kw).samples
     m = min(n, 50_000)

@@ -616,7 +616,7 @@ VARIANTS: dict[str, tuple[torch.dtype, torch.memory_format]] = {
 def backend_unavailable(backend: str, device: torch.device) -> str | None:
     """Why a gpuaug backend cannot run on ``device`` (None: it can)."""
     try:
-        from gpuaug.augment import BACKENDS, resolve_backend
+        from gpuaug.augment.module import BACKENDS, resolve_backend
     except ImportError as err:
         return f"this gpuaug has no backend choice ({err})"
     if backend not in BACKENDS:
@@ -624,7 +624,7 @@ def backend_unavailable(backend: str, device: torch.device) -> str | None:
     if backend in ("chunked", "opencv") and device.type != "cpu":
         return f"the {backend} backend is a CPU path"
     if backend == "opencv":
-        from gpuaug.opencv import opencv_available
+        from gpuaug.augment.backends.opencv import opencv_available
 
         if not opencv_available():
             return "cv2 not importable (pip install opencv-python-headless)"

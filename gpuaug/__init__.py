@@ -3,11 +3,11 @@
 A torch ``Dataset`` decodes and resizes images (uint8, no augmentation); per batch, fresh
 random affine parameters are drawn per sample and the whole batch is warped on the device in
 one pass (a fused Triton kernel on CUDA, the torch/kornia reference elsewhere). Masks, boxes and
-keypoints follow the same per-sample transform (`gpuaug.targets`).
+keypoints follow the same per-sample transform (`gpuaug.augment.targets`).
 """
 
-from gpuaug.arrays import ArrayDataset
-from gpuaug.augment import (
+from gpuaug.augment.config import AugmentConfig, load_config
+from gpuaug.augment.module import (
     AugmentDraws,
     AugmentParams,
     FitStats,
@@ -18,22 +18,22 @@ from gpuaug.augment import (
     sample_params,
     standardize,
 )
-from gpuaug.config import AugmentConfig, load_config
-from gpuaug.dataframe import DataFrameDataset
-from gpuaug.dataset import DirectoryDataset
-from gpuaug.detection import DetectionDataset, flow_from_detection_file
-from gpuaug.generator import ImageDataGenerator
-from gpuaug.image import ImageLoadError
-from gpuaug.loader import (
+from gpuaug.augment.targets import apply_boxes, apply_keypoints, apply_mask
+from gpuaug.data.arrays import ArrayDataset
+from gpuaug.data.dataframe import DataFrameDataset
+from gpuaug.data.detection import DetectionDataset, flow_from_detection_file
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.image import ImageLoadError
+from gpuaug.data.paired import PairedDataset, flow_from_paired_directories
+from gpuaug.keras.generator import ImageDataGenerator
+from gpuaug.loader.gpu_loader import (
     GPULoader,
     LoaderConfig,
     ReplayBatch,
     WorkerCrashError,
     flow_from_directory,
 )
-from gpuaug.paired import PairedDataset, flow_from_paired_directories
-from gpuaug.sampler import EpochBatchSampler
-from gpuaug.targets import apply_boxes, apply_keypoints, apply_mask
+from gpuaug.loader.sampler import EpochBatchSampler
 
 __version__ = "0.1.0"
 

@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _guard(run) -> int:
     """Run a command, turning expected errors into one-line messages and exit codes."""
-    from gpuaug.image import ImageLoadError
+    from gpuaug.data.image import ImageLoadError
 
     try:
         return run()
@@ -266,8 +266,8 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from gpuaug.dataset import DirectoryDataset
-    from gpuaug.loader import GPULoader, LoaderConfig
+    from gpuaug.data.directory import DirectoryDataset
+    from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig
 
     directory = _existing_dir(args.directory)
     _check_positive("--batch-size", args.batch_size)
@@ -452,7 +452,7 @@ def _config(name_or_path: str):
     """Load a config, naming the file (or preset) in any error."""
     import yaml
 
-    from gpuaug.config import load_config
+    from gpuaug.augment.config import load_config
 
     if _looks_like_path(name_or_path) and not Path(name_or_path).exists():
         raise CLIError(f"config file not found: {name_or_path!r}")

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gpuaug.augment import AugmentParams, GPUAugment
-from gpuaug.config import AugmentConfig, load_config
-from gpuaug.dataset import DirectoryDataset
-from gpuaug.image import ImageLoadError
+from gpuaug.augment.config import AugmentConfig, load_config
+from gpuaug.augment.module import AugmentParams, GPUAugment
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.image import ImageLoadError
 
 __all__ = [
     "GridLayout",
@@ -502,9 +502,9 @@ def make_paired_preview(
 ) -> Image.Image:
     """The preview grid of a segmentation data set: each tile shows its mask over the image.
 
-    As `make_preview`, for a `gpuaug.paired.PairedDataset`: each row one pair picked with the
+    As `make_preview`, for a `gpuaug.data.paired.PairedDataset`: each row one pair picked with the
     seed, the first column as decoded, then ``ceil(n / rows)`` augmentations whose masks were
-    warped with the same params (`gpuaug.targets.apply_mask`, the data set's ``mask_fill``,
+    warped with the same params (`gpuaug.augment.targets.apply_mask`, the data set's ``mask_fill``,
     drawn grey), every mask drawn over its image with `overlay_mask`.
 
     Returns:
@@ -515,7 +515,7 @@ def make_paired_preview(
         ValueError: as `make_preview`; a data set without ``target_size`` or without a readable
             pair.
     """
-    from gpuaug.targets import apply_mask
+    from gpuaug.augment.targets import apply_mask
 
     config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
     if not isinstance(config, AugmentConfig):
@@ -601,13 +601,14 @@ def make_detection_preview(
     device: str | torch.device = "cpu",
     title: str | None = None,
 ) -> Image.Image:
-    """The preview grid of a `gpuaug.detection.DetectionDataset`: boxes drawn on every tile.
+    """The preview grid of a `gpuaug.data.detection.DetectionDataset`: boxes drawn on every tile.
 
     As `make_paired_preview`: each row one image picked with the seed, first column as
     decoded with its boxes, then augmentations with their boxes mapped by
-    `gpuaug.targets.apply_boxes` (the data set's ``min_visibility``; dropped boxes not drawn).
+    `gpuaug.augment.targets.apply_boxes` (the data set's ``min_visibility``; dropped boxes not
+    drawn).
     """
-    from gpuaug.targets import apply_boxes
+    from gpuaug.augment.targets import apply_boxes
 
     config_name = str(config) if not isinstance(config, AugmentConfig) else "custom config"
     if not isinstance(config, AugmentConfig):

@@ -1,6 +1,7 @@
 """``SyncCheck``: records every op that forces a host sync or a blocking copy.
 
-The GPU hot path of gpuaug (sources -> transfer -> finish, see `gpuaug.stages`) must never make
+The GPU hot path of gpuaug (sources -> transfer -> finish, see `gpuaug.loader.stages`) must never
+make
 the CPU wait for the GPU: no ``.item()``, ``.tolist()``, ``bool(t)``, ``nonzero``, boolean-mask
 indexing, data-dependent output sizes, or a copy between host and device that is not an
 asynchronous copy from (or to) pinned memory. ``SyncCheck`` is a

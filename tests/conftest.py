@@ -17,8 +17,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-# Without CUDA, Triton kernels (gpuaug.fused) run in Triton's CPU interpreter in the tests. It
-# must be on before anything imports triton (torch's fake tensors, dynamo, gpuaug.fused):
+# Without CUDA, Triton kernels (gpuaug.augment.backends.triton) run in Triton's CPU interpreter in
+# the tests. It
+# must be on before anything imports triton (torch's fake tensors, dynamo,
+# gpuaug.augment.backends.triton):
 # triton.language's own helpers (tl.min, ...) are made interpretable only at their import.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

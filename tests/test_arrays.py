@@ -1,4 +1,4 @@
-"""``flow(x, y)``: in-memory arrays (gpuaug.arrays) against Keras' NumpyArrayIterator."""
+"""``flow(x, y)``: in-memory arrays (gpuaug.data.arrays) against Keras' NumpyArrayIterator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gpuaug
-from gpuaug.arrays import ArrayDataset, as_image_tensor
+from gpuaug.data.arrays import ArrayDataset, as_image_tensor
 
 
 def _data(n: int = 20, seed: int = 0):

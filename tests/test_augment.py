@@ -1,4 +1,4 @@
-"""gpuaug.augment: batched parameter sampling, the composed matrix, apply, GPUAugment, fit.
+"""gpuaug.augment.module: batched parameter sampling, the composed matrix, apply, GPUAugment, fit.
 
 Comparisons with Keras itself are in test_augment_keras.py; this file pins our own behaviour.
 """
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gpuaug import augment
-from gpuaug.augment import (
+from gpuaug.augment.config import AugmentConfig, load_config
+from gpuaug.augment.module import (
     AugmentDraws,
     AugmentParams,
     FitStats,
@@ -29,7 +29,7 @@ from gpuaug.augment import (
     sample_params,
     standardize,
 )
-from gpuaug.config import AugmentConfig, load_config
+from gpuaug.augment.module import module as augment
 
 FULL = AugmentConfig(
     rotation_range=30,
@@ -679,9 +679,9 @@ def test_compile_dispatches_to_apply_compiled(monkeypatch):
         seen.update(params=params, stats=stats, dtype=dtype, memory_format=memory_format)
         return torch.zeros(images.shape, dtype=dtype)
 
-    module = types.ModuleType("gpuaug.compiled")
+    module = types.ModuleType("gpuaug.augment.backends.compile")
     module.apply_compiled = apply_compiled
-    monkeypatch.setitem(sys.modules, "gpuaug.compiled", module)
+    monkeypatch.setitem(sys.modules, "gpuaug.augment.backends.compile", module)
     x = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     aug = GPUAugment(FULL, dtype=torch.float16, backend="compile")
     aug(x, generator=_gen())
@@ -690,8 +690,10 @@ def test_compile_dispatches_to_apply_compiled(monkeypatch):
 
 
 def test_compile_without_the_compiled_module_says_so(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gpuaug.compiled", None)  # import fails
-    with pytest.raises(ImportError, match='`backend="compile"` needs the gpuaug.compiled module'):
+    monkeypatch.setitem(sys.modules, "gpuaug.augment.backends.compile", None)  # import fails
+    with pytest.raises(
+        ImportError, match='`backend="compile"` needs the gpuaug.augment.backends.compile module'
+    ):
         apply(torch.zeros(1, 3, 4, 4), AugmentParams.identity(1), FULL, backend="compile")
 
 

@@ -10,7 +10,7 @@ Tolerances, on the 0..255 scale:
   border alike (measured: about 5e-4). The only error is float32 coordinates (~1e-5 px) times
   image slopes (up to ~100 per px). Interior pixels (source point >= 1 px inside the image) and
   border pixels (source within 1 px of the edge, or outside) are checked separately; the border
-  is just as tight because we reproduce scipy's fill modes exactly (see gpuaug/warp.py),
+  is just as tight because we reproduce scipy's fill modes exactly (see gpuaug/augment/warp.py),
   including its hard cut for "constant" and its period n-1 for "wrap".
 - Nearest interpolation: exactly equal.
 - In both, pixels whose float64 source point lies within 1e-3 px of a discontinuity (the
@@ -40,9 +40,9 @@ import torch
 from conftest import textured_image
 from scipy import stats
 
-from gpuaug.augment import AugmentParams, GPUAugment, affine_matrix, apply, sample_params
-from gpuaug.config import AugmentConfig
-from gpuaug.warp import warp_affine
+from gpuaug.augment.config import AugmentConfig
+from gpuaug.augment.module import AugmentParams, GPUAugment, affine_matrix, apply, sample_params
+from gpuaug.augment.warp import warp_affine
 
 keras_image = pytest.importorskip("keras.src.legacy.preprocessing.image")
 ImageDataGenerator = keras_image.ImageDataGenerator
@@ -168,7 +168,9 @@ def test_warp_and_flips_match_keras_apply_transform(fill_mode, interpolation):
 def test_the_opencv_backend_passes_the_same_bilinear_parity_with_keras(fill_mode):
     cv2 = pytest.importorskip("cv2")
     if int(cv2.__version__.split(".")[0]) < 5:
-        pytest.skip("OpenCV 4 interpolates with 1/32-pixel weights (see gpuaug.opencv)")
+        pytest.skip(
+            "OpenCV 4 interpolates with 1/32-pixel weights (see gpuaug.augment.backends.opencv)"
+        )
     size, n = 32, 32
     images = _images(n, size, size, seed=1)
     params, transforms = _random_transforms(np.random.default_rng(MODES.index(fill_mode)), n, size)

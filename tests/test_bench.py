@@ -260,14 +260,17 @@ def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
 
 def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
     pytest.importorskip("triton")
+    from gpuaug.augment.module.backends import triton as fused
+
     import gpuaug
-    from gpuaug import fused
 
     if not fused.triton_available():
         pytest.skip("triton cannot run here")
     aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="triton")
     x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    counts = counting.count_ops(lambda: aug(x), 2, launches=("gpuaug.fused", "_launch"))
+    counts = counting.count_ops(
+        lambda: aug(x), 2, launches=("gpuaug.augment.backends.triton", "_launch")
+    )
     assert counts["top_ops"]["triton_launch"] == 1
     assert counts["ops_per_batch"] <= 3  # the draws, the launch: nothing of the interpreter's
     assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 4)  # uint8 in, float32 out
@@ -279,7 +282,7 @@ def test_opencv_host_calls_are_counted_per_image_with_their_bytes():
 
     aug = gpuaug.GPUAugment(P.gpuaug_config(), backend="opencv")
     x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    calls = ("gpuaug.opencv", ("_warp_image", "_finish_image"))
+    calls = ("gpuaug.augment.backends.opencv", ("_warp_image", "_finish_image"))
     counts = counting.count_ops(lambda: aug(x), 2, host_calls=calls)
     aten_only = counting.count_ops(lambda: aug(x), 2)
     # one warp and one finish per image (3 channels in one OpenCV call), on top of the ATen ops

@@ -14,7 +14,7 @@ from conftest import write_tree
 
 import gpuaug
 from gpuaug import AugmentConfig, ImageLoadError
-from gpuaug.cache import ImageCache, default_cache_dir
+from gpuaug.data.cache import ImageCache, default_cache_dir
 
 AUG = AugmentConfig(rotation_range=30, width_shift_range=0.1, horizontal_flip=True)
 SIZE = (16, 16)
@@ -240,7 +240,7 @@ def _overwrite_image(cache_path: Path, index: int, nbytes: int) -> None:
 
 
 def test_overwritten_cache_bytes_are_detected_on_first_read(own_tree, tmp_path):
-    from gpuaug.cache import CacheCorruptedError
+    from gpuaug.data.cache import CacheCorruptedError
 
     first = make(own_tree, cache="disk", cache_dir=tmp_path / "c", shuffle=False, batch_size=5)
     clean = [x for x, _ in first]
@@ -256,7 +256,7 @@ def test_overwritten_cache_bytes_are_detected_on_first_read(own_tree, tmp_path):
 
 
 def test_verify_checks_every_image_at_once(own_tree, tmp_path):
-    from gpuaug.cache import CacheCorruptedError
+    from gpuaug.data.cache import CacheCorruptedError
 
     first = make(own_tree, cache="disk", cache_dir=tmp_path / "c")
     first.cache.verify()  # intact

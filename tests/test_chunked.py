@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gpuaug import AugmentConfig, GPUAugment
-from gpuaug.augment import apply, sample_params
-from gpuaug.chunked import apply_chunked, chunk_size
+from gpuaug.augment.backends.chunked import apply_chunked, chunk_size
+from gpuaug.augment.module import apply, sample_params
 
 BOOK = AugmentConfig.from_keras(
     rotation_range=40,
@@ -43,7 +43,7 @@ def test_book_settings_in_uneven_slices_are_bitwise_the_whole_batch():
 
 
 def test_slices_are_balanced_and_within_the_budget(monkeypatch):
-    from gpuaug import chunked
+    from gpuaug.augment.module.backends import chunked
 
     sizes = []
     real = chunked._apply_reference

@@ -14,8 +14,8 @@ from torch._dynamo.testing import CompileCounter
 from torch._dynamo.utils import counters
 
 from gpuaug import AugmentConfig, GPUAugment
-from gpuaug.augment import apply, sample_params
-from gpuaug.compiled import apply_compiled
+from gpuaug.augment.backends.compile import apply_compiled
+from gpuaug.augment.module import apply, sample_params
 
 BOOK = AugmentConfig.from_keras(
     rotation_range=40,

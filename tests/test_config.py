@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuaug.config import AugmentConfig, load_config, preset_dir, preset_names
+from gpuaug.augment.config import AugmentConfig, load_config, preset_dir, preset_names
 
 KERAS_ONLY = {"data_format", "interpolation_order", "dtype"}
 
@@ -384,7 +384,7 @@ def test_values_float32_cannot_express_are_rejected_naming_the_field(kwargs, mat
 def test_the_largest_accepted_values_augment_to_finite_pixels():
     import torch
 
-    from gpuaug.augment import GPUAugment
+    from gpuaug.augment.module import GPUAugment
 
     config = AugmentConfig(
         rotation_range=360,
@@ -495,7 +495,7 @@ def test_from_yaml_of_a_binary_file_names_the_file(tmp_path: Path):
 def test_a_preprocessing_function_that_changes_the_shape_is_named(fn, got):
     import torch
 
-    from gpuaug.augment import standardize
+    from gpuaug.augment.module import standardize
 
     config = AugmentConfig(preprocessing_function=fn)
     x = torch.rand(2, 3, 8, 8) * 255
@@ -509,7 +509,7 @@ def test_a_preprocessing_function_that_changes_the_shape_is_named(fn, got):
 def test_a_shape_keeping_preprocessing_function_still_runs():
     import torch
 
-    from gpuaug.augment import standardize
+    from gpuaug.augment.module import standardize
 
     config = AugmentConfig(preprocessing_function=lambda x: 255 - x)
     x = torch.rand(2, 3, 8, 8) * 255

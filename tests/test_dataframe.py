@@ -1,4 +1,4 @@
-"""``flow_from_dataframe`` (gpuaug.dataframe) against Keras' DataFrameIterator."""
+"""``flow_from_dataframe`` (gpuaug.data.dataframe) against Keras' DataFrameIterator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import textured_image
 from PIL import Image
 
 import gpuaug
-from gpuaug.dataframe import DataFrameDataset
+from gpuaug.data.dataframe import DataFrameDataset
 
 pd = pytest.importorskip("pandas")
 

@@ -1,4 +1,4 @@
-"""gpuaug.dataset: class discovery, file order, subsets, targets, bad input."""
+"""gpuaug.data.directory: class discovery, file order, subsets, targets, bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import textured_image
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from gpuaug.dataset import (
+from gpuaug.data.directory import (
     DirectoryDataset,
     collate_skip,
     encode_targets,
@@ -23,7 +23,7 @@ from gpuaug.dataset import (
     list_image_files,
     make_dataset,
 )
-from gpuaug.image import KERAS_IMAGE_EXTENSIONS, ImageLoadError
+from gpuaug.data.image import KERAS_IMAGE_EXTENSIONS, ImageLoadError
 
 
 def _png(path: Path, seed: int = 0, size: tuple[int, int] = (8, 10)) -> Path:
@@ -754,7 +754,7 @@ def test_targets_are_an_int32_array_view(image_tree):
 
 
 def test_sample_list_keeps_odd_names_exactly(tmp_path):
-    from gpuaug.index import SampleList
+    from gpuaug.data.index import SampleList
 
     pairs = [
         (str(tmp_path / "a" / "ünïcødé_猫.png"), 0),
@@ -771,7 +771,7 @@ def test_sample_list_keeps_odd_names_exactly(tmp_path):
 def test_samples_take_far_less_memory_than_a_list_of_tuples(tmp_path):
     import tracemalloc
 
-    from gpuaug.index import SampleList
+    from gpuaug.data.index import SampleList
 
     pairs = [
         (f"/data/train/n{i % 1000:08d}/n{i % 1000:08d}_{i}.JPEG", i % 1000) for i in range(20000)
@@ -808,7 +808,7 @@ def test_len_counts_and_repr_do_not_touch_the_files(image_tree):
 
 @pytest.mark.parametrize("executor", ["serial", "thread", "process"])
 def test_header_checks_find_the_same_bad_files_in_every_executor(tmp_path, executor):
-    from gpuaug.index import check_files
+    from gpuaug.data.index import check_files
 
     good = _png(tmp_path / "good.png")
     paths = []
@@ -844,7 +844,7 @@ def cache_home(tmp_path, monkeypatch):
 
 
 def test_index_cache_is_used_by_a_second_construction(make_tree, cache_home, monkeypatch):
-    import gpuaug.index as index_mod
+    import gpuaug.data.index as index_mod
 
     root = make_tree({"a": 4, "b": 3})
     _settle(root)
@@ -854,7 +854,7 @@ def test_index_cache_is_used_by_a_second_construction(make_tree, cache_home, mon
     def no_walk(*args, **kwargs):
         raise AssertionError("the folder was walked again")
 
-    monkeypatch.setattr("gpuaug.dataset.list_folders", no_walk)
+    monkeypatch.setattr("gpuaug.data.directory.list_folders", no_walk)
     monkeypatch.setattr(index_mod, "check_files", no_walk)
     second = DirectoryDataset(root, target_size=(8, 8), index_cache=True)
     assert second.index_cached
@@ -969,7 +969,7 @@ def test_a_cache_dir_setting_that_is_a_file_is_named(make_tree, tmp_path, monkey
 
 
 def test_a_fifo_is_reported_as_not_a_regular_file_without_blocking(tmp_path):
-    from gpuaug.image import check_image_header
+    from gpuaug.data.image import check_image_header
 
     fifo = tmp_path / "cls" / "pipe.png"
     fifo.parent.mkdir()
@@ -1001,7 +1001,7 @@ _PARENT = os.getpid()
 
 def _dies_in_a_child(paths, verify, color_mode):
     """A check that kills any pool child it runs in (and works in the parent)."""
-    import gpuaug.index as index_mod
+    import gpuaug.data.index as index_mod
 
     if os.getpid() != _PARENT:
         os._exit(1)
@@ -1009,7 +1009,7 @@ def _dies_in_a_child(paths, verify, color_mode):
 
 
 def test_header_checks_fall_back_to_threads_when_a_child_dies(tmp_path, monkeypatch):
-    import gpuaug.index as index_mod
+    import gpuaug.data.index as index_mod
 
     monkeypatch.setattr(index_mod, "_real_check_chunk", index_mod._check_chunk, raising=False)
     monkeypatch.setattr(index_mod, "_check_chunk", _dies_in_a_child)
@@ -1029,7 +1029,7 @@ def test_header_checks_fall_back_to_threads_when_a_child_dies(tmp_path, monkeypa
 def test_an_uncreatable_cache_folder_only_disables_the_automatic_index_cache(
     make_tree, tmp_path, monkeypatch
 ):
-    import gpuaug.dataset as dataset_mod
+    import gpuaug.data.directory as dataset_mod
 
     root = make_tree({"a": 3})
     _settle(root)

@@ -16,8 +16,8 @@ import pytest
 from conftest import textured_image
 from PIL import Image
 
-from gpuaug.dataset import DirectoryDataset
-from gpuaug.image import INTERPOLATIONS, KERAS_IMAGE_EXTENSIONS
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.image import INTERPOLATIONS, KERAS_IMAGE_EXTENSIONS
 
 keras = pytest.importorskip("keras")
 from keras.src.legacy.preprocessing.image import ImageDataGenerator  # noqa: E402

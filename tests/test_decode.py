@@ -20,9 +20,10 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 import gpuaug
-import gpuaug.decode as decode_mod
-import gpuaug.loader as loader_mod
-from gpuaug.decode import (
+import gpuaug.data.nvjpeg as decode_mod
+import gpuaug.loader.gpu_loader as loader_mod
+from gpuaug.data.image import ImageLoadError, load_image
+from gpuaug.data.nvjpeg import (
     JpegDecoder,
     apply_orientation,
     check_decode,
@@ -35,11 +36,10 @@ from gpuaug.decode import (
     read_file_bytes,
     read_gpu_jpeg,
 )
-from gpuaug.image import ImageLoadError, load_image
 
 SIZE = (16, 16)
 
-# torchvision 0.29 deprecates its image decoders (gpuaug.decode still uses them)
+# torchvision 0.29 deprecates its image decoders (gpuaug.data.nvjpeg still uses them)
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities")
 
 
@@ -570,8 +570,8 @@ def test_loader_decodes_on_the_decoder_thread_two_batches_ahead(tmp_path, monkey
 
 
 def test_decode_ahead_submits_one_batch_early_and_keeps_errors_in_order():
-    from gpuaug.stages.batch import HostBatch
-    from gpuaug.stages.jpeg_decode import decode_ahead
+    from gpuaug.loader.stages.batch import HostBatch
+    from gpuaug.loader.stages.jpeg_decode import decode_ahead
 
     class Decoder:
         submitted = []
@@ -677,8 +677,8 @@ def test_jpeg_decoder_overlaps_and_matches_the_synchronous_decode(photos):
 
 
 def test_leaving_decode_ahead_early_drops_the_decodes_read_ahead():
-    from gpuaug.stages.batch import HostBatch
-    from gpuaug.stages.jpeg_decode import decode_ahead
+    from gpuaug.loader.stages.batch import HostBatch
+    from gpuaug.loader.stages.jpeg_decode import decode_ahead
 
     class Job:
         def __init__(self, log, name):

@@ -1,4 +1,4 @@
-"""gpuaug.detection: boxes from COCO JSON / CSV, and the loader's (x, (boxes, labels, valid)).
+"""gpuaug.data.detection: boxes from COCO JSON / CSV, and the loader's (x, (boxes, labels, valid)).
 
 Real data: crops of ``skimage.data.coins``; the boxes are the bounding boxes of the connected
 components of its Otsu mask (``skimage.measure.regionprops``), one per coin, so the warped
@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from gpuaug import AugmentConfig
-from gpuaug.detection import DetectionDataset, flow_from_detection_file, read_annotations
-from gpuaug.targets import apply_boxes, apply_mask
+from gpuaug.augment.targets import apply_boxes, apply_mask
+from gpuaug.data.detection import DetectionDataset, flow_from_detection_file, read_annotations
 
 skimage_data = pytest.importorskip("skimage.data")
 skimage_filters = pytest.importorskip("skimage.filters")

@@ -183,7 +183,9 @@ def test_seed_none_is_shared_by_all_ranks(ranks):
 def test_describe_explains_the_shard_without_a_process_group(make_tree):
     root = make_tree({"a": 4, "b": 3}, size=(10, 10))
     dataset = gpuaug.DirectoryDataset(root, target_size=(8, 8))
-    config = gpuaug.loader.LoaderConfig(batch_size=2, num_workers=0, num_replicas=2, rank=1)
+    config = gpuaug.loader.gpu_loader.LoaderConfig(
+        batch_size=2, num_workers=0, num_replicas=2, rank=1
+    )
     text = gpuaug.GPULoader(dataset, config=config).describe()
     assert "distributed: rank 1 of 2" in text
     assert "shard of 4 images per pass (1 image(s) repeated to make the shards equal)" in text

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gpuaug.dataset import DirectoryDataset
-from gpuaug.image import load_image
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.image import load_image
 
 ORIENTATION = 0x0112
 
@@ -89,7 +89,7 @@ def test_flow_from_directory_passes_draft_and_keys_the_disk_cache_on_it(tmp_path
     from conftest import write_tree
 
     import gpuaug
-    from gpuaug.cache import cache_key
+    from gpuaug.data.cache import cache_key
 
     root = write_tree(tmp_path / "data", {"a": 2}, size=(16, 16), ext="jpg")
     kw = dict(target_size=(8, 8), num_workers=0, device="cpu", progress=False)

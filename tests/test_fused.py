@@ -1,7 +1,9 @@
-"""gpuaug.fused: the Triton kernel against the reference path, its budgets, dtype and layout.
+"""gpuaug.augment.backends.triton: the Triton kernel against the reference path, its budgets, dtype
+and layout.
 
 On a machine without CUDA the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, set
-below before gpuaug.fused is imported; the kernels are decorated at import), on tiny images.
+below before gpuaug.augment.backends.triton is imported; the kernels are decorated at import), on
+tiny images.
 With CUDA the same tests run the compiled kernel on the GPU against the reference there.
 
 Tolerance, as the warp's parity tests: within 1e-3 grey levels (0..255 scale; scaled by the
@@ -26,8 +28,10 @@ if not torch.cuda.is_available():  # conftest.py sets it first, before triton is
 
 triton = pytest.importorskip("triton")
 
-from gpuaug import augment, fused  # noqa: E402
-from gpuaug.augment import (  # noqa: E402
+from gpuaug.augment import module as augment  # noqa: E402
+from gpuaug.augment.backends import triton as fused  # noqa: E402
+from gpuaug.augment.config import AugmentConfig  # noqa: E402
+from gpuaug.augment.module import (  # noqa: E402
     AugmentParams,
     FitStats,
     GPUAugment,
@@ -37,7 +41,6 @@ from gpuaug.augment import (  # noqa: E402
     resolve_backend,
     sample_draws,
 )
-from gpuaug.config import AugmentConfig  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover
@@ -458,8 +461,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from gpuaug import fused
-
+from gpuaug.augment.module.backends import triton as fused
 kernel = fused._augment_kernel
 pointers = {"src_ptr", "out_ptr", "rows_ptr", "table_x_ptr", "table_y_ptr", "mean_ptr",
             "std_ptr", "part_ptr"}

@@ -12,7 +12,7 @@ import torch
 from conftest import textured_image, write_tree
 
 import gpuaug
-from gpuaug import generator as generator_module
+from gpuaug.keras import generator as generator_module
 
 keras_image = pytest.importorskip("keras.src.legacy.preprocessing.image")
 KerasIDG = keras_image.ImageDataGenerator

@@ -125,7 +125,7 @@ def test_photo_set_has_every_variant(tmp_path):
 def cuda_faked_on_cpu(monkeypatch):
     """The CUDA-only checks' plumbing on the CPU: CUDA memory/sync calls become no-ops and the
     loader accepts decode="gpu" (torchvision's CPU decoder stands in for nvJPEG)."""
-    import gpuaug.loader as loader_mod
+    import gpuaug.loader.gpu_loader as loader_mod
 
     monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
     for name in ("synchronize", "reset_peak_memory_stats", "set_sync_debug_mode"):

@@ -1,4 +1,4 @@
-"""gpuaug.image: decoding one file to a uint8 (C, H, W) tensor, modes, EXIF, errors."""
+"""gpuaug.data.image: decoding one file to a uint8 (C, H, W) tensor, modes, EXIF, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from conftest import textured_image
 from PIL import Image
 
-from gpuaug.image import (
+from gpuaug.data.image import (
     IMAGE_EXTENSIONS,
     INTERPOLATIONS,
     KERAS_IMAGE_EXTENSIONS,

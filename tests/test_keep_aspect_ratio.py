@@ -9,8 +9,8 @@ import pytest
 from conftest import textured_image
 from PIL import Image
 
-from gpuaug.dataset import DirectoryDataset
-from gpuaug.image import aspect_crop_box, load_image
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.image import aspect_crop_box, load_image
 
 
 def _save(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
@@ -98,7 +98,7 @@ def test_every_factory_refuses_keep_aspect_ratio_with_gpu_decode(tmp_path):
 
 
 def test_disk_cache_of_a_cropped_dataset_is_not_the_stretched_ones(tmp_path):
-    from gpuaug.cache import cache_key
+    from gpuaug.data.cache import cache_key
 
     _save(tmp_path / "a" / "wide.png", (10, 30))
     stretched = DirectoryDataset(tmp_path, target_size=(5, 5))

@@ -22,8 +22,8 @@ from conftest import write_tree
 
 import gpuaug
 from gpuaug import AugmentConfig, DirectoryDataset, GPUAugment, ImageLoadError
-from gpuaug.loader import GPULoader, LoaderConfig, WorkerCrashError
-from gpuaug.opencv import opencv_available
+from gpuaug.augment.backends.opencv import opencv_available
+from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig, WorkerCrashError
 
 AUG = AugmentConfig(rotation_range=30, zoom_range=0.2, horizontal_flip=True)
 SIZE = (16, 16)

@@ -16,8 +16,8 @@ from conftest import textured_image
 from PIL import Image
 
 import gpuaug
-from gpuaug.cache import check_device_cache_fits
-from gpuaug.loader import GPULoader, LoaderConfig
+from gpuaug.data.cache import check_device_cache_fits
+from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig
 from gpuaug.sync_check import SyncCheck
 
 pytestmark = pytest.mark.cuda

@@ -1,4 +1,5 @@
-"""The loader's stages (gpuaug.stages) and the defects of issue 9 / 12.1 they fix, on the CPU.
+"""The loader's stages (gpuaug.loader.stages) and the defects of issue 9 / 12.1 they fix, on the
+CPU.
 
 - 9.1: decode="gpu" sends one byte buffer per batch, not one shared-memory tensor per JPEG;
 - 9.2: a device cache moves each pass's indices to the device once, not per batch;
@@ -24,16 +25,16 @@ from conftest import textured_image, write_tree
 from PIL import Image
 
 import gpuaug
-import gpuaug.loader as loader_mod
-from gpuaug.cache import ImageCache, check_device_cache_fits
-from gpuaug.loader import GPULoader, LoaderConfig
-from gpuaug.sampler import EpochBatchSampler
-from gpuaug.stages.batch import HostBatch
-from gpuaug.stages.cache_source import CacheSource, plan_pass
-from gpuaug.stages.finish import Finisher, augment_module
-from gpuaug.stages.skip import fill_positions
-from gpuaug.stages.transfer import PinnedRing
-from gpuaug.stages.workers import WorkerView, collate
+import gpuaug.loader.gpu_loader as loader_mod
+from gpuaug.data.cache import ImageCache, check_device_cache_fits
+from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig
+from gpuaug.loader.sampler import EpochBatchSampler
+from gpuaug.loader.stages.batch import HostBatch
+from gpuaug.loader.stages.cache_source import CacheSource, plan_pass
+from gpuaug.loader.stages.finish import Finisher, augment_module
+from gpuaug.loader.stages.skip import fill_positions
+from gpuaug.loader.stages.transfer import PinnedRing
+from gpuaug.loader.stages.workers import WorkerView, collate
 from gpuaug.sync_check import SyncCheck
 
 SIZE = (16, 16)
@@ -331,7 +332,7 @@ def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tre
     # The finish stage passes the batch's draws, not params, so the fused path (TRITON_INTERPRET
     # on this CPU, see conftest) reads them in its one kernel and no params are computed on
     # the way; replay derives the same params from the same draws.
-    from gpuaug import fused
+    from gpuaug.augment.module.backends import triton as fused
 
     cfg = gpuaug.AugmentConfig(rotation_range=40, zoom_range=0.2, horizontal_flip=True)
     reference = make(tree, augment=cfg)
@@ -344,7 +345,7 @@ def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tre
 
     monkeypatch.setattr(fused, "_launch", counting)
     monkeypatch.setattr(
-        gpuaug.augment, "params_from_draws", lambda *a, **k: pytest.fail("params computed")
+        gpuaug.augment.module, "params_from_draws", lambda *a, **k: pytest.fail("params computed")
     )
     got = [x for x, _ in loader]
     assert len(launches) == len(loader) == len(got)
@@ -365,13 +366,13 @@ def test_describe_says_the_params_do_not_depend_on_the_device(tree):
 # ---------------------------------------------------------------- augment normalised once
 def test_augment_is_turned_into_a_module_once(tree, monkeypatch):
     calls = []
-    real = gpuaug.config.load_config
+    real = gpuaug.augment.config.load_config
 
     def counting(name):
         calls.append(name)
         return real(name)
 
-    monkeypatch.setattr(gpuaug.stages.finish, "load_config", counting)
+    monkeypatch.setattr(gpuaug.loader.stages.finish, "load_config", counting)
     loader = make(tree, augment="chollet_cats_dogs")
     assert calls == ["chollet_cats_dogs"] and loader.augment.config.rotation_range == 40
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from gpuaug import AugmentConfig
-from gpuaug.augment import apply, sample_params
+from gpuaug.augment.module import apply, sample_params
 
 cv2 = pytest.importorskip("cv2")
-from gpuaug.opencv import apply_opencv, supports, warp_bound  # noqa: E402
+from gpuaug.augment.backends.opencv import apply_opencv, supports, warp_bound  # noqa: E402
 
 BOOK = AugmentConfig.from_keras(
     rotation_range=40,
@@ -198,7 +198,7 @@ def test_a_forked_child_gets_its_own_warp_threads(monkeypatch):
     import os
     import signal
 
-    from gpuaug import opencv
+    from gpuaug.augment.module.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(2, seed=8)
@@ -240,7 +240,7 @@ def test_a_channels_last_input_batch_gives_the_same_output():
 
 
 def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads(monkeypatch):
-    from gpuaug import opencv
+    from gpuaug.augment.module.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(9, seed=11)
@@ -271,7 +271,7 @@ def test_low_precision_output_is_the_float32_result_rounded_once(dtype, memory_f
 
 
 def test_bfloat16_rounding_is_torchs_on_ties_and_large_values():
-    from gpuaug.opencv import _finish_image
+    from gpuaug.augment.backends.opencv import _finish_image
 
     levels = np.arange(256, dtype=np.float32).reshape(16, 16, 1)
     # x 3.0 makes 63 exact ties (low 16 bits 0x8000): round half to even, not half up
@@ -305,7 +305,7 @@ def test_a_preprocessing_function_gets_a_contiguous_batch_as_from_the_reference(
 
 
 def test_a_failing_chunk_raises_after_every_chunk_has_ended(monkeypatch):
-    from gpuaug import opencv
+    from gpuaug.augment.module.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)
     real, ended = opencv._warp_image, []
@@ -339,7 +339,7 @@ def test_a_child_forked_while_a_batch_holds_the_pool_can_warp(monkeypatch):
     import signal
     import threading
 
-    from gpuaug import opencv
+    from gpuaug.augment.module.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # the child's batch uses the pool
 
@@ -392,7 +392,7 @@ def test_a_child_forked_while_a_batch_holds_the_pool_can_warp(monkeypatch):
     ],
 )
 def test_describe_says_when_the_opencv_backend_runs_the_reference(device, dtype, fill_mode, reason):
-    from gpuaug.augment import describe_backend
+    from gpuaug.augment.module import describe_backend
 
     if fill_mode == "nearest-interpolation":
         config = AugmentConfig(rotation_range=10, interpolation="nearest")

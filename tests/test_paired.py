@@ -1,4 +1,4 @@
-"""gpuaug.paired: images/ + masks/ trees, and the loader's (x, mask) batches.
+"""gpuaug.data.paired: images/ + masks/ trees, and the loader's (x, mask) batches.
 
 Real data: crops of ``skimage.data.coins`` (JPEG images, their Otsu threshold as palette PNG
 masks whose palette colours differ from the indices) and ``skimage.data.astronaut`` (PNG
@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from gpuaug import AugmentConfig, apply
-from gpuaug.paired import (
+from gpuaug.augment.targets import apply_mask
+from gpuaug.data.paired import (
     PairedDataset,
     find_pairs,
     flow_from_paired_directories,
@@ -25,7 +26,6 @@ from gpuaug.paired import (
     unpack_mask,
 )
 from gpuaug.preview import MASK_COLORS, grid_layout, overlay_mask
-from gpuaug.targets import apply_mask
 
 skimage_data = pytest.importorskip("skimage.data")
 skimage_filters = pytest.importorskip("skimage.filters")
@@ -334,8 +334,8 @@ def test_the_mask_path_dispatches_no_host_sync(tree, tmp_path, cache):
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_a_pair_that_fails_to_decode_leaves_with_its_mask(tree, replicas):
-    from gpuaug.loader import GPULoader
-    from gpuaug.loader_config import LoaderConfig
+    from gpuaug.loader.config import LoaderConfig
+    from gpuaug.loader.gpu_loader import GPULoader
 
     images, masks = tree
     coloured = np.zeros((24, 32, 3), dtype=np.uint8)

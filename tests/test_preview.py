@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from gpuaug import AugmentConfig, AugmentParams
-from gpuaug.dataset import DirectoryDataset
+from gpuaug.data.directory import DirectoryDataset
 from gpuaug.preview import PAD, caption_lines, grid_layout, make_preview
 
 GEOMETRIC = AugmentConfig(

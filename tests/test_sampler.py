@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gpuaug.sampler import EpochBatchSampler, mix_seed
+from gpuaug.loader.sampler import EpochBatchSampler, mix_seed
 
 
 def epoch_indices(sampler: EpochBatchSampler, epoch: int) -> list[int]:

@@ -17,7 +17,7 @@ from conftest import textured_image, write_tree
 from PIL import Image
 
 import gpuaug
-import gpuaug.loader as loader_mod
+import gpuaug.loader.gpu_loader as loader_mod
 from gpuaug.sync_check import SyncCheck, sync_reason
 
 aten = torch.ops.aten

@@ -1,4 +1,4 @@
-"""gpuaug.targets: masks, boxes and keypoints under the images' own per-sample transform.
+"""gpuaug.augment.targets: masks, boxes and keypoints under the images' own per-sample transform.
 
 Real data: a crop of ``skimage.data.coins`` (grey coins on a darker table) thresholded with
 Otsu gives a natural label map; consistency is checked against the image warp itself (the mask
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from gpuaug import AugmentConfig, AugmentParams, apply, sample_params
-from gpuaug.augment import affine_matrix
-from gpuaug.targets import (
+from gpuaug.augment.module import affine_matrix
+from gpuaug.augment.targets import (
     DEFAULT_MASK_FILL,
     apply_boxes,
     apply_keypoints,

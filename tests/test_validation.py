@@ -1,4 +1,4 @@
-"""Validation without augmentation in `gpuaug.flow_from_directory` (gpuaug.validation)."""
+"""Validation without augmentation in `gpuaug.flow_from_directory` (gpuaug.augment.validation)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from conftest import write_tree
 
 import gpuaug
-from gpuaug.validation import deterministic_config, validation_module
+from gpuaug.augment.validation import deterministic_config, validation_module
 
 AUG = gpuaug.AugmentConfig(
     rotation_range=90, horizontal_flip=True, rescale=1 / 255, validation_split=0.5

@@ -1,4 +1,4 @@
-"""gpuaug.warp: one batched affine warp with scipy.ndimage's fill modes.
+"""gpuaug.augment.warp: one batched affine warp with scipy.ndimage's fill modes.
 
 Reference: ``scipy.ndimage.affine_transform`` (what Keras calls), in float64. Tolerances: with
 bilinear interpolation every pixel agrees within 0.01 on a 0..255 scale (measured max about
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gpuaug.warp import invert_affine, source_coordinates, warp_affine
+from gpuaug.augment.warp import invert_affine, source_coordinates, warp_affine
 
 MODES = ["nearest", "constant", "reflect", "wrap"]
 CVAL = 7.0

@@ -72,7 +72,7 @@ def test_wheel_ships_every_module_of_the_package(wheel):
 
 _PROBE = """
 import contextlib, io, json, sys
-import gpuaug, gpuaug.config as c
+import gpuaug, gpuaug.augment.config as c
 from gpuaug import cli
 from gpuaug.benchmarks import bench
 out = io.StringIO()

@@ -1,0 +1,298 @@
+"""``ArrayDataset``: images already in memory, the data set behind ``ImageDataGenerator.flow``.
+
+Keras' ``flow(x, y)`` takes a numpy array ``(N, H, W, C)``; here a numpy array is read the same
+way (``data_format="channels_last"``, Keras' default) and a torch tensor as ``(N, C, H, W)``
+(PyTorch's layout), unless ``data_format`` says otherwise. The images are stored once as one
+``(N, C, H, W)`` tensor (uint8 stays uint8; any other number type becomes float32 on the
+0..255 scale as Keras reads it); :meth:`ArrayDataset.as_cache` puts that tensor on the device
+once, so that with ``cache="device"`` an epoch of `gpuaug.GPULoader` is a gather plus the
+augmentation (no worker process, no copy per batch).
+
+Labels ``y`` may have any shape (``(N,)`` class indices, ``(N, K)`` one-hot or regression
+targets, ...) and any number type; they are yielded as given (numpy float64 becomes float32),
+gathered on the device. ``sample_weight`` ``(N,)`` is yielded as the third element, as Keras
+does; without ``y`` a batch is the images alone (Keras ignores the weights then, and so do we).
+
+``validation_split`` with ``subset`` splits as Keras' ``NumpyArrayIterator``: the first
+``int(N * validation_split)`` samples are ``"validation"``, the rest ``"training"``, and with
+labels Keras' check that both parts hold the same classes is kept (``ignore_class_split=True``
+turns it off).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gpuaug.data.cache import ImageCache
+from gpuaug.loader.stages.transfer import host_to_device
+
+__all__ = ["DATA_FORMATS", "ArrayDataset", "as_image_tensor"]
+
+DATA_FORMATS: tuple[str, ...] = ("channels_last", "channels_first")
+
+
+def _to_tensor(value: Any, name: str) -> torch.Tensor:
+    """A numpy array, tensor or nested sequence of numbers as a CPU tensor (no copy if possible)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    else:
+        array = np.asarray(value)
+        if array.dtype == object or array.dtype.kind in "USVMm":
+            raise TypeError(
+                f"`{name}` must hold numbers; got an array of dtype {array.dtype} "
+                f"(shape {array.shape})"
+                + (
+                    "; encode string labels as integers first, e.g. "
+                    "classes, y = np.unique(y, return_inverse=True)"
+                    if name == "y"
+                    else ""
+                )
+            )
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # torch wants writable memory; copy read-only views
+            array = array.copy()
+        tensor = torch.from_numpy(array)
+    if tensor.dtype == torch.bool and name == "x":
+        raise TypeError(f"`{name}` must hold numbers; got a bool array")
+    if tensor.is_complex():
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {tensor.dtype}")
+    return tensor
+
+
+def as_image_tensor(x: Any, data_format: str | None = None) -> torch.Tensor:
+    """Images as one ``(N, C, H, W)`` CPU tensor, uint8 kept, any other number type float32.
+
+    Args:
+        x: a numpy array (``(N, H, W, C)`` unless ``data_format="channels_first"``) or a torch
+            tensor (``(N, C, H, W)`` unless ``data_format="channels_last"``).
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (by type, as above).
+
+    Raises:
+        TypeError: ``x`` is not numeric (strings, objects, bools, complex), or a tuple/list
+            (Keras' ``(x, x_misc)`` form is not supported).
+        ValueError: ``x`` is not 4-D; an unknown ``data_format``.
+
+    Shape:
+        x -> ``(N, C, H, W)`` uint8 or float32, CPU.
+    """
+    if data_format is not None and data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {list(DATA_FORMATS)} or None; got {data_format!r}"
+        )
+    if isinstance(x, tuple | list) and len(x) == 2 and not isinstance(x[0], numbers.Number):
+        raise TypeError(
+            "`x` must be one array of images; Keras' (x, x_misc) pair of arrays is not "
+            "supported (yield the extra inputs from your own loop)"
+        )
+    channels_first = (
+        data_format == "channels_first" if data_format is not None else isinstance(x, torch.Tensor)
+    )
+    tensor = _to_tensor(x, "x")
+    layout = "(N, C, H, W)" if channels_first else "(N, H, W, C)"
+    if tensor.ndim != 4:
+        hint = ""
+        if tensor.ndim == 3:
+            hint = (
+                "; for single-channel images add a channel axis ("
+                + ("x[:, None]" if channels_first else "x[..., None]")
+                + "), for one image add a batch axis"
+            )
+        raise ValueError(
+            f"`x` must be a 4-D array of images {layout}; got shape {tuple(tensor.shape)}{hint}"
+        )
+    if not channels_first:
+        tensor = tensor.permute(0, 3, 1, 2)
+    if tensor.dtype != torch.uint8:
+        tensor = tensor.to(torch.float32)
+    return tensor.contiguous()
+
+
+class ArrayDataset(Dataset):
+    """In-memory images with optional labels and sample weights (Keras' ``flow(x, y)``).
+
+    Follows the data set protocol of `gpuaug.loader.stages` (``samples``, ``targets``, ``load``...)
+    and adds :meth:`batch_outputs` (what a batch yields after the images) and
+    :meth:`as_cache` (the images as a ready-made cache, placed on the device once).
+
+    Args:
+        x: images: numpy ``(N, H, W, C)`` or torch ``(N, C, H, W)`` (see `as_image_tensor`),
+            uint8 or float on the 0..255 scale.
+        y: labels of any shape ``(N, ...)`` and number type, or ``None``.
+        sample_weight: ``(N,)`` numbers, or ``None``; yielded third (only with ``y``).
+        data_format: the layout of ``x``; ``None``: by type.
+        validation_split: fraction held out (the first samples, as Keras).
+        subset: ``"training"``, ``"validation"`` or ``None`` (all samples).
+        ignore_class_split: skip Keras' check that both subsets hold the same classes.
+
+    Attributes:
+        images: ``(n, C, H, W)`` uint8 or float32 CPU tensor of this subset.
+        y, sample_weight: CPU tensors of this subset, or ``None``.
+        target_size, channels, class_mode (``"raw"`` with labels, else ``None``), classes,
+        class_to_idx (for integer class labels ``(N,)``; else empty), samples, targets.
+
+    Raises:
+        TypeError: non-numeric ``x``, ``y`` or ``sample_weight``.
+        ValueError: ``x`` not 4-D; ``x``, ``y`` and ``sample_weight`` of different lengths;
+            ``sample_weight`` not 1-D; a bad ``subset``/``validation_split``; subsets with
+            different classes (as Keras).
+    """
+
+    color_mode = "array"
+    interpolation = "nearest"  # nothing is resized; read by reports only
+    on_error = "raise"
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        *,
+        data_format: str | None = None,
+        validation_split: float = 0.0,
+        subset: str | None = None,
+        ignore_class_split: bool = False,
+    ) -> None:
+        super().__init__()
+        images = as_image_tensor(x, data_format)
+        n = images.shape[0]
+        labels = None if y is None else _to_tensor(y, "y")
+        weights = None if sample_weight is None else _to_tensor(sample_weight, "sample_weight")
+        if labels is not None and labels.ndim == 0:
+            raise ValueError(f"`y` must have one label per image (N, ...); got a scalar {y!r}")
+        if labels is not None and len(labels) != n:
+            raise ValueError(
+                "`x` (images) and `y` (labels) must have the same length; got "
+                f"x.shape = {tuple(np.shape(x))}, y.shape = {tuple(labels.shape)}"
+            )
+        if weights is not None:
+            if weights.ndim != 1:
+                raise ValueError(
+                    f"`sample_weight` must be 1-D (N,); got shape {tuple(weights.shape)}"
+                )
+            if len(weights) != n:
+                raise ValueError(
+                    "`x` (images) and `sample_weight` must have the same length; got "
+                    f"x.shape = {tuple(np.shape(x))}, sample_weight.shape = "
+                    f"{tuple(weights.shape)}"
+                )
+            weights = weights.to(torch.float32)
+        if labels is not None and labels.dtype == torch.float64:
+            labels = labels.to(torch.float32)
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+            raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
+        if subset not in ("training", "validation", None):
+            raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
+        if subset is not None and validation_split == 0:
+            raise ValueError(
+                f"`subset`={subset!r} needs `validation_split` > 0 (in the ImageDataGenerator); "
+                f"got {validation_split!r}"
+            )
+        if subset is not None:
+            split = int(n * validation_split)
+            if (
+                labels is not None
+                and not ignore_class_split
+                and not torch.equal(labels[:split].unique(), labels[split:].unique())
+            ):
+                raise ValueError(
+                    "Training and validation subsets have different classes after the split "
+                    f"(validation = the first {split} of {n} samples, as Keras). If the arrays "
+                    "are sorted by label, shuffle them first; or pass ignore_class_split=True"
+                )
+            part = slice(0, split) if subset == "validation" else slice(split, n)
+            images = images[part].contiguous()
+            labels = None if labels is None else labels[part]
+            weights = None if weights is None else weights[part]
+            if len(images) == 0:
+                raise ValueError(
+                    f"subset {subset!r} of {n} samples with validation_split={validation_split} "
+                    "is empty"
+                )
+        self.images = images
+        self.y = labels
+        self.sample_weight = weights
+        self.validation_split = float(validation_split)
+        self.subset = subset
+        self.channels = int(images.shape[1])
+        self.target_size = (int(images.shape[2]), int(images.shape[3]))
+        self.class_mode = None if labels is None else "raw"
+        self.root = f"an in-memory array of {len(images)} images"
+        is_class_index = labels is not None and labels.ndim == 1 and not labels.is_floating_point()
+        if is_class_index and len(labels) and int(labels.min()) >= 0:
+            k = int(labels.max()) + 1
+        else:
+            k = 0
+        if 0 < k <= max(len(labels) if labels is not None else 0, 1000):
+            self.targets = labels.to(torch.int64).tolist()
+        else:
+            k, self.targets = 0, [0] * len(images)
+        self.classes = [str(i) for i in range(k)]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.num_classes = max(k, 1)
+        self.samples = [(f"x[{i}]", t) for i, t in enumerate(self.targets)]
+        self._on_device: dict[torch.device, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def load(self, index: int) -> torch.Tensor:
+        """Image ``index``: ``(C, H, W)``, the stored dtype, CPU."""
+        return self.images[index]
+
+    def __getitem__(self, index: int) -> Any:
+        image = self.images[index]
+        if self.y is None:
+            return image
+        if self.sample_weight is None:
+            return image, self.y[index]
+        return image, self.y[index], self.sample_weight[index]
+
+    def counts(self) -> dict[str, int]:
+        """Samples per class for integer class labels (else empty)."""
+        if not self.classes:
+            return {}
+        tally = Counter(self.targets)
+        return {name: tally[i] for i, name in enumerate(self.classes)}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the images take (``N * C * H * W * itemsize``)."""
+        return self.images.numel() * self.images.element_size()
+
+    def as_cache(self, kind: str, device: torch.device) -> ImageCache:
+        """The images as a cache: on ``device`` (``"device"``, one copy, once) or in host
+        memory (``"host"``/``"disk"``: the stored tensor itself, pageable: batches are gathered
+        into the loader's few pinned buffers, so pinning the whole array, a full copy that
+        the caching host allocator rounds up to a power of two, would buy nothing)."""
+        if kind == "device":
+            images = self.images.to(device)
+            kind_used = "device"
+        else:
+            images = self.images
+            kind_used = "host"
+        return ImageCache(kind_used, images, torch.ones(len(self), dtype=torch.bool))
+
+    def batch_outputs(self, x: torch.Tensor, indices: torch.Tensor) -> Any:
+        """What a batch yields: ``x``, ``(x, y)`` or ``(x, y, sample_weight)`` (Keras' order).
+
+        The labels and weights are copied to ``x``'s device once and gathered there.
+        """
+        if self.y is None:
+            return x
+        device = x.device
+        if device not in self._on_device:
+            w = None if self.sample_weight is None else self.sample_weight.to(device)
+            self._on_device[device] = (self.y.to(device), w)
+        y, w = self._on_device[device]
+        idx = host_to_device(indices, device)
+        if w is None:
+            return x, y.index_select(0, idx)
+        return x, y.index_select(0, idx), w.index_select(0, idx)

@@ -1,0 +1,845 @@
+"""Batched JPEG decoding on the GPU (nvJPEG through ``torchvision.io.decode_jpeg``).
+
+With ``decode="gpu"`` the loader's workers only read file bytes (:func:`read_file_bytes`) and
+check each JPEG's structure and header (:func:`inspect_jpeg`: start and end markers, frame
+header, PIL header, EXIF orientation), which is cheap. A broken JPEG is a failure record from
+the worker, as with ``decode="cpu"``; a JPEG that nvJPEG cannot decode (CMYK, arithmetic
+coding, 12-bit) and every non-JPEG file are decoded on the CPU by the worker with
+:func:`gpuaug.data.image.load_image`. The main process decodes the remaining JPEGs of a batch with
+a :class:`JpegDecoder`: one background thread and its own CUDA stream, so batch ``k + 1`` is
+decoded while batch ``k`` trains (:meth:`JpegDecoder.submit` / :meth:`DecodeJob.result`).
+
+How a batch is decoded (:func:`decode_jpegs`):
+
+- **Pixel budget.** The batch is cut into chunks of consecutive images whose decoded
+  full-resolution pixels stay under ``pixel_budget`` (an image larger than the budget is a
+  chunk of its own); each chunk is one ``decode_jpeg`` call, and its full-resolution images
+  are freed once they are resized, so 256 x 12 MP photos never sit in GPU memory at once.
+- **Batched orientation and resize.** The images of a chunk are grouped by (stored size,
+  EXIF orientation); each group is stacked, turned upright and resized in one call. A chunk of
+  same-sized photos is one resize whatever the batch size; the number of calls is the number
+  of distinct (size, orientation) pairs, never one per image unless every image differs.
+- **Failures.** A chunk whose ``decode_jpeg`` call fails is split in halves and each half
+  retried (bisection: about ``2 log2(n)`` extra calls to find one bad image, not ``n``); an
+  image that fails alone is decoded on the CPU from its path with ``load_image`` on the
+  decoder's thread, and only if that fails too is it a bad file (``ImageLoadError``). The
+  worker-side check makes this path rare.
+- **Out of memory** is never taken for a bad file: it is re-raised as
+  ``torch.OutOfMemoryError`` saying what to change (``pixel_budget``, ``batch_size``,
+  ``decode="cpu"``).
+
+The pixels are close to, not identical with, the CPU path: libjpeg-turbo (PIL) and nvJPEG
+round the inverse DCT and chroma upsampling differently (a few grey levels), and the GPU
+resize differs from PIL's ``Image.resize``: ``torch.nn.functional.interpolate`` with
+``antialias=True`` uses PIL's filters and support (a triangle for ``"bilinear"``, ``a = -0.5``
+cubic for ``"bicubic"``, widened by the downscale factor) but, on the GPU, computes both
+passes in float32 and rounds once, where PIL rounds and clips to 0..255 between its
+horizontal and vertical pass. Measured on a 1200 x 900 photo against PIL: ``"bilinear"`` at
+most 1 grey level apart; ``"bicubic"`` up to 6 (the cubic's overshoot that PIL clips after
+the first pass); ``"nearest"`` (torch's ``nearest-exact``) picks PIL's source pixel except
+where the sampling position falls exactly on a pixel boundary, where floating-point rounding
+may pick the neighbour (177 of 1500 columns for 1200 -> 1500, 1 of 37 for 100 -> 37). Only
+these three filters exist on the GPU.
+
+:func:`decode_jpegs` and :func:`decode_jpeg_batch` also run with ``device="cpu"``
+(torchvision's CPU decoder), which is how their plumbing is tested without CUDA.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, ImageFile
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from gpuaug.data.image import ImageLoadError, _bomb_reason, _check_color_mode, _reason, load_image
+from gpuaug.device import host_to_device
+
+__all__ = [
+    "DECODERS",
+    "DEFAULT_PIXEL_BUDGET",
+    "GPU_INTERPOLATIONS",
+    "DecodeJob",
+    "DecodedJpegs",
+    "JpegDecoder",
+    "JpegInfo",
+    "apply_orientation",
+    "check_decode",
+    "decode_jpeg_batch",
+    "decode_jpegs",
+    "inspect_jpeg",
+    "is_jpeg",
+    "jpeg_orientation",
+    "jpeg_problem",
+    "read_file_bytes",
+    "read_gpu_jpeg",
+]
+
+#: Allowed ``decode`` values.
+DECODERS: tuple[str, ...] = ("cpu", "gpu")
+
+#: Keras interpolation names that the GPU resize supports -> torchvision modes.
+GPU_INTERPOLATIONS: dict[str, InterpolationMode] = {
+    "nearest": InterpolationMode.NEAREST_EXACT,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+}
+
+#: Decoded full-resolution pixels per ``decode_jpeg`` call. 64 MP is 192 MB of RGB; while a
+#: same-size group is turned upright and resized, its stacked and flipped uint8 copies and the
+#: float32 copy the resize makes bring the peak to at most 7 bytes per decoded value (1.3 GB).
+#: 256 ImageNet-sized photos are one call; 12 MP photos go 5 at a time.
+DEFAULT_PIXEL_BUDGET: int = 64_000_000
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_ORIENTATION_TAG = 0x0112
+# Frame headers (SOF0..SOF15 but DHT C4, JPG C8, DAC CC); nvJPEG decodes the Huffman-coded
+# baseline, extended-sequential and progressive ones, 8-bit, with 1 or 3 components.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_NVJPEG_SOF = frozenset({0xC0, 0xC1, 0xC2})
+_SOS, _EOI = 0xDA, 0xD9
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
+
+
+def check_decode(
+    decode: str,
+    interpolation: str,
+    device: torch.device | str,
+    *,
+    keep_aspect_ratio: bool = False,
+    draft: bool = False,
+) -> None:
+    """Validates a ``decode`` choice against the data set's loading options and the device.
+
+    Raises:
+        ValueError: ``decode`` not in ``("cpu", "gpu")``; ``"gpu"`` with ``keep_aspect_ratio``
+            (nvJPEG resizes the whole image) or ``draft`` (nvJPEG decodes full size), without
+            CUDA (or with a non-CUDA ``device``), or with an interpolation the GPU resize lacks.
+    """
+    if decode not in DECODERS:
+        raise ValueError(f"`decode` must be 'cpu' or 'gpu'; got {decode!r}")
+    if decode == "cpu":
+        return
+    if keep_aspect_ratio:
+        raise ValueError("`keep_aspect_ratio`=True needs decode='cpu'; got decode='gpu'")
+    if draft:
+        raise ValueError("`draft`=True needs decode='cpu' (nvJPEG decodes full size); got 'gpu'")
+    if not torch.cuda.is_available():
+        raise ValueError("decode='gpu' needs CUDA; torch.cuda.is_available() is False")
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"decode='gpu' needs a CUDA `device`; got {str(device)!r}")
+    if interpolation not in GPU_INTERPOLATIONS:
+        raise ValueError(
+            f"decode='gpu' resizes on the GPU, which supports `interpolation` "
+            f"{', '.join(map(repr, GPU_INTERPOLATIONS))}; got {interpolation!r} "
+            "(use decode='cpu' for PIL's filters)"
+        )
+
+
+# ---------------------------------------------------------------------- worker side
+def read_file_bytes(path: str | os.PathLike[str]) -> torch.Tensor:
+    """The raw bytes of a file, as ``decode_jpeg`` takes them.
+
+    Shape:
+        -> ``(nbytes,)`` uint8, CPU.
+
+    Raises:
+        ImageLoadError: the file cannot be read, or is empty.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+    if not data:
+        raise ImageLoadError(path, "the file is empty (0 bytes)")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _as_bytes(data: bytes | bytearray | torch.Tensor) -> bytes | bytearray:
+    return data.numpy().tobytes() if isinstance(data, torch.Tensor) else data
+
+
+def is_jpeg(data: bytes | torch.Tensor) -> bool:
+    """Whether the bytes start with a JPEG SOI marker (``FF D8 FF``), whatever the file name."""
+    head = bytes(data[:3].tolist()) if isinstance(data, torch.Tensor) else bytes(data[:3])
+    return head == _JPEG_MAGIC
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What the marker walk finds before the first scan."""
+
+    sof: int  # the frame marker (0xC0 baseline, 0xC2 progressive, ...)
+    precision_bits: int
+    height_px: int
+    width_px: int
+    components: int
+    scan_start: int  # byte offset of the first scan's entropy-coded data
+
+
+def _walk_jpeg(raw: bytes | bytearray) -> _Frame | str:
+    """Walks the marker segments from SOI to the first SOS; a reason string if malformed."""
+    n = len(raw)
+    if raw[:2] != b"\xff\xd8":
+        return "not a JPEG: no start-of-image marker (FF D8)"
+    pos, frame = 2, None
+    while True:
+        if pos >= n:
+            return "truncated: the JPEG header ends before the image data"
+        if raw[pos] != 0xFF:
+            return f"corrupt JPEG header: no marker at byte {pos}"
+        while pos < n and raw[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            return "truncated: the JPEG header ends before the image data"
+        marker = raw[pos]
+        pos += 1
+        if marker in _STANDALONE:
+            continue
+        if marker == _EOI:
+            return "corrupt JPEG: end-of-image marker before any image data"
+        if pos + 2 > n:
+            return "truncated: the JPEG header ends before the image data"
+        length = (raw[pos] << 8) | raw[pos + 1]
+        if length < 2 or pos + length > n:
+            return "truncated or corrupt JPEG header (a segment runs past the end of the file)"
+        if marker in _SOF_MARKERS and length >= 8:
+            frame = (
+                marker,
+                raw[pos + 2],
+                (raw[pos + 3] << 8) | raw[pos + 4],
+                (raw[pos + 5] << 8) | raw[pos + 6],
+                raw[pos + 7],
+            )
+        if marker == _SOS:
+            if frame is None:
+                return "corrupt JPEG: image data before the frame header (SOF)"
+            return _Frame(*frame, scan_start=pos + length)
+        pos += length
+
+
+def _check_structure(raw: bytes | bytearray) -> tuple[_Frame | None, str | None]:
+    frame = _walk_jpeg(raw)
+    if isinstance(frame, str):
+        return None, frame
+    if frame.width_px < 1 or frame.height_px < 1:
+        return frame, f"the image has a zero width or height ({frame.width_px}x{frame.height_px})"
+    if not ImageFile.LOAD_TRUNCATED_IMAGES and raw.rfind(b"\xff\xd9", frame.scan_start) < 0:
+        return frame, "truncated: no end-of-image marker (FF D9) after the image data"
+    return frame, None
+
+
+def jpeg_problem(data: bytes | bytearray | torch.Tensor) -> str | None:
+    """Why a JPEG file is broken, from its bytes; ``None`` when its structure is sound.
+
+    Hardware decoders return grey or garbage blocks for truncated data instead of failing, so
+    the loader's workers call this on every JPEG with ``decode="gpu"``: the file must start
+    with SOI, its header segments up to the first scan must be well formed (frame header
+    before the scan, no segment running past the end) and an end-of-image marker (``FF D9``)
+    must follow the first scan (entropy-coded data cannot contain ``FF D9``, so this is the
+    end of the image, or of a later scan's data). PIL refuses exactly these truncated files
+    (``"image file is truncated"``, even when only the final marker is missing), unless
+    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is set, which this check follows too. Corrupt bits
+    inside complete scan data pass, as with PIL (libjpeg only warns). Microseconds: a marker
+    walk over the header and one ``rfind``.
+    """
+    return _check_structure(_as_bytes(data))[1]
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    """The worker-side verdict on one JPEG (:func:`inspect_jpeg`).
+
+    Attributes:
+        problem: why the file is broken (``decode="cpu"`` refuses it too), or ``None``.
+        gpu: nvJPEG can decode it (8-bit Huffman baseline/extended/progressive, 1 or 3
+            components); ``False``: decode it on the CPU (CMYK, arithmetic coding, 12-bit).
+        orientation: EXIF orientation 1..8 (1 when absent or unreadable).
+        height_px, width_px: the stored size (before orientation), for the pixel budget.
+    """
+
+    problem: str | None
+    gpu: bool
+    orientation: int
+    height_px: int = 0
+    width_px: int = 0
+
+
+def inspect_jpeg(data: bytes | bytearray | torch.Tensor) -> JpegInfo:
+    """Checks a JPEG's structure (:func:`jpeg_problem`) and header (PIL, lazy), in a worker.
+
+    The header check is the one :func:`gpuaug.data.image.open_image` makes with ``decode="cpu"``
+    (identify, zero size, ``PIL.Image.MAX_IMAGE_PIXELS``), so both decode modes skip the same
+    files. Tens of microseconds; no pixel is decoded.
+    """
+    raw = _as_bytes(data)
+    frame, problem = _check_structure(raw)
+    if frame is None or problem is not None:
+        return JpegInfo(problem, False, 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # -> problem below
+            img = Image.open(io.BytesIO(raw))
+        with img:
+            problem = _bomb_reason(*img.size)
+            orientation = _exif_orientation(img)
+    except Image.DecompressionBombError as exc:
+        return JpegInfo(f"possible decompression bomb: {exc}", False, 1)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError...
+        return JpegInfo(_reason(exc), False, 1)
+    gpu = frame.sof in _NVJPEG_SOF and frame.precision_bits == 8 and frame.components in (1, 3)
+    return JpegInfo(problem, gpu and problem is None, orientation, frame.height_px, frame.width_px)
+
+
+def read_gpu_jpeg(path: str | os.PathLike[str]) -> tuple[torch.Tensor, JpegInfo] | None:
+    """What a ``decode="gpu"`` worker does with a file: its bytes for nvJPEG, or ``None``.
+
+    Returns ``(bytes, info)`` for a sound JPEG nvJPEG can decode; ``None`` for any other
+    file (not a JPEG, whatever its name; or a JPEG only the CPU decodes, e.g. CMYK): the
+    worker then decodes it with PIL as with ``decode="cpu"``.
+
+    Shape:
+        -> ``(nbytes,)`` uint8, CPU, and a :class:`JpegInfo`.
+
+    Raises:
+        ImageLoadError: the file cannot be read, is empty, or is a broken JPEG
+            (:func:`inspect_jpeg`); the reason names the problem.
+    """
+    path = os.fspath(path)
+    data = read_file_bytes(path)
+    if not is_jpeg(data):
+        return None
+    info = inspect_jpeg(data)
+    if info.problem is not None:
+        raise ImageLoadError(path, info.problem)
+    return (data, info) if info.gpu else None
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # no or broken EXIF: decode as stored, as PIL does
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def jpeg_orientation(data: bytes | torch.Tensor) -> int:
+    """The EXIF orientation tag (1..8) of an encoded image; 1 when absent or unreadable.
+
+    Reads the header only (PIL is lazy), tens of microseconds.
+    """
+    try:
+        with Image.open(io.BytesIO(_as_bytes(data))) as img:
+            return _exif_orientation(img)
+    except Exception:
+        return 1
+
+
+def apply_orientation(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Turns decoded images upright for an EXIF orientation (as ``PIL.ImageOps.exif_transpose``).
+
+    Shape:
+        ``(..., C, H, W)`` any dtype/device -> ``(..., C, H, W)`` or ``(..., C, W, H)``, same
+        dtype/device (one image or a stack of same-size images with the same orientation).
+    """
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-1).flip(-2)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-1, -2)
+    if orientation == 6:
+        return image.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return image.transpose(-1, -2).flip(-1).flip(-2)
+    if orientation == 8:
+        return image.transpose(-1, -2).flip(-2)
+    return image
+
+
+# ---------------------------------------------------------------------- main-process side
+def _read_mode(color_mode: str) -> ImageReadMode:
+    return ImageReadMode.GRAY if color_mode == "grayscale" else ImageReadMode.RGB
+
+
+def _decode(
+    data: list[torch.Tensor], mode: ImageReadMode, device: torch.device
+) -> list[torch.Tensor]:
+    """The one call of ``torchvision.io.decode_jpeg`` (tests replace it with a fake).
+
+    torchvision 0.29 warns that its decoders are deprecated (a ``DeprecationWarning``, hidden
+    by Python's default filters). No ``warnings.catch_warnings`` here: it swaps the process's
+    filters, which races with the training thread's own warnings when this runs on the
+    decoder thread.
+    """
+    return list(decode_jpeg(data, mode=mode, device=device))
+
+
+def _resize(images: torch.Tensor, size: list[int], mode: InterpolationMode) -> torch.Tensor:
+    """One batched resize of same-size images (tests count its calls)."""
+    return TF.resize(images, size, interpolation=mode, antialias=True)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    # torchvision's nvJPEG op catches the allocator's OutOfMemoryError and re-raises it as a
+    # plain RuntimeError("Error while decoding JPEG images: CUDA out of memory ..."): test
+    # the text as well as the type.
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _wait_for(stream: torch.cuda.Stream | None) -> None:
+    """Blocks this (decoder) thread until ``stream``'s queued work is done.
+
+    torchvision allocates ``decode_jpeg``'s outputs with ``torch::empty`` on the caller's
+    current stream (here ``stream``) but has nvJPEG write them on its own internal stream,
+    which does not wait for ours (it only makes our stream wait for it afterwards). The caching
+    allocator hands a block freed on our stream straight back for a new allocation on it,
+    while kernels queued on it may still read that block: the previous chunk's images, freed
+    right after their resize was queued. nvJPEG would overwrite them mid-resize. So our stream
+    must be idle before each decode. An event sync waits for it on this thread only (the
+    training thread is not blocked; ``torch.cuda.set_sync_debug_mode`` ignores event syncs,
+    which are deliberate here).
+    """
+    if stream is None:
+        return
+    done = torch.cuda.Event(blocking=True)  # sleep, not spin, while waiting
+    done.record(stream)
+    done.synchronize()
+
+
+@dataclass(frozen=True)
+class DecodedJpegs:
+    """A decoded batch (:func:`decode_jpegs`, :meth:`DecodeJob.result`).
+
+    Attributes:
+        images: ``(n, C, H, W)`` uint8 on the decoder's device, in input order; the row of a
+            failed image is left unset (not meaningful).
+        failed: ``(position in the input, ImageLoadError)`` for each file neither nvJPEG nor
+            the CPU could decode, in input order.
+    """
+
+    images: torch.Tensor
+    failed: tuple[tuple[int, ImageLoadError], ...]
+
+
+def _chunks(pixels: Sequence[int], budget: int) -> list[range]:
+    """Consecutive runs whose summed pixels stay within ``budget`` (at least one image each)."""
+    out, start, total = [], 0, 0
+    for i, p in enumerate(pixels):
+        if i > start and total + p > budget:
+            out.append(range(start, i))
+            start, total = i, 0
+        total += p
+    if start < len(pixels):
+        out.append(range(start, len(pixels)))
+    return out
+
+
+def _oom_message(n: int, chunk: range, pixels: Sequence[int], budget: int) -> str:
+    mp = sum(pixels[i] for i in chunk) / 1e6
+    return (
+        f"decode='gpu' ran out of GPU memory decoding JPEGs {chunk.start}..{chunk.stop - 1} of "
+        f"a batch of {n} ({mp:.1f} megapixels at full resolution; pixel_budget = "
+        f"{budget / 1e6:.1f} MP). Lower the decoder's `pixel_budget`, use a smaller "
+        "`batch_size`, or decode='cpu' (PIL in the workers, no GPU memory)"
+    )
+
+
+class _Batch:
+    """The state of one :func:`decode_jpegs` call."""
+
+    def __init__(
+        self,
+        data: list[torch.Tensor],
+        device: torch.device,
+        target_size: tuple[int, int] | None,
+        color_mode: str,
+        interpolation: str,
+        orientations: Sequence[int],
+        paths: Sequence[str] | None,
+    ) -> None:
+        self.data, self.device, self.target_size = data, device, target_size
+        self.color_mode, self.interpolation = color_mode, interpolation
+        self.orientations, self.paths = orientations, paths
+        self.mode = _read_mode(color_mode)
+        self.resize_mode = GPU_INTERPOLATIONS[interpolation]
+        self.stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+        self.failed: dict[int, ImageLoadError] = {}
+        self.out: torch.Tensor | None = None  # (n, C, H, W) when target_size is set
+        self.kept: list[torch.Tensor | None] = [None] * len(data)  # target_size None
+
+    def decode(self, positions: list[int]) -> list[tuple[int, torch.Tensor]]:
+        """Decodes ``positions``; a failing call is bisected down to the bad images."""
+        _wait_for(self.stream)
+        try:
+            images = _decode([self.data[i] for i in positions], self.mode, self.device)
+            return list(zip(positions, images, strict=True))
+        except RuntimeError as exc:
+            if _is_oom(exc):
+                raise
+        if self.stream is not None:
+            # nvJPEG may still be writing into the failed call's freed outputs on its own
+            # stream; wait for the device before anything reuses them (rare path).
+            torch.cuda.synchronize(self.device)
+        if len(positions) == 1:
+            self._fallback(positions[0])
+            return []
+        half = len(positions) // 2
+        return self.decode(positions[:half]) + self.decode(positions[half:])
+
+    def _fallback(self, i: int) -> None:
+        """An image nvJPEG refuses: PIL on this thread, from its path, else a bad file."""
+        path = self.paths[i] if self.paths is not None else f"<image {i} of the batch>"
+        try:
+            if self.paths is None:
+                raise ImageLoadError(path, "decode_jpeg failed and no path to retry on the CPU")
+            image = load_image(path, self.target_size, self.color_mode, self.interpolation)
+        except ImageLoadError as exc:
+            self.failed[i] = exc
+            return
+        self._store([i], image.unsqueeze(0).to(self.device, non_blocking=True))
+
+    def finish(self, decoded: list[tuple[int, torch.Tensor]]) -> None:
+        """Orients and resizes ``decoded`` group by group, freeing each image as it goes."""
+        groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
+        for k, (i, image) in enumerate(decoded):
+            groups.setdefault((tuple(image.shape), self.orientations[i]), []).append(k)
+        for (_, orientation), ks in groups.items():
+            stack = torch.stack([decoded[k][1] for k in ks])
+            positions = [decoded[k][0] for k in ks]
+            for k in ks:
+                decoded[k] = (decoded[k][0], None)  # drop the full-resolution image
+            stack = apply_orientation(stack, orientation)
+            if self.target_size is not None and tuple(stack.shape[-2:]) != self.target_size:
+                stack = _resize(stack, list(self.target_size), self.resize_mode)
+            if self.color_mode == "rgba":  # JPEG has no alpha: opaque, as PIL's RGB -> RGBA
+                alpha = torch.full_like(stack[:, :1], 255)
+                stack = torch.cat([stack, alpha], dim=1)
+            self._store(positions, stack)
+            del stack
+
+    def _store(self, positions: list[int], images: torch.Tensor) -> None:
+        if self.target_size is None:
+            for i, image in zip(positions, images.unbind(0), strict=True):
+                self.kept[i] = image.contiguous()
+            return
+        if self.out is None:
+            c = images.shape[1]
+            self.out = torch.empty(
+                (len(self.data), c, *self.target_size), dtype=torch.uint8, device=self.device
+            )
+        if positions == list(range(positions[0], positions[0] + len(positions))):
+            self.out[positions[0] : positions[0] + len(positions)] = images
+            return
+        index = host_to_device(torch.tensor(positions, dtype=torch.int64), self.device)
+        self.out.index_copy_(0, index, images)
+
+
+def _check_args(
+    n: int,
+    color_mode: str,
+    interpolation: str,
+    orientations: Sequence[int] | None,
+    paths: Sequence[str] | None,
+    pixel_budget: int,
+) -> None:
+    _check_color_mode(color_mode)
+    if interpolation not in GPU_INTERPOLATIONS:
+        raise ValueError(
+            f"`interpolation` must be one of {', '.join(map(repr, GPU_INTERPOLATIONS))} for "
+            f"GPU decoding; got {interpolation!r}"
+        )
+    if isinstance(pixel_budget, bool) or not isinstance(pixel_budget, int) or pixel_budget < 1:
+        raise ValueError(f"`pixel_budget` must be a positive int (pixels); got {pixel_budget!r}")
+    for name, seq in (("orientations", orientations), ("paths", paths)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"`{name}` must have one entry per image ({n}); got {len(seq)}")
+
+
+def _pixels(data: torch.Tensor) -> int:
+    """Full-resolution pixels of an encoded JPEG, from its frame header (0 if unreadable)."""
+    frame = _walk_jpeg(memoryview(data.numpy()))  # no copy of the file
+    return frame.height_px * frame.width_px if isinstance(frame, _Frame) else 0
+
+
+def _run(batch: _Batch, budget: int) -> None:
+    pixels = [_pixels(d) for d in batch.data]
+    n = len(batch.data)
+    for chunk in _chunks(pixels, budget):
+        try:
+            decoded = batch.decode(list(chunk))
+            batch.finish(decoded)
+            del decoded
+        except RuntimeError as exc:
+            if _is_oom(exc):
+                raise torch.OutOfMemoryError(_oom_message(n, chunk, pixels, budget)) from exc
+            raise
+
+
+def decode_jpegs(
+    data: Sequence[torch.Tensor],
+    device: torch.device | str,
+    target_size: tuple[int, int],
+    color_mode: str = "rgb",
+    interpolation: str = "nearest",
+    *,
+    orientations: Sequence[int] | None = None,
+    paths: Sequence[str] | None = None,
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+) -> DecodedJpegs:
+    """Decodes a batch of JPEGs on ``device`` into one ``(n, C, H, W)`` tensor, on this thread.
+
+    See the module docstring for the chunking, batched resize and failure handling.
+    :class:`JpegDecoder` runs this on a background thread and stream.
+
+    Args:
+        data: the encoded files (:func:`read_file_bytes`), on the CPU.
+        device: where to decode and resize (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo).
+        target_size: ``(height, width)`` of every output image.
+        color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"`` (opaque alpha added).
+        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+        orientations: EXIF orientation per image (:func:`inspect_jpeg`); default all 1.
+        paths: the files, for the CPU fallback and error messages.
+        pixel_budget: the most full-resolution pixels decoded by one ``decode_jpeg`` call.
+
+    Returns:
+        The images and the failures (:class:`DecodedJpegs`).
+
+    Shape:
+        ``data``: list of ``(nbytes,)`` uint8 CPU -> ``(n, C, H, W)`` uint8 on ``device``.
+
+    Raises:
+        ValueError: an interpolation the GPU resize lacks, a bad ``color_mode`` or
+            ``pixel_budget``, or ``orientations``/``paths`` of the wrong length.
+        torch.OutOfMemoryError: the GPU ran out of memory; the message says what to change.
+    """
+    data = list(data)
+    _check_args(len(data), color_mode, interpolation, orientations, paths, pixel_budget)
+    device = torch.device(device)
+    target_size = (int(target_size[0]), int(target_size[1]))
+    orientations = [1] * len(data) if orientations is None else orientations
+    batch = _Batch(data, device, target_size, color_mode, interpolation, orientations, paths)
+    _run(batch, pixel_budget)
+    if batch.out is None:  # empty, or every image failed
+        c = {"grayscale": 1, "rgb": 3, "rgba": 4}[color_mode]
+        batch.out = torch.empty((len(data), c, *target_size), dtype=torch.uint8, device=device)
+    return DecodedJpegs(batch.out, tuple(sorted(batch.failed.items())))
+
+
+def decode_jpeg_batch(
+    data: Sequence[torch.Tensor],
+    device: torch.device | str,
+    target_size: tuple[int, int] | None,
+    color_mode: str = "rgb",
+    interpolation: str = "nearest",
+    *,
+    orientations: Sequence[int] | None = None,
+    paths: Sequence[str] | None = None,
+    on_error: str = "raise",
+    pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+) -> list[torch.Tensor | ImageLoadError]:
+    """Decodes JPEGs on ``device`` as a list, upright and resized there (synchronous).
+
+    The list form of :func:`decode_jpegs` (same chunking, batched resize and failure
+    handling), which also keeps each image's own size when ``target_size`` is ``None``.
+
+    Args:
+        data, device, color_mode, interpolation, orientations, paths, pixel_budget: see
+            :func:`decode_jpegs`.
+        target_size: ``(height, width)``, or ``None`` to keep each image's (upright) size.
+        on_error: ``"raise"`` (an ``ImageLoadError`` naming the file) or ``"return"`` (the
+            ``ImageLoadError`` takes that image's place in the result, for the caller's policy).
+
+    Returns:
+        One ``(C, H, W)`` uint8 tensor on ``device`` per input (an ``ImageLoadError`` where
+        ``on_error="return"`` and the file is unreadable).
+
+    Raises:
+        ValueError: as :func:`decode_jpegs`, or a bad ``on_error``.
+        ImageLoadError: a file neither decoder can read (``on_error="raise"``).
+        torch.OutOfMemoryError: as :func:`decode_jpegs`.
+    """
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"`on_error` must be 'raise' or 'return'; got {on_error!r}")
+    data = list(data)
+    _check_args(len(data), color_mode, interpolation, orientations, paths, pixel_budget)
+    if not data:
+        return []
+    device = torch.device(device)
+    orientations = [1] * len(data) if orientations is None else orientations
+    size = None if target_size is None else (int(target_size[0]), int(target_size[1]))
+    batch = _Batch(data, device, size, color_mode, interpolation, orientations, paths)
+    _run(batch, pixel_budget)
+    if on_error == "raise" and batch.failed:
+        raise batch.failed[min(batch.failed)]
+    out: list[torch.Tensor | ImageLoadError] = []
+    for i in range(len(data)):
+        if i in batch.failed:
+            out.append(batch.failed[i])
+        elif size is None:
+            out.append(batch.kept[i])
+        else:
+            out.append(batch.out[i])
+    return out
+
+
+# ---------------------------------------------------------------------- background decoding
+class DecodeJob:
+    """A batch being decoded by a :class:`JpegDecoder`; :meth:`result` waits for it."""
+
+    def __init__(self, future: Future, device: torch.device) -> None:
+        self._future = future
+        self._device = device
+
+    def done(self) -> bool:
+        """Whether the decode thread has finished queueing this batch's work."""
+        return self._future.done()
+
+    def cancel(self) -> None:
+        """Drops the batch: unstarted, it never runs; running, this waits for it to end (so
+        no decode is in flight when the caller forks new worker processes). No error."""
+        if not self._future.cancel():
+            wait([self._future])
+
+    def result(self) -> DecodedJpegs:
+        """The decoded batch, safe to use on the calling thread's current stream.
+
+        Blocks until the decoder thread has queued the batch (the GPU may still be running it:
+        the caller's current stream is made to wait for the decoder's stream, no host sync),
+        and marks the output as used on the caller's stream so the caching allocator does not
+        recycle it for the decoder while the caller still reads it.
+
+        Raises:
+            torch.OutOfMemoryError, ValueError: as :func:`decode_jpegs`, raised here.
+        """
+        decoded, ready = self._future.result()
+        if ready is not None:
+            current = torch.cuda.current_stream(self._device)
+            current.wait_event(ready)
+            decoded.images.record_stream(current)
+        return decoded
+
+
+class JpegDecoder:
+    """Decodes batches of JPEGs on a background thread and CUDA stream, one batch ahead.
+
+    The loader submits batch ``k + 1`` as soon as its bytes arrive from the workers and asks
+    for the result when it needs the batch, so the main (training) thread never waits for a
+    whole decode::
+
+        decoder = JpegDecoder("cuda", (224, 224), "rgb", "bilinear")
+        job = decoder.submit(jpeg_bytes, orientations, paths)  # returns at once
+        ...  # train on the previous batch
+        batch = job.result()  # DecodedJpegs; the caller's stream waits for the decode
+
+    One thread: batches are decoded in submission order; torchvision serialises nvJPEG
+    behind a lock anyway. Errors (out of memory included) are raised by ``result()``.
+
+    Args:
+        device: where to decode (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo, for tests).
+        target_size, color_mode, interpolation, pixel_budget: see :func:`decode_jpegs`.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        target_size: tuple[int, int],
+        color_mode: str = "rgb",
+        interpolation: str = "nearest",
+        *,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+    ) -> None:
+        _check_args(0, color_mode, interpolation, None, None, pixel_budget)
+        self.device = torch.device(device)
+        self.target_size = (int(target_size[0]), int(target_size[1]))
+        self.color_mode = color_mode
+        self.interpolation = interpolation
+        self.pixel_budget = pixel_budget
+        cuda = self.device.type == "cuda"
+        # Created once, on the decoder's device: all its allocations and kernels go here.
+        self._stream = torch.cuda.Stream(self.device) if cuda else None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(
+        self,
+        data: Sequence[torch.Tensor],
+        orientations: Sequence[int] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> DecodeJob:
+        """Queues a batch for decoding and returns at once.
+
+        Args:
+            data, orientations, paths: see :func:`decode_jpegs`.
+        """
+        data = list(data)
+        _check_args(len(data), self.color_mode, self.interpolation, orientations, paths, 1)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="gpuaug-nvjpeg")
+            future = self._executor.submit(self._work, data, orientations, paths)
+        return DecodeJob(future, self.device)
+
+    def _work(
+        self,
+        data: list[torch.Tensor],
+        orientations: Sequence[int] | None,
+        paths: Sequence[str] | None,
+    ) -> tuple[DecodedJpegs, torch.cuda.Event | None]:
+        if self._stream is None:
+            return self._decode(data, orientations, paths), None
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            decoded = self._decode(data, orientations, paths)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        return decoded, ready
+
+    def _decode(
+        self,
+        data: list[torch.Tensor],
+        orientations: Sequence[int] | None,
+        paths: Sequence[str] | None,
+    ) -> DecodedJpegs:
+        return decode_jpegs(
+            data,
+            self.device,
+            self.target_size,
+            self.color_mode,
+            self.interpolation,
+            orientations=orientations,
+            paths=paths,
+            pixel_budget=self.pixel_budget,
+        )
+
+    def close(self) -> None:
+        """Waits for queued batches and stops the thread (a later ``submit`` restarts it)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> JpegDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"JpegDecoder(device={str(self.device)!r}, target_size={self.target_size}, "
+            f"color_mode={self.color_mode!r}, interpolation={self.interpolation!r}, "
+            f"pixel_budget={self.pixel_budget})"
+        )

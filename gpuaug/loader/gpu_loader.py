@@ -1,0 +1,660 @@
+"""``flow_from_directory`` and ``GPULoader``: batches decoded by workers, augmented on the device.
+
+Pipeline per batch (each stage a module of `gpuaug.loader.stages`; this module only composes them
+and owns epochs, lifetime and the public surface)::
+
+    EpochBatchSampler --indices--> DataLoader workers (decode + resize, uint8, pinned)
+        --non_blocking copy on a side CUDA stream (batch k+1 while batch k trains)-->
+        GPUAugment on the device (params drawn from a CPU generator seeded by
+        (seed, epoch, step, rank), copied to the device: the same on every device)
+        --> (x float (B, C, H, W), y) on the device
+
+Nothing on the per-batch path makes the host wait for the GPU (no ``.item()``, ``.tolist()``,
+``nonzero``, boolean masks or blocking copies); `gpuaug.sync_check.SyncCheck` checks it in the
+test suite.
+
+With a cache (``cache="device" | "host" | "disk"``) the images are decoded once and every
+later epoch is a gather plus the augmentation, with no worker process. With ``decode="gpu"``
+the workers only read file bytes and JPEGs are decoded in batches by nvJPEG.
+
+Epochs you can count:
+
+- by default an epoch is one pass: every image exactly once, in a new order, each with freshly
+  drawn augmentation parameters; ``len(loader)`` = ``ceil(n / batch_size)`` batches, the last
+  one short (Keras' rule), or ``floor`` with ``drop_last``;
+- ``steps_per_epoch=N`` gives N batches per epoch; the passes continue across epoch boundaries,
+  so within a pass no image is dropped or repeated;
+- the epoch advances by one after each *complete* iteration (``next(iter(loader))`` to peek
+  does not advance it); ``set_epoch(e)`` chooses it, as ``DistributedSampler.set_epoch``;
+- every batch is a function of ``(seed, epoch, step, rank)``: ``loader.replay(epoch, step)``
+  rebuilds it bit for bit (same images, same augmentation parameters).
+
+Under ``torch.distributed`` each rank reads a disjoint shard of each pass (``DistributedSampler``
+padding: the shortest shards are completed with repeated images so every rank has the same
+number of steps) and draws its own augmentation stream. No constructor runs a collective (a
+loader made on some ranks only cannot deadlock): ``seed=None`` is agreed through the process
+group's store; a ``"disk"`` cache is built by the first process to take its file lock while
+the others wait and then open it. ``device=f"cuda:{local_rank}"`` is honoured without
+``torch.cuda.set_device`` (streams, pinned memory and the pin-memory thread use that device).
+
+Faults: files that fail to decode follow the data set's ``on_error`` (``"raise"``: an
+``ImageLoadError`` naming the file; ``"skip"``: one warning per epoch lists the files, in
+``loader.last_skipped``). Skipping in one process drops the sample from its batch, image and
+label together (Keras' behaviour); under ``torch.distributed`` it *replaces* the sample by
+another one of its batch (or, if the whole batch failed, by the next readable sample), so
+every rank runs the same steps with the same batch shapes and the all-reduce cannot hang (see
+`gpuaug.loader.stages.skip`; ``loader.skip_rule``). A worker process that dies raises
+:class:`WorkerCrashError` naming the file it was reading. Leaving a loop early (``break``, an
+exception, ``KeyboardInterrupt``) shuts the worker processes down; the next iteration starts
+new ones.
+
+Two iterations at once (``next(iter(loader))`` inside ``for x, y in loader``, or
+``zip(iter(loader), iter(loader))``) are both exact: the first holds the persistent workers,
+the other runs worker processes of its own, stopped when it ends or is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from gpuaug.augment.config import AugmentConfig
+from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
+from gpuaug.augment.validation import note, validation_module
+from gpuaug.data.cache import ImageCache
+from gpuaug.data.directory import DirectoryDataset
+from gpuaug.data.nvjpeg import JpegDecoder, check_decode
+from gpuaug.loader.config import DTYPES, LoaderConfig
+from gpuaug.loader.report import describe_loader, loader_stats
+from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
+from gpuaug.loader.stages import jpeg_decode
+from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
+from gpuaug.loader.stages.cache_source import CacheSource, build_cache
+from gpuaug.loader.stages.finish import (
+    Finisher,
+    augment_module,
+    factory_module,
+    validation_split_of,
+)
+from gpuaug.loader.stages.skip import replace_failed, settle_failures
+from gpuaug.loader.stages.transfer import Prefetcher, to_device
+from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool, collate
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "GPULoader",
+    "LoaderConfig",
+    "ReplayBatch",
+    "WorkerCrashError",
+    "flow_from_directory",
+]
+
+_MAX_LISTED = 20
+
+
+class ReplayBatch(NamedTuple):
+    """One batch re-created by :meth:`GPULoader.replay`.
+
+    Attributes:
+        x: the augmented images, as the loader yielded them.
+        y: the targets (``None`` for ``class_mode=None``; ``x`` for ``"input"``).
+        params: the augmentation parameters; row ``i`` (``params.index(i)``) is sample ``i``.
+        indices: the data set indices of the rows (CPU int64); ``dataset.samples[j]`` names the
+            file.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    params: AugmentParams
+    indices: torch.Tensor
+
+
+class GPULoader:
+    """Batches of augmented images and their targets, on the device; epochs you can count.
+
+    Iterate it like a ``DataLoader``: ``for x, y in loader`` (``for x in loader`` with
+    ``class_mode=None``). See the module docstring for the epoch rules and
+    :meth:`describe` for the numbers of a given loader.
+
+    Args:
+        dataset: a `gpuaug.DirectoryDataset`, or any object with the members listed in
+            `gpuaug.loader.stages` (the data set protocol), with a fixed ``target_size``.
+        augment: an `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` (used as is:
+            fit it first for featurewise statistics) or ``None`` (no augmentation: a float
+            conversion).
+        config: a :class:`LoaderConfig`.
+
+    Attributes:
+        dataset, augment (a `GPUAugment` on :attr:`device`), config, sampler (the
+        `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its ``set_epoch``),
+        device, seed, cache (an `ImageCache` or ``None``), last_skipped (``[(path, reason),
+        ...]`` of the last epoch, ``on_error="skip"``), skip_rule (``"shrink"`` in one
+        process, ``"replace"`` under DDP; see `gpuaug.loader.stages.skip`). Keras' iterator names
+        too: ``n``, ``samples``, ``filenames``, ``filepaths``, ``classes`` (per-sample class
+        indices), ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``),
+        ``batch_index``; ``next(loader)`` runs on across epochs as a Keras iterator does,
+        ``loader[i]`` is batch ``i`` of the current epoch and ``reset()`` restarts it.
+
+    Shape:
+        each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
+        ``(B, K)`` float32 (categorical), ``(B,)`` float32 (binary), ``(B,)`` int64 (sparse),
+        x itself (input), absent (None). ``B = batch_size`` except the last batch of a pass.
+
+    Raises:
+        ValueError: a data set without ``target_size``; ``decode="gpu"`` without CUDA or with
+            an interpolation the GPU lacks; ``drop_last`` with a batch larger than the data.
+        TypeError: a bad ``augment`` or ``config``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
+        config: LoaderConfig | None = None,
+    ) -> None:
+        if config is None:
+            config = LoaderConfig()
+        if not isinstance(config, LoaderConfig):
+            raise TypeError(f"`config` must be a LoaderConfig; got {type(config).__name__}")
+        if getattr(dataset, "target_size", None) is None:
+            raise ValueError(
+                "the loader batches images of one size: the dataset needs a `target_size`; got None"
+            )
+        self.dataset = dataset
+        self.config = config
+        self.device = torch.device(
+            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        check_decode(
+            config.decode,
+            dataset.interpolation,
+            self.device,
+            keep_aspect_ratio=bool(getattr(dataset, "keep_aspect_ratio", False)),
+            draft=bool(getattr(dataset, "draft", False)),
+        )
+        self.augment = augment_module(augment, DTYPES[config.dtype]).to(self.device)
+        self.sampler = EpochBatchSampler(
+            len(dataset),
+            config.batch_size,
+            shuffle=config.shuffle,
+            seed=config.seed,
+            drop_last=config.drop_last,
+            steps_per_epoch=config.steps_per_epoch,
+            num_replicas=config.num_replicas,
+            rank=config.rank,
+        )
+        self.seed = self.sampler.seed
+        self.num_workers = config.workers
+        self._cuda = self.device.type == "cuda"
+        # np.asarray: a TargetList (gpuaug.data.index) converts in one copy, a list as before
+        self._targets = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+        # Failed samples under on_error="skip": dropped in one process, replaced under DDP so
+        # that every rank runs the same steps with the same shapes (see gpuaug.loader.stages.skip).
+        self.skip_rule = "replace" if self.sampler.num_replicas > 1 else "shrink"
+        self._workers = WorkerPool(
+            dataset,
+            self.sampler,
+            decode=config.decode,
+            num_workers=self.num_workers,
+            prefetch_factor=config.prefetch_factor,
+            timeout=config.timeout,
+            seed=self.seed,
+            device=self.device,
+        )
+        self._prefetcher = Prefetcher(self.device)
+        self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
+            JpegDecoder(self.device, dataset.target_size, dataset.color_mode, dataset.interpolation)
+            if config.decode == "gpu"
+            else None
+        )
+        self._finisher = Finisher(self.augment, dataset, self.device)
+        self.last_skipped: list[tuple[str, str]] = []
+        self.batch_index = 0  # Keras' name: the step the running epoch reaches next
+        self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller
+        self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
+        self._endless: Iterator[Any] | None = None  # next(loader), as Keras' iterators
+        self.cache: ImageCache | None = None
+        self._cache_source: CacheSource | None = None
+        if config.cache is not None:
+            self.cache = build_cache(
+                config,
+                dataset,
+                self._workers,
+                self._to_device,
+                device=self.device,
+                batch_size=self.batch_size,
+                rank=self.sampler.rank,
+            )
+            self._cache_source = CacheSource(
+                self.cache, self.sampler, self.device, self._targets, self.skip_rule
+            )
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def batch_sampler(self) -> EpochBatchSampler:
+        """The sampler (Lightning calls ``set_epoch`` on a loader's ``batch_sampler``)."""
+        return self.sampler
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch (``len(loader)``)."""
+        return self.sampler.steps_per_epoch
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples yielded in the current epoch on this rank (before skipped bad files)."""
+        return self.sampler.samples_in_epoch(self.sampler.epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration runs."""
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next iteration run epoch ``epoch`` (order and augmentation)."""
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def class_mode(self) -> str | None:
+        return self.dataset.class_mode
+
+    # ------------------------------------------------------------------ Keras' iterator names
+    @property
+    def n(self) -> int:
+        """The number of samples (Keras' ``Iterator.n``)."""
+        return len(self.dataset)
+
+    @property
+    def samples(self) -> int:
+        """The number of samples (Keras' ``DirectoryIterator.samples``)."""
+        return len(self.dataset)
+
+    @property
+    def filenames(self) -> list[str]:
+        """Each sample's file, relative to the root folder (Keras' ``filenames``)."""
+        names = getattr(self.dataset, "filenames", None)
+        if names is not None:
+            return list(names)
+        root = str(getattr(self.dataset, "root", ""))
+        return [os.path.relpath(path, root) for path, _ in self.dataset.samples]
+
+    @property
+    def filepaths(self) -> list[str]:
+        """Each sample's file path (Keras' ``filepaths``)."""
+        return [path for path, _ in self.dataset.samples]
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Each sample's class index, int32 (Keras' ``classes``)."""
+        return np.asarray(self.dataset.targets, dtype=np.int32)
+
+    @property
+    def class_indices(self) -> dict[str, int]:
+        """Class name -> index (Keras' ``class_indices``)."""
+        return dict(getattr(self.dataset, "class_to_idx", {}))
+
+    @property
+    def labels(self) -> Any:
+        """Each sample's label: ``classes``, or the data set's own (raw, multi-output)."""
+        own = getattr(self.dataset, "labels", None)
+        return self.classes if own is None else own
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``: see README)."""
+        h, w = self.dataset.target_size
+        return (self.dataset.channels, h, w)
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[Any]:
+        return self._run(self.sampler.epoch, self.sampler._set_count)
+
+    def __next__(self) -> Any:
+        """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
+        ``for`` loop over the loader, by contrast, runs one epoch)."""
+        if self._endless is None:
+            self._endless = self._epochs()
+        return next(self._endless)
+
+    def _epochs(self) -> Iterator[Any]:
+        while True:
+            yield from self
+
+    def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
+        failures: list[tuple[int, str]] = []
+        completed = False
+        batches = self._device_batches(epoch, failures)
+        try:
+            for step, batch in enumerate(batches):
+                self.batch_index = step + 1
+                batch = self._complete(batch, epoch, step)
+                if batch is None:
+                    continue
+                out = self._finisher(batch, self.augment_seed(epoch, step))[0]
+                if self.saver is not None:  # save_to_dir: written by a background thread
+                    self.saver.submit(out[0] if isinstance(out, tuple) else out, batch.indices)
+                yield out
+            completed = True
+            self.batch_index = 0
+        finally:
+            # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
+            # iteration's source now, which stops its worker processes.
+            batches.close()
+            self.last_skipped = [(self.dataset.samples[i][0], r) for i, r in failures]
+            if failures:
+                warnings.warn(
+                    f"Skipped {len(failures)} unreadable image file(s) in epoch {epoch} "
+                    f"(on_error='skip'"
+                    + (
+                        ", replaced by other samples to keep the batch shapes"
+                        if self._replacing
+                        else ""
+                    )
+                    + f"; see `loader.last_skipped`): {_listing(self.last_skipped)}",
+                    stacklevel=2,
+                )
+            if completed and self.sampler._set_count == set_count:
+                self.sampler.epoch = epoch + 1
+
+    @property
+    def _replacing(self) -> bool:
+        return self.skip_rule == "replace"
+
+    def _device_batches(
+        self, epoch: int, failures: list[tuple[int, str]]
+    ) -> Iterator[DeviceBatch | None]:
+        """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
+        a source, then the transfer stage."""
+        source = self._cache_source
+        if source is not None and source.on_device:
+            yield from source.device_batches(epoch, failures)
+            return
+        if source is not None:
+            raw = source.host_batches(epoch)
+        else:
+            raw = self._workers.epoch_batches(epoch)
+            if self._jpeg_decoder is not None:  # nvJPEG runs ahead on its own thread
+                raw = jpeg_decode.decode_ahead(raw, self._jpeg_decoder, self.dataset)
+        yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
+
+    def _to_device(
+        self,
+        raw: HostBatch,
+        failures: list[tuple[int, str]],
+        device: torch.device | None = None,
+    ) -> DeviceBatch | None:
+        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device)
+        settle_failures(bad, self.dataset, failures)  # raises under on_error="raise"
+        return batch
+
+    def _complete(self, batch: DeviceBatch | None, epoch: int, step: int) -> DeviceBatch | None:
+        """Under the ``"replace"`` rule, the batch filled back to its full size."""
+        if not self._replacing:
+            return batch
+        size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
+        first = int(self.sampler.batch(epoch, step).numpy()[0])
+        return replace_failed(batch, size, first, self.dataset, self._targets, self.device)
+
+    def augment_seed(self, epoch: int, step: int) -> int:
+        """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
+        base = self.seed if self.config.augment_seed is None else self.config.augment_seed
+        return mix_seed(base, AUGMENT_STREAM, epoch, step, self.sampler.rank)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Shuts the worker processes, the nvJPEG thread and the ``save_to_dir`` writer down
+        (after it has written what was queued); a later iteration starts new ones."""
+        self._workers.shutdown()
+        if self._jpeg_decoder is not None:
+            self._jpeg_decoder.close()
+        if self.saver is not None:
+            self.saver.close()
+
+    def __enter__(self) -> GPULoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ replay
+    def replay(self, epoch: int, step: int) -> ReplayBatch:
+        """Re-creates batch ``step`` of epoch ``epoch`` exactly (indices, pixels, params).
+
+        Runs in the main process (no workers); reads the cache when there is one, else decodes
+        the batch's files again, the same way the loader does.
+
+        Raises:
+            ValueError: ``step`` not in ``[0, len(loader))``, or every file of the batch failed.
+        """
+        out, draws, batch = self._rebuild(epoch, step)
+        params = draws.params(self.augment.config, *batch.images.shape[-2:])
+        if self.dataset.class_mode is None:
+            return ReplayBatch(out, None, params, batch.indices)
+        return ReplayBatch(out[0], out[1], params, batch.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        """Keras' ``iterator[i]``: batch ``i`` of the current epoch (:attr:`epoch`), as the
+        iteration yields it (the same samples and augmentation), rebuilt in the main process
+        as `replay` does. Nothing is written to ``save_to_dir``.
+
+        Raises:
+            TypeError: ``index`` is not an int.
+            ValueError: ``index`` not in ``[0, len(loader))`` (Keras' error too).
+        """
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"a loader is indexed by a batch number (int); got {index!r}")
+        if not 0 <= index < len(self):
+            raise ValueError(
+                f"Asked to retrieve batch {index}, but the loader has {len(self)} batches per epoch"
+            )
+        return self._rebuild(self.epoch, index)[0]
+
+    def reset(self) -> None:
+        """Keras' ``iterator.reset()``: the next ``next(loader)`` starts the current epoch
+        (:attr:`epoch`, the same order and augmentation) from its first batch."""
+        if self._endless is not None:
+            self._endless.close()  # stops its worker processes now
+            self._endless = None
+        self.batch_index = 0
+
+    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws, DeviceBatch]:
+        """Batch ``step`` of ``epoch`` made again in the main process: what the iteration
+        yields, its draws and its device batch."""
+        idx = self.sampler.batch(epoch, step)
+        failures: list[tuple[int, str]] = []
+        k = epoch * self.steps_per_epoch + step
+        source = self._cache_source
+        if source is not None and source.on_device:
+            batch = source.device_batch(k, failures)
+        elif source is not None:
+            batch = self._to_device(source.host_batch(k), failures)
+        else:
+            view = self._workers.view()
+            batch = self._to_device(collate([view[i] for i in idx.numpy().tolist()]), failures)
+        batch = self._complete(batch, epoch, step)
+        if batch is None:
+            raise ValueError(f"every file of epoch {epoch} step {step} failed to load")
+        out, draws = self._finisher(batch, self.augment_seed(epoch, step))
+        return out, draws, batch
+
+    def preview(self, n: int = 16, rows: int = 4, seed: int = 0) -> Image.Image:
+        """A grid of this loader's images and fresh augmentations, captioned with their params.
+
+        `gpuaug.preview.make_preview` on this loader's data set and augmentation, on its
+        device: each row one source image (classes in turn), first column as decoded, then
+        augmentations; normalisation is not shown. ``loader.preview().save("grid.png")``.
+        """
+        from gpuaug.preview import make_detection_preview, make_paired_preview, make_preview
+
+        if getattr(self.dataset, "mask_bytes", 0):  # gpuaug.data.paired: masks drawn over the tiles
+            return make_paired_preview(
+                self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+            )
+        if getattr(self.dataset, "box_valid", None) is not None:  # gpuaug.data.detection: boxes
+            return make_detection_preview(
+                self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+            )
+        return make_preview(
+            self.dataset, self.augment.config, n=n, rows=rows, seed=seed, device=self.device
+        )
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> dict[str, Any]:
+        """The numbers behind :meth:`describe`, as a dict."""
+        return loader_stats(self)
+
+    def describe(self) -> str:
+        """What one epoch is: images per class, samples and steps per epoch, augmentation,
+        and where each sample's randomness comes from. ``print(loader.describe())``."""
+        return describe_loader(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self.dataset)} images, batch_size={self.batch_size}, "
+            f"steps_per_epoch={self.steps_per_epoch}, epoch={self.epoch}, device={self.device}, "
+            f"cache={self.config.cache!r}, decode={self.config.decode!r})"
+        )
+
+
+def _listing(items: Sequence[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{path} ({reason})" for path, reason in items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        shown += f"; ... and {len(items) - _MAX_LISTED} more"
+    return shown
+
+
+def flow_from_directory(
+    directory: str | os.PathLike[str],
+    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
+    target_size: tuple[int, int] = (256, 256),
+    color_mode: str = "rgb",
+    classes: Sequence[str] | None = None,
+    class_mode: str | None = "categorical",
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int | None = None,
+    subset: str | None = None,
+    validation_split: float | None = None,
+    interpolation: str = "nearest",
+    follow_links: bool = False,
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+    steps_per_epoch: int | None = None,
+    drop_last: bool = False,
+    cache: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    decode: str = "cpu",
+    on_error: str = "raise",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    keep_aspect_ratio: bool = False,
+    draft: bool = False,
+    augment_validation: bool = False,
+    augment_seed: int | None = None,
+) -> GPULoader:
+    """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
+
+    The data set (`gpuaug.DirectoryDataset`) indexes ``directory/<class>/...`` exactly as
+    Keras does; the loader (:class:`GPULoader`) batches, augments on ``device`` and counts
+    epochs (see the module docstring; ``print(loader.describe())`` gives the numbers).
+
+    Args:
+        directory: root folder, one sub-folder per class.
+        augment: an `AugmentConfig`, a preset name (``"chollet_cats_dogs"``), a YAML path, a
+            `GPUAugment` or ``None`` (no augmentation).
+        target_size: ``(height, width)`` every image is resized to when decoded.
+        color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
+        classes: class folder names in index order (default: sorted sub-folders).
+        class_mode: ``"categorical"``, ``"binary"``, ``"sparse"``, ``"input"`` or ``None``.
+        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
+            decode, progress: see :class:`LoaderConfig`.
+        subset: ``"training"``, ``"validation"`` or ``None``.
+        validation_split: fraction held out per class; ``None`` takes the augmentation
+            config's ``validation_split`` (where Keras keeps it).
+        interpolation: the resize filter (Keras name; ``"nearest"`` as Keras).
+        follow_links: descend into linked sub-folders.
+        device: where batches are augmented and returned (default CUDA if available).
+        on_error: ``"raise"`` or ``"skip"`` unreadable files (see `gpuaug.DirectoryDataset`).
+        dtype: output float dtype.
+        keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
+            resizing, as Keras (``decode="cpu"`` only).
+        draft: let large JPEGs decode at 1/2, 1/4 or 1/8 scale before the resize (faster on
+            multi-megapixel photos, not Keras' pixels; ``decode="cpu"`` only; see
+            `gpuaug.data.image.load_image`).
+        augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
+            by default it runs only the deterministic stages of ``augment`` (rescale,
+            preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`).
+        augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
+            ``None``: ``seed`` seeds both.
+
+    Returns:
+        A :class:`GPULoader`.
+
+    Raises:
+        ValueError: a bad value (naming the argument), an empty folder, ``decode="gpu"``
+            without CUDA, a ``validation_split`` that contradicts the config's.
+        TypeError: a value of the wrong type.
+        FileNotFoundError: ``directory`` does not exist.
+    """
+    module = factory_module(augment, dtype)  # the one place `augment` is normalised
+    validation_split = validation_split_of(module, validation_split)
+    dataset = DirectoryDataset(
+        directory,
+        target_size=target_size,
+        color_mode=color_mode,
+        classes=classes,
+        class_mode=class_mode,
+        interpolation=interpolation,
+        follow_links=follow_links,
+        validation_split=validation_split,
+        subset=subset,
+        on_error=on_error,
+        keep_aspect_ratio=keep_aspect_ratio,
+        draft=draft,
+    )
+    config = LoaderConfig.from_arguments(
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        cache=cache,
+        cache_dir=cache_dir,
+        decode=decode,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        augment_seed=augment_seed,
+    )
+    if not isinstance(augment_validation, bool):
+        raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
+    notes = []
+    if subset == "validation" and not augment_validation:
+        module = validation_module(module)
+        notes.append(note("subset='validation'", "pass augment_validation=True"))
+    loader = GPULoader(dataset, module, config)
+    loader.augment_notes = notes
+    return loader

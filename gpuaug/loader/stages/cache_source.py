@@ -1,0 +1,259 @@
+"""The cache source: build an `ImageCache` once, then gather each batch from it.
+
+Each pass of the sampler gets a *plan*, made on the host with numpy once per pass: the sample
+indices each batch serves, with the samples that failed when the cache was built dropped
+(single process) or replaced (under DDP; see `gpuaug.loader.stages.skip`). A ``"device"`` cache
+copies the pass's plan to the device once (pinned, ``non_blocking``) and each batch is a slice
+of it and one ``index_select`` there: nothing per batch makes the host wait for the GPU. A
+``"host"`` or ``"disk"`` cache gathers each batch on the CPU straight into a pinned buffer of a
+`PinnedRing` (CUDA) for the transfer stage to copy.
+
+A ``"disk"`` cache is opened or built under a file lock in its folder: the first process (any
+rank, or several loaders of one process) builds it, the others wait for the lock and then open
+the finished cache. No collective, so a loader made on some ranks only cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from gpuaug.data.cache import ImageCache, cache_key, resolve_cache_dir
+from gpuaug.loader.sampler import EpochBatchSampler
+from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
+from gpuaug.loader.stages.skip import fill_positions, next_good
+from gpuaug.loader.stages.transfer import PinnedRing, host_to_device
+from gpuaug.loader.stages.workers import WorkerPool
+
+__all__ = ["CacheSource", "PassPlan", "build_cache", "plan_pass"]
+
+_CACHE_FAILURE = "failed when the cache was built"
+
+
+class PassPlan(NamedTuple):
+    """What each batch of one pass serves from a cache.
+
+    Attributes:
+        served: the sample indices of every batch of the pass, concatenated (int64 numpy).
+        offsets: batch ``j`` serves ``served[offsets[j]:offsets[j + 1]]``.
+        failed: per batch, the requested indices that failed when the cache was built.
+    """
+
+    served: np.ndarray
+    offsets: list[int]
+    failed: list[list[int]]
+
+
+def plan_pass(
+    sampler: EpochBatchSampler, pass_index: int, valid: np.ndarray, rule: str
+) -> PassPlan:
+    """The `PassPlan` of pass ``pass_index`` for a cache whose ``valid`` samples decoded.
+
+    Args:
+        sampler: the loader's sampler (order, batch size, shard).
+        pass_index: the pass.
+        valid: ``(n,)`` bool numpy, False for samples that failed.
+        rule: ``"shrink"`` (leave failed samples out) or ``"replace"`` (keep the batch size).
+    """
+    shard = sampler.shard(pass_index).numpy()
+    b, steps = sampler.batch_size, sampler.steps_per_pass
+    batches = [shard[j * b : (j + 1) * b] for j in range(steps)]
+    if valid.all():
+        served = np.concatenate(batches)
+        offsets = [min(j * b, len(served)) for j in range(steps + 1)]
+        return PassPlan(served, offsets, [[] for _ in range(steps)])
+    parts, failed, offsets = [], [], [0]
+    for req in batches:
+        ok = valid[req]
+        good = req[ok]
+        failed.append(req[~ok].tolist())
+        if rule == "replace" and len(good) < len(req):
+            if len(good):
+                good = np.concatenate([good, good[fill_positions(len(good), len(req))]])
+            else:
+                good = np.full(len(req), next_good(int(req[0]), valid), dtype=np.int64)
+        parts.append(good)
+        offsets.append(offsets[-1] + len(good))
+    return PassPlan(np.concatenate(parts).astype(np.int64), offsets, failed)
+
+
+class CacheSource:
+    """Batches of a built cache, following the sampler's passes.
+
+    Args:
+        cache: the cache.
+        sampler: the loader's sampler.
+        device: the loader's device.
+        targets: ``(n,)`` int64 CPU, every sample's class index.
+        rule: ``"shrink"`` or ``"replace"`` (failed samples; see `gpuaug.loader.stages.skip`).
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        sampler: EpochBatchSampler,
+        device: torch.device,
+        targets: torch.Tensor,
+        rule: str,
+    ) -> None:
+        self.cache = cache
+        self.sampler = sampler
+        self.device = device
+        self.rule = rule
+        self.valid = cache.valid.numpy().copy()
+        self.on_device = cache.device == device
+        self.targets = targets
+        self.device_targets = host_to_device(targets, device) if self.on_device else None
+        self.ring = PinnedRing(device) if device.type == "cuda" and not self.on_device else None
+        self._plan: tuple[int, PassPlan, torch.Tensor] | None = None
+
+    def _pass(self, pass_index: int) -> tuple[PassPlan, torch.Tensor]:
+        """The pass's plan and its served indices (on the device for a device cache)."""
+        if self._plan is None or self._plan[0] != pass_index:
+            plan = plan_pass(self.sampler, pass_index, self.valid, self.rule)
+            served = torch.from_numpy(plan.served)
+            if self.on_device:
+                served = host_to_device(served, self.device)  # once per pass
+            self._plan = (pass_index, plan, served)
+        return self._plan[1], self._plan[2]
+
+    def _slot(self, k: int) -> tuple[PassPlan, int, int, torch.Tensor]:
+        p, j = divmod(k, self.sampler.steps_per_pass)
+        plan, served = self._pass(p)
+        lo, hi = plan.offsets[j], plan.offsets[j + 1]
+        return plan, j, lo, served[lo:hi]
+
+    def _record(self, plan: PassPlan, j: int, failures: list[tuple[int, str]]) -> None:
+        failures.extend((i, _CACHE_FAILURE) for i in plan.failed[j])
+
+    def device_batch(self, k: int, failures: list[tuple[int, str]]) -> DeviceBatch | None:
+        """Global batch ``k`` of a device cache, gathered on the device."""
+        plan, j, lo, idx = self._slot(k)
+        self._record(plan, j, failures)
+        if len(idx) == 0:
+            return None
+        cpu = torch.from_numpy(plan.served[lo : lo + len(idx)])
+        images = self.cache.take(idx)
+        return DeviceBatch(images, cpu, self.device_targets.index_select(0, idx))
+
+    def host_batch(self, k: int) -> HostBatch:
+        """Global batch ``k`` of a host or disk cache, gathered on the CPU (into a pinned
+        buffer with CUDA)."""
+        plan, j, _, idx = self._slot(k)
+        failures = [(i, _CACHE_FAILURE) for i in plan.failed[j]]
+        if len(idx) == 0:
+            return HostBatch.decoded(idx, None, failures)
+        if self.ring is None:
+            return HostBatch.decoded(idx, self.cache.take(idx), failures)
+        stored = self.cache.images
+        _, c, h, w = stored.shape
+        # uint8 (files; a disk cache is a numpy memmap) or the dtype of an array's cache
+        dtype = stored.dtype if isinstance(stored, torch.Tensor) else torch.uint8
+        out = self.ring.acquire((len(idx), c, h, w), dtype=dtype)
+        images = self.cache.take(idx, out=out)
+        return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
+
+    def global_batches(self, epoch: int) -> range:
+        s = self.sampler.steps_per_epoch
+        return range(epoch * s, (epoch + 1) * s)
+
+    def device_batches(
+        self, epoch: int, failures: list[tuple[int, str]]
+    ) -> Iterator[DeviceBatch | None]:
+        """The batches of ``epoch`` from a device cache (None: every sample failed)."""
+        for k in self.global_batches(epoch):
+            yield self.device_batch(k, failures)
+
+    def host_batches(self, epoch: int) -> Iterator[HostBatch]:
+        """The batches of ``epoch`` from a host or disk cache."""
+        for k in self.global_batches(epoch):
+            yield self.host_batch(k)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, held for the block.
+
+    No lock where ``fcntl`` does not exist (Windows) or the lock file cannot be made (a
+    read-only or missing cache folder: opening or building the cache then reports it).
+    """
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115
+    except (ImportError, OSError):
+        yield
+        return
+    with f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def build_cache(
+    config: Any,
+    dataset: Any,
+    pool: WorkerPool,
+    load: Callable[[HostBatch, list[tuple[int, str]], torch.device], DeviceBatch | None],
+    *,
+    device: torch.device,
+    batch_size: int,
+    rank: int,
+) -> ImageCache:
+    """Opens an up-to-date disk cache, or decodes every sample once into a new cache.
+
+    Args:
+        config: the `gpuaug.LoaderConfig` (``cache``, ``cache_dir``, ``decode``, ``progress``).
+        dataset: the data set.
+        pool: the loader's workers (they decode the samples).
+        load: the transfer stage's host -> device step.
+        device: the loader's device.
+        batch_size: samples per decoding batch.
+        rank: this process's rank (only rank 0 shows a progress bar).
+
+    Raises:
+        ValueError: a device cache that does not fit in the free device memory.
+    """
+    in_memory = getattr(dataset, "as_cache", None)
+    if in_memory is not None:  # images already in memory (gpuaug.data.arrays): no decoding
+        return in_memory(config.cache, device)
+    target = device if config.cache == "device" else torch.device("cpu")
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
+        for raw in pool.all_batches(batch_size):
+            failures: list[tuple[int, str]] = []
+            batch = load(raw, failures, target)
+            if batch is None:
+                yield torch.empty(0, dtype=torch.int64), None, failures
+            else:
+                yield batch.indices, batch.images, failures
+
+    def build() -> ImageCache:
+        return ImageCache.build(
+            config.cache,
+            dataset,
+            batches(),
+            device=device,
+            cache_dir=config.cache_dir,
+            decoder=config.decode,
+            pin_memory=False,
+            progress=config.progress and rank == 0,
+        )
+
+    if config.cache != "disk":
+        return build()
+    folder = resolve_cache_dir(config.cache_dir)  # names the setting if it is a file
+    lock = folder / f"{cache_key(dataset, config.decode)}.lock"
+    with _file_lock(lock):
+        found = ImageCache.open(dataset, cache_dir=config.cache_dir, decoder=config.decode)
+        if found is not None:
+            return found
+        return build()

@@ -1,0 +1,171 @@
+"""The finish stage: augment a device batch and encode its targets.
+
+:func:`augment_module` is the one place where a user's ``augment`` argument (a config, a
+preset name, a YAML path, a module or ``None``) becomes a `GPUAugment`;
+`gpuaug.flow_from_directory` calls it once and hands the module on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from gpuaug.augment.config import AugmentConfig, load_config
+from gpuaug.augment.module import (
+    AugmentDraws,
+    AugmentParams,
+    GPUAugment,
+    params_from_draws,
+    sample_draws,
+)
+from gpuaug.augment.targets import apply_boxes, apply_mask
+from gpuaug.data.directory import encode_targets
+from gpuaug.data.paired import unpack_mask
+from gpuaug.loader.stages.batch import DeviceBatch
+from gpuaug.loader.stages.transfer import host_to_device
+
+__all__ = ["Finisher", "augment_module", "factory_module", "validation_split_of"]
+
+
+def augment_module(
+    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None,
+    dtype: torch.dtype = torch.float32,
+) -> GPUAugment:
+    """A user's ``augment`` argument as a `GPUAugment` (a module is returned as is).
+
+    Args:
+        augment: an `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` or ``None``
+            (no augmentation: a float conversion).
+        dtype: the output dtype of a new module (a given module keeps its own).
+
+    Raises:
+        TypeError: any other type.
+        ValueError: an unknown preset or a bad YAML file.
+    """
+    if isinstance(augment, GPUAugment):
+        return augment
+    if augment is None or isinstance(augment, AugmentConfig):
+        return GPUAugment(augment, dtype=dtype)
+    if isinstance(augment, str | os.PathLike):
+        return GPUAugment(load_config(augment), dtype=dtype)
+    raise TypeError(
+        "`augment` must be an AugmentConfig, a preset name, a YAML path, a GPUAugment "
+        f"or None; got {type(augment).__name__}"
+    )
+
+
+def factory_module(
+    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None, dtype: Any
+) -> GPUAugment:
+    """A loader factory's ``augment`` and ``dtype`` arguments as a `GPUAugment`
+    (`augment_module`), the dtype checked first so that its error names the argument.
+
+    Raises:
+        TypeError: ``dtype`` is not a torch.dtype; as `augment_module`.
+    """
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"`dtype` must be a torch.dtype; got {dtype!r}")
+    return augment_module(augment, dtype)
+
+
+def validation_split_of(module: GPUAugment, validation_split: float | None) -> float | None:
+    """A factory's ``validation_split``, or the augmentation config's when not given.
+
+    Raises:
+        ValueError: both given, and different.
+    """
+    config_split = module.config.validation_split
+    if validation_split is None:
+        return config_split
+    if config_split and validation_split != config_split:
+        raise ValueError(
+            f"`validation_split`={validation_split!r} contradicts the augmentation config's "
+            f"validation_split={config_split!r}; give it in one place"
+        )
+    return validation_split
+
+
+class Finisher:
+    """Augments a `DeviceBatch` with its own seeded generator and encodes its targets.
+
+    The augmentation parameters are drawn from a *CPU* ``torch.Generator`` seeded with the
+    batch's seed (``B x 12`` uniforms, copied to the device from pinned memory without a
+    sync), so a seeded batch gets the same parameters on every device: a GPU run can be
+    checked against the CPU sample for sample.
+
+    Args:
+        augment: the `GPUAugment` (on ``device``).
+        dataset: the data set (``class_mode``, ``num_classes``; or its own
+            ``batch_outputs(x, indices)``, which then makes the whole output).
+        device: the loader's device.
+    """
+
+    def __init__(self, augment: GPUAugment, dataset: Any, device: torch.device) -> None:
+        self.augment = augment
+        self.dataset = dataset
+        self.device = device
+        self.generator = torch.Generator()  # CPU: the draws do not depend on the device
+        self.classes = torch.arange(int(dataset.num_classes or 0), device=device)
+        # gpuaug.data.detection: every sample's padded boxes, on the device once
+        self.box_tables = None
+        if getattr(dataset, "box_valid", None) is not None:
+            tables = (dataset.boxes, dataset.labels, dataset.box_valid)
+            self.box_tables = tuple(host_to_device(t, device) for t in tables)
+        # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
+        # builds them itself from the augmented images and the batch's indices.
+        self.outputs = getattr(dataset, "batch_outputs", None)
+
+    def draws(self, images: torch.Tensor, seed: int) -> AugmentDraws:
+        """A batch's ``B x 12`` uniforms, drawn from a CPU generator seeded ``seed`` and moved
+        to the loader's device (pinned, non_blocking)."""
+        g = self.generator.manual_seed(seed)
+        return sample_draws(images.shape[0], generator=g, device=self.device)
+
+    def params(self, images: torch.Tensor, seed: int) -> AugmentParams:
+        """The augmentation parameters of a batch: its draws (:meth:`draws`) read by Keras'
+        rules (`gpuaug.augment.module.params_from_draws`)."""
+        _, _, h, w = images.shape
+        return params_from_draws(self.augment.config, self.draws(images, seed), h, w)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The targets of ``class_mode`` from class indices on the device, without a sync
+        (``F.one_hot`` reads the largest index back to the host to check it)."""
+        mode = self.dataset.class_mode
+        if mode == "categorical":
+            return (labels[:, None] == self.classes).to(torch.float32)
+        return encode_targets(labels, mode, self.dataset.num_classes)
+
+    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws]:
+        """``(x, y)`` (or ``x``, per ``class_mode``) and the draws made with ``seed``
+        (``draws.params(config, H, W)`` gives the batch's params)."""
+        images = batch.images
+        mask_bytes = getattr(self.dataset, "mask_bytes", 0)
+        if mask_bytes:  # gpuaug.data.paired: the mask rides as the last uint8 channel(s)
+            images, masks = unpack_mask(images, mask_bytes)
+        # The module takes the draws as they are: the fused kernel reads them directly (one
+        # launch per batch); the other backends turn them into params once. The params of the
+        # batch are then `self.augment.last_params` (computed lazily on the fused path).
+        draws = self.draws(images, seed)
+        x = self.augment(images, params=draws)
+        if mask_bytes:
+            params = self.augment.last_params
+            cfg = self.augment.config
+            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), draws
+        if self.box_tables is not None:  # gather the rows' boxes, map them as the images
+            rows = host_to_device(batch.indices, self.device)
+            boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
+            boxes, valid = apply_boxes(
+                boxes, self.augment.last_params, self.augment.config, *x.shape[-2:],
+                valid=valid, min_visibility=self.dataset.min_visibility,
+            )  # fmt: skip
+            return (x, (boxes, labels, valid)), draws
+        if self.outputs is not None:
+            return self.outputs(x, batch.indices), draws
+        mode = self.dataset.class_mode
+        if mode is None:
+            return x, draws
+        if mode == "input":
+            return (x, x), draws
+        return (x, self.targets(batch.labels)), draws
