@@ -500,7 +500,7 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
 
     device = settings.device
     if backend == "compile":
-        from gpuaug.augment.module.backends import compile as compiled
+        from gpuaug.augment.backends import compile as compiled
         from torch._inductor import config as inductor_config
 
         dtype, memory_format = P.VARIANTS[variant]

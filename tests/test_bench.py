@@ -260,7 +260,7 @@ def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
 
 def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
     pytest.importorskip("triton")
-    from gpuaug.augment.module.backends import triton as fused
+    from gpuaug.augment.backends import triton as fused
 
     import gpuaug
 

@@ -43,7 +43,7 @@ def test_book_settings_in_uneven_slices_are_bitwise_the_whole_batch():
 
 
 def test_slices_are_balanced_and_within_the_budget(monkeypatch):
-    from gpuaug.augment.module.backends import chunked
+    from gpuaug.augment.backends import chunked
 
     sizes = []
     real = chunked._apply_reference

@@ -461,7 +461,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from gpuaug.augment.module.backends import triton as fused
+from gpuaug.augment.backends import triton as fused
 kernel = fused._augment_kernel
 pointers = {"src_ptr", "out_ptr", "rows_ptr", "table_x_ptr", "table_y_ptr", "mean_ptr",
             "std_ptr", "part_ptr"}

@@ -332,7 +332,7 @@ def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tre
     # The finish stage passes the batch's draws, not params, so the fused path (TRITON_INTERPRET
     # on this CPU, see conftest) reads them in its one kernel and no params are computed on
     # the way; replay derives the same params from the same draws.
-    from gpuaug.augment.module.backends import triton as fused
+    from gpuaug.augment.backends import triton as fused
 
     cfg = gpuaug.AugmentConfig(rotation_range=40, zoom_range=0.2, horizontal_flip=True)
     reference = make(tree, augment=cfg)

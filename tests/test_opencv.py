@@ -198,7 +198,7 @@ def test_a_forked_child_gets_its_own_warp_threads(monkeypatch):
     import os
     import signal
 
-    from gpuaug.augment.module.backends import opencv
+    from gpuaug.augment.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(2, seed=8)
@@ -240,7 +240,7 @@ def test_a_channels_last_input_batch_gives_the_same_output():
 
 
 def test_one_thread_and_several_give_the_same_output_and_restore_opencv_threads(monkeypatch):
-    from gpuaug.augment.module.backends import opencv
+    from gpuaug.augment.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # these tiny images use the pool
     x = _photos(9, seed=11)
@@ -305,7 +305,7 @@ def test_a_preprocessing_function_gets_a_contiguous_batch_as_from_the_reference(
 
 
 def test_a_failing_chunk_raises_after_every_chunk_has_ended(monkeypatch):
-    from gpuaug.augment.module.backends import opencv
+    from gpuaug.augment.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)
     real, ended = opencv._warp_image, []
@@ -339,7 +339,7 @@ def test_a_child_forked_while_a_batch_holds_the_pool_can_warp(monkeypatch):
     import signal
     import threading
 
-    from gpuaug.augment.module.backends import opencv
+    from gpuaug.augment.backends import opencv
 
     monkeypatch.setattr(opencv, "_MIN_PIXELS_PER_THREAD", 0)  # the child's batch uses the pool
 

@@ -791,13 +791,13 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
         # Inside torch.compile the reference is what dynamo traces (the kernel's launch is a
         # Python call it would break the graph on).
         if device.type == "cuda" and dtype in _FUSED_DTYPES and not torch.compiler.is_compiling():
-            from gpuaug.augment.module.backends import triton as fused
+            from gpuaug.augment.backends import triton as fused
 
             if fused.triton_available():
                 return "triton"
         return "kornia"
     if backend == "triton":
-        from gpuaug.augment.module.backends import triton as fused
+        from gpuaug.augment.backends import triton as fused
 
         fused.check_usable(device, dtype)
     return backend
@@ -843,7 +843,7 @@ def apply(
     memory_format = check_apply_args(images, params, dtype, memory_format, draws=True)
     name = resolve_backend(backend, images.device, dtype)
     if name == "triton":
-        from gpuaug.augment.module.backends import triton as fused
+        from gpuaug.augment.backends import triton as fused
 
         return fused.apply_fused(
             images, params, config, stats=stats, dtype=dtype, memory_format=memory_format
