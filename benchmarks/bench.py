@@ -500,8 +500,9 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
 
     device = settings.device
     if backend == "compile":
-        from gpuaug.augment.backends import compile as compiled
         from torch._inductor import config as inductor_config
+
+        from gpuaug.augment.backends import compile as compiled
 
         dtype, memory_format = P.VARIANTS[variant]
         from gpuaug.augment.module import sample_params

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from gpuaug.augment import module as augment
+from gpuaug.augment import params as params_module
 from gpuaug.augment.config import AugmentConfig, load_config
 from gpuaug.augment.module import (
     AugmentDraws,
@@ -29,7 +31,6 @@ from gpuaug.augment.module import (
     sample_params,
     standardize,
 )
-from gpuaug.augment.module import module as augment
 
 FULL = AugmentConfig(
     rotation_range=30,
@@ -176,13 +177,13 @@ def test_draws_are_made_on_the_generator_device_and_moved_without_a_sync(monkeyp
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_the_same_seed_gives_the_same_draws_whatever_the_device(monkeypatch, device):
     sent = []
-    real = augment.host_to_device
+    real = params_module.host_to_device
 
     def recording(u, target):
         sent.append(u.clone())
         return real(u, target)
 
-    monkeypatch.setattr(augment, "host_to_device", recording)
+    monkeypatch.setattr(params_module, "host_to_device", recording)
     p = sample_params(FULL, 6, 20, 30, generator=_gen(5), device=device)
     assert p.device.type == device and len(p) == 6
     cpu = sample_draws(6, generator=_gen(5))

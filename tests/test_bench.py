@@ -260,9 +260,8 @@ def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
 
 def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
     pytest.importorskip("triton")
-    from gpuaug.augment.backends import triton as fused
-
     import gpuaug
+    from gpuaug.augment.backends import triton as fused
 
     if not fused.triton_available():
         pytest.skip("triton cannot run here")

@@ -46,13 +46,13 @@ def test_slices_are_balanced_and_within_the_budget(monkeypatch):
     from gpuaug.augment.backends import chunked
 
     sizes = []
-    real = chunked._apply_reference
+    real = chunked.apply_reference
 
     def spy(images, *args):
         sizes.append(images.shape[0])
         return real(images, *args)
 
-    monkeypatch.setattr(chunked, "_apply_reference", spy)
+    monkeypatch.setattr(chunked, "apply_reference", spy)
     x, p = _batch(10)
     apply_chunked(x, p, BOOK, chunk_bytes=4 * ONE_IMAGE)
     assert sizes == [3, 3, 4]

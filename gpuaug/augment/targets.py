@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import torch
 
 from gpuaug.augment.config import AugmentConfig
-from gpuaug.augment.module import AugmentParams, affine_matrix
+from gpuaug.augment.params import AugmentParams, affine_matrix
 from gpuaug.augment.warp import _fold, invert_affine, source_coordinates
 
 __all__ = [

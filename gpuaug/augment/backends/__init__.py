@@ -1,7 +1,192 @@
-"""The augmentation backends beside the reference: each module is one backend.
+"""The augmentation backends: the table `gpuaug.augment.module.apply` dispatches through.
 
-- `gpuaug.augment.backends.triton`: the fused Triton kernel (``backend="triton"``).
-- `gpuaug.augment.backends.compile`: ``torch.compile`` of the reference (``"compile"``).
-- `gpuaug.augment.backends.chunked`: the reference on cache-sized slices (``"chunked"``).
-- `gpuaug.augment.backends.opencv`: OpenCV's ``warpAffine`` per image (``"opencv"``).
+A backend is one module of this package with an ``apply``-shaped function (the images, params
+or draws, config, ``stats``, ``dtype``, ``memory_format``; arguments already checked by
+`gpuaug.augment.checks.check_apply_args`). It imports only from below (params, reference,
+checks, warp, config), never from the dispatcher. `BACKEND_TABLE` names each one; the module is
+imported on first use (`backend_function`), so that importing gpuaug does not import triton
+or OpenCV; the reference is imported here, so that ``torch.compile`` traces its call. The dispatcher knows this table, never the kernels.
+
+The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
+
+- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
+  float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default, and inside
+  ``torch.compile``).
+- ``"kornia"``: the reference path (`gpuaug.augment.reference`: `warp_affine`'s
+  ``grid_sample`` + torch ops, kornia-style batched params); runs everywhere, in float64 too.
+  Everything else is tested against it.
+- ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): one pass over the batch
+  that warps, shifts, brightens, rescales, normalises and writes the output once. CUDA
+  tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
+- ``"compile"``: `gpuaug.augment.backends.compile` (``torch.compile`` of the reference).
+- ``"chunked"``: `gpuaug.augment.backends.chunked`, the reference on cache-sized slices of a
+  CPU batch (bitwise the reference; one call on other devices). Opt-in.
+- ``"opencv"``: `gpuaug.augment.backends.opencv`, OpenCV's float32 ``warpAffine`` per image on
+  a thread pool (CPU, uint8 images, fill "nearest" / "reflect" / "constant"; else the
+  reference): within about 0.01 grey levels of the reference with OpenCV 5 (more on large
+  images, and with OpenCV 4's 1/32-pixel weights), not bitwise. Opt-in.
 """
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gpuaug.augment.config import AugmentConfig
+from gpuaug.augment.reference import apply_reference
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_TABLE",
+    "BackendEntry",
+    "backend_function",
+    "describe_backend",
+    "resolve_backend",
+]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One row of the backend table.
+
+    Attributes:
+        module: The module that implements it (None: the reference, `gpuaug.augment.reference`).
+        function: Its ``apply``-shaped function.
+        takes_draws: It reads `AugmentDraws` itself (else the dispatcher turns draws into params
+            first).
+        note: What it is, in a few words (`describe_backend`).
+    """
+
+    module: str | None
+    function: str
+    takes_draws: bool
+    note: str
+
+
+#: The resolved backends and where they live.
+BACKEND_TABLE: dict[str, BackendEntry] = {
+    "kornia": BackendEntry(
+        None, "apply_reference", False, "the exact reference (grid_sample + torch ops)"
+    ),
+    "triton": BackendEntry(
+        "gpuaug.augment.backends.triton",
+        "apply_fused",
+        True,
+        "the fused Triton kernel, one launch per batch (within 1e-3 grey levels of the reference)",
+    ),
+    "compile": BackendEntry(
+        "gpuaug.augment.backends.compile",
+        "apply_compiled",
+        False,
+        "torch.compile of the reference (within float rounding of it)",
+    ),
+    "chunked": BackendEntry(
+        "gpuaug.augment.backends.chunked",
+        "apply_chunked",
+        False,
+        "the reference on cache-sized slices of the batch (bitwise the reference)",
+    ),
+    "opencv": BackendEntry(
+        "gpuaug.augment.backends.opencv",
+        "apply_opencv",
+        False,
+        "OpenCV's warpAffine per uint8 image, not bitwise: within about 0.01 grey levels "
+        "of the reference with OpenCV 5 (see gpuaug.augment.backends.opencv.warp_bound)",
+    ),
+}
+
+#: The names `apply` and `GPUAugment` take: "auto" and the table's.
+BACKENDS: tuple[str, ...] = ("auto", *BACKEND_TABLE)
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _module(name: str) -> Any:
+    entry = BACKEND_TABLE[name]
+    if entry.module is None:
+        return importlib.import_module("gpuaug.augment.reference")
+    return importlib.import_module(entry.module)
+
+
+def backend_function(name: str) -> Callable[..., torch.Tensor]:
+    """The ``apply``-shaped function of a resolved backend, its module imported on first use.
+
+    Raises:
+        ImportError: the backend's module does not import, with the names to use instead.
+    """
+    entry = BACKEND_TABLE[name]
+    if entry.module is None:  # the reference: imported above (torch.compile traces this call)
+        return apply_reference
+    try:
+        module = _module(name)
+    except ImportError as err:
+        raise ImportError(
+            f'`backend="{name}"` needs the {entry.module} module, which this build does not '
+            f'have ({err}); use backend="kornia" or "auto"'
+        ) from err
+    return getattr(module, entry.function)
+
+
+def check_backend(backend: Any) -> str:
+    """``backend`` if it is one of `BACKENDS`.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """The backend that runs for ``backend`` on ``device`` with output ``dtype``: the one place
+    where a backend is chosen (see `BACKENDS`).
+
+    Returns:
+        A name of `BACKEND_TABLE` ("auto" resolved).
+
+    Raises:
+        ValueError: An unknown backend, or ``"triton"`` where it cannot run (a CPU tensor
+            without ``TRITON_INTERPRET=1``, or float64 output).
+        ImportError: ``"triton"`` without triton installed.
+    """
+    backend = check_backend(backend)
+    device = torch.device(device)
+    if backend == "auto":
+        # Inside torch.compile the reference is what dynamo traces (the kernel's launch is a
+        # Python call it would break the graph on).
+        if device.type == "cuda" and dtype in _FUSED_DTYPES and not torch.compiler.is_compiling():
+            if _module("triton").triton_available():
+                return "triton"
+        return "kornia"
+    if backend == "triton":
+        _module("triton").check_usable(device, dtype)
+    return backend
+
+
+def describe_backend(
+    backend: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    config: AugmentConfig | None = None,
+) -> str:
+    """One line: the backend that runs for ``backend`` on ``device`` (`resolve_backend`), what
+    it is, and the output dtype and layout; for a loader's ``describe()``. An ``"opencv"``
+    backend that would run the reference here says so, and why
+    (`gpuaug.augment.backends.opencv.why_reference`).
+    """
+    name = resolve_backend(backend, device, dtype)
+    asked = repr(name) if backend == name else f"{backend!r} -> {name!r}"
+    note = BACKEND_TABLE[name].note
+    if name == "opencv":
+        reason = _module("opencv").why_reference(device, dtype, config)
+        if reason is not None:
+            note = f"but {reason}: {BACKEND_TABLE['kornia'].note}"
+    layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
+    dtype_name = str(dtype).removeprefix("torch.")
+    return f"backend: {asked}, {note}; output {dtype_name}, {layout}"

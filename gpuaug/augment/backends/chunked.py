@@ -25,14 +25,10 @@ import math
 
 import torch
 
+from gpuaug.augment.checks import check_apply_args
 from gpuaug.augment.config import AugmentConfig
-from gpuaug.augment.module import (
-    AugmentParams,
-    FitStats,
-    _apply_reference,
-    _work_dtype,
-    check_apply_args,
-)
+from gpuaug.augment.params import AugmentParams, FitStats
+from gpuaug.augment.reference import apply_reference, work_dtype
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "apply_chunked", "chunk_size"]
 
@@ -43,7 +39,7 @@ DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 def chunk_size(images: torch.Tensor, dtype: torch.dtype, chunk_bytes: int) -> int:
     """Images per slice: as many as keep the float working copy within ``chunk_bytes`` (>= 1)."""
-    per_image = images[0].numel() * _work_dtype(dtype).itemsize if images.shape[0] else 1
+    per_image = images[0].numel() * work_dtype(dtype).itemsize if images.shape[0] else 1
     return max(1, int(chunk_bytes) // max(per_image, 1))
 
 
@@ -86,13 +82,11 @@ def apply_chunked(
     batch = images.shape[0]
     step = chunk_size(images, dtype, chunk_bytes)
     if images.device.type != "cpu" or batch <= step:
-        return _apply_reference(images, params, config, stats, dtype, memory_format)
+        return apply_reference(images, params, config, stats, dtype, memory_format)
     out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=memory_format)
     n = math.ceil(batch / step)  # balanced slices: 256 at <= 62 each -> 51, 51, 51, 51, 52
     bounds = [batch * i // n for i in range(n + 1)]
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         rows = slice(start, stop)
-        out[rows] = _apply_reference(
-            images[rows], params[rows], config, stats, dtype, memory_format
-        )
+        out[rows] = apply_reference(images[rows], params[rows], config, stats, dtype, memory_format)
     return out

@@ -37,8 +37,10 @@ from collections.abc import Callable
 
 import torch
 
+from gpuaug.augment.checks import check_apply_args
 from gpuaug.augment.config import AugmentConfig
-from gpuaug.augment.module import AugmentParams, FitStats, apply, check_apply_args
+from gpuaug.augment.params import AugmentParams, FitStats
+from gpuaug.augment.reference import apply_reference
 
 __all__ = ["apply_compiled", "clear_cache"]
 
@@ -81,15 +83,7 @@ def _build(
         zca_matrix: torch.Tensor | None,
     ) -> torch.Tensor:
         stats = FitStats(mean=mean, std=std, zca_matrix=zca_matrix)
-        return apply(
-            images,
-            params,
-            config,
-            stats=stats,
-            dtype=dtype,
-            memory_format=memory_format,
-            backend="kornia",
-        )
+        return apply_reference(images, params, config, stats, dtype, memory_format)
 
     return torch.compile(_fresh_function(augment), fullgraph=True)
 
@@ -153,15 +147,7 @@ def apply_compiled(
     memory_format = check_apply_args(images, params, dtype, memory_format)
     batch = images.shape[0]
     if batch == 0:
-        return apply(
-            images,
-            params,
-            config,
-            stats=stats,
-            dtype=dtype,
-            memory_format=memory_format,
-            backend="kornia",
-        )
+        return apply_reference(images, params, config, stats, dtype, memory_format)
     if batch == 1:  # dynamo specialises a size of 1: pad to 2 and keep the first row
         images = torch.cat([images, images])
         params = params.index(torch.zeros(2, dtype=torch.long, device=params.device))

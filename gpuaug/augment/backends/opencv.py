@@ -50,20 +50,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
+from gpuaug.augment.checks import check_apply_args
 from gpuaug.augment.config import AugmentConfig
-from gpuaug.augment.module import (
-    OPENCV_FILL_MODES,
-    AugmentParams,
-    FitStats,
-    _augment,
-    affine_matrix,
-    apply,
-    check_apply_args,
-    standardize,
-)
+from gpuaug.augment.params import AugmentParams, FitStats, affine_matrix
+from gpuaug.augment.reference import apply_reference, augment_pixels, standardize
 from gpuaug.augment.warp import EDGE_TOLERANCE
 
 __all__ = ["apply_opencv", "opencv_available", "supports", "warp_bound", "why_reference"]
+
+#: The fill modes this backend warps with OpenCV (others run the reference).
+OPENCV_FILL_MODES = ("nearest", "reflect", "constant")
 
 #: A batch runs on the thread pool only with at least this many pixels (H x W x B) a thread.
 _MIN_PIXELS_PER_THREAD = 256 * 1024
@@ -193,15 +189,7 @@ def apply_opencv(
     """
     memory_format = check_apply_args(images, params, dtype, memory_format)
     if not supports(images, config) or images.shape[0] == 0 or dtype == torch.float64:
-        return apply(
-            images,
-            params,
-            config,
-            stats=stats,
-            dtype=dtype,
-            memory_format=memory_format,
-            backend="kornia",
-        )
+        return apply_reference(images, params, config, stats, dtype, memory_format)
     import cv2
 
     b, c, h, w = images.shape
@@ -249,7 +237,7 @@ def apply_opencv(
         return out
     # contiguous for the rest (a user's preprocessing_function may .view() it), as the reference
     x = torch.from_numpy(warped).permute(0, 3, 1, 2).contiguous()
-    x = _augment(x, params, _rest(config))
+    x = augment_pixels(x, params, _rest(config))
     x = standardize(x, config, stats)
     return x.to(dtype=dtype, memory_format=memory_format)
 

@@ -1,7 +1,7 @@
 """The fused augmentation path: one Triton kernel per batch (two with a channel shift).
 
 `apply_fused` is the ``"triton"`` backend of `gpuaug.augment.module.apply`. It does in one pass what
-the reference path (`gpuaug.augment.module._apply_reference`: `gpuaug.augment.warp.warp_affine` +
+the reference path (`gpuaug.augment.reference.apply_reference`: `gpuaug.augment.warp.warp_affine` +
 torch ops)
 does in about 140 ops: for each output pixel, the kernel
 
@@ -54,15 +54,14 @@ import contextlib
 import functools
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from gpuaug.augment.config import AugmentConfig, ShiftRange
+from gpuaug.augment.params import AugmentDraws, AugmentParams, FitStats
+from gpuaug.augment.reference import standardize
 from gpuaug.augment.warp import EDGE_TOLERANCE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from gpuaug.augment.module import AugmentDraws, AugmentParams, FitStats
 
 try:
     import triton
@@ -576,8 +575,6 @@ def apply_fused(
     Returns:
         (B, C, H, W) ``dtype`` in ``memory_format``, on the images' device.
     """
-    from gpuaug.augment.module import AugmentDraws, standardize
-
     check_usable(images.device, dtype)
     b, c, height, width = images.shape
     tail = _unfused_tail(config)
