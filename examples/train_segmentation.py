@@ -11,7 +11,7 @@ folders by `make_segmentation_folders`::
   of its brightness);
 - label 0 elsewhere.
 
-`gpuaug.data.paired.flow_from_paired_directories` pairs the files by name, decodes each pair once
+`gpuaug.flow_from_paired_directories` pairs the files by name, decodes each pair once
 into a device cache, and yields ``(x, mask)`` batches: rotations, shifts, zoom and flips drawn
 per sample and applied to the image (bilinear) and its mask (nearest, the same matrix), with
 ``mask_fill=255`` where the warp reads outside the image; the loss ignores those pixels
@@ -39,8 +39,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gpuaug import AugmentConfig
-from gpuaug.data.paired import flow_from_paired_directories
+from gpuaug import AugmentConfig, flow_from_paired_directories
 
 NUM_CLASSES = 3
 IGNORE = 255

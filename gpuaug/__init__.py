@@ -21,17 +21,21 @@ from gpuaug.augment.module import (
 from gpuaug.augment.targets import apply_boxes, apply_keypoints, apply_mask
 from gpuaug.data.arrays import ArrayDataset
 from gpuaug.data.dataframe import DataFrameDataset
-from gpuaug.data.detection import DetectionDataset, flow_from_detection_file
+from gpuaug.data.detection import DetectionDataset
 from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.image import ImageLoadError
-from gpuaug.data.paired import PairedDataset, flow_from_paired_directories
+from gpuaug.data.paired import PairedDataset
 from gpuaug.keras.generator import ImageDataGenerator
+from gpuaug.loader.factories import (
+    flow_from_detection_file,
+    flow_from_directory,
+    flow_from_paired_directories,
+)
 from gpuaug.loader.gpu_loader import (
     GPULoader,
     LoaderConfig,
     ReplayBatch,
     WorkerCrashError,
-    flow_from_directory,
 )
 from gpuaug.loader.sampler import EpochBatchSampler
 

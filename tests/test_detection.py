@@ -18,7 +18,8 @@ from PIL import Image
 
 from gpuaug import AugmentConfig
 from gpuaug.augment.targets import apply_boxes, apply_mask
-from gpuaug.data.detection import DetectionDataset, flow_from_detection_file, read_annotations
+from gpuaug.data.detection import DetectionDataset, read_annotations
+from gpuaug.loader.factories import flow_from_detection_file
 
 skimage_data = pytest.importorskip("skimage.data")
 skimage_filters = pytest.importorskip("skimage.filters")

@@ -20,11 +20,11 @@ from gpuaug.augment.targets import apply_mask
 from gpuaug.data.paired import (
     PairedDataset,
     find_pairs,
-    flow_from_paired_directories,
     load_mask,
     pack_mask,
     unpack_mask,
 )
+from gpuaug.loader.factories import flow_from_paired_directories
 from gpuaug.preview import MASK_COLORS, grid_layout, overlay_mask
 
 skimage_data = pytest.importorskip("skimage.data")

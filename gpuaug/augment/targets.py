@@ -46,6 +46,7 @@ import torch
 from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.params import AugmentParams, affine_matrix
 from gpuaug.augment.warp import _fold, invert_affine, source_coordinates
+from gpuaug.data.paired import DEFAULT_MASK_FILL
 
 __all__ = [
     "DEFAULT_MASK_FILL",
@@ -56,11 +57,6 @@ __all__ = [
     "target_matrix",
     "unpad",
 ]
-
-#: The label written where a "constant"-mode warp reads outside the image: 0, the background
-#: class, valid for every dtype and every loss. Pass ``mask_fill=255`` (with
-#: ``CrossEntropyLoss(ignore_index=255)``) to leave those pixels out of the loss instead.
-DEFAULT_MASK_FILL = 0
 
 
 def _check_params(params: AugmentParams, config: AugmentConfig, batch: int, device) -> None:

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gpuaug.data.cache import ImageCache
-from gpuaug.loader.stages.transfer import host_to_device
+from gpuaug.device import host_to_device
 
 __all__ = ["DATA_FORMATS", "ArrayDataset", "as_image_tensor"]
 

@@ -52,7 +52,7 @@ from gpuaug.data.image import (
     _check_target_size,
     load_image,
 )
-from gpuaug.loader.stages.transfer import host_to_device
+from gpuaug.device import host_to_device
 
 __all__ = ["DATAFRAME_CLASS_MODES", "DataFrameDataset", "import_pandas"]
 

@@ -48,7 +48,6 @@ from gpuaug.data.paired import _header
 __all__ = [
     "Annotations",
     "DetectionDataset",
-    "flow_from_detection_file",
     "read_annotations",
     "read_boxes_csv",
     "read_coco",
@@ -303,69 +302,3 @@ class DetectionDataset(Dataset):
             f"{int(self.box_valid.sum())} boxes, {self.num_classes} classes, "
             f"target_size={self.target_size})"
         )
-
-
-def flow_from_detection_file(
-    images: str | os.PathLike[str],
-    annotations: str | os.PathLike[str] | Annotations,
-    augment: Any = None,
-    target_size: tuple[int, int] = (256, 256),
-    color_mode: str = "rgb",
-    batch_size: int = 32,
-    shuffle: bool = True,
-    seed: int | None = None,
-    interpolation: str = "nearest",
-    min_visibility: float = 0.0,
-    device: str | torch.device | None = None,
-    num_workers: int | None = None,
-    steps_per_epoch: int | None = None,
-    drop_last: bool = False,
-    cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    on_error: str = "raise",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = True,
-) -> Any:
-    """A `gpuaug.GPULoader` of images and their boxes from an annotation file.
-
-    Batches are ``(x, (boxes, labels, valid))``: x (B, C, H, W) ``dtype``; boxes (B, M, 4)
-    float32 xyxy after each sample's own transform, clipped to the image; labels (B, M) int64;
-    valid (B, M) bool (False for padding and for boxes that left the image or kept less than
-    ``min_visibility`` of their area). All on the loader's device; the boxes table sits there
-    once and each batch is a gather plus `gpuaug.augment.targets.apply_boxes` (no host sync).
-    ``gpuaug.augment.targets.unpad(boxes, valid)`` gives per-image lists.
-
-    Args:
-        images, annotations, target_size, color_mode, interpolation, min_visibility,
-            on_error: See `DetectionDataset`.
-        augment, batch_size, shuffle, seed, device, num_workers, steps_per_epoch, drop_last,
-            cache, cache_dir, dtype, progress: As `gpuaug.flow_from_directory`.
-    """
-    from gpuaug.loader.config import LoaderConfig
-    from gpuaug.loader.gpu_loader import GPULoader
-    from gpuaug.loader.stages.finish import factory_module
-
-    module = factory_module(augment, dtype)
-    dataset = DetectionDataset(
-        images,
-        annotations,
-        target_size=target_size,
-        color_mode=color_mode,
-        interpolation=interpolation,
-        on_error=on_error,
-        min_visibility=min_visibility,
-    )
-    config = LoaderConfig.from_arguments(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        steps_per_epoch=steps_per_epoch,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        cache=cache,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-    )
-    return GPULoader(dataset, module, config)

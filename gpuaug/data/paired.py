@@ -51,7 +51,6 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from gpuaug.augment.targets import DEFAULT_MASK_FILL
 from gpuaug.data.image import (
     COLOR_MODES,
     IMAGE_EXTENSIONS,
@@ -68,7 +67,6 @@ __all__ = [
     "MASK_EXTENSIONS",
     "PairedDataset",
     "find_pairs",
-    "flow_from_paired_directories",
     "load_mask",
     "pack_mask",
     "unpack_mask",
@@ -86,6 +84,12 @@ _MASK_MODES = {
     "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4,
 }  # fmt: skip
 _MASK_DTYPES = {1: torch.uint8, 2: torch.int32, 4: torch.int64}
+
+
+#: The label written where a "constant"-mode warp reads outside the image: 0, the background
+#: class, valid for every dtype and every loss. Pass ``mask_fill=255`` (with
+#: ``CrossEntropyLoss(ignore_index=255)``) to leave those pixels out of the loss instead.
+DEFAULT_MASK_FILL = 0
 
 
 def _normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -474,94 +478,3 @@ class PairedDataset(Dataset):
             f"{len(self)} pairs, target_size={size}, color_mode={self.color_mode!r}, "
             f"mask_bytes={self.mask_bytes}, subset={self.subset!r})"
         )
-
-
-def flow_from_paired_directories(
-    images: str | os.PathLike[str],
-    masks: str | os.PathLike[str],
-    augment: Any = None,
-    target_size: tuple[int, int] = (256, 256),
-    color_mode: str = "rgb",
-    batch_size: int = 32,
-    shuffle: bool = True,
-    seed: int | None = None,
-    subset: str | None = None,
-    validation_split: float | None = None,
-    interpolation: str = "nearest",
-    mask_fill: int = DEFAULT_MASK_FILL,
-    follow_links: bool = False,
-    device: str | torch.device | None = None,
-    num_workers: int | None = None,
-    steps_per_epoch: int | None = None,
-    drop_last: bool = False,
-    cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    on_error: str = "raise",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = True,
-) -> Any:
-    """`gpuaug.flow_from_directory` for segmentation: batches of ``(x, mask)`` on the device.
-
-    The data set is a `PairedDataset` over ``images`` and ``masks``; the loader is a
-    `gpuaug.GPULoader` (epochs, seeds, ``replay``, ``preview``, caches and workers as for
-    `flow_from_directory`). Each batch's images are augmented as usual and its masks with the
-    same per-sample params (`gpuaug.augment.targets.apply_mask`: nearest, ``mask_fill`` where
-    ``fill_mode="constant"`` reads outside, no photometric stage). ``loader.replay(e, s)``
-    gives the mask as ``y``; ``loader.preview()`` draws it over the images; every ``cache``
-    kind holds the masks too. JPEGs are decoded by the workers (no ``decode="gpu"``: the mask
-    must stay with its image).
-
-    Args:
-        images, masks: The two folder trees (see `PairedDataset`).
-        augment: An `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` or None.
-        target_size: (height, width) both are resized to.
-        color_mode: The images' colour mode.
-        subset, validation_split: As `PairedDataset` (None: the augmentation config's split).
-        interpolation: The images' resize filter (masks always nearest).
-        mask_fill: The label written where a "constant" warp reads outside the image (default
-            0, the background; 255 with ``CrossEntropyLoss(ignore_index=255)`` ignores them).
-        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
-            progress, device: See `gpuaug.LoaderConfig`.
-        on_error: As `PairedDataset`.
-        dtype: The images' float dtype.
-
-    Returns:
-        A `gpuaug.GPULoader` yielding ``(x, mask)``: x (B, C, H, W) ``dtype``, mask
-        (B, 1, H, W) int64, both on the loader's device.
-
-    Raises:
-        ValueError: Unpaired files, mismatched sizes, bad masks (listing them), a bad value.
-        FileNotFoundError: A folder does not exist.
-    """
-    from gpuaug.loader.config import LoaderConfig
-    from gpuaug.loader.gpu_loader import GPULoader
-    from gpuaug.loader.stages.finish import factory_module, validation_split_of
-
-    module = factory_module(augment, dtype)
-    validation_split = validation_split_of(module, validation_split)
-    dataset = PairedDataset(
-        images,
-        masks,
-        target_size=target_size,
-        color_mode=color_mode,
-        interpolation=interpolation,
-        follow_links=follow_links,
-        validation_split=validation_split,
-        subset=subset,
-        on_error=on_error,
-        mask_fill=mask_fill,
-    )
-    config = LoaderConfig.from_arguments(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        steps_per_epoch=steps_per_epoch,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        cache=cache,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-    )
-    return GPULoader(dataset, module, config)

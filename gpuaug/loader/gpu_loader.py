@@ -65,9 +65,7 @@ import torch
 
 from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
-from gpuaug.augment.validation import note, validation_module
 from gpuaug.data.cache import ImageCache
-from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
 from gpuaug.loader.config import DTYPES, LoaderConfig
 from gpuaug.loader.report import describe_loader, loader_stats
@@ -78,8 +76,6 @@ from gpuaug.loader.stages.cache_source import CacheSource, build_cache
 from gpuaug.loader.stages.finish import (
     Finisher,
     augment_module,
-    factory_module,
-    validation_split_of,
 )
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
@@ -93,7 +89,6 @@ __all__ = [
     "LoaderConfig",
     "ReplayBatch",
     "WorkerCrashError",
-    "flow_from_directory",
 ]
 
 _MAX_LISTED = 20
@@ -543,118 +538,3 @@ def _listing(items: Sequence[tuple[str, str]]) -> str:
     if len(items) > _MAX_LISTED:
         shown += f"; ... and {len(items) - _MAX_LISTED} more"
     return shown
-
-
-def flow_from_directory(
-    directory: str | os.PathLike[str],
-    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
-    target_size: tuple[int, int] = (256, 256),
-    color_mode: str = "rgb",
-    classes: Sequence[str] | None = None,
-    class_mode: str | None = "categorical",
-    batch_size: int = 32,
-    shuffle: bool = True,
-    seed: int | None = None,
-    subset: str | None = None,
-    validation_split: float | None = None,
-    interpolation: str = "nearest",
-    follow_links: bool = False,
-    device: str | torch.device | None = None,
-    num_workers: int | None = None,
-    steps_per_epoch: int | None = None,
-    drop_last: bool = False,
-    cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    decode: str = "cpu",
-    on_error: str = "raise",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = True,
-    keep_aspect_ratio: bool = False,
-    draft: bool = False,
-    augment_validation: bool = False,
-    augment_seed: int | None = None,
-) -> GPULoader:
-    """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
-
-    The data set (`gpuaug.DirectoryDataset`) indexes ``directory/<class>/...`` exactly as
-    Keras does; the loader (:class:`GPULoader`) batches, augments on ``device`` and counts
-    epochs (see the module docstring; ``print(loader.describe())`` gives the numbers).
-
-    Args:
-        directory: root folder, one sub-folder per class.
-        augment: an `AugmentConfig`, a preset name (``"chollet_cats_dogs"``), a YAML path, a
-            `GPUAugment` or ``None`` (no augmentation).
-        target_size: ``(height, width)`` every image is resized to when decoded.
-        color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
-        classes: class folder names in index order (default: sorted sub-folders).
-        class_mode: ``"categorical"``, ``"binary"``, ``"sparse"``, ``"input"`` or ``None``.
-        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
-            decode, progress: see :class:`LoaderConfig`.
-        subset: ``"training"``, ``"validation"`` or ``None``.
-        validation_split: fraction held out per class; ``None`` takes the augmentation
-            config's ``validation_split`` (where Keras keeps it).
-        interpolation: the resize filter (Keras name; ``"nearest"`` as Keras).
-        follow_links: descend into linked sub-folders.
-        device: where batches are augmented and returned (default CUDA if available).
-        on_error: ``"raise"`` or ``"skip"`` unreadable files (see `gpuaug.DirectoryDataset`).
-        dtype: output float dtype.
-        keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
-            resizing, as Keras (``decode="cpu"`` only).
-        draft: let large JPEGs decode at 1/2, 1/4 or 1/8 scale before the resize (faster on
-            multi-megapixel photos, not Keras' pixels; ``decode="cpu"`` only; see
-            `gpuaug.data.image.load_image`).
-        augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
-            by default it runs only the deterministic stages of ``augment`` (rescale,
-            preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`).
-        augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
-            ``None``: ``seed`` seeds both.
-
-    Returns:
-        A :class:`GPULoader`.
-
-    Raises:
-        ValueError: a bad value (naming the argument), an empty folder, ``decode="gpu"``
-            without CUDA, a ``validation_split`` that contradicts the config's.
-        TypeError: a value of the wrong type.
-        FileNotFoundError: ``directory`` does not exist.
-    """
-    module = factory_module(augment, dtype)  # the one place `augment` is normalised
-    validation_split = validation_split_of(module, validation_split)
-    dataset = DirectoryDataset(
-        directory,
-        target_size=target_size,
-        color_mode=color_mode,
-        classes=classes,
-        class_mode=class_mode,
-        interpolation=interpolation,
-        follow_links=follow_links,
-        validation_split=validation_split,
-        subset=subset,
-        on_error=on_error,
-        keep_aspect_ratio=keep_aspect_ratio,
-        draft=draft,
-    )
-    config = LoaderConfig.from_arguments(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        steps_per_epoch=steps_per_epoch,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        cache=cache,
-        cache_dir=cache_dir,
-        decode=decode,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        augment_seed=augment_seed,
-    )
-    if not isinstance(augment_validation, bool):
-        raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
-    notes = []
-    if subset == "validation" and not augment_validation:
-        module = validation_module(module)
-        notes.append(note("subset='validation'", "pass augment_validation=True"))
-    loader = GPULoader(dataset, module, config)
-    loader.augment_notes = notes
-    return loader
