@@ -16,7 +16,7 @@ Checks, in order:
   after a warm-up epoch: any synchronising CUDA call in the hot path raises.
 - ``cpu_gpu_parity``: the same seeded, augmented epoch on the GPU and on the CPU, equal within
   1e-3 grey levels image for image, for every ``fill_mode`` (needs the augmentation's uniforms
-  drawn on a CPU generator, issue 9).
+  drawn on a CPU generator).
 - ``jpeg_check_parity`` (also without CUDA): on real photos (scikit-image's samples upscaled to
   >= 1 MP, saved as baseline, progressive, 4:4:4, grayscale, CMYK, EXIF orientations 2-8,
   truncated, without end marker, garbage), the files a ``decode="gpu"`` worker refuses

@@ -700,7 +700,7 @@ def test_compile_without_the_compiled_module_says_so(monkeypatch):
 
 @pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
 def test_the_reference_path_dispatches_no_matrix_product(fill_mode):
-    # issue 9.6: a matmul / bmm / einsum becomes a TF32 GEMM under
+    # A matmul / bmm / einsum becomes a TF32 GEMM under
     # set_float32_matmul_precision("high"); the matrix and the coordinates are multiply-adds.
     config = dataclasses.replace(FULL, fill_mode=fill_mode, rescale=1 / 255)
     x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())

@@ -230,7 +230,7 @@ def test_cuda_device_cache_lives_on_the_gpu(tree):
     assert make(tree, device="cuda", cache="device").cache.images.is_cuda
 
 
-# ---------------------------------------------------------------- integrity (issue 12.5, 12.6)
+# ---------------------------------------------------------------- integrity
 def _overwrite_image(cache_path: Path, index: int, nbytes: int) -> None:
     with open(cache_path, "r+b") as f:
         f.seek(index * nbytes)

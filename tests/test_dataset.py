@@ -678,7 +678,7 @@ def test_worker_process_error_is_an_image_load_error(image_tree):
         next(iter(loader))
 
 
-# --- hidden folders (issue 12.7) ----------------------------------------------------------
+# --- hidden folders ----------------------------------------------------------------------
 
 
 def test_hidden_folders_are_not_classes(tmp_path):
@@ -965,7 +965,7 @@ def test_a_cache_dir_setting_that_is_a_file_is_named(make_tree, tmp_path, monkey
         DirectoryDataset(root, target_size=(8, 8), index_cache=True)
 
 
-# --- special files (issue 12.6) ----------------------------------------------------------
+# --- special files -----------------------------------------------------------------------
 
 
 def test_a_fifo_is_reported_as_not_a_regular_file_without_blocking(tmp_path):

@@ -646,7 +646,7 @@ def test_loader_decodes_jpegs_on_the_gpu(mixed_tree):
 @pytest.mark.cuda
 def test_nvjpeg_chunks_give_the_same_pixels_as_one_call(tmp_path):
     """256 photos of 1 MP in chunks of ~8: a chunk's nvJPEG writes racing the previous chunk's
-    resize (buffers recycled on the stream, issue 9.9) would change pixels; memory stays bounded."""
+    resize (buffers recycled on the stream) would change pixels; memory stays bounded."""
     encoded = [jpeg_bytes(seed=i, size=(800, 1280)) for i in range(16)]
     data = [torch.frombuffer(bytearray(encoded[i % 16]), dtype=torch.uint8) for i in range(256)]
     turns = [1, 6, 3, 8] * 64

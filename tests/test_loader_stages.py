@@ -1,5 +1,4 @@
-"""The loader's stages (gpuaug.loader.stages) and the defects of issue 9 / 12.1 they fix, on the
-CPU.
+"""The loader's stages (gpuaug.loader.stages) and the defects they fix, on the CPU.
 
 - 9.1: decode="gpu" sends one byte buffer per batch, not one shared-memory tensor per JPEG;
 - 9.2: a device cache moves each pass's indices to the device once, not per batch;
@@ -110,7 +109,7 @@ def test_pinning_a_host_batch_pins_the_images_not_the_jpeg_bytes():
 
 
 def test_gpu_decode_with_workers_stays_within_a_low_open_file_limit(tmp_path, monkeypatch):
-    """Issue 9.1 on the CPU: 192 JPEGs in 2 batches, 2 workers, ``ulimit -n`` = open + 48.
+    """On the CPU: 192 JPEGs in 2 batches, 2 workers, ``ulimit -n`` = open + 48.
 
     One shared-memory tensor per JPEG needs ~96 file descriptors per batch in flight and dies
     ("Too many open files"); one buffer per batch needs a handful.

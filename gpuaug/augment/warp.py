@@ -26,7 +26,7 @@ coordinate into [0, n-1] in pixel units (`_fold`), then samples once with ``F.gr
                       of n-1
 ====================  ===========================================  =================================
 
-No matrix product anywhere (issue 9.6): the source coordinates are broadcast multiply-adds
+No matrix product anywhere: the source coordinates are broadcast multiply-adds
 (``a00 * x + (a01 * y + b0)``), never ``einsum`` / ``bmm``, which
 ``torch.set_float32_matmul_precision("high")`` would turn into TF32 GEMMs (10-bit mantissa:
 0.08 px at 150 px, enough to break Keras parity, the constant/wrap edges and nearest ties).

@@ -5,7 +5,8 @@ or draws, config, ``stats``, ``dtype``, ``memory_format``; arguments already che
 `gpuaug.augment.checks.check_apply_args`). It imports only from below (params, reference,
 checks, warp, config), never from the dispatcher. `BACKEND_TABLE` names each one; the module is
 imported on first use (`backend_function`), so that importing gpuaug does not import triton
-or OpenCV; the reference is imported here, so that ``torch.compile`` traces its call. The dispatcher knows this table, never the kernels.
+or OpenCV; the reference is imported here, so that ``torch.compile`` traces its call. The
+dispatcher knows this table, never the kernels.
 
 The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
 

@@ -40,7 +40,7 @@ any object with these members works):
 - ``num_classes``: the number of classes (for one-hot targets).
 - ``on_error``: ``"raise"`` or ``"skip"`` (what the loader does with a bad file).
 
-Optional, for targets beyond class labels (issue 13):
+Optional, for targets beyond class labels:
 
 - ``load_packed(i)``, ``mask_bytes``, ``mask_fill`` (`gpuaug.data.paired.PairedDataset`): the
   workers read ``load_packed`` (image + mask as ``C + mask_bytes`` uint8 channels), so every
