@@ -53,7 +53,7 @@ def test_a_differently_treated_argument_warns_once_pointing_at_the_readme(monkey
     with pytest.warns(
         UserWarning,
         match=r"`preprocessing_function` is called once per batch.*"
-        r"README",
+        r"Keras parity and where we differ",
     ):
         _gen(preprocessing_function=lambda x: x)
     with warnings.catch_warnings():

@@ -1,4 +1,4 @@
-"""The README's plain-PyTorch pattern, written the way a user writes it.
+"""The "Your own training loop" page's plain-PyTorch pattern, written the way a user writes it.
 
 ``DataLoader(DirectoryDataset(...), batch_size=..., num_workers=..., pin_memory=True)`` with the
 DataLoader's own sampler and collate, and `GPUAugment` applied on the device inside the
@@ -29,7 +29,7 @@ def test_dataloader_with_gpuaugment_in_the_training_loop(tmp_path):
     root = _tree(tmp_path / "train")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    # --- as in the README
+    # --- as in docs/own-loop.md
     dataset = gpuaug.DirectoryDataset(root, target_size=(12, 12), class_mode="sparse")
     loader = DataLoader(
         dataset,

@@ -1,4 +1,4 @@
-"""The README's "Porting from Keras" code: the "after" block runs as written (on the CPU)."""
+"""The "Porting from Keras" page's code: the "after" block runs as written (on the CPU)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from pathlib import Path
 import torch
 from conftest import write_tree
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "porting-from-keras.md"
 
 
 def _porting_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Porting from Keras", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    text = PAGE.read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def test_before_and_after_differ_by_the_import_and_the_device_only():
@@ -37,7 +36,7 @@ def test_after_code_runs(tmp_path):
         "train_dir": str(write_tree(tmp_path / "train", {"cats": 2, "dogs": 2}, size=(20, 24))),
         "validation_dir": str(write_tree(tmp_path / "val", {"cats": 1, "dogs": 1}, size=(20, 24))),
     }
-    exec(compile(code, "README.md (Porting from Keras)", "exec"), namespace)
+    exec(compile(code, "docs/porting-from-keras.md", "exec"), namespace)
     x = namespace["x"]
     assert namespace["y"].shape == (4,)
     assert x.shape == (4, 3, 150, 150) and x.dtype == torch.float32

@@ -15,7 +15,8 @@ methods have Keras' names, arguments and defaults:
   (channels last by default, as Keras), computed with gpuaug's batched code.
 
 Differences from Keras, each announced once per process with a warning that points at the
-README's table "Where we differ from Keras": ``preprocessing_function`` runs once per batch
+documentation's table "Keras parity and where we differ": ``preprocessing_function`` runs once
+per batch
 ``(B, C, H, W)`` on the device; ``brightness_range`` clips in float instead of truncating
 through PIL; the shifts follow Keras' documentation (``width_shift_range`` horizontal), not
 its code (a warning only when the two ranges differ). An argument Keras takes that gpuaug
@@ -50,7 +51,7 @@ from gpuaug.loader.gpu_loader import GPULoader
 
 __all__ = ["ImageDataGenerator"]
 
-_README = "README.md, 'Where we differ from Keras'"
+_README = "the documentation's page 'Keras parity and where we differ'"
 _WARNED: set[str] = set()
 _DIFFERENT = {
     "preprocessing_function": "is called once per batch, a float tensor (B, C, H, W) on the "

@@ -312,7 +312,7 @@ class GPULoader:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``: see README)."""
+        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``)."""
         h, w = self.dataset.target_size
         return (self.dataset.channels, h, w)
 
