@@ -558,6 +558,13 @@ def measure_backends(
     """
     requested = config.backends if config.backends is not None else BACKENDS
     availability = {b: P.backend_unavailable(b, device) for b in requested}
+    if config.backends is None and device.type == "cpu" and availability.get("triton") is None:
+        # Under TRITON_INTERPRET=1 the kernel runs on CPU tensors in Triton's interpreter: a
+        # test tool (about 100x slower than the reference), not a speed to report.
+        availability["triton"] = (
+            "on a CPU only Triton's interpreter runs it (a test tool, not a speed); "
+            "ask for it with --backends triton"
+        )
     out: dict = {
         "backends": availability,
         "variants": list(config.variants),

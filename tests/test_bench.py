@@ -350,3 +350,17 @@ def test_image_folder_with_the_same_settings_is_reused(tmp_path):
 def test_image_folder_rejects_fewer_than_two_images(tmp_path):
     with pytest.raises(ValueError, match=re.escape("`num_images` must be an int >= 2; got 1")):
         bench_data.make_image_folder(tmp_path, 1, progress=False)
+
+
+def test_the_default_cpu_run_leaves_out_the_triton_interpreter(monkeypatch):
+    """Under TRITON_INTERPRET=1 (the tests' setting) the kernel runs on CPU tensors, about 100x
+    slower than the reference: the default backend list says so instead of timing it."""
+    monkeypatch.setattr(P, "backend_unavailable", lambda backend, device: None)
+    config = bench.BenchConfig(target_size=(8, 8))
+    settings = P.Settings(directory=Path("unused"), target_size=(8, 8))
+    out = bench.measure_backends(config, settings, torch.device("cpu"), names=[])
+    assert "interpreter" in out["backends"]["triton"]
+    assert out["backends"]["kornia"] is None
+    asked = bench.BenchConfig(target_size=(8, 8), backends=("triton",))
+    out = bench.measure_backends(asked, settings, torch.device("cpu"), names=[])
+    assert out["backends"] == {"triton": None}
