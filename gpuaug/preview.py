@@ -257,7 +257,7 @@ def make_preview(
     else:
         dataset = DirectoryDataset(
             directory,
-            target_size=tuple(target_size),
+            target_size=(int(target_size[0]), int(target_size[1])),
             color_mode=color_mode,
             class_mode=None,
             interpolation=interpolation,
@@ -303,7 +303,8 @@ def _preview_augment(
     config: AugmentConfig, device: torch.device, seed: int
 ) -> tuple[GPUAugment, torch.Generator]:
     """The previews' augmenter (normalisation off, so tiles stay viewable) and generator."""
-    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF)).to(device)
+    augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF))  # type: ignore[arg-type]
+    augment = augment.to(device)
     return augment, torch.Generator(device=device).manual_seed(seed)
 
 
@@ -525,7 +526,8 @@ def make_paired_preview(
     target_size = dataset.target_size
     layout = grid_layout(n, rows, target_size, config)
     select = torch.Generator().manual_seed(seed)
-    sources, failures = [], []
+    sources: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    failures: list[tuple[str, str]] = []
     for index in torch.randperm(len(dataset), generator=select).tolist():
         if len(sources) >= layout.rows:
             break
@@ -616,7 +618,7 @@ def make_detection_preview(
     target_size = dataset.target_size
     layout = grid_layout(n, rows, target_size, config)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    sources = []
+    sources: list[Any] = []
     for index in order.tolist():
         if len(sources) >= layout.rows:
             break

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -417,8 +417,9 @@ class AugmentConfig:
     def zoom_bounds(self) -> tuple[float, float]:
         """The zoom interval ``(lo, hi)``: ``(1 - z, 1 + z)`` for a float ``zoom_range``."""
         if _is_number(self.zoom_range):
-            return (1 - self.zoom_range, 1 + self.zoom_range)
-        lo, hi = self.zoom_range
+            z = cast(float, self.zoom_range)
+            return (1 - z, 1 + z)
+        lo, hi = cast(tuple[float, float], self.zoom_range)
         return (lo, hi)
 
     @property

@@ -210,7 +210,9 @@ class GPUAugment(nn.Module):
         b, _, h, w = images.shape
         return sample_params(self.config, b, h, w, generator=generator, device=images.device)
 
-    def apply(self, images: torch.Tensor, params: AugmentParams | AugmentDraws) -> torch.Tensor:
+    def apply(  # type: ignore[override]  # Keras' apply_transform, not nn.Module.apply(fn)
+        self, images: torch.Tensor, params: AugmentParams | AugmentDraws
+    ) -> torch.Tensor:
         """Apply given params or draws to a batch (`apply` with this module's settings)."""
         return apply(
             images,

@@ -120,7 +120,7 @@ def _check_mask_fill(mask_fill: int | float | bool, dtype: torch.dtype) -> None:
         if not isinstance(mask_fill, numbers.Real):
             raise TypeError(f"`mask_fill` must be a number; got {mask_fill!r}")
         return
-    if isinstance(mask_fill, bool) or not isinstance(mask_fill, numbers.Integral):
+    if isinstance(mask_fill, bool) or not isinstance(mask_fill, int | numbers.Integral):
         raise TypeError(f"`mask_fill` must be an int label for {dtype} masks; got {mask_fill!r}")
     info = torch.iinfo(dtype)
     if not info.min <= int(mask_fill) <= info.max:
@@ -297,8 +297,11 @@ def apply_boxes(
     boxes = _float_points("boxes", boxes, 4)
     _check_size(height, width)
     _check_params(params, config, boxes.shape[0], boxes.device)
-    _check_valid("valid", valid, tuple(boxes.shape[:2]), boxes.device)
-    if not isinstance(min_visibility, numbers.Real) or not 0.0 <= float(min_visibility) <= 1.0:
+    _check_valid("valid", valid, (boxes.shape[0], boxes.shape[1]), boxes.device)
+    if (
+        not isinstance(min_visibility, int | float | numbers.Real)
+        or not 0.0 <= float(min_visibility) <= 1.0
+    ):
         raise ValueError(f"`min_visibility` must be a number in [0, 1]; got {min_visibility!r}")
     matrix = target_matrix(params, config, height, width)
     if matrix is None:
@@ -372,7 +375,7 @@ def apply_keypoints(
     points = _float_points("points", points, 2)
     _check_size(height, width)
     _check_params(params, config, points.shape[0], points.device)
-    _check_valid("visible", visible, tuple(points.shape[:2]), points.device)
+    _check_valid("visible", visible, (points.shape[0], points.shape[1]), points.device)
     matrix = target_matrix(params, config, height, width)
     out = points if matrix is None else _forward(matrix, points)
     x, y = out[..., 0], out[..., 1]

@@ -34,7 +34,7 @@ RANDOM_FIELDS: dict[str, object] = {
 
 def deterministic_config(config: AugmentConfig) -> AugmentConfig:
     """``config`` with every random stage off; rescale, preprocessing and normalisation kept."""
-    return dataclasses.replace(config, **RANDOM_FIELDS)
+    return dataclasses.replace(config, **RANDOM_FIELDS)  # type: ignore[arg-type]
 
 
 def share_stats(source: GPUAugment, target: GPUAugment) -> None:

@@ -181,6 +181,7 @@ def _warp_grid(
             if fill_mode == "constant":
                 coord = torch.add(*_source_terms(m, axis, height, width))
                 _, inside_axis = _fold(coord, size, fill_mode)
+                assert inside_axis is not None  # "constant" gives the inside mask
                 inside = inside_axis if inside is None else inside & inside_axis
             continue
         # Normalise for align_corners=True: pixel 0 -> -1, pixel n-1 -> +1.

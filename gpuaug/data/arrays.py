@@ -184,7 +184,9 @@ class ArrayDataset(Dataset):
             weights = weights.to(torch.float32)
         if labels is not None and labels.dtype == torch.float64:
             labels = labels.to(torch.float32)
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+        if isinstance(validation_split, bool) or not isinstance(
+            validation_split, int | float | numbers.Real
+        ):
             raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
@@ -226,11 +228,11 @@ class ArrayDataset(Dataset):
         self.class_mode = None if labels is None else "raw"
         self.root = f"an in-memory array of {len(images)} images"
         is_class_index = labels is not None and labels.ndim == 1 and not labels.is_floating_point()
-        if is_class_index and len(labels) and int(labels.min()) >= 0:
+        if labels is not None and is_class_index and len(labels) and int(labels.min()) >= 0:
             k = int(labels.max()) + 1
         else:
             k = 0
-        if 0 < k <= max(len(labels) if labels is not None else 0, 1000):
+        if labels is not None and 0 < k <= max(len(labels), 1000):
             self.targets = labels.to(torch.int64).tolist()
         else:
             k, self.targets = 0, [0] * len(images)
@@ -238,7 +240,7 @@ class ArrayDataset(Dataset):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.num_classes = max(k, 1)
         self.samples = [(f"x[{i}]", t) for i, t in enumerate(self.targets)]
-        self._on_device: dict[torch.device, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -259,7 +261,7 @@ class ArrayDataset(Dataset):
         """Samples per class for integer class labels (else empty)."""
         if not self.classes:
             return {}
-        tally = Counter(self.targets)
+        tally: Counter[int] = Counter(self.targets)
         return {name: tally[i] for i, name in enumerate(self.classes)}
 
     @property

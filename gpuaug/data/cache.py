@@ -337,6 +337,7 @@ class ImageCache:
         ``rows[i]`` is image ``indices[i]``; images that failed to decode when the cache was
         built (invalid: never served) are not checked.
         """
+        assert self._verified is not None and self.checksums is not None  # a disk cache
         first = ~self._verified[indices] & self.valid.numpy()[indices]
         if not first.any():
             return
@@ -380,7 +381,7 @@ class ImageCache:
         cls,
         kind: str,
         dataset: Any,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]],
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]],
         *,
         device: torch.device | str = "cpu",
         cache_dir: str | os.PathLike[str] | None = None,
@@ -434,9 +435,11 @@ class ImageCache:
             for indices, batch, failed in batches:
                 indices = indices.to("cpu", torch.int64)
                 if len(indices):
+                    assert batch is not None  # images come with their indices
                     if isinstance(images, torch.Tensor):
                         images.index_copy_(0, indices.to(images.device), batch.to(images.device))
                     else:
+                        assert checksums is not None  # kind == "disk"
                         rows = np.ascontiguousarray(batch.cpu().numpy())
                         images[indices.numpy()] = rows
                         checksums[indices.numpy()] = image_checksums(rows)
@@ -454,6 +457,8 @@ class ImageCache:
             raise ValueError(f"the cache batches left {missing} of {n} samples out")
         if kind != "disk":
             return cls(kind, images, valid, failures=failures)
+        assert isinstance(images, np.memmap) and checksums is not None
+        assert path is not None and tmp is not None
         images.flush()
         del images
         # No manifest while the data file changes: a crash in between leaves no cache.

@@ -190,7 +190,9 @@ class DataFrameDataset(Dataset):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool; got {value!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+        if isinstance(validation_split, bool) or not isinstance(
+            validation_split, int | float | numbers.Real
+        ):
             raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
@@ -389,7 +391,7 @@ class DataFrameDataset(Dataset):
 
     def counts(self) -> dict[str, int]:
         """Samples per class (single-label rows; empty without classes)."""
-        tally = Counter(self.targets)
+        tally: Counter[int] = Counter(self.targets)
         return {name: tally[i] for i, name in enumerate(self.classes)}
 
     def batch_outputs(self, x: torch.Tensor, indices: torch.Tensor) -> Any:
@@ -439,7 +441,9 @@ def _numeric_tensor(values: Any) -> torch.Tensor:
     return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
 
 
-def _filter_classes(df: Any, y_col: str, classes: Sequence[str] | None) -> tuple[Any, list]:
+def _filter_classes(
+    df: Any, y_col: str | list[str], classes: Sequence[str] | None
+) -> tuple[Any, list]:
     """Keras' ``DataFrameIterator._filter_classes``: the class list, rows without one dropped."""
     df = df.copy()
     if classes:

@@ -217,7 +217,10 @@ class DetectionDataset(Dataset):
         _check_interpolation(interpolation)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}")
-        if not isinstance(min_visibility, numbers.Real) or not 0 <= min_visibility <= 1:
+        if (
+            not isinstance(min_visibility, int | float | numbers.Real)
+            or not 0 <= min_visibility <= 1
+        ):
             raise ValueError(f"`min_visibility` must be a number in [0, 1]; got {min_visibility!r}")
         root = os.path.expanduser(os.fspath(images))
         if not os.path.isdir(root):

@@ -310,7 +310,7 @@ def make_dataset(
     empty = [name for name, files in per_class.items() if not files]
     if empty and not allow_empty:
         raise ValueError(_no_images_message(root, empty, extensions))
-    samples = []
+    samples: list[tuple[str, int]] = []
     for name, files in per_class.items():
         start, stop = _split_bounds(len(files), split)
         samples.extend((path, class_to_idx[name]) for path in files[start:stop])
@@ -499,7 +499,9 @@ class DirectoryDataset(Dataset):
             )
         if not isinstance(follow_links, bool):
             raise TypeError(f"`follow_links` must be a bool; got {follow_links!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+        if isinstance(validation_split, bool) or not isinstance(
+            validation_split, int | float | numbers.Real
+        ):
             raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")

@@ -341,7 +341,9 @@ class PairedDataset(Dataset):
         _check_interpolation(interpolation)
         if on_error not in _ON_ERROR:
             raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+        if isinstance(validation_split, bool) or not isinstance(
+            validation_split, int | float | numbers.Real
+        ):
             raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
@@ -351,7 +353,7 @@ class PairedDataset(Dataset):
             raise ValueError(
                 f"`subset`={subset!r} needs `validation_split` > 0; got {validation_split!r}"
             )
-        if isinstance(mask_fill, bool) or not isinstance(mask_fill, numbers.Integral):
+        if isinstance(mask_fill, bool) or not isinstance(mask_fill, int | numbers.Integral):
             raise TypeError(f"`mask_fill` must be an int label; got {mask_fill!r}")
         if mask_fill < 0:
             raise ValueError(f"`mask_fill` must be a label >= 0; got {mask_fill!r}")

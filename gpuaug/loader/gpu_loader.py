@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -216,7 +216,7 @@ class GPULoader:
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
         self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
-        self._endless: Iterator[Any] | None = None  # next(loader), as Keras' iterators
+        self._endless: Generator[Any, None, None] | None = None  # next(loader), as Keras' iterators
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
@@ -327,7 +327,7 @@ class GPULoader:
             self._endless = self._epochs()
         return next(self._endless)
 
-    def _epochs(self) -> Iterator[Any]:
+    def _epochs(self) -> Generator[Any, None, None]:
         while True:
             yield from self
 
@@ -373,7 +373,7 @@ class GPULoader:
 
     def _device_batches(
         self, epoch: int, failures: list[tuple[int, str]]
-    ) -> Iterator[DeviceBatch | None]:
+    ) -> Generator[DeviceBatch | None, None, None]:
         """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
         a source, then the transfer stage."""
         source = self._cache_source

@@ -210,7 +210,7 @@ def apply_opencv(
         out = torch.empty((b, c, h, w), dtype=dtype, memory_format=memory_format)
         # strided as ``memory_format`` says; bfloat16 (no numpy dtype) as its 16-bit patterns
         dst = out.view(torch.int16).numpy().view(np.uint16) if dtype == torch.bfloat16 else None
-        dst = out.numpy() if dst is None else dst
+        dst_array: np.ndarray = out.numpy() if dst is None else dst
         in_place = dtype == torch.float32 and memory_format == torch.channels_last
     else:
         warped = np.empty((b, h, w, c), dtype=np.float32)  # HWC: what OpenCV writes
@@ -223,14 +223,14 @@ def apply_opencv(
             if not finish_in_task:
                 image = warped[i]
             elif in_place:
-                image = dst[i].transpose(1, 2, 0)
+                image = dst_array[i].transpose(1, 2, 0)
             else:
                 image = staging.warped
             _warp_image(src[i], matrices[i], flags, border, scale, image, staging)
             if constant:
                 image[_outside(matrices32[i], h, w)] = fill
             if finish_in_task and not in_place:
-                _finish_image(image, dst[i])
+                _finish_image(image, dst_array[i])
 
     _run_tasks(task, b, h * w)
     if finish_in_task:

@@ -605,7 +605,10 @@ def _run(
         plan = _plan(config, height, width)
     except TypeError:  # an unhashable preprocessing_function: plan without the cache
         plan = _plan.__wrapped__(config, height, width)
-    rows = params.uniforms if from_draws else _params_table(params)  # type: ignore[union-attr]
+    if isinstance(params, AugmentDraws):
+        rows = params.uniforms
+    else:
+        rows = _params_table(params)
     if rows.stride(1) != 1:
         rows = rows.contiguous()
     mean, std = (None, None) if tail else _featurewise(config, stats, device)

@@ -76,7 +76,7 @@ class HostBatch:
     @property
     def jpegs(self) -> list[torch.Tensor]:
         """The JPEG files as views into :attr:`jpeg_data` (no copy)."""
-        if self.jpeg_data is None:
+        if self.jpeg_data is None or self.jpeg_offsets is None:
             return []
         o = self.jpeg_offsets.numpy()
         return [self.jpeg_data[int(o[i]) : int(o[i + 1])] for i in range(len(o) - 1)]

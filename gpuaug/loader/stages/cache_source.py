@@ -139,6 +139,7 @@ class CacheSource:
             return None
         cpu = torch.from_numpy(plan.served[lo : lo + len(idx)])
         images = self.cache.take(idx)
+        assert self.device_targets is not None  # a device cache keeps its targets there
         return DeviceBatch(images, cpu, self.device_targets.index_select(0, idx))
 
     def host_batch(self, k: int) -> HostBatch:

@@ -70,7 +70,7 @@ def factory_module(
     return augment_module(augment, dtype)
 
 
-def validation_split_of(module: GPUAugment, validation_split: float | None) -> float | None:
+def validation_split_of(module: GPUAugment, validation_split: float | None) -> float:
     """A factory's ``validation_split``, or the augmentation config's when not given.
 
     Raises:
@@ -151,13 +151,16 @@ class Finisher:
         x = self.augment(images, params=draws)
         if mask_bytes:
             params = self.augment.last_params
+            assert params is not None  # the forward call above kept them
             cfg = self.augment.config
             return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), draws
         if self.box_tables is not None:  # gather the rows' boxes, map them as the images
             rows = host_to_device(batch.indices, self.device)
             boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
+            params = self.augment.last_params
+            assert params is not None  # the forward call above kept them
             boxes, valid = apply_boxes(
-                boxes, self.augment.last_params, self.augment.config, *x.shape[-2:],
+                boxes, params, self.augment.config, *x.shape[-2:],
                 valid=valid, min_visibility=self.dataset.min_visibility,
             )  # fmt: skip
             return (x, (boxes, labels, valid)), draws

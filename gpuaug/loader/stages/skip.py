@@ -107,7 +107,9 @@ def replace_failed(
     kept = 0 if batch is None else len(batch.indices)
     if kept == size:
         return batch
-    if kept:  # views and one cat per tensor: no index tensor to copy to the device
+    if (
+        batch is not None and kept
+    ):  # views and one cat per tensor: no index tensor to copy to the device
         pos = fill_positions(kept, size)
         idx = batch.indices.numpy()
         return DeviceBatch(

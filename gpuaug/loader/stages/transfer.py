@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -166,7 +166,7 @@ class Prefetcher:
             # batch k has been handed out, not one step early.
             try:
                 raw = next(raw_batches, end)
-                return raw if raw is end else on_stream(raw)
+                return raw if raw is end else on_stream(cast(HostBatch, raw))
             except Exception as exc:
                 return _Deferred(exc)
 
