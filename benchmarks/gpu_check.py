@@ -20,7 +20,7 @@ Checks, in order:
 - ``jpeg_check_parity`` (also without CUDA): on real photos (scikit-image's samples upscaled to
   >= 1 MP, saved as baseline, progressive, 4:4:4, grayscale, CMYK, EXIF orientations 2-8,
   truncated, without end marker, garbage), the files a ``decode="gpu"`` worker refuses
-  (:func:`gpuaug.data.nvjpeg.read_gpu_jpeg`) are exactly those ``decode="cpu"`` refuses.
+  (:func:`gpuaug.data.jpeg.read_gpu_jpeg`) are exactly those ``decode="cpu"`` refuses.
 - ``nvjpeg_vs_cpu``: the same photos (hard-linked up to the batch size) through the loader
   with ``decode="gpu"`` and ``decode="cpu"`` at batch 256 and 1024 with 4 workers: image for
   image within :data:`NVJPEG_MEAN_TOL` / :data:`NVJPEG_MAX_TOL` grey levels (nvJPEG's IDCT and
@@ -377,7 +377,7 @@ def check_cpu_gpu_parity(ctx: Context) -> dict[str, Any]:
 def check_jpeg_check_parity(ctx: Context) -> dict[str, Any]:
     """The files a ``decode="gpu"`` worker refuses are exactly those ``decode="cpu"`` does."""
     from gpuaug.data.image import ImageLoadError, load_image
-    from gpuaug.data.nvjpeg import read_gpu_jpeg
+    from gpuaug.data.jpeg import read_gpu_jpeg
 
     kinds = ctx.photos()
     folder = ctx.work / "photos" / "a"
@@ -501,7 +501,8 @@ def check_nvjpeg_vs_cpu(ctx: Context) -> dict[str, Any]:
 
 def check_decode_peak_memory(ctx: Context) -> dict[str, Any]:
     """256 photos through ``decode_jpegs``: peak memory bounded by the pixel budget."""
-    from gpuaug.data.nvjpeg import DEFAULT_PIXEL_BUDGET, decode_jpegs, read_gpu_jpeg
+    from gpuaug.data.jpeg import read_gpu_jpeg
+    from gpuaug.data.nvjpeg import DEFAULT_PIXEL_BUDGET, decode_jpegs
 
     ctx.photos()
     root = replicate(ctx.work / "photos" / "a", ctx.work / "photos-256", 256)

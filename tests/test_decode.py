@@ -20,21 +20,24 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 import gpuaug
+import gpuaug.data.jpeg as jpeg_mod
 import gpuaug.data.nvjpeg as decode_mod
 import gpuaug.loader.gpu_loader as loader_mod
 from gpuaug.data.image import ImageLoadError, load_image
-from gpuaug.data.nvjpeg import (
-    JpegDecoder,
-    apply_orientation,
-    check_decode,
-    decode_jpeg_batch,
-    decode_jpegs,
+from gpuaug.data.jpeg import (
     inspect_jpeg,
     is_jpeg,
     jpeg_orientation,
     jpeg_problem,
     read_file_bytes,
     read_gpu_jpeg,
+)
+from gpuaug.data.nvjpeg import (
+    JpegDecoder,
+    apply_orientation,
+    check_decode,
+    decode_jpeg_batch,
+    decode_jpegs,
 )
 
 SIZE = (16, 16)
@@ -501,7 +504,7 @@ def hardware_like_decoder(data, mode, device):
         try:
             out.append(decode_jpeg(d, mode=mode))
         except RuntimeError:
-            frame = decode_mod._walk_jpeg(d.numpy().tobytes())
+            frame = jpeg_mod._walk_jpeg(d.numpy().tobytes())
             if isinstance(frame, str):
                 raise RuntimeError("Failed to get image info: 2") from None
             channels = 1 if mode == ImageReadMode.GRAY else 3
@@ -717,3 +720,39 @@ def test_leaving_decode_ahead_early_drops_the_decodes_read_ahead():
     assert next(got).decode_job.name == "f0.jpg"  # f1 was read and submitted ahead
     got.close()  # a break / a peek
     assert closed == [True] and Decoder.log == [("cancel", "f1.jpg")]
+
+
+_DECODE_UNDER_W_ERROR = """
+import io, warnings
+import torch
+from PIL import Image
+import gpuaug.data.nvjpeg as nv
+buf = io.BytesIO()
+Image.new("RGB", (12, 10), (200, 30, 40)).save(buf, format="JPEG")
+data = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+(image,) = nv.decode_jpeg_batch([data], "cpu", (8, 8))
+print("with the filter:", tuple(image.shape))
+# negative control: the same call with the warning as torchvision gives it
+warnings.filters[:] = [f for f in warnings.filters if "TorchVision" not in str(f[1])]
+try:
+    nv.decode_jpeg_batch([data], "cpu", (8, 8))
+except DeprecationWarning as err:
+    print("without it:", type(err).__name__)
+"""
+
+
+def test_torchvisions_decoder_deprecation_does_not_reach_the_user():
+    """torchvision 0.29 warns on every decode_jpeg call; under ``-W error`` that warning
+    would fail the decode. gpuaug ignores that one message (and only it)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", _DECODE_UNDER_W_ERROR],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines == ["with the filter: (3, 8, 8)", "without it: DeprecationWarning"], lines

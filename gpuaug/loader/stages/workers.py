@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from gpuaug.data.image import ImageLoadError
-from gpuaug.data.nvjpeg import read_gpu_jpeg
+from gpuaug.data.jpeg import read_gpu_jpeg
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import HostBatch
 
@@ -99,7 +99,13 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
     descriptor, so a batch costs a handful of them whatever its size (one per JPEG file
     exhausted ``ulimit -n`` at batch 256 with 4 workers).
     """
-    indices, images, image_pos, jpegs, jpeg_pos, orient, failures = [], [], [], [], [], [], []
+    indices: list[int] = []
+    images: list[torch.Tensor] = []
+    image_pos: list[int] = []
+    jpegs: list[torch.Tensor] = []
+    jpeg_pos: list[int] = []
+    orient: list[int] = []
+    failures: list[tuple[int, str]] = []
     for kind, index, payload, extra in items:
         if kind == _FAILED:
             failures.append((index, payload))
