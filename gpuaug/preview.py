@@ -15,6 +15,9 @@ Example:
     >>> from gpuaug.preview import make_preview
     >>> img = make_preview("data/train", "chollet_cats_dogs", n=16, rows=4, seed=0)
     >>> img.save("grid.png")
+
+Why one module (over 600 lines): the image, mask and box previews share the layout, the
+augmenter and the captioned canvas; each preview function is what differs.
 """
 
 from __future__ import annotations

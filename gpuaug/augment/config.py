@@ -18,6 +18,9 @@ loads back without warning.
 Presets live in the repository's ``configs/`` folder (shipped in the wheel as
 ``gpuaug/presets/``); `load_config` resolves a preset name ("chollet_cats_dogs", "none",
 "strong") or a YAML path.
+
+Why one module (over 600 lines): `AugmentConfig` is one dataclass, every
+``ImageDataGenerator`` argument with its documentation and validation in one place.
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ index time (recorded in ``skipped``, one warning with the count and the list), k
 class folders as classes with no images (one warning), and at load time makes
 ``__getitem__`` return ``None`` with a warning (:func:`collate_skip` drops those items from
 the batch). Labels never shift: a sample's class comes from its folder, not its position.
+
+Why one module (over 600 lines): Keras' indexing rules (`find_classes`, `make_dataset`,
+the validation split) and the `DirectoryDataset` that applies them are read together, as in
+torchvision's ``datasets/folder.py``.
 """
 
 from __future__ import annotations

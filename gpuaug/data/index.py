@@ -33,6 +33,9 @@ built. This module holds the three parts that make it cheap:
   that decodes converts to every mode). Files are replaced atomically (a temporary file,
   then ``os.replace``), so concurrent writers and readers are safe; a file that fails to
   load or to check is ignored and rewritten.
+
+Why one module (over 600 lines): the compact sample list, the parallel header check and the
+on-disk cache are one index format, written and read by the same few functions.
 """
 
 from __future__ import annotations

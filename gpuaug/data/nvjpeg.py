@@ -41,6 +41,9 @@ these three filters exist on the GPU.
 
 :func:`decode_jpegs` and :func:`decode_jpeg_batch` also run with ``device="cpu"``
 (torchvision's CPU decoder), which is how their plumbing is tested without CUDA.
+
+Why one module (over 600 lines): chunking by pixel budget, bisection of failed chunks, the
+out-of-memory message and the decoder thread are one pipeline around one decode call.
 """
 
 from __future__ import annotations

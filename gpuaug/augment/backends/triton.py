@@ -46,6 +46,9 @@ the float32 arithmetic rounds as the reference's separate torch ops and the inte
 numpy do.
 
 Streams: everything is enqueued on the current stream; nothing syncs the host.
+
+Why one module (over 600 lines): the kernel, its compile-time plan and its launch are one
+backend; the reference it is tested against lives in `gpuaug.augment.reference`.
 """
 
 from __future__ import annotations
