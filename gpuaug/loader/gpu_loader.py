@@ -323,9 +323,15 @@ class GPULoader:
     def __next__(self) -> Any:
         """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
         ``for`` loop over the loader, by contrast, runs one epoch)."""
+        if self.saver is not None:  # a save_to_dir error of an earlier step, then the next
+            self.saver.check()
         if self._endless is None:
             self._endless = self._epochs()
-        return next(self._endless)
+        try:
+            return next(self._endless)
+        except BaseException:  # a dead generator would stop every later next(loader)
+            self._endless = None
+            raise
 
     def _epochs(self) -> Iterator[Any]:
         while True:
@@ -366,6 +372,8 @@ class GPULoader:
                 )
             if completed and self.sampler._set_count == set_count:
                 self.sampler.epoch = epoch + 1
+            if completed and self.saver is not None:  # save_to_dir: the epoch's files written
+                self.saver.flush()
 
     @property
     def _replacing(self) -> bool:
