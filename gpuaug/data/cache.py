@@ -444,8 +444,10 @@ class ImageCache:
                 for index, reason in failed:
                     seen[index] = True
                     valid[index] = False
-                    failures.append((dataset.samples[index][0], reason))
-                    failed_idx.append([int(index), reason])
+                    # a failed mask names itself (gpuaug.loader.stages.batch.FailureReason)
+                    failed = getattr(reason, "path", None) or dataset.samples[index][0]
+                    failures.append((failed, str(reason)))
+                    failed_idx.append([int(index), str(reason)])
                 bar.update(len(indices) + len(failed))
         finally:
             bar.close()

@@ -71,7 +71,7 @@ from gpuaug.loader.config import DTYPES, LoaderConfig
 from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.loader.stages import jpeg_decode
-from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
+from gpuaug.loader.stages.batch import DeviceBatch, HostBatch, failed_path
 from gpuaug.loader.stages.cache_source import CacheSource, build_cache
 from gpuaug.loader.stages.finish import (
     Finisher,
@@ -357,7 +357,7 @@ class GPULoader:
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
             batches.close()
-            self.last_skipped = [(self.dataset.samples[i][0], r) for i, r in failures]
+            self.last_skipped = [(failed_path(self.dataset, i, r), str(r)) for i, r in failures]
             if failures:
                 warnings.warn(
                     f"Skipped {len(failures)} unreadable image file(s) in epoch {epoch} "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from gpuaug.data.image import ImageLoadError
-from gpuaug.loader.stages.batch import DeviceBatch
+from gpuaug.loader.stages.batch import DeviceBatch, failed_path
 from gpuaug.loader.stages.transfer import host_to_device
 
 __all__ = ["SKIP_RULES", "fill_positions", "next_good", "replace_failed", "settle_failures"]
@@ -33,14 +33,15 @@ def settle_failures(
 ) -> None:
     """Applies the data set's ``on_error`` to a batch's failed samples.
 
-    ``"raise"``: an `ImageLoadError` naming the first failed file (lowest index); ``"skip"``:
+    ``"raise"``: an `ImageLoadError` naming the first failed file (lowest index; the mask
+    itself when a mask failed); ``"skip"``:
     the failures are appended to ``failures`` (the epoch's list, reported at its end).
     """
     if not bad:
         return
     if dataset.on_error == "raise":
         index, reason = min(bad)
-        raise ImageLoadError(dataset.samples[index][0], reason)
+        raise ImageLoadError(failed_path(dataset, index, reason), str(reason))
     failures.extend(bad)
 
 
