@@ -1,7 +1,8 @@
 """What a batch does with its failed samples: the data set's ``on_error`` and the skip rules.
 
 Bad files (``on_error="skip"``): a failed sample leaves its batch with its label ("shrink",
-Keras' behaviour, the rule in a single process), or, under ``torch.distributed``
+Keras' behaviour, the rule in a single process; a batch left with no sample at all is replaced
+as below, so that an epoch keeps ``len(loader)`` batches), or, under ``torch.distributed``
 (``num_replicas > 1``), is *replaced* so that every rank runs the same number of steps with the
 same batch shapes whatever files fail (an all-reduce would hang otherwise): the j-th failed
 sample of a batch becomes a copy of the batch's j-th good sample (cyclically), appended after
