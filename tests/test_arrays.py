@@ -174,3 +174,68 @@ def test_large_or_negative_integer_labels_are_not_taken_for_class_indices():
     assert ds.classes == [] and ds.counts() == {}
     assert ArrayDataset(x, -np.arange(20)).classes == []
     assert ArrayDataset(x, np.arange(20) % 4).classes == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_unsigned_labels_are_yielded_with_their_values(dtype):
+    x, y = _data(8)
+    it = _gen().flow(x, (y * 1000).astype(dtype), batch_size=8, shuffle=False)
+    _, yb = next(iter(it))
+    assert yb.tolist() == (y * 1000).tolist() and not yb.dtype.is_floating_point
+
+
+def test_unsigned_labels_are_class_indices_as_signed_ones():
+    x, y = _data(8)
+    assert ArrayDataset(x, y.astype(np.uint16)).classes == ["0", "1", "2", "3"]
+
+
+def test_uint64_labels_beyond_int64_are_refused_naming_y():
+    x, _ = _data(2)
+    with pytest.raises(ValueError, match=r"`y` holds uint64 values above"):
+        ArrayDataset(x, np.array([1, 2**64 - 1], dtype=np.uint64))
+
+
+def test_unsigned_labels_split_into_subsets_as_keras():
+    x, y = _data(8)
+    ds = ArrayDataset(x, y.astype(np.uint32), validation_split=0.5, subset="validation")
+    assert ds.y.tolist() == y[:4].tolist()
+
+
+def test_flow_of_no_image_names_x():
+    with pytest.raises(ValueError, match=r"`x` must hold at least one image; got shape \(0, 6"):
+        _gen().flow(np.zeros((0, 6, 5, 3), np.uint8), np.zeros(0))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_uint8_or_float32_array_is_not_copied(dtype):
+    x, _ = _data(8)
+    x = x.astype(dtype)
+    ds = ArrayDataset(x)
+    assert ds.images.data_ptr() == x.ctypes.data  # a view: the host holds the array once
+    assert torch.equal(
+        ds.images, torch.from_numpy(x).permute(0, 3, 1, 2).float().to(ds.images.dtype)
+    )
+
+
+def test_a_float64_array_is_copied_once_to_float32():
+    x, _ = _data(8)
+    ds = ArrayDataset(x.astype(np.float64))
+    assert ds.images.untyped_storage().nbytes() == x.size * 4
+
+
+def test_a_channels_last_view_is_placed_contiguous_slice_by_slice(monkeypatch):
+    from gpuaug.data import arrays
+
+    x, _ = _data(8)
+    view = ArrayDataset(x).images
+    monkeypatch.setattr(arrays, "_PLACE_BYTES", view[0].numel() * 3)  # 3 images a slice
+    placed = arrays._place(view, torch.device("meta"))
+    assert placed.is_contiguous() and placed.shape == view.shape and placed.device.type == "meta"
+
+
+@pytest.mark.cuda
+def test_a_channels_last_array_lands_contiguous_on_the_gpu():
+    x, y = _data(64)
+    it = gpuaug.ImageDataGenerator(device="cuda").flow(x, y, batch_size=16)
+    assert it.cache.images.is_contiguous()
+    assert torch.equal(it.cache.images.cpu(), torch.from_numpy(x).permute(0, 3, 1, 2))

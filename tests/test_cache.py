@@ -343,3 +343,33 @@ def test_checksums_ignore_images_that_failed_to_decode(bad_tree, tmp_path):
     rows = again.cache.images[[0, 1, 2]]
     again.cache._check_rows(np.arange(3), np.ascontiguousarray(rows))  # row 1 never decoded
     again.cache.verify()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_a_killed_builders_temp_file_is_removed_by_the_next_build(own_tree, tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    import socket
+
+    dead = _dead_pid()
+    stale = [
+        folder / f"0123abcd.u8.tmp-{dead}",
+        folder / f"ab.u8.tmp-{socket.gethostname()}-{dead}",
+    ]
+    kept = [
+        folder / f"0123abcd.u8.tmp-{os.getppid()}",  # a builder still running
+        folder / f"0123abcd.u8.tmp-elsewhere-{dead}",  # another machine's builder
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"x" * 100)
+    make(own_tree, cache="disk", cache_dir=folder)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert not list(folder.glob(f"*.tmp-*-{os.getpid()}"))  # nor the build's own

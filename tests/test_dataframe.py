@@ -153,3 +153,114 @@ def test_missing_pandas_says_how_to_install(frame, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"gpuaug\[dataframe\]"):
         DataFrameDataset(df, directory)
+
+
+# ------------------------------------------------------------------ pandas dtypes, label lists
+
+
+def _frame4(tmp_path: Path, **columns):
+    (tmp_path / "img4").mkdir(exist_ok=True)
+    names = [f"{i}.png" for i in range(4)]
+    for name in names:
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "img4" / name)
+    return tmp_path / "img4", pd.DataFrame({"filename": names, **columns})
+
+
+def _ds(directory, df, **kwargs) -> DataFrameDataset:
+    return DataFrameDataset(df, directory=directory, target_size=(6, 6), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "UInt16", "Float64", "Float32"])
+def test_a_nullable_numeric_weight_column_is_accepted(tmp_path, dtype):
+    d, df = _frame4(tmp_path, cls=list("abab"), w=pd.array([1, 2, 3, 4], dtype=dtype))
+    ds = _ds(d, df, y_col="cls", weight_col="w")
+    assert ds.sample_weight.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "Float64"])
+def test_a_nullable_raw_label_column_is_yielded_as_numbers(tmp_path, dtype):
+    d, df = _frame4(tmp_path, y=pd.array([3, 1, 4, 1], dtype=dtype))
+    ds = _ds(d, df, y_col="y", class_mode="raw")
+    assert ds._y.tolist() == [3, 1, 4, 1]
+
+
+def test_a_nullable_multi_output_column_is_yielded_as_numbers(tmp_path):
+    d, df = _frame4(tmp_path, y=pd.array([3, 1, 4, 1], dtype="Int64"), z=[0.5, 1, 2, 3])
+    ds = _ds(d, df, y_col=["y", "z"], class_mode="multi_output")
+    assert ds._y[0].tolist() == [3, 1, 4, 1] and ds._y[1].tolist() == [0.5, 1, 2, 3]
+
+
+def test_missing_values_of_a_nullable_weight_column_are_named_by_row(tmp_path):
+    d, df = _frame4(tmp_path, cls=list("abab"), w=pd.array([1, None, 3, None], dtype="Int64"))
+    with pytest.raises(ValueError, match=r"weight_col='w' has missing .* rows 1, 3"):
+        _ds(d, df, y_col="cls", weight_col="w")
+
+
+def test_an_infinite_weight_is_named_by_row(tmp_path):
+    d, df = _frame4(tmp_path, cls=list("abab"), w=[1.0, 2.0, np.inf, 1.0])
+    with pytest.raises(ValueError, match=r"weight_col='w' has .*infinite values in rows 2"):
+        _ds(d, df, y_col="cls", weight_col="w")
+
+
+def test_missing_values_of_a_nullable_raw_column_are_named_by_row(tmp_path):
+    d, df = _frame4(tmp_path, y=pd.array([1.0, 2.0, None, 4.0], dtype="Float64"))
+    with pytest.raises(ValueError, match=r"y_col='y' has missing \(NaN\) labels in rows 2"):
+        _ds(d, df, y_col="y", class_mode="raw")
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", "category", "bool"])
+def test_a_non_numeric_weight_column_is_refused_naming_it(tmp_path, dtype):
+    values = [True, False, True, True] if dtype == "bool" else list("1234")
+    d, df = _frame4(tmp_path, cls=list("abab"), w=pd.Series(values, dtype=dtype))
+    with pytest.raises(TypeError, match=r"column weight_col='w' must be numeric; got dtype"):
+        _ds(d, df, y_col="cls", weight_col="w")
+
+
+def test_a_pandas_str_label_column_is_refused_for_raw_naming_it(tmp_path):
+    d, df = _frame4(tmp_path, y=pd.Series(list("abab"), dtype="str"))
+    with pytest.raises(TypeError, match=r"class_mode=\"raw\" .* column 'y' must be numeric"):
+        _ds(d, df, y_col="y", class_mode="raw")
+
+
+def test_pandas_string_dtype_missing_labels_are_named_by_row(tmp_path):
+    d, df = _frame4(tmp_path, cls=pd.array(["a", None, "b", "a"], dtype="string"))
+    with pytest.raises(ValueError, match=r"missing \(NaN\) labels in rows 1"):
+        _ds(d, df, y_col="cls")
+
+
+def test_pandas_str_dtype_paths_and_labels_are_read_as_keras(tmp_path):
+    d, df = _frame4(tmp_path, cls=pd.Series(list("abba"), dtype="str"))
+    df["filename"] = df["filename"].astype("str")
+    ds = _ds(d, df, y_col="cls", class_mode="sparse")
+    assert ds.classes == ["a", "b"] and ds._y.tolist() == [0, 1, 1, 0]
+
+
+def test_an_empty_label_list_gives_an_all_zero_target_with_a_warning(tmp_path):
+    d, df = _frame4(tmp_path, cls=[["a"], [], ["b"], ["a", "b"]])
+    with pytest.warns(UserWarning, match=r"rows 1 of y_col='cls' hold an empty list"):
+        ds = _ds(d, df, y_col="cls")
+    assert ds._y.tolist() == [[1, 0], [0, 0], [0, 1], [1, 1]]
+    assert ds.counts() == {"a": 2, "b": 1}
+
+
+def test_an_empty_label_list_is_dropped_with_classes_as_keras(tmp_path):
+    d, df = _frame4(tmp_path, cls=[["a"], [], ["b"], ["a", "b"]])
+    assert len(_ds(d, df, y_col="cls", classes=["a", "b"])) == 3
+
+
+def test_label_lists_mixing_strings_and_numbers_are_refused_naming_rows(tmp_path):
+    d, df = _frame4(tmp_path, cls=[["a"], ["b", 2], ["b"], ["a"]])
+    with pytest.raises(TypeError, match=r"all strings or all numbers.*row 0 .*row 1 a number"):
+        _ds(d, df, y_col="cls")
+
+
+def test_ragged_multi_output_lists_are_refused_naming_rows(tmp_path):
+    d, df = _frame4(tmp_path, y=[[1, 2], [1], [1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"one length; row 0 holds 2 value\(s\), row 1 1 value"):
+        _ds(d, df, y_col=["y"], class_mode="multi_output")
+
+
+def test_a_string_in_a_multi_output_column_is_refused_naming_the_row(tmp_path):
+    d, df = _frame4(tmp_path, y=[[1, 2], [1, "x"], [1, 2], [3, 4]])
+    with pytest.raises(TypeError, match=r"column 'y' must hold numbers.*row 1 holds \[1, 'x'\]"):
+        _ds(d, df, y_col=["y"], class_mode="multi_output")

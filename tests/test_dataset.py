@@ -1039,3 +1039,22 @@ def test_an_uncreatable_cache_folder_only_disables_the_automatic_index_cache(
     with pytest.warns(UserWarning, match="the index is not cached"):
         ds = DirectoryDataset(root, target_size=(8, 8))
     assert len(ds) == 3 and ds.index_cache_path is None
+
+
+@pytest.mark.parametrize("damage", ["zip header only", "truncated zip"])
+def test_a_corrupt_index_cache_file_is_closed_not_leaked(tmp_path, damage):
+    import gc
+    import io
+
+    from gpuaug.data.index import load_listing
+
+    good = io.BytesIO()
+    np.savez(good, meta=np.zeros(3, np.uint8))
+    data = b"PK\x03\x04" + b"x" * 100 if damage == "zip header only" else good.getvalue()[:150]
+    path = tmp_path / "listing.npz"
+    path.write_bytes(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_listing(path, str(tmp_path)) is None
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -223,3 +223,111 @@ def test_cuda_box_batches_match_the_cpu_and_never_sync(coins):
         assert bg.is_cuda and torch.equal(lg.cpu(), lc)
         torch.testing.assert_close(bg.cpu(), bc, atol=1e-3, rtol=0)
         assert torch.equal(vg.cpu(), vc)
+
+
+# ------------------------------------------------------------------ bad annotation files
+
+
+def _coco(tmp_path: Path, data) -> Path:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _one_image_coco(**annotation) -> dict:
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], **annotation}
+    return {
+        "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        "annotations": [{k: v for k, v in ann.items() if v is not None}],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+
+
+def test_a_coco_file_that_is_not_an_object_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must hold a JSON object .* got a JSON list"):
+        read_annotations(_coco(tmp_path, [1, 2]))
+
+
+@pytest.mark.parametrize(
+    "annotation, problem",
+    [
+        (dict(bbox=None), "annotation 1 has no bbox"),
+        (dict(category_id=None), "annotation 1 has no category_id"),
+        (dict(bbox=[1, 2, 3]), r"annotation 1: bbox must be 4 numbers \[x, y, w, h\]; got \[1, 2"),
+        (dict(bbox=[1, 2, "3", 4]), "bbox must be 4 numbers"),
+    ],
+)
+def test_a_bad_coco_annotation_is_named(tmp_path, annotation, problem):
+    with pytest.raises(ValueError, match=problem):
+        read_annotations(_coco(tmp_path, _one_image_coco(**annotation)))
+
+
+def test_every_coco_problem_is_listed_in_one_error(tmp_path):
+    data = _one_image_coco()
+    data["images"].append({"id": 2, "width": 8})
+    data["annotations"] += [
+        {"id": 5, "image_id": 1, "category_id": 1},
+        {"id": 6, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]},
+        {"id": 7, "image_id": 1, "category_id": 4, "bbox": [0, 0, 1, 1]},
+        "junk",
+    ]
+    with pytest.raises(ValueError, match=r"5 problem\(s\)") as err:
+        read_annotations(_coco(tmp_path, data))
+    text = str(err.value)
+    for part in (
+        "images[1] has no file_name",
+        "annotation 5 has no bbox",
+        "annotation 6 of unknown image 9",
+        "annotation 7 of unknown category 4",
+        "[4] has no keys (a JSON str",
+    ):
+        assert part in text, text
+
+
+def test_images_entries_sharing_a_file_name_keep_all_their_boxes(tmp_path):
+    data = _one_image_coco()
+    data["images"].append({"id": 2, "file_name": "a.png", "width": 8, "height": 8})
+    data["annotations"].append({"id": 2, "image_id": 2, "category_id": 1, "bbox": [2, 2, 3, 3]})
+    with pytest.warns(UserWarning, match=r"a.png \(ids \[1, 2\]\).*merged|merged: a.png"):
+        ann = read_annotations(_coco(tmp_path, data))
+    boxes, labels = ann.files["a.png"]
+    assert boxes.tolist() == [[1, 1, 5, 5], [2, 2, 5, 5]] and labels.tolist() == [0, 0]
+
+
+def _csv_bytes(tmp_path: Path, text: str, encoding: str) -> Path:
+    path = tmp_path / "b.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_a_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    path = _csv_bytes(
+        tmp_path, "filename,xmin,ymin,xmax,ymax,class\na.png,1,1,4,4,x\n", "utf-8-sig"
+    )
+    assert read_annotations(path).files["a.png"][0].tolist() == [[1, 1, 4, 4]]
+
+
+def test_a_latin1_csv_is_refused_naming_the_file_and_encoding(tmp_path):
+    path = _csv_bytes(tmp_path, "filename,xmin,ymin,xmax,ymax,class\né.png,1,1,4,4,x\n", "latin-1")
+    with pytest.raises(ValueError, match=r"b.csv' is not UTF-8 text .*byte 0xe9"):
+        read_annotations(path)
+
+
+def _one_box_dataset(tmp_path: Path, box: str):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    rows = f"filename,xmin,ymin,xmax,ymax,class\na.png,1,1,4,4,x\na.png,{box},x\n"
+    (tmp_path / "b.csv").write_text(rows)
+    return lambda **kw: DetectionDataset(tmp_path, tmp_path / "b.csv", target_size=(8, 8), **kw)
+
+
+def test_a_nan_box_is_listed_as_a_problem_of_its_image(tmp_path):
+    make = _one_box_dataset(tmp_path, "nan,1,4,4")
+    with pytest.raises(ValueError, match=r"1 problem.*a.png \(box\(es\) with NaN or inf"):
+        make()
+
+
+def test_a_box_wholly_outside_its_image_is_left_out_and_counted(tmp_path):
+    make = _one_box_dataset(tmp_path, "20,20,30,30")
+    with pytest.warns(UserWarning, match=r"1 box\(es\) .* wholly outside .*a.png \(1\)"):
+        ds = make()
+    assert ds.box_valid.tolist() == [[True]] and ds.outside[0][1] == 1

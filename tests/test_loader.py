@@ -381,6 +381,32 @@ def test_skip_warns_once_per_epoch(bad_tree):
     loader.close()
 
 
+@pytest.fixture(scope="module")
+def half_bad_tree(tmp_path_factory) -> Path:
+    """16 JPEGs: the 8 of class a truncated (headers whole), the 8 of class b good."""
+    root = write_tree(tmp_path_factory.mktemp("half") / "data", {"a": 8, "b": 8}, (20, 24), "jpg")
+    for path in (root / "a").iterdir():
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 100])
+    return root
+
+
+def test_an_epoch_keeps_len_loader_steps_when_whole_batches_fail(half_bad_tree):
+    loader = make(half_bad_tree, on_error="skip", class_mode="sparse", batch_size=4, shuffle=False)
+    with pytest.warns(UserWarning, match=r"2 batch\(es\) whose every file failed"):
+        batches = list(loader)
+    assert len(loader) == 4 and len(batches) == 4
+    assert [y.tolist() for _, y in batches] == [[1] * 4] * 4
+    assert len(loader.last_skipped) == 8
+
+
+def test_a_replaced_batch_is_replayed_as_it_was_yielded(half_bad_tree):
+    loader = make(half_bad_tree, on_error="skip", class_mode="sparse", batch_size=4, shuffle=False)
+    with pytest.warns(UserWarning):
+        first, _ = next(iter(loader))
+    assert torch.equal(loader.replay(0, 0).x, first)
+
+
 def test_raise_names_the_bad_file_from_a_worker(bad_tree):
     loader = make(bad_tree, on_error="raise", num_workers=2)
     with pytest.raises(ImageLoadError, match=r"img_002\.png") as info:

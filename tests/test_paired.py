@@ -7,6 +7,7 @@ images in a sub-folder, greyscale masks with label 2 on the bright parts). Tiny 
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gpuaug import AugmentConfig, apply
+from gpuaug import AugmentConfig, ImageLoadError, apply
 from gpuaug.augment.targets import apply_mask
 from gpuaug.data.paired import (
     PairedDataset,
@@ -389,3 +390,36 @@ def test_cuda_mask_batches_match_the_cpu_and_never_sync(tree, cache):
         assert mg.is_cuda and mg.dtype == torch.int64
         torch.testing.assert_close(xg.cpu(), xc, atol=1e-3, rtol=0)
         assert (mg.cpu() != mc).float().mean() < 0.002  # nearest ties may fall apart (ulps)
+
+
+def _coloured_mask(masks: Path) -> Path:
+    coloured = np.zeros((24, 32, 3), dtype=np.uint8)
+    coloured[..., 0] = 200  # an RGB mask with colours: refused when decoded, not when indexed
+    Image.fromarray(coloured).save(masks / "coin2.png")
+    return masks / "coin2.png"
+
+
+def test_a_mask_that_fails_to_load_is_named_in_last_skipped(tree):
+    images, masks = tree
+    bad = _coloured_mask(masks)
+    ld = loader(images, masks, on_error="skip")
+    with pytest.warns(UserWarning, match=re.escape(str(bad))):
+        list(ld)
+    assert [Path(p) for p, _ in ld.last_skipped] == [bad]
+
+
+def test_a_mask_that_fails_to_load_is_named_in_the_error(tree):
+    images, masks = tree
+    bad = _coloured_mask(masks)
+    with pytest.raises(ImageLoadError, match=re.escape(f"'{bad}'")) as err:
+        list(loader(images, masks, on_error="raise"))
+    assert err.value.path == str(bad)
+
+
+def test_a_failed_mask_keeps_its_path_across_worker_processes():
+    import pickle
+
+    from gpuaug.loader.stages.batch import FailureReason
+
+    reason = pickle.loads(pickle.dumps(FailureReason("bad mask", "/m/x.png")))
+    assert reason == "bad mask" and reason.path == "/m/x.png"

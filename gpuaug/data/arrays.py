@@ -79,8 +79,15 @@ def as_image_tensor(x: Any, data_format: str | None = None) -> torch.Tensor:
         ValueError: ``x`` is not 4-D; an unknown ``data_format``.
 
     Shape:
-        x -> ``(N, C, H, W)`` uint8 or float32, CPU.
+        x -> ``(N, C, H, W)`` uint8 or float32, CPU, contiguous.
     """
+    return _image_view(x, data_format).contiguous()
+
+
+def _image_view(x: Any, data_format: str | None = None) -> torch.Tensor:
+    """`as_image_tensor` without the final copy to a contiguous layout: a view of ``x`` when it
+    is uint8 or float32 already (a channels-last array gives an ``(N, C, H, W)`` view with
+    channels-last strides), else one converted copy in that layout."""
     if data_format is not None and data_format not in DATA_FORMATS:
         raise ValueError(
             f"`data_format` must be one of {list(DATA_FORMATS)} or None; got {data_format!r}"
@@ -109,8 +116,8 @@ def as_image_tensor(x: Any, data_format: str | None = None) -> torch.Tensor:
     if not channels_first:
         tensor = tensor.permute(0, 3, 1, 2)
     if tensor.dtype != torch.uint8:
-        tensor = tensor.to(torch.float32)
-    return tensor.contiguous()
+        tensor = tensor.to(torch.float32)  # keeps the strides: the one copy, if any
+    return tensor
 
 
 class ArrayDataset(Dataset):
@@ -131,7 +138,9 @@ class ArrayDataset(Dataset):
         ignore_class_split: skip Keras' check that both subsets hold the same classes.
 
     Attributes:
-        images: ``(n, C, H, W)`` uint8 or float32 CPU tensor of this subset.
+        images: ``(n, C, H, W)`` uint8 or float32 CPU tensor of this subset: a view of ``x``
+            when ``x`` is uint8 or float32 already (not copied, as Keras keeps a float32 ``x``:
+            changing ``x`` in place changes later epochs), else its one converted copy.
         y, sample_weight: CPU tensors of this subset, or ``None``.
         target_size, channels, class_mode (``"raw"`` with labels, else ``None``), classes,
         class_to_idx (for integer class labels ``(N,)``; else empty), samples, targets.
@@ -159,9 +168,11 @@ class ArrayDataset(Dataset):
         ignore_class_split: bool = False,
     ) -> None:
         super().__init__()
-        images = as_image_tensor(x, data_format)
+        images = _image_view(x, data_format)  # no copy of a uint8 / float32 array
         n = images.shape[0]
+        _check_some_images(images, x)
         labels = None if y is None else _to_tensor(y, "y")
+        labels = None if labels is None else _widen_unsigned(labels, "y")
         weights = None if sample_weight is None else _to_tensor(sample_weight, "sample_weight")
         if labels is not None and labels.ndim == 0:
             raise ValueError(f"`y` must have one label per image (N, ...); got a scalar {y!r}")
@@ -210,7 +221,7 @@ class ArrayDataset(Dataset):
                     "are sorted by label, shuffle them first; or pass ignore_class_split=True"
                 )
             part = slice(0, split) if subset == "validation" else slice(split, n)
-            images = images[part].contiguous()
+            images = images[part]
             labels = None if labels is None else labels[part]
             weights = None if weights is None else weights[part]
             if len(images) == 0:
@@ -270,12 +281,13 @@ class ArrayDataset(Dataset):
         return self.images.numel() * self.images.element_size()
 
     def as_cache(self, kind: str, device: torch.device) -> ImageCache:
-        """The images as a cache: on ``device`` (``"device"``, one copy, once) or in host
+        """The images as a cache: on ``device`` (``"device"``, one copy, once, in slices of
+        about 64 MiB, so the host never holds a second copy of the array) or in host
         memory (``"host"``/``"disk"``: the stored tensor itself, pageable: batches are gathered
         into the loader's few pinned buffers, so pinning the whole array, a full copy that
         the caching host allocator rounds up to a power of two, would buy nothing)."""
         if kind == "device":
-            images = self.images.to(device)
+            images = _place(self.images, device)
             kind_used = "device"
         else:
             images = self.images
@@ -298,3 +310,51 @@ class ArrayDataset(Dataset):
         if w is None:
             return x, y.index_select(0, idx)
         return x, y.index_select(0, idx), w.index_select(0, idx)
+
+
+def _check_some_images(images: torch.Tensor, x: Any) -> None:
+    if images.shape[0] == 0:
+        raise ValueError(f"`x` must hold at least one image; got shape {tuple(np.shape(x))}")
+
+
+def _widen_unsigned(labels: torch.Tensor, name: str) -> torch.Tensor:
+    """uint16/32/64 labels (which torch can hold but not compare, sort or reduce) as the
+    signed type that holds every value: uint16 -> int32, uint32/uint64 -> int64.
+
+    Raises:
+        ValueError: a uint64 label above ``2**63 - 1``, naming the argument.
+    """
+    wider = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
+    if labels.dtype not in wider:
+        return labels
+    if labels.dtype == torch.uint64:
+        array = labels.numpy()
+        if array.size and int(array.max()) > np.iinfo(np.int64).max:
+            raise ValueError(
+                f"`{name}` holds uint64 values above {np.iinfo(np.int64).max} (int64's "
+                f"largest); got {int(array.max())}"
+            )
+        return torch.from_numpy(array.astype(np.int64))
+    return labels.to(wider[labels.dtype])
+
+
+#: rows per slice when an array is placed on the device (about 64 MiB of host scratch)
+_PLACE_BYTES = 64 * 2**20
+
+
+def _place(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images`` as a contiguous tensor on ``device``, copied slice by slice: a channels-last
+    view is made contiguous one slice at a time, never as a whole second copy on the host.
+
+    Shape:
+        images ``(N, C, H, W)`` any strides, CPU -> ``(N, C, H, W)`` contiguous on ``device``.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return images
+    out = torch.empty(images.shape, dtype=images.dtype, device=device)
+    per_image = max(1, images[0].numel() * images.element_size()) if len(images) else 1
+    step = max(1, _PLACE_BYTES // per_image)
+    for start in range(0, len(images), step):
+        out[start : start + step].copy_(images[start : start + step].contiguous())
+    return out

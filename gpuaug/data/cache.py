@@ -55,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -228,6 +229,42 @@ def check_device_cache_fits(shape: Sequence[int], device: torch.device | str) ->
             f"{DEVICE_HEADROOM:.0%} is kept for the batches and the model); use cache='host' "
             "(host memory) or cache='disk' (a memory-mapped file), or a smaller `target_size`"
         )
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Deletes the data files that builders killed mid-build left in ``folder``
+    (``*.u8.tmp-HOST-PID`` of this machine, or ``*.u8.tmp-PID``, whose process no longer
+    runs); returns them. A build in progress, here or on another machine sharing the
+    folder, keeps its file."""
+    removed = []
+    host = _host()
+    for tmp in folder.glob("*.u8.tmp-*"):
+        owner = tmp.name.split(".u8.tmp-", 1)[1]
+        name, _, pid = owner.rpartition("-")
+        if not pid.isdigit() or name not in ("", host) or _running(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+        except OSError:  # gone already, or not ours to remove
+            continue
+        removed.append(tmp)
+    return removed
+
+
+def _host() -> str:
+    return socket.gethostname().replace(os.sep, "_") or "localhost"
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, another user's
+        return True
+    return True
 
 
 class ImageCache:
@@ -423,7 +460,8 @@ class ImageCache:
         else:
             folder = resolve_cache_dir(cache_dir)
             path = folder / f"{cache_key(dataset, decoder)}.u8"
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            tmp = path.with_name(f"{path.name}.tmp-{_host()}-{os.getpid()}")
+            remove_stale_temp_files(folder)
             images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         seen = torch.zeros(n, dtype=torch.bool)
         valid = torch.ones(n, dtype=torch.bool)
@@ -447,8 +485,10 @@ class ImageCache:
                 for index, reason in failed:
                     seen[index] = True
                     valid[index] = False
-                    failures.append((dataset.samples[index][0], reason))
-                    failed_idx.append([int(index), reason])
+                    # a failed mask names itself (gpuaug.loader.stages.batch.FailureReason)
+                    failed = getattr(reason, "path", None) or dataset.samples[index][0]
+                    failures.append((failed, str(reason)))
+                    failed_idx.append([int(index), str(reason)])
                 bar.update(len(indices) + len(failed))
         finally:
             bar.close()

@@ -83,7 +83,11 @@ def import_pandas() -> Any:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas' pd.NA and pd.NaT
 
 
 def _rows(index: Sequence[Any]) -> str:
@@ -252,18 +256,18 @@ class DataFrameDataset(Dataset):
             warnings.warn(
                 f'`classes` is ignored with class_mode="{class_mode}" (as in Keras)', stacklevel=2
             )
-        if weight_col is not None and not np.issubdtype(df[weight_col].dtype, np.number):
-            raise TypeError(
-                f"column weight_col={weight_col!r} must be numeric; "
-                f"got dtype {df[weight_col].dtype}"
-            )
-        if class_mode in ("raw", "multi_output"):
+        if weight_col is not None:
+            _numeric_column(df[weight_col], f"weight_col={weight_col!r}", finite=True)
+        if class_mode == "raw":
             for col in y_cols:
-                if not np.issubdtype(df[col].dtype, np.number) and class_mode == "raw":
-                    raise TypeError(
-                        f'class_mode="raw" yields the labels as a tensor, so column {col!r} '
-                        f"must be numeric; got dtype {df[col].dtype}"
-                    )
+                _numeric_column(
+                    df[col],
+                    f"{col!r}",
+                    prefix='class_mode="raw" yields the labels as a tensor, so column ',
+                )
+        if class_mode == "multi_output":
+            for col in y_cols:
+                _output_column(df[col], col)
 
         # ---- 1. files (Keras' _filter_valid_filepaths)
         self.directory = "" if directory is None else os.fspath(directory)
@@ -348,7 +352,9 @@ class DataFrameDataset(Dataset):
                 for label in df[y_col]
             ]
             self.labels: Any = per_row
-            self.targets = [t[0] if isinstance(t, list) else t for t in per_row]
+            _warn_empty_label_lists(df.index, per_row, y_col)
+            # a row with an empty list has no class: target 0 for the sampler, not counted
+            self.targets = [(t[0] if t else 0) if isinstance(t, list) else t for t in per_row]
             if class_mode == "categorical":
                 hot = torch.zeros(len(per_row), len(class_names), dtype=torch.float32)
                 for i, t in enumerate(per_row):
@@ -361,15 +367,17 @@ class DataFrameDataset(Dataset):
         else:
             self.targets = [0] * len(df)
             if class_mode == "raw":
-                self.labels = df[y_col].values
+                self.labels = _raw_labels(df, y_col)
                 self._y = _numeric_tensor(self.labels)
             elif class_mode == "multi_output":
-                self.labels = [np.array(df[col].tolist()) for col in y_cols]
+                self.labels = [_output_column(df[col], col) for col in y_cols]
                 self._y = [_numeric_tensor(v) for v in self.labels]
             else:
                 self.labels = None
         self.sample_weight = (
-            torch.tensor(df[weight_col].to_numpy(dtype=np.float32))
+            torch.from_numpy(
+                _numeric_column(df[weight_col], f"weight_col={weight_col!r}").astype(np.float32)
+            )
             if weight_col is not None
             else None
         )
@@ -390,8 +398,13 @@ class DataFrameDataset(Dataset):
         )
 
     def counts(self) -> dict[str, int]:
-        """Samples per class (single-label rows; empty without classes)."""
-        tally: Counter[int] = Counter(self.targets)
+        """Samples per class (a multi-label row counts for its first class, a row with an
+        empty list for none; empty without classes)."""
+        if not self.classes:
+            return {}
+        tally: Counter[int | None] = Counter(
+            (t[0] if t else None) if isinstance(t, list) else t for t in self.labels
+        )
         return {name: tally[i] for i, name in enumerate(self.classes)}
 
     def batch_outputs(self, x: torch.Tensor, indices: torch.Tensor) -> Any:
@@ -457,9 +470,104 @@ def _filter_classes(
         df[y_col] = df[y_col].apply(keep)
         return df.dropna(subset=[y_col]), names
     found: set = set()
-    for v in df[y_col]:
-        if isinstance(v, list | tuple):
-            found.update(v)
-        else:
-            found.add(v)
+    kinds: dict[bool, Any] = {}  # is the class name a str -> the first row with such a name
+    for row, v in zip(df.index, df[y_col], strict=True):
+        for name in v if isinstance(v, list | tuple) else [v]:
+            if not isinstance(name, str | numbers.Number) or isinstance(name, bool):
+                raise TypeError(
+                    f"the labels in y_col={y_col!r} must be class names (str, or numbers); "
+                    f"row {row!r} holds {name!r} ({type(name).__name__})"
+                )
+            kinds.setdefault(isinstance(name, str), row)
+            found.add(name)
+    if len(kinds) > 1:
+        raise TypeError(
+            f"the class names in y_col={y_col!r} must be all strings or all numbers (they are "
+            f"sorted into the class list); row {kinds[True]!r} holds a string, row "
+            f"{kinds[False]!r} a number"
+        )
     return df, sorted(found)
+
+
+def _numeric_column(series: Any, name: str, *, prefix: str = "column ", finite: bool = False):
+    """A column of numbers as a numpy array: numpy int/uint/float columns, and pandas'
+    nullable ``Int64``/``UInt8``/``Float64``... (extension) columns without missing values.
+
+    Raises:
+        TypeError: any other dtype (``str``, ``object``, ``category``, bool...), naming it.
+        ValueError: missing values (``pd.NA``, NaN; with ``finite`` also +-inf), naming the rows.
+    """
+    dtype = series.dtype
+    numpy_dtype = getattr(dtype, "numpy_dtype", dtype)  # a pandas extension dtype's numbers
+    if (
+        not isinstance(numpy_dtype, np.dtype)
+        or numpy_dtype.kind not in "iuf"
+        or (dtype != numpy_dtype and type(dtype).__name__ in ("CategoricalDtype", "SparseDtype"))
+    ):
+        raise TypeError(f"{prefix}{name} must be numeric; got dtype {dtype}")
+    missing = series.isna().to_numpy()
+    if missing.any():
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = series.to_numpy(dtype=numpy_dtype)
+    bad = missing | (~np.isfinite(values) if finite and numpy_dtype.kind == "f" else False)
+    if np.any(bad):
+        rows = [r for r, b in zip(series.index, bad, strict=True) if b]
+        what = "missing (NaN) or infinite" if finite else "missing (NaN)"
+        raise ValueError(
+            f"{prefix}{name} has {what} values in rows {_rows(rows)}; drop or fill them first"
+        )
+    return values
+
+
+def _raw_labels(df: Any, y_col: str | list[str]) -> np.ndarray:
+    """``class_mode="raw"``: the ``y_col`` values as one numeric array ``(n,)`` or ``(n, k)``."""
+    if isinstance(y_col, list | tuple):
+        columns = [_numeric_column(df[c], repr(c)) for c in y_col]
+        return np.stack(columns, axis=1) if columns else np.zeros((len(df), 0))
+    return _numeric_column(df[y_col], repr(y_col))
+
+
+def _output_column(series: Any, col: str) -> np.ndarray:
+    """One ``multi_output`` column as an array: numbers, or lists of numbers of one length.
+
+    Raises:
+        TypeError: a value that is neither a number nor a list of numbers, naming the row.
+        ValueError: lists of different lengths (ragged), naming two rows.
+    """
+    if not (series.dtype == object or type(series.dtype).__name__ == "StringDtype"):
+        return _numeric_column(
+            series,
+            repr(col),
+            prefix='class_mode="multi_output" yields each column as a tensor, so column ',
+        )
+    rule = (
+        f'class_mode="multi_output" yields each column as a tensor, so column {col!r} must '
+        "hold numbers or lists of numbers of one length"
+    )
+    lengths: dict[int, Any] = {}
+    for row, v in zip(series.index, series, strict=True):
+        items = list(v) if isinstance(v, list | tuple | np.ndarray) else [v]
+        for item in items:
+            if not isinstance(item, numbers.Real) or isinstance(item, bool):
+                raise TypeError(f"{rule}; row {row!r} holds {v!r}")
+        lengths.setdefault(len(items) if isinstance(v, list | tuple | np.ndarray) else -1, row)
+    if len(lengths) > 1:
+        (n0, r0), (n1, r1) = list(lengths.items())[:2]
+        size = {-1: "a number"}
+        raise ValueError(
+            f"{rule}; row {r0!r} holds {size.get(n0, f'{n0} value(s)')}, "
+            f"row {r1!r} {size.get(n1, f'{n1} value(s)')}"
+        )
+    return np.array(series.tolist())
+
+
+def _warn_empty_label_lists(index: Any, per_row: list, y_col: str | list[str]) -> None:
+    empty = [row for row, t in zip(index, per_row, strict=True) if isinstance(t, list) and not t]
+    if empty:
+        warnings.warn(
+            f"rows {_rows(empty)} of y_col={y_col!r} hold an empty list of labels: their "
+            "target is all zeros (as in Keras); pass `classes=` to drop such rows, as Keras "
+            "does then",
+            stacklevel=3,
+        )

@@ -80,51 +80,130 @@ def _empty() -> tuple[np.ndarray, np.ndarray]:
 def read_coco(path: str | os.PathLike[str], *, include_crowd: bool = False) -> Annotations:
     """Read a COCO detection file (see the module docstring).
 
+    Two ``images`` entries with the same ``file_name`` are one file: their boxes are merged
+    (with a warning naming the file and the ids).
+
     Raises:
-        ValueError: not COCO (missing keys), an annotation of an unknown image or category.
+        ValueError: not a JSON object with ``images``, ``annotations`` and ``categories``;
+            or entries without their keys (``id``, ``file_name``, ``image_id``,
+            ``category_id``, ``bbox`` of 4 numbers), of an unknown image or category: every
+            such problem listed in one error.
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read COCO file {path!r}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"COCO file {path!r} must hold a JSON object with images, annotations and "
+            f"categories; got a JSON {type(data).__name__}"
+        )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise ValueError(f"COCO file {path!r} has no {', '.join(missing)} key(s)")
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    problems: list[str] = []
+    entries = {}
+    for key in ("images", "annotations", "categories"):
+        entries[key] = data[key] if isinstance(data[key], list) else []
+        if not isinstance(data[key], list):
+            problems.append(f"{key} is a {type(data[key]).__name__}, not a list")
+    categories = []
+    for k, c in enumerate(entries["categories"]):
+        lacking = _lacking(c, ("id", "name"))
+        if lacking:
+            problems.append(f"categories[{k}] has no {lacking}")
+        else:
+            categories.append(c)
+    try:
+        categories = sorted(categories, key=lambda c: c["id"])
+    except TypeError:
+        problems.append("category ids must be all numbers or all strings (they are sorted)")
     label_of = {c["id"]: k for k, c in enumerate(categories)}
-    names = {img["id"]: img["file_name"] for img in data["images"]}
-    per_image: dict[Any, tuple[list[list[float]], list[int]]] = {i: ([], []) for i in names}
-    for ann in data["annotations"]:
+    file_of: dict[Any, str] = {}
+    ids_of: dict[str, list[Any]] = {}
+    for k, img in enumerate(entries["images"]):
+        lacking = _lacking(img, ("id", "file_name"))
+        if lacking:
+            problems.append(f"images[{k}] has no {lacking}")
+            continue
+        file_of[img["id"]] = img["file_name"]
+        ids_of.setdefault(img["file_name"], []).append(img["id"])
+    per_file: dict[str, tuple[list[list[float]], list[int]]] = {n: ([], []) for n in ids_of}
+    for k, ann in enumerate(entries["annotations"]):
+        where = f"annotation {ann.get('id', f'[{k}]')}" if isinstance(ann, dict) else f"[{k}]"
+        lacking = _lacking(ann, ("image_id", "category_id", "bbox"))
+        if lacking:
+            problems.append(f"{where} has no {lacking}")
+            continue
         if ann.get("iscrowd", 0) and not include_crowd:
             continue
-        if ann["image_id"] not in per_image:
-            raise ValueError(f"COCO file {path!r}: annotation {ann.get('id')} of unknown image "
-                             f"{ann['image_id']!r}")  # fmt: skip
+        bbox = ann["bbox"]
+        if (
+            not isinstance(bbox, list | tuple)
+            or len(bbox) != 4
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox)
+        ):
+            problems.append(f"{where}: bbox must be 4 numbers [x, y, w, h]; got {bbox!r}")
+            continue
+        if ann["image_id"] not in file_of:
+            problems.append(f"{where} of unknown image {ann['image_id']!r}")
+            continue
         if ann["category_id"] not in label_of:
-            raise ValueError(f"COCO file {path!r}: annotation {ann.get('id')} of unknown "
-                             f"category {ann['category_id']!r}")  # fmt: skip
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        boxes, labels = per_image[ann["image_id"]]
+            problems.append(f"{where} of unknown category {ann['category_id']!r}")
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        boxes, labels = per_file[file_of[ann["image_id"]]]
         boxes.append([x, y, x + w, y + h])
         labels.append(label_of[ann["category_id"]])
+    if problems:
+        listing = "; ".join(problems[:_MAX_LISTED])
+        more = (
+            f"; ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        )
+        raise ValueError(f"COCO file {path!r}: {len(problems)} problem(s): {listing}{more}")
+    shared = {name: ids for name, ids in ids_of.items() if len(ids) > 1}
+    if shared:
+        listing = "; ".join(f"{n} (ids {ids})" for n, ids in list(shared.items())[:_MAX_LISTED])
+        warnings.warn(
+            f"COCO file {path!r}: {len(shared)} file name(s) listed by several images entries; "
+            f"their boxes are merged: {listing}",
+            stacklevel=2,
+        )
     files = {
-        names[i]: (np.asarray(b, np.float32).reshape(-1, 4), np.asarray(lab, np.int64))
-        for i, (b, lab) in per_image.items()
+        name: (np.asarray(b, np.float32).reshape(-1, 4), np.asarray(lab, np.int64))
+        for name, (b, lab) in per_file.items()
     }
     return Annotations([str(c["name"]) for c in categories], files, path)
+
+
+def _lacking(entry: Any, keys: tuple[str, ...]) -> str:
+    """The keys ``entry`` (a JSON object) lacks, as text (``""``: none)."""
+    if not isinstance(entry, dict):
+        return f"keys (a JSON {type(entry).__name__}, not an object)"
+    return ", ".join(k for k in keys if k not in entry)
 
 
 def read_boxes_csv(path: str | os.PathLike[str]) -> Annotations:
     """Read a CSV of boxes, one row per box (see the module docstring).
 
     Raises:
-        ValueError: missing columns, or a row whose coordinates are not numbers (naming the
-            line).
+        ValueError: missing columns, a row whose coordinates are not numbers (naming the
+            line), or a file that is not UTF-8 (a byte order mark is fine).
     """
     path = os.fspath(path)
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        return _read_boxes_csv(path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"CSV {path!r} is not UTF-8 text ({exc.reason}: byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
+def _read_boxes_csv(path: str) -> Annotations:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
         reader = csv.DictReader(f)
         header = [h.strip().lower() for h in reader.fieldnames or []]
         label_key = "class" if "class" in header else "label" if "label" in header else None
@@ -182,15 +261,17 @@ class DetectionDataset(Dataset):
         annotations: A ``.json`` (COCO) or ``.csv`` path, or `Annotations`.
         target_size: (height, width) images are resized to; boxes are scaled with them.
         color_mode, interpolation: As `gpuaug.DirectoryDataset`.
-        on_error: ``"raise"`` or ``"skip"`` missing or unreadable image files and degenerate
-            boxes (x1 <= x0 or y1 <= y0) found at index time, and files that fail later.
+        on_error: ``"raise"`` or ``"skip"`` missing or unreadable image files, degenerate
+            boxes (x1 <= x0 or y1 <= y0) and boxes with NaN or inf found at index time, and
+            files that fail later. Boxes wholly outside their image are left out with a
+            warning counting them (``outside``); boxes partly outside are clipped.
         min_visibility: The loader drops (``valid`` False) a box keeping less than this
             fraction of its area inside the augmented image (`gpuaug.augment.targets.apply_boxes`).
 
     Attributes:
         root, classes, num_classes, samples (``[(path, 0), ...]``), class_mode (``"boxes"``),
         boxes ``(n, M, 4)`` float32, labels ``(n, M)`` int64, box_valid ``(n, M)`` bool (M the
-        largest box count, at least 1), skipped.
+        largest box count, at least 1), skipped, outside.
 
     Shape:
         ``dataset[i]`` -> ``(image (C, H, W) uint8, boxes (Ni, 4) float32, labels (Ni,)
@@ -237,6 +318,7 @@ class DetectionDataset(Dataset):
 
         height, width = self.target_size
         bad: list[tuple[str, str]] = []
+        outside: list[tuple[str, int]] = []
         kept: list[tuple[str, np.ndarray, np.ndarray]] = []
         for name, (boxes, labels) in ann.files.items():
             path = os.path.join(root, name)
@@ -245,14 +327,31 @@ class DetectionDataset(Dataset):
             except ImageLoadError as exc:
                 bad.append((path, exc.reason or "cannot read"))
                 continue
+            finite = np.isfinite(boxes).all(axis=1)
+            if not finite.all():
+                bad.append((path, f"box(es) with NaN or inf {boxes[~finite].tolist()[:3]}"))
+                continue
             degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
             if degenerate.any():
                 bad.append((path, f"degenerate box(es) {boxes[degenerate].tolist()[:3]}"))
                 continue
+            inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w0) & (boxes[:, 1] < h0)
+            if not inside.all():
+                outside.append((path, int((~inside).sum())))
+                boxes, labels = boxes[inside], labels[inside]
             scale = np.array([width / w0, height / h0, width / w0, height / h0], np.float32)
             clipped = np.clip(boxes * scale, 0, [width, height, width, height])
             kept.append((path, clipped.astype(np.float32), labels))
         self.skipped = bad
+        #: ``[(path, count), ...]``: boxes left out because they lie wholly outside their image
+        self.outside = outside
+        if outside:
+            listing = "; ".join(f"{p} ({k})" for p, k in outside[:_MAX_LISTED])
+            warnings.warn(
+                f"{sum(k for _, k in outside)} box(es) of {ann.source!r} lie wholly outside "
+                f"their image and are left out (boxes partly outside are clipped): {listing}",
+                stacklevel=2,
+            )
         if bad:
             listing = "; ".join(f"{p} ({why})" for p, why in bad[:_MAX_LISTED])
             message = f"{len(bad)} problem(s) with the images of {ann.source!r}: {listing}"

@@ -576,7 +576,9 @@ def load_listing(path: Path, root: str) -> FolderListing | None:
     """The cached listing at ``path`` if it loads, is consistent and its folders are unchanged;
     else ``None`` (a missing, corrupt, foreign or stale file is never an error)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Opened here, not by np.load: np.load leaves its handle open when a damaged zip
+        # makes it raise.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             arrays = {k: data[k] for k in ("folder_index", "starts", "names", "targets", "state")}
             class_starts = data["class_starts"]

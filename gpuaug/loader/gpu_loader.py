@@ -40,8 +40,9 @@ the others wait and then open it. ``device=f"cuda:{local_rank}"`` is honoured wi
 Faults: files that fail to decode follow the data set's ``on_error`` (``"raise"``: an
 ``ImageLoadError`` naming the file; ``"skip"``: one warning per epoch lists the files, in
 ``loader.last_skipped``). Skipping in one process drops the sample from its batch, image and
-label together (Keras' behaviour); under ``torch.distributed`` it *replaces* the sample by
-another one of its batch (or, if the whole batch failed, by the next readable sample), so
+label together (Keras' behaviour; a batch whose every file failed is replaced as below, so an
+epoch always yields ``len(loader)`` batches); under ``torch.distributed`` it *replaces* the
+sample by another one of its batch (or, if the whole batch failed, by the next readable sample), so
 every rank runs the same steps with the same batch shapes and the all-reduce cannot hang (see
 `gpuaug.loader.stages.skip`; ``loader.skip_rule``). A worker process that dies raises
 :class:`WorkerCrashError` naming the file it was reading. Leaving a loop early (``break``, an
@@ -71,7 +72,7 @@ from gpuaug.loader.config import DTYPES, LoaderConfig
 from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.loader.stages import jpeg_decode
-from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
+from gpuaug.loader.stages.batch import DeviceBatch, HostBatch, failed_path
 from gpuaug.loader.stages.cache_source import CacheSource, build_cache
 from gpuaug.loader.stages.finish import (
     Finisher,
@@ -323,9 +324,15 @@ class GPULoader:
     def __next__(self) -> Any:
         """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
         ``for`` loop over the loader, by contrast, runs one epoch)."""
+        if self.saver is not None:  # a save_to_dir error of an earlier step, then the next
+            self.saver.check()
         if self._endless is None:
             self._endless = self._epochs()
-        return next(self._endless)
+        try:
+            return next(self._endless)
+        except BaseException:  # a dead generator would stop every later next(loader)
+            self._endless = None
+            raise
 
     def _epochs(self) -> Generator[Any, None, None]:
         while True:
@@ -334,10 +341,12 @@ class GPULoader:
     def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
         failures: list[tuple[int, str]] = []
         completed = False
+        whole = 0  # batches whose every file failed, replaced (see _complete)
         batches = self._device_batches(epoch, failures)
         try:
             for step, batch in enumerate(batches):
                 self.batch_index = step + 1
+                whole += batch is None
                 batch = self._complete(batch, epoch, step)
                 if batch is None:
                     continue
@@ -351,7 +360,7 @@ class GPULoader:
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
             batches.close()
-            self.last_skipped = [(self.dataset.samples[i][0], r) for i, r in failures]
+            self.last_skipped = [(failed_path(self.dataset, i, r), str(r)) for i, r in failures]
             if failures:
                 warnings.warn(
                     f"Skipped {len(failures)} unreadable image file(s) in epoch {epoch} "
@@ -359,13 +368,20 @@ class GPULoader:
                     + (
                         ", replaced by other samples to keep the batch shapes"
                         if self._replacing
-                        else ""
+                        else (
+                            f"; {whole} batch(es) whose every file failed replaced by copies "
+                            "of the next readable sample, so the epoch keeps len(loader) steps"
+                            if whole
+                            else ""
+                        )
                     )
                     + f"; see `loader.last_skipped`): {_listing(self.last_skipped)}",
                     stacklevel=2,
                 )
             if completed and self.sampler._set_count == set_count:
                 self.sampler.epoch = epoch + 1
+            if completed and self.saver is not None:  # save_to_dir: the epoch's files written
+                self.saver.flush()
 
     @property
     def _replacing(self) -> bool:
@@ -399,8 +415,11 @@ class GPULoader:
         return batch
 
     def _complete(self, batch: DeviceBatch | None, epoch: int, step: int) -> DeviceBatch | None:
-        """Under the ``"replace"`` rule, the batch filled back to its full size."""
-        if not self._replacing:
+        """Under the ``"replace"`` rule, the batch filled back to its full size; under
+        ``"shrink"``, a batch whose every file failed is replaced as under ``"replace"``, so
+        that an epoch yields ``len(loader)`` batches (schedulers and progress bars count on
+        it)."""
+        if not self._replacing and batch is not None:
             return batch
         size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
         first = int(self.sampler.batch(epoch, step).numpy()[0])

@@ -13,7 +13,29 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["DeviceBatch", "HostBatch"]
+__all__ = ["DeviceBatch", "FailureReason", "HostBatch", "failed_path"]
+
+
+class FailureReason(str):
+    """Why a sample failed (the text), and which file failed when it is not the sample's own
+    image (a paired data set's mask): ``path``, else ``None``. A ``str`` everywhere a failure
+    record ``(index, reason)`` is read; it pickles across worker processes with its path."""
+
+    path: str | None
+
+    def __new__(cls, reason: str, path: str | None = None) -> FailureReason:
+        obj = super().__new__(cls, reason)
+        obj.path = path
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FailureReason, (str(self), self.path))
+
+
+def failed_path(dataset: Any, index: int, reason: str) -> str:
+    """The file a failure record ``(index, reason)`` names: the failed file itself (a mask),
+    else sample ``index``'s file."""
+    return getattr(reason, "path", None) or dataset.samples[index][0]
 
 
 @dataclass
@@ -31,7 +53,8 @@ class HostBatch:
         jpeg_offsets: ``(m + 1,)`` int64 CPU: JPEG ``i`` is ``jpeg_data[o[i]:o[i + 1]]``.
         jpeg_pos: the row of ``indices`` each JPEG belongs to (``m`` ints).
         orient: the EXIF orientation of each JPEG.
-        failures: ``[(index, reason), ...]`` of the samples that failed.
+        failures: ``[(index, reason), ...]`` of the samples that failed (a `FailureReason`
+            names a failed file other than the sample's image).
         on_copied: called (with no argument) once the transfer stage has queued the copy of
             ``images`` to the device (a pinned staging buffer is then free to reuse after the
             copy); ``None`` if nothing to do.

@@ -1,7 +1,8 @@
 """What a batch does with its failed samples: the data set's ``on_error`` and the skip rules.
 
 Bad files (``on_error="skip"``): a failed sample leaves its batch with its label ("shrink",
-Keras' behaviour, the rule in a single process), or, under ``torch.distributed``
+Keras' behaviour, the rule in a single process; a batch left with no sample at all is replaced
+as below, so that an epoch keeps ``len(loader)`` batches), or, under ``torch.distributed``
 (``num_replicas > 1``), is *replaced* so that every rank runs the same number of steps with the
 same batch shapes whatever files fail (an all-reduce would hang otherwise): the j-th failed
 sample of a batch becomes a copy of the batch's j-th good sample (cyclically), appended after
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from gpuaug.data.image import ImageLoadError
-from gpuaug.loader.stages.batch import DeviceBatch
+from gpuaug.loader.stages.batch import DeviceBatch, failed_path
 from gpuaug.loader.stages.transfer import host_to_device
 
 __all__ = ["SKIP_RULES", "fill_positions", "next_good", "replace_failed", "settle_failures"]
@@ -33,14 +34,15 @@ def settle_failures(
 ) -> None:
     """Applies the data set's ``on_error`` to a batch's failed samples.
 
-    ``"raise"``: an `ImageLoadError` naming the first failed file (lowest index); ``"skip"``:
+    ``"raise"``: an `ImageLoadError` naming the first failed file (lowest index; the mask
+    itself when a mask failed); ``"skip"``:
     the failures are appended to ``failures`` (the epoch's list, reported at its end).
     """
     if not bad:
         return
     if dataset.on_error == "raise":
         index, reason = min(bad)
-        raise ImageLoadError(dataset.samples[index][0], reason)
+        raise ImageLoadError(failed_path(dataset, index, reason), str(reason))
     failures.extend(bad)
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from gpuaug.data.image import ImageLoadError
 from gpuaug.data.jpeg import read_gpu_jpeg
 from gpuaug.loader.sampler import EpochBatchSampler
-from gpuaug.loader.stages.batch import HostBatch
+from gpuaug.loader.stages.batch import FailureReason, HostBatch
 
 __all__ = ["EpochView", "WorkerCrashError", "WorkerPool", "WorkerView", "collate"]
 
@@ -78,7 +78,10 @@ class WorkerView(Dataset):
                     return _JPEG, index, routed[0], routed[1].orientation
             return _IMAGE, index, self.dataset.load(index), 1
         except ImageLoadError as exc:
-            return _FAILED, index, exc.reason or str(exc), 0
+            reason = exc.reason or str(exc)
+            if exc.path != self.dataset.samples[index][0]:  # a mask, not the image
+                reason = FailureReason(reason, exc.path)
+            return _FAILED, index, reason, 0
         finally:
             self._slot(-1)
 
