@@ -740,7 +740,7 @@ PIPELINES: dict[str, Pipeline] = {
             augments_on="device",
             notes="gpuaug.flow_from_directory(augment=AugmentConfig.from_keras(**BOOK_AUGMENT), "
             "cache=None): uint8 decode + resize in DataLoader workers, augmentation on the device "
-            "with backend='auto' (the fused Triton kernel on CUDA, the kornia reference on a "
+            "with backend='auto' (the fused Triton kernel on CUDA, the torch reference on a "
             "CPU). Keras' sampling, all settings exact.",
             end_to_end=gpuaug_end_to_end,
             augment_only=gpuaug_augment_only,

@@ -82,7 +82,7 @@ def apply(
             only), anything else in float32 and rounds once at the end.
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` (the output's
             strides).
-        backend: "auto", "kornia", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
+        backend: "auto", "reference", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
 
     Returns:
         The augmented, normalised batch.
@@ -118,8 +118,8 @@ class GPUAugment(nn.Module):
             no augmentation (a float conversion).
         dtype: Output dtype (float).
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
-        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
-            reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
+        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "reference"
+            (the torch reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
 
     Attributes:
         config: The settings.
