@@ -1,0 +1,316 @@
+"""kornia stages inside gpuaug: the same output as kornia alone, seeded, replayable, visible.
+
+Every check runs the real kornia (skipped where it is not installed): a stage inside
+`GPUAugment` against the same kornia module called standalone under the same RNG state, the
+loader's replay, masks through kornia's ``data_keys``, the global RNG left alone, SyncCheck.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_tree
+
+import gpuaug
+from gpuaug import AugmentConfig, GPUAugment
+from gpuaug.augment.kornia_stages import KorniaSpec, KorniaStages, split_for_kornia
+from gpuaug.augment.module import apply
+from gpuaug.augment.reference import standardize
+
+K = pytest.importorskip("kornia.augmentation")
+
+SIZE = (16, 20)
+KERAS = AugmentConfig(rotation_range=20, zoom_range=0.1, horizontal_flip=True, rescale=1 / 255)
+
+
+def _images(b: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, 3, *SIZE), dtype=torch.uint8, generator=g)
+
+
+def _five_ops() -> list:
+    return [
+        K.ColorJiggle(0.3, 0.3, 0.3, 0.05, p=0.9),
+        K.RandomGaussianBlur((3, 3), (0.1, 1.5), p=0.7),
+        K.RandomErasing(p=0.6),
+        K.RandomResizedCrop(SIZE, scale=(0.5, 1.0)),
+        K.RandomPerspective(0.3, p=0.8),
+    ]
+
+
+# ----------------------------------------------------------------------------- against kornia
+
+
+@pytest.mark.parametrize("op", range(5), ids=lambda i: type(_five_ops()[i]).__name__)
+def test_a_kornia_stage_gives_what_the_same_module_gives_standalone(op):
+    x = _images()
+    aug = GPUAugment(KERAS, kornia=[_five_ops()[op]])
+    keras_params = aug.sample_params(x, torch.Generator().manual_seed(1))
+    got = aug(x, params=keras_params, kornia_seed=7)
+    # by hand: gpuaug's Keras stage on [0, 1], then the kornia module under the same RNG state
+    unit = apply(x, keras_params, dataclasses.replace(KERAS, rescale=1 / 255))
+    torch.manual_seed(7)
+    want = aug.kornia.sequential[0](unit)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_an_augmentation_sequential_is_used_as_given():
+    seq = K.AugmentationSequential(K.ColorJiggle(0.2, p=1.0), K.RandomPerspective(0.2, p=1.0))
+    aug = GPUAugment(AugmentConfig(rescale=1 / 255), kornia=seq)
+    x = _images()
+    got = aug(x, kornia_seed=3)
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, seq(x.float() / 255), rtol=0, atol=1e-6)
+    assert aug.kornia.sequential is seq
+
+
+def test_without_rescale_the_output_is_back_on_the_0_255_scale():
+    aug = GPUAugment(AugmentConfig(), kornia=[K.ColorJiggle(0.2, p=1.0)])
+    x = _images()
+    got = aug(x, kornia_seed=3)
+    torch.manual_seed(3)
+    want = aug.kornia.sequential(x.float() / 255) * 255
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+def test_the_featurewise_statistics_apply_after_the_kornia_stages_on_the_keras_scale():
+    config = AugmentConfig(featurewise_center=True, featurewise_std_normalization=True)
+    aug = GPUAugment(config, kornia=[K.RandomGaussianBlur((3, 3), (0.5, 1.0), p=1.0)])
+    aug.fit(_images(16, seed=5))
+    x = _images()
+    got = aug(x, kornia_seed=2)
+    torch.manual_seed(2)
+    blurred = aug.kornia.sequential(x.float() / 255) * 255
+    want = standardize(blurred, dataclasses.replace(config, kornia=()), aug.stats)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_preprocessing_function_still_sees_the_0_255_scale():
+    seen = []
+
+    def spy(x):
+        seen.append(float(x.max()))
+        return x
+
+    aug = GPUAugment(AugmentConfig(preprocessing_function=spy), kornia=[K.ColorJiggle(0.1)])
+    aug(torch.full((2, 3, 8, 8), 200, dtype=torch.uint8), kornia_seed=0)
+    assert seen[0] > 150
+
+
+def test_the_keras_stage_hands_kornia_float_in_0_1_with_no_normalisation():
+    config = AugmentConfig(rotation_range=10, rescale=2.0, samplewise_center=True)
+    keras, tail = split_for_kornia(dataclasses.replace(config, kornia=[KorniaSpec("ColorJiggle")]))
+    assert keras.rescale == pytest.approx(1 / 255) and not keras.samplewise_center
+    assert keras.rotation_range == 10 and not keras.kornia
+    assert tail.rescale == pytest.approx(2.0 * 255) and tail.samplewise_center
+
+
+# ----------------------------------------------------------------------------- seeding, replay
+
+
+def test_replay_with_the_kept_params_is_bit_exact():
+    aug = GPUAugment(KERAS, kornia=_five_ops())
+    x = _images()
+    y = aug(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(aug.apply(x, aug.last_params, aug.last_kornia_params), y)
+
+
+def test_the_same_kornia_seed_gives_the_same_batch_and_another_seed_another():
+    aug = GPUAugment(KERAS, kornia=_five_ops())
+    x = _images()
+    draws = aug.sample_draws(x, torch.Generator().manual_seed(0))
+    a, b = aug(x, params=draws, kornia_seed=11), aug(x, params=draws, kornia_seed=11)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, aug(x, params=draws, kornia_seed=12))
+
+
+def test_a_seeded_call_leaves_the_global_rng_exactly_as_it_was():
+    aug = GPUAugment(KERAS, kornia=_five_ops())
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(3)  # the same state as before the first draw
+    state = torch.get_rng_state()
+    aug(_images(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), before)
+
+
+def test_apply_without_kornia_params_is_refused():
+    aug = GPUAugment(KERAS, kornia=[K.ColorJiggle(0.1)])
+    x = _images()
+    with pytest.raises(ValueError, match="give their `kornia_params`"):
+        aug.apply(x, aug.sample_params(x))
+
+
+def test_the_functional_apply_refuses_a_config_with_kornia_stages():
+    config = AugmentConfig(kornia=[{"name": "ColorJiggle", "brightness": 0.1}])
+    x = _images()
+    with pytest.raises(ValueError, match="runs the Keras stage only"):
+        apply(x, gpuaug.sample_params(config, 4, *SIZE), config)
+
+
+# ----------------------------------------------------------------------------- the loader
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_tree(tmp_path / "data", {"a": 3, "b": 3}, size=SIZE)
+
+
+def _loader(tree, **kwargs):
+    config = dataclasses.replace(KERAS, kornia=[K.ColorJiggle(0.3, 0.3, p=1.0), K.RandomErasing()])
+    options = {"target_size": SIZE, "batch_size": 4, "seed": 5, "num_workers": 0, "device": "cpu"}
+    return gpuaug.flow_from_directory(tree, augment=config, **(options | kwargs))
+
+
+def test_loader_replay_rebuilds_a_batch_with_kornia_stages_bit_for_bit(tree):
+    loader = _loader(tree)
+    epoch = [x for x, _ in loader]
+    again = loader.replay(0, 1)
+    assert torch.equal(again.x, epoch[1])
+    names = [p.name for p in again.kornia_params]
+    assert names == ["ColorJiggle_0", "RandomErasing_1"]
+
+
+def test_two_loaders_with_the_same_seed_give_identical_epochs(tree):
+    a = [x for x, _ in _loader(tree)]
+    b = [x for x, _ in _loader(tree)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_an_epoch_leaves_the_training_loops_global_rng_as_it_was(tree):
+    loader = _loader(tree)
+    torch.manual_seed(0)
+    want = torch.rand(4)
+    torch.manual_seed(0)
+    for _ in loader:
+        pass
+    assert torch.equal(torch.rand(4), want)
+
+
+def test_describe_lists_each_kornia_stage_with_its_probability(tree):
+    text = _loader(tree).describe()
+    assert "kornia: ColorJiggle(brightness=0.3, contrast=0.3" in text
+    assert "p=1.0" in text and "kornia: RandomErasing(" in text
+
+
+def test_masks_go_through_random_resized_crop_with_the_images(tmp_path):
+    from test_paired import build_tree
+
+    from gpuaug.loader.factories import flow_from_paired_directories
+
+    pytest.importorskip("skimage.data")
+    images, masks = build_tree(tmp_path / "pairs")
+    crop = K.RandomResizedCrop((24, 32), scale=(0.3, 0.6))
+    config = AugmentConfig(kornia=[crop])
+    loader = flow_from_paired_directories(
+        images, masks, config, target_size=(24, 32), batch_size=3, seed=0, num_workers=0,
+        progress=False,
+    )  # fmt: skip
+    x, m = next(iter(loader))
+    plain = flow_from_paired_directories(
+        images, masks, None, target_size=(24, 32), batch_size=3, seed=0, num_workers=0,
+        progress=False,
+    )  # fmt: skip
+    _, m0 = next(iter(plain))
+    # kornia's own crop of the un-augmented mask with the batch's params
+    assert m.shape == m0.shape == (3, 1, 24, 32)
+    want = loader.augment.kornia.sequential(
+        m0.float(), params=loader.augment.last_kornia_params, data_keys=["mask"]
+    )
+    assert torch.equal(m, want.round().to(m.dtype))
+    assert m.dtype == m0.dtype and set(m.unique().tolist()) <= set(m0.unique().tolist())
+    assert not torch.equal(m, m0)
+
+
+def test_a_detection_loader_refuses_geometric_kornia_stages():
+    class Boxes:
+        box_valid = torch.ones(1, 1, dtype=torch.bool)
+        boxes = torch.zeros(1, 1, 4)
+        labels = torch.zeros(1, 1, dtype=torch.long)
+        num_classes = 1
+
+    from gpuaug.loader.stages.finish import Finisher
+
+    aug = GPUAugment(kornia=[K.RandomPerspective(0.2)])
+    with pytest.raises(ValueError, match="do not move boxes in a detection loader yet"):
+        Finisher(aug, Boxes(), torch.device("cpu"))
+
+
+def test_sync_check_finds_host_reads_only_inside_the_kornia_call_in_an_epoch(tree):
+    from gpuaug.sync_check import SyncCheck
+
+    loader = _loader(tree, cache="device")
+    for _ in loader:  # warm-up epoch fills the cache
+        pass
+    with SyncCheck() as check:
+        for _ in loader:
+            pass
+    # gpuaug's own code around the stages reads nothing back; ColorJiggle reads its (CPU)
+    # random order and its four "factor != neutral" guards on the host
+    assert check.events
+    kornia_call = "kornia_stages.py:"
+    assert all(kornia_call in e.where and "(forward: out = self.sequential(" in e.where
+               for e in check.events), check.events  # fmt: skip
+    assert {e.reason for e in check.events} == {"item"}
+
+
+def _sync_events(op) -> int:
+    from gpuaug.sync_check import SyncCheck
+
+    stages = KorniaStages([op])
+    x = torch.rand(4, 3, *SIZE)
+    stages(x, seed=0)
+    with SyncCheck() as check:
+        stages(x, seed=1)
+    return len(check.events)
+
+
+def test_the_kornia_ops_that_read_host_values_are_the_documented_ones():
+    counts = {type(op).__name__: _sync_events(op) for op in _five_ops()}
+    readers = {name for name, n in counts.items() if n}
+    assert readers == {"ColorJiggle", "RandomGaussianBlur", "RandomResizedCrop"}, counts
+
+
+# ----------------------------------------------------------------------------- config, errors
+
+
+def test_a_yaml_preset_with_a_kornia_list_builds_the_stages():
+    text = "rescale: 0.00392156862745098\nkornia:\n  - {name: ColorJiggle, brightness: 0.2}\n"
+    aug = GPUAugment(AugmentConfig.from_yaml(text))
+    assert aug.kornia.names == ["ColorJiggle"]
+    assert repr(aug.kornia.sequential[0]).startswith("ColorJiggle(brightness=0.2, contrast=0.0")
+
+
+def test_a_kornia_spec_round_trips_yaml():
+    config = AugmentConfig(kornia=[{"name": "RandomResizedCrop", "size": [8, 8]}])
+    assert AugmentConfig.from_yaml(config.to_yaml()) == config
+
+
+def test_an_unknown_kornia_name_is_a_value_error():
+    with pytest.raises(ValueError, match="`kornia\\[0\\]`: `name` must name a kornia"):
+        KorniaStages([{"name": "ColourJiggle"}])
+
+
+def test_same_on_batch_is_refused():
+    with pytest.raises(ValueError, match="same_on_batch=True"):
+        KorniaStages([K.ColorJiggle(0.1, same_on_batch=True)])
+
+
+@pytest.mark.slow  # a fresh interpreter: seconds
+def test_importing_gpuaug_does_not_import_kornia():
+    code = "import sys, gpuaug, gpuaug.loader; print('kornia' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_building_kornia_stages_without_kornia_names_pip_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
+    with pytest.raises(ImportError, match="pip install kornia"):
+        KorniaStages([{"name": "ColorJiggle"}])
