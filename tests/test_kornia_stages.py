@@ -314,3 +314,44 @@ def test_building_kornia_stages_without_kornia_names_pip_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
     with pytest.raises(ImportError, match="pip install kornia"):
         KorniaStages([{"name": "ColorJiggle"}])
+
+
+def test_the_kornia_preset_loads_and_builds_its_three_stages():
+    aug = GPUAugment("chollet_cats_dogs_kornia")
+    assert aug.kornia.names == ["ColorJiggle", "RandomGaussianBlur", "RandomErasing"]
+    assert dataclasses.replace(aug.config, kornia=()) == gpuaug.load_config("chollet_cats_dogs")
+
+
+def test_a_preview_captions_name_the_kornia_ops_applied(tree, monkeypatch):
+    import gpuaug.preview as preview
+
+    captions = []
+    draw = preview._draw_cell
+    monkeypatch.setattr(preview, "_draw_cell", lambda *a: captions.append(a[-1]) or draw(*a))
+    _loader(tree).preview(n=6, rows=1)
+    kornia_lines = [c[-1] for c in captions[1:]]  # the first cell is the original
+    assert len(kornia_lines) == 6
+    assert all(line.startswith("kornia: ColorJiggle") for line in kornia_lines)  # p=1.0
+    assert set(kornia_lines) <= {"kornia: ColorJiggle", "kornia: ColorJiggle, RandomErasing"}
+
+
+def test_the_cli_inspects_a_yaml_preset_with_kornia_stages(tree, tmp_path, capsys):
+    from gpuaug.cli import main
+
+    path = tmp_path / "k.yaml"
+    path.write_text("rescale: 0.5\nkornia:\n  - {name: RandomPerspective, p: 0.4}\n")
+    assert main(["inspect", str(tree), "--config", str(path)]) == 0
+    assert "kornia: RandomPerspective(p=0.4)" in capsys.readouterr().out
+
+
+def test_describe_says_where_the_kornia_stages_run_and_how_they_are_seeded(tree):
+    text = _loader(tree).describe()
+    assert "kornia stages (ColorJiggle, RandomErasing): on the float32 [0, 1] batch" in text
+    assert "torch.random.fork_rng seeded mix_seed(batch seed, 0x6b6f726e)" in text
+
+
+def test_a_validation_loader_runs_no_kornia_stage(tree):
+    from gpuaug.augment.validation import validation_module
+
+    aug = GPUAugment(KERAS, kornia=[K.ColorJiggle(0.3)])
+    assert validation_module(aug).kornia is None

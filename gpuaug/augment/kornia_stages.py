@@ -43,6 +43,7 @@ __all__ = [
     "KorniaStages",
     "describe_kornia",
     "import_kornia",
+    "applied_ops",
     "normalise_kornia",
     "split_for_kornia",
 ]
@@ -233,6 +234,28 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             index = device.index if device.index is not None else torch.cuda.current_device()
             torch.cuda.default_generators[index].manual_seed(seed)
         yield
+
+
+def applied_ops(params: Sequence[Any], batch_size: int) -> list[list[str]]:
+    """Per sample, the kornia ops that ran on it (kornia's ``batch_prob`` of each op > 0.5),
+    by class name, from kornia's ``_params`` (for previews' captions).
+
+    An op whose parameters hold no per-sample ``batch_prob`` (a nested container) is listed
+    for every sample.
+    """
+    out: list[list[str]] = [[] for _ in range(batch_size)]
+    for item in params:
+        name = item.name.rsplit("_", 1)[0]
+        data = item.data
+        prob = data.get("batch_prob") if isinstance(data, Mapping) else None
+        if isinstance(prob, torch.Tensor) and prob.numel() == batch_size:
+            on = (prob.reshape(-1) > 0.5).tolist()
+        else:
+            on = [True] * batch_size
+        for i, applied in enumerate(on):
+            if applied:
+                out[i].append(name)
+    return out
 
 
 class KorniaStages(nn.Module):
