@@ -355,3 +355,14 @@ def test_image_folder_with_the_same_settings_is_reused(tmp_path):
 def test_image_folder_rejects_fewer_than_two_images(tmp_path):
     with pytest.raises(ValueError, match=re.escape("`num_images` must be an int >= 2; got 1")):
         bench_data.make_image_folder(tmp_path, 1, progress=False)
+
+
+def test_gpuaug_kornia_stages_is_measured_against_kornia_alone_with_the_same_ops(tiny_run):
+    _, doc, _ = tiny_run
+    for b in doc["settings"]["batch_sizes"]:
+        assert report.find(doc, "augment_only", "kornia-stages", b) is not None
+        assert report.find(doc, "augment_only", "gpuaug-kornia-stages", b) is not None
+    pairs = {(x["numerator"], x["denominator"]) for x in doc["speedups"]}
+    assert ("gpuaug-kornia-stages", "kornia-stages") in pairs
+    assert not any(x["denominator"] == "kornia-stages" for x in doc["speedups"]
+                   if x.get("fastest_peer"))  # fmt: skip
