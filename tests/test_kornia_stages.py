@@ -355,3 +355,62 @@ def test_a_validation_loader_runs_no_kornia_stage(tree):
 
     aug = GPUAugment(KERAS, kornia=[K.ColorJiggle(0.3)])
     assert validation_module(aug).kornia is None
+
+
+# ----------------------------------------------------------------------------- every loader
+
+
+def test_a_detection_loader_with_intensity_kornia_stages_keeps_the_keras_boxes(tmp_path):
+    from test_detection import CONFIG as BOX_CONFIG
+    from test_detection import SIZE as BOX_SIZE
+    from test_detection import coins
+
+    from gpuaug.loader.factories import flow_from_detection_file
+
+    files = coins.__wrapped__(tmp_path)
+    stages = [K.ColorJiggle(0.2, p=1.0), K.RandomErasing(p=1.0)]
+
+    def run(config):
+        ld = flow_from_detection_file(files["folder"], files["coco"], config,
+                                      target_size=BOX_SIZE, batch_size=3, seed=0, num_workers=0,
+                                      progress=False)  # fmt: skip
+        return next(iter(ld))
+
+    x, (boxes, labels, valid) = run(dataclasses.replace(BOX_CONFIG, kornia=stages))
+    x0, (boxes0, labels0, valid0) = run(BOX_CONFIG)
+    assert torch.equal(boxes, boxes0) and torch.equal(valid, valid0)
+    assert not torch.equal(x, x0)
+
+
+def test_image_data_generator_takes_kornia_stages_for_flow(tmp_path):
+    from gpuaug.keras.generator import ImageDataGenerator
+
+    gen = ImageDataGenerator(rotation_range=10, rescale=1 / 255, kornia=[K.ColorJiggle(0.2)],
+                             device="cpu")  # fmt: skip
+    x = _images(6).permute(0, 2, 3, 1).numpy()
+    it = gen.flow(x, batch_size=3, seed=0, shuffle=False)
+    first = next(iter(it))
+    assert torch.equal(it.replay(0, 0).x, first[0] if isinstance(first, tuple) else first)
+    assert it.augment.kornia.names == ["ColorJiggle"]
+
+
+def test_the_docs_scenario_book_preset_plus_color_jiggle_train_replay_preview(tree):
+    import kornia.augmentation as KA
+
+    aug = gpuaug.GPUAugment("chollet_cats_dogs", kornia=[KA.ColorJiggle(0.2, 0.2, 0.2, p=0.8)])
+    train = gpuaug.flow_from_directory(tree, augment=aug, target_size=SIZE, batch_size=4,
+                                       class_mode="binary", seed=0, num_workers=0,
+                                       device="cpu")  # fmt: skip
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE[0] * SIZE[1], 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batches = []
+    for x, y in train:  # one epoch
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0], y.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        batches.append(x)
+    replay = train.replay(0, 1)
+    assert torch.equal(replay.x, batches[1])
+    assert replay.kornia_params[0].name == "ColorJiggle_0"
+    assert train.preview(n=4, rows=1).size[0] > 0
