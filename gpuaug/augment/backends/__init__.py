@@ -15,9 +15,9 @@ The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
   ``torch.compile``).
 - ``"reference"``: the reference path (`gpuaug.augment.reference`: `warp_affine`'s
   ``grid_sample`` + torch ops, batched params with a leading ``B``); runs everywhere, in float64
-  too. Everything else is tested against it. (Before 0.2 it was called ``"kornia"``, although
-  no kornia code runs in it; that name is refused with a message pointing here, and kornia's
-  own augmentations run as kornia stages, `gpuaug.augment.kornia_stages`.)
+  too. Everything else is tested against it. (Earlier versions called it
+  ``"kornia"``, although no kornia code runs in it; that name is refused with a message pointing
+  here, and kornia's own augmentations run as kornia stages, `gpuaug.augment.kornia_stages`.)
 - ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): one pass over the batch
   that warps, shifts, brightens, rescales, normalises and writes the output once. CUDA
   tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
