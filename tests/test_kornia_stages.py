@@ -414,3 +414,13 @@ def test_the_docs_scenario_book_preset_plus_color_jiggle_train_replay_preview(tr
     assert torch.equal(replay.x, batches[1])
     assert replay.kornia_params[0].name == "ColorJiggle_0"
     assert train.preview(n=4, rows=1).size[0] > 0
+
+
+def test_the_fused_kernel_feeds_the_kornia_stages_as_the_reference_does():
+    pytest.importorskip("triton")
+    stages = [K.RandomErasing(p=1.0), K.RandomPerspective(0.3, p=1.0)]
+    x = _images(2)
+    draws = gpuaug.sample_draws(2, generator=torch.Generator().manual_seed(0))
+    fused = GPUAugment(KERAS, kornia=stages, backend="triton")(x, params=draws, kornia_seed=4)
+    ref = GPUAugment(KERAS, kornia=stages, backend="reference")(x, params=draws, kornia_seed=4)
+    torch.testing.assert_close(fused, ref, rtol=0, atol=1e-3 / 255)  # 1e-3 grey levels
