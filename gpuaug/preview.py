@@ -655,11 +655,6 @@ def make_detection_preview(
     layout = dataclasses.replace(layout, rows=len(sources))
     device = torch.device(device)
     augment, generator = _preview_augment(config, device, seed)
-    if augment.kornia is not None and augment.kornia.geometric:
-        raise ValueError(
-            f"kornia stages that move pixels ({', '.join(augment.kornia.names)}) do not move "
-            "boxes yet; preview boxes with intensity kornia stages only"
-        )
     extras = _has_extras(config)
     canvas, draw, font = _start_canvas(
         layout,
@@ -681,6 +676,14 @@ def make_detection_preview(
             out, ok = apply_boxes(
                 boxes, params, augment.config, h, w, valid=valid, min_visibility=visibility
             )
+            if augment.kornia is not None:  # the same kornia params, corners as keypoints
+                out, ok = augment.kornia.apply_boxes(
+                    out,
+                    augment.last_kornia_params,
+                    *tiles.shape[-2:],
+                    valid=ok,
+                    min_visibility=visibility,
+                )
         labels = dataset.labels[index]
         y = layout.header_height + row * layout.cell_height
         count = int(dataset.box_valid[index].sum())

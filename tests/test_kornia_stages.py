@@ -229,18 +229,64 @@ def test_masks_go_through_random_resized_crop_with_the_images(tmp_path):
     assert not torch.equal(m, m0)
 
 
-def test_a_detection_loader_refuses_geometric_kornia_stages():
-    class Boxes:
-        box_valid = torch.ones(1, 1, dtype=torch.bool)
-        boxes = torch.zeros(1, 1, 4)
-        labels = torch.zeros(1, 1, dtype=torch.long)
-        num_classes = 1
+@pytest.mark.parametrize(
+    "op",
+    [
+        K.RandomResizedCrop((32, 40), scale=(0.4, 0.8), p=1.0),
+        K.RandomPerspective(0.4, p=1.0),
+        K.RandomAffine(25, translate=(0.1, 0.1), p=1.0),
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_boxes_follow_a_geometric_kornia_op_as_the_pixels_do(op):
+    # a bright rectangle on black; its box must bound the bright pixels after the op
+    x = torch.zeros(3, 1, 32, 40)
+    x[:, :, 10:22, 12:30] = 1.0
+    boxes = torch.tensor([[[12.0, 10.0, 30.0, 22.0]]]).expand(3, 1, 4)
+    stages = KorniaStages([op])
+    out = stages(x, seed=0)
+    moved, ok = stages.apply_boxes(boxes, stages.last_params, 32, 40)
+    for i in range(3):
+        rows, cols = torch.nonzero(out[i, 0] > 0.5, as_tuple=True)
+        bright = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]).float()
+        clipped = bright.clamp(max=torch.tensor([40.0, 32.0, 40.0, 32.0]))
+        torch.testing.assert_close(moved[i, 0], clipped, rtol=0, atol=1.5)
+    assert ok.all()
 
-    from gpuaug.loader.stages.finish import Finisher
 
-    aug = GPUAugment(kornia=[K.RandomPerspective(0.2)])
-    with pytest.raises(ValueError, match="do not move boxes in a detection loader yet"):
-        Finisher(aug, Boxes(), torch.device("cpu"))
+def test_boxes_pushed_out_of_the_image_are_invalid():
+    stages = KorniaStages([K.RandomResizedCrop((16, 16), scale=(0.1, 0.1), p=1.0)])
+    x = torch.zeros(4, 1, 64, 64)
+    stages(x, seed=1)
+    corners = torch.tensor([[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 64.0, 64.0]]]).expand(4, 2, 4)
+    moved, ok = stages.apply_boxes(corners, stages.last_params, 16, 16, min_visibility=0.05)
+    assert ok[:, 1].all()  # 10% of the whole image's box stays: the crop
+    assert not ok[:, 0].all()  # a 1-pixel corner box falls outside most crops
+    assert torch.equal(moved[:, 1], torch.tensor([0.0, 0.0, 16.0, 16.0]).expand(4, 4))
+    _, strict = stages.apply_boxes(corners, stages.last_params, 16, 16, min_visibility=0.5)
+    assert not strict[:, 1].any()
+    assert (moved >= 0).all() and (moved <= 16).all()
+
+
+def test_a_detection_loader_with_geometric_kornia_stages_replays_its_boxes(tmp_path):
+    from test_detection import CONFIG as BOX_CONFIG
+    from test_detection import SIZE as BOX_SIZE
+    from test_detection import coins
+
+    from gpuaug.loader.factories import flow_from_detection_file
+
+    files = coins.__wrapped__(tmp_path)
+    config = dataclasses.replace(BOX_CONFIG, kornia=[K.RandomPerspective(0.3, p=1.0)])
+    ld = flow_from_detection_file(files["folder"], files["coco"], config, target_size=BOX_SIZE,
+                                  batch_size=3, seed=0, num_workers=0, progress=False)  # fmt: skip
+    x, (boxes, labels, valid) = next(iter(ld))
+    again = ld.replay(0, 0)
+    assert torch.equal(again.x, x) and torch.equal(again.y[0], boxes)
+    plain = flow_from_detection_file(files["folder"], files["coco"], BOX_CONFIG,
+                                     target_size=BOX_SIZE, batch_size=3, seed=0, num_workers=0,
+                                     progress=False)  # fmt: skip
+    _, (boxes0, _, _) = next(iter(plain))
+    assert not torch.equal(boxes, boxes0)
 
 
 def test_sync_check_finds_host_reads_only_inside_the_kornia_call_in_an_epoch(tree):
@@ -424,3 +470,16 @@ def test_the_fused_kernel_feeds_the_kornia_stages_as_the_reference_does():
     fused = GPUAugment(KERAS, kornia=stages, backend="triton")(x, params=draws, kornia_seed=4)
     ref = GPUAugment(KERAS, kornia=stages, backend="reference")(x, params=draws, kornia_seed=4)
     torch.testing.assert_close(fused, ref, rtol=0, atol=1e-3 / 255)  # 1e-3 grey levels
+
+
+def test_keypoints_follow_the_pixel_they_sit_on():
+    x = torch.zeros(2, 1, 24, 24)
+    x[:, :, 8, 10] = 1.0
+    stages = KorniaStages([K.RandomAffine(30, translate=(0.1, 0.1), p=1.0)])
+    out = stages(torch.nn.functional.avg_pool2d(x, 3, 1, 1) * 9, seed=3)  # a 3x3 blob
+    point = torch.tensor([[[10.5, 8.5]]]).expand(2, 1, 2)
+    moved = stages.apply_keypoints(point, stages.last_params)
+    for i in range(2):
+        flat = int(out[i, 0].argmax())
+        centre = torch.tensor([flat % 24 + 0.5, flat // 24 + 0.5])
+        torch.testing.assert_close(moved[i, 0], centre, rtol=0, atol=1.0)

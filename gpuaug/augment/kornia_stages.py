@@ -367,5 +367,65 @@ class KorniaStages(nn.Module):
             out = out.round().to(masks.dtype)
         return out[:, 0] if squeeze else out
 
+    def apply_keypoints(self, points: torch.Tensor, params: list[Any]) -> torch.Tensor:
+        """Move points with kornia's ``keypoints`` data key and the images' ``params``.
+
+        Points are in gpuaug's continuous pixel coordinates (`gpuaug.augment.targets`: pixel
+        ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``, its centre at ``+0.5``); kornia's
+        geometric ops map pixel centres at whole coordinates (``align_corners=True``), so the
+        points are shifted by 0.5 into kornia's frame and back. Intensity ops leave them.
+
+        Shape:
+            points: (B, N, 2) xy, float -> (B, N, 2), same dtype and device.
+        """
+        if not self.geometric:
+            return points
+        kp = points.to(torch.float32) - 0.5
+        out = self.sequential(kp, params=params, data_keys=["keypoints"])
+        self.sequential._params = params  # a points-only call keeps the images' params
+        return (out + 0.5).to(points.dtype)
+
+    def apply_boxes(
+        self,
+        boxes: torch.Tensor,
+        params: list[Any],
+        height: int,
+        width: int,
+        *,
+        valid: torch.Tensor | None = None,
+        min_visibility: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move ``xyxy`` boxes with the images' ``params``: each box's four corners go through
+        `apply_keypoints`, the new box is their bounding box clipped to the output image, and
+        a box stays valid under `gpuaug.augment.targets.apply_boxes`' rule (positive size, at
+        least ``min_visibility`` of the unclipped box's area inside).
+
+        Args:
+            boxes: Boxes in gpuaug's continuous pixel coordinates.
+            params: kornia's ``_params`` of the images' call.
+            height, width: The size of the kornia stages' output (H', W').
+            valid: Which rows are real boxes; default all.
+            min_visibility: In [0, 1].
+
+        Shape:
+            boxes: (B, N, 4) float; valid: (B, N) bool -> (B, N, 4), (B, N) bool.
+        """
+        ok = torch.ones(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+        ok = ok if valid is None else ok & valid
+        if not self.geometric:
+            return boxes, ok
+        b, n, _ = boxes.shape
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        corners = torch.stack([x0, y0, x1, y0, x0, y1, x1, y1], dim=-1).reshape(b, n * 4, 2)
+        warped = self.apply_keypoints(corners, params).reshape(b, n, 4, 2)
+        out = torch.cat([warped.amin(dim=2), warped.amax(dim=2)], dim=-1)
+        area = (out[..., 2] - out[..., 0]) * (out[..., 3] - out[..., 1])
+        limits = boxes.new_tensor([width, height, width, height])
+        clipped = torch.minimum(out.clamp(min=0.0), limits)
+        w = clipped[..., 2] - clipped[..., 0]
+        h = clipped[..., 3] - clipped[..., 1]
+        ok = ok & (w > 0) & (h > 0) & (w * h >= float(min_visibility) * area)
+        return clipped, ok
+
     def extra_repr(self) -> str:
         return ", ".join(self.names)

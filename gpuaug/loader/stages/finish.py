@@ -128,14 +128,6 @@ class Finisher:
         # gpuaug.data.detection: every sample's padded boxes, on the device once
         self.box_tables = None
         if getattr(dataset, "box_valid", None) is not None:
-            stages = augment.kornia
-            if stages is not None and stages.geometric:
-                raise ValueError(
-                    f"kornia stages that move pixels ({', '.join(stages.names)}) do not move "
-                    "boxes in a detection loader yet; use intensity kornia stages there "
-                    "(ColorJiggle, RandomGaussianBlur, RandomErasing, ...) and gpuaug's own "
-                    "warp for the geometry"
-                )
             tables = (dataset.boxes, dataset.labels, dataset.box_valid)
             self.box_tables = tuple(host_to_device(t, device) for t in tables)
         # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
@@ -184,10 +176,16 @@ class Finisher:
         if self.box_tables is not None:  # gather the rows' boxes, map them as the images
             rows = host_to_device(batch.indices, self.device)
             boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
+            visibility = self.dataset.min_visibility
             boxes, valid = apply_boxes(
-                boxes, self.augment.last_params, self.augment.config, *x.shape[-2:],
-                valid=valid, min_visibility=self.dataset.min_visibility,
+                boxes, self.augment.last_params, self.augment.config, *images.shape[-2:],
+                valid=valid, min_visibility=visibility,
             )  # fmt: skip
+            if self.augment.kornia is not None:  # the corners through kornia's keypoints
+                boxes, valid = self.augment.kornia.apply_boxes(
+                    boxes, self.augment.last_kornia_params, *x.shape[-2:], valid=valid,
+                    min_visibility=visibility,
+                )  # fmt: skip
             return (x, (boxes, labels, valid)), draws
         if self.outputs is not None:
             return self.outputs(x, batch.indices), draws
