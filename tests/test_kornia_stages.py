@@ -483,3 +483,19 @@ def test_keypoints_follow_the_pixel_they_sit_on():
         flat = int(out[i, 0].argmax())
         centre = torch.tensor([flat % 24 + 0.5, flat // 24 + 0.5])
         torch.testing.assert_close(moved[i, 0], centre, rtol=0, atol=1.0)
+
+
+def test_with_rescale_1_255_the_kornia_output_is_the_module_output_with_no_copy(monkeypatch):
+    aug = GPUAugment(KERAS, kornia=[K.RandomErasing(p=1.0)])
+    seen = {}
+    forward = KorniaStages.forward
+
+    def spy(self, images, seed=None, params=None):
+        seen["in"] = images
+        seen["out"] = forward(self, images, seed=seed, params=params)
+        return seen["out"]
+
+    monkeypatch.setattr(KorniaStages, "forward", spy)
+    y = aug(_images(), kornia_seed=0)
+    assert seen["in"].dtype == torch.float32  # the Keras stage's own output, no cast after it
+    assert y.data_ptr() == seen["out"].data_ptr()  # x 255 x (1/255) folded away: no pass

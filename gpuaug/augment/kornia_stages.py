@@ -183,7 +183,9 @@ def split_for_kornia(config: Any) -> tuple[Any, Any]:
     function = config.preprocessing_function
     if function is None:
         rescale = (config.rescale or 1.0) * 255.0
-        tail = dataclasses.replace(config, kornia=(), rescale=None if rescale == 1.0 else rescale)
+        if abs(rescale - 1.0) < 1e-9:  # rescale 1/255 (to float32's precision): nothing left
+            rescale = None
+        tail = dataclasses.replace(config, kornia=(), rescale=rescale)
     else:
         tail = dataclasses.replace(
             config, kornia=(), preprocessing_function=_FromUnitRange(function)
