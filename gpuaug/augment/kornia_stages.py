@@ -238,7 +238,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def applied_ops(params: Sequence[Any], batch_size: int) -> list[list[str]]:
+def applied_ops(params: Sequence[Any] | None, batch_size: int) -> list[list[str]]:
     """Per sample, the kornia ops that ran on it (kornia's ``batch_prob`` of each op > 0.5),
     by class name, from kornia's ``_params`` (for previews' captions).
 
@@ -246,7 +246,7 @@ def applied_ops(params: Sequence[Any], batch_size: int) -> list[list[str]]:
     for every sample.
     """
     out: list[list[str]] = [[] for _ in range(batch_size)]
-    for item in params:
+    for item in params or ():
         name = item.name.rsplit("_", 1)[0]
         data = item.data
         prob = data.get("batch_prob") if isinstance(data, Mapping) else None
@@ -258,6 +258,15 @@ def applied_ops(params: Sequence[Any], batch_size: int) -> list[list[str]]:
             if applied:
                 out[i].append(name)
     return out
+
+
+def _check_params(params: list[Any] | None) -> list[Any]:
+    if params is None:
+        raise ValueError(
+            "no kornia params to move the targets with: run the images through the kornia "
+            "stages first (their last_params)"
+        )
+    return params
 
 
 class KorniaStages(nn.Module):
@@ -346,7 +355,7 @@ class KorniaStages(nn.Module):
         self.last_params = self.sequential._params
         return out
 
-    def apply_masks(self, masks: torch.Tensor, params: list[Any]) -> torch.Tensor:
+    def apply_masks(self, masks: torch.Tensor, params: list[Any] | None) -> torch.Tensor:
         """Move label maps with kornia's ``mask`` data key and the images' ``params``.
 
         kornia's geometric ops resample masks with nearest interpolation (labels never
@@ -356,9 +365,13 @@ class KorniaStages(nn.Module):
         Shape:
             masks: (B, H, W) or (B, C, H, W), any real or bool dtype -> (B, [C,] H', W'),
             same dtype and device.
+
+        Raises:
+            ValueError: ``params`` is None and an op moves pixels.
         """
         if not self.geometric:
             return masks
+        params = _check_params(params)
         squeeze = masks.ndim == 3
         m = masks[:, None] if squeeze else masks
         out = self.sequential(m.to(torch.float32), params=params, data_keys=[MASK_KEY])
@@ -369,7 +382,7 @@ class KorniaStages(nn.Module):
             out = out.round().to(masks.dtype)
         return out[:, 0] if squeeze else out
 
-    def apply_keypoints(self, points: torch.Tensor, params: list[Any]) -> torch.Tensor:
+    def apply_keypoints(self, points: torch.Tensor, params: list[Any] | None) -> torch.Tensor:
         """Move points with kornia's ``keypoints`` data key and the images' ``params``.
 
         Points are in gpuaug's continuous pixel coordinates (`gpuaug.augment.targets`: pixel
@@ -379,9 +392,13 @@ class KorniaStages(nn.Module):
 
         Shape:
             points: (B, N, 2) xy, float -> (B, N, 2), same dtype and device.
+
+        Raises:
+            ValueError: ``params`` is None and an op moves pixels.
         """
         if not self.geometric:
             return points
+        params = _check_params(params)
         kp = points.to(torch.float32) - 0.5
         out = self.sequential(kp, params=params, data_keys=["keypoints"])
         self.sequential._params = params  # a points-only call keeps the images' params
@@ -390,7 +407,7 @@ class KorniaStages(nn.Module):
     def apply_boxes(
         self,
         boxes: torch.Tensor,
-        params: list[Any],
+        params: list[Any] | None,
         height: int,
         width: int,
         *,

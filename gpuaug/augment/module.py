@@ -236,7 +236,7 @@ class GPUAugment(nn.Module):
         """kornia's ``_params`` of the last call (None without kornia stages or before one)."""
         return None if self.kornia is None else self.kornia.last_params
 
-    def apply(
+    def apply(  # type: ignore[override]  # Keras' apply_transform, not nn.Module.apply(fn)
         self,
         images: torch.Tensor,
         params: AugmentParams | AugmentDraws,

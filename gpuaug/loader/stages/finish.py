@@ -168,6 +168,7 @@ class Finisher:
         x = self.augment(images, params=draws, kornia_seed=kornia_seed(seed))
         if mask_bytes:
             params = self.augment.last_params
+            assert params is not None  # the forward call above kept them
             cfg = self.augment.config
             masks = apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)
             if self.augment.kornia is not None:  # kornia's data_keys=["mask"], same params
@@ -176,9 +177,11 @@ class Finisher:
         if self.box_tables is not None:  # gather the rows' boxes, map them as the images
             rows = host_to_device(batch.indices, self.device)
             boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
+            params = self.augment.last_params
+            assert params is not None  # the forward call above kept them
             visibility = self.dataset.min_visibility
             boxes, valid = apply_boxes(
-                boxes, self.augment.last_params, self.augment.config, *images.shape[-2:],
+                boxes, params, self.augment.config, *images.shape[-2:],
                 valid=valid, min_visibility=visibility,
             )  # fmt: skip
             if self.augment.kornia is not None:  # the corners through kornia's keypoints
