@@ -55,7 +55,7 @@ def test_a_kornia_stage_gives_what_the_same_module_gives_standalone(op):
     unit = apply(x, keras_params, dataclasses.replace(KERAS, rescale=1 / 255))
     torch.manual_seed(7)
     want = aug.kornia.sequential[0](unit)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(got, want)  # bit for bit
 
 
 def test_an_augmentation_sequential_is_used_as_given():
@@ -499,3 +499,27 @@ def test_with_rescale_1_255_the_kornia_output_is_the_module_output_with_no_copy(
     y = aug(_images(), kornia_seed=0)
     assert seen["in"].dtype == torch.float32  # the Keras stage's own output, no cast after it
     assert y.data_ptr() == seen["out"].data_ptr()  # x 255 x (1/255) folded away: no pass
+
+
+@pytest.mark.filterwarnings("ignore:Default grid_sample:UserWarning")  # kornia's own call
+def test_an_elastic_warp_counts_as_moving_pixels_and_moves_masks():
+    op = K.RandomElasticTransform((3, 3), sigma=(8.0, 8.0), alpha=(8.0, 8.0), p=1.0)
+    stages = KorniaStages([op])
+    assert stages.geometric
+    masks = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
+    masks[:, :, 4:12, 4:12] = 1
+    stages(masks.float(), seed=0)
+    moved = stages.apply_masks(masks, stages.last_params)
+    assert moved.dtype == torch.uint8 and not torch.equal(moved, masks)
+
+
+def test_a_kornia_op_that_cannot_move_masks_says_so():
+    stages = KorniaStages([K.RandomThinPlateSpline(p=1.0)])
+    stages(torch.rand(2, 3, 16, 16), seed=0)
+    with pytest.raises(NotImplementedError, match="does not move masks"):
+        stages.apply_masks(torch.zeros(2, 1, 16, 16), stages.last_params)
+
+
+def test_a_mixing_kornia_op_is_refused():
+    with pytest.raises(ValueError, match="RandomMixUpV2 mixes samples and their labels"):
+        KorniaStages([K.RandomMixUpV2()])

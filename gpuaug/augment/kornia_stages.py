@@ -281,7 +281,8 @@ class KorniaStages(nn.Module):
     Attributes:
         sequential: The ``AugmentationSequential`` that runs.
         names: The class name of each kornia op, in order.
-        geometric: Whether any op moves pixels (then masks go through it too).
+        geometric: Whether any op moves pixels, i.e. is not one of kornia's intensity ops (then
+            masks, boxes and keypoints go through the stages too).
         last_params: kornia's ``_params`` of the last call (a list of ``ParamItem``).
 
     Shape:
@@ -318,6 +319,11 @@ class KorniaStages(nn.Module):
             name = type(op).__name__
             if not isinstance(op, K.base._BasicAugmentationBase) or name.endswith("3D"):
                 raise ValueError(f"`kornia`: {name} is not a 2-D kornia augmentation")
+            if isinstance(op, K.MixAugmentationBaseV2):
+                raise ValueError(
+                    f"`kornia`: {name} mixes samples and their labels, which gpuaug's targets "
+                    "do not follow; use it on the loader's batches in your training loop"
+                )
             if op.same_on_batch:
                 raise ValueError(
                     f"`kornia`: {name} has same_on_batch=True; gpuaug's stages draw per sample "
@@ -325,10 +331,9 @@ class KorniaStages(nn.Module):
                 )
         self.sequential = sequential
         self.names = [type(op).__name__ for op in ops]
-        self.geometric = any(
-            isinstance(op, K.GeometricAugmentationBase2D) or "Crop" in type(op).__name__
-            for op in ops
-        )
+        # Everything but kornia's intensity ops moves pixels (its geometric ops, and the
+        # elastic / thin-plate / fisheye warps, which are not GeometricAugmentationBase2D).
+        self.geometric = any(not isinstance(op, K.IntensityAugmentationBase2D) for op in ops)
         self.last_params: list[Any] | None = None
 
     def forward(
@@ -374,8 +379,7 @@ class KorniaStages(nn.Module):
         params = _check_params(params)
         squeeze = masks.ndim == 3
         m = masks[:, None] if squeeze else masks
-        out = self.sequential(m.to(torch.float32), params=params, data_keys=[MASK_KEY])
-        self.sequential._params = params  # a mask-only call keeps the images' params
+        out = self._replay(m.to(torch.float32), params, MASK_KEY, "masks")
         if masks.dtype.is_floating_point:
             out = out.to(masks.dtype)
         else:
@@ -400,8 +404,7 @@ class KorniaStages(nn.Module):
             return points
         params = _check_params(params)
         kp = points.to(torch.float32) - 0.5
-        out = self.sequential(kp, params=params, data_keys=["keypoints"])
-        self.sequential._params = params  # a points-only call keeps the images' params
+        out = self._replay(kp, params, "keypoints", "points and boxes")
         return (out + 0.5).to(points.dtype)
 
     def apply_boxes(
@@ -445,6 +448,19 @@ class KorniaStages(nn.Module):
         h = clipped[..., 3] - clipped[..., 1]
         ok = ok & (w > 0) & (h > 0) & (w * h >= float(min_visibility) * area)
         return clipped, ok
+
+    def _replay(self, data: torch.Tensor, params: list[Any], key: str, what: str) -> torch.Tensor:
+        """kornia's call on targets alone with the images' params (kept as ``_params``)."""
+        try:
+            return self.sequential(data, params=params, data_keys=[key])
+        except NotImplementedError as err:
+            raise NotImplementedError(
+                f"a kornia op of {self.names} does not move {what} (kornia raises "
+                f"NotImplementedError for data key {key!r}); leave it out where the loader "
+                f"carries {what}"
+            ) from err
+        finally:
+            self.sequential._params = params
 
     def extra_repr(self) -> str:
         return ", ".join(self.names)
