@@ -523,3 +523,8 @@ def test_a_kornia_op_that_cannot_move_masks_says_so():
 def test_a_mixing_kornia_op_is_refused():
     with pytest.raises(ValueError, match="RandomMixUpV2 mixes samples and their labels"):
         KorniaStages([K.RandomMixUpV2()])
+
+
+def test_a_module_that_is_not_a_kornia_augmentation_is_a_type_error():
+    with pytest.raises(TypeError, match="`kornia\\[1\\]` must be a kornia.augmentation module"):
+        KorniaStages([K.ColorJiggle(0.1), torch.nn.Identity()])

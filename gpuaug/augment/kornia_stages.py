@@ -195,6 +195,11 @@ def split_for_kornia(config: Any) -> tuple[Any, Any]:
 
 def _build_op(K: Any, spec: Any, where: str) -> nn.Module:
     if isinstance(spec, nn.Module):
+        if not isinstance(spec, K.base._BasicAugmentationBase | K.AugmentationSequential):
+            raise TypeError(
+                f"{where} must be a kornia.augmentation module; got {type(spec).__name__} "
+                "(other modules go in preprocessing_function or your own model)"
+            )
         return spec
     if isinstance(spec, Mapping):
         spec = KorniaSpec.from_dict(spec, where)
