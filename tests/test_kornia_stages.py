@@ -8,6 +8,7 @@ loader's replay, masks through kornia's ``data_keys``, the global RNG left alone
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -528,3 +529,9 @@ def test_a_mixing_kornia_op_is_refused():
 def test_a_module_that_is_not_a_kornia_augmentation_is_a_type_error():
     with pytest.raises(TypeError, match="`kornia\\[1\\]` must be a kornia.augmentation module"):
         KorniaStages([K.ColorJiggle(0.1), torch.nn.Identity()])
+
+
+def test_a_sequential_of_gpuaugment_and_kornia_points_at_kornia_stages(tree):
+    augment = torch.nn.Sequential(GPUAugment(KERAS), K.RandomErasing())
+    with pytest.raises(TypeError, match=re.escape("GPUAugment(config, kornia=[...])")):
+        gpuaug.flow_from_directory(tree, augment=augment, target_size=SIZE, device="cpu")

@@ -69,7 +69,8 @@ def augment_module(
         return GPUAugment(load_config(augment), dtype=dtype)
     raise TypeError(
         "`augment` must be an AugmentConfig, a preset name, a YAML path, a GPUAugment "
-        f"or None; got {type(augment).__name__}"
+        f"or None; got {type(augment).__name__} (kornia augmentations go in "
+        "GPUAugment(config, kornia=[...]), after the Keras stage)"
     )
 
 
