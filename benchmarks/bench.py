@@ -53,7 +53,7 @@ __all__ = ["BenchConfig", "GRIDS", "build_parser", "machine_info", "main", "run"
 
 SCHEMA = "gpuaug-bench/2"
 #: gpuaug backends of the backends table, in order ("auto" is the headline "gpuaug" row).
-BACKENDS: tuple[str, ...] = ("kornia", "chunked", "opencv", "compile", "triton")
+BACKENDS: tuple[str, ...] = ("reference", "chunked", "opencv", "compile", "triton")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Scaling grids. "quick" fits the default run in a few minutes on a 2-core CPU; "full" is the
@@ -530,7 +530,7 @@ def _count(step, backend: str, images: int, settings: P.Settings, batch, variant
 
 
 def _reference_diff(batch: torch.Tensor, settings: P.Settings, backend: str, variant: str):
-    """Max |backend - kornia float32| over one batch, in grey levels (0..255), same params."""
+    """Max |backend - reference float32| over one batch, in grey levels (0..255), same params."""
     from gpuaug.augment.module import apply, sample_params
 
     config = P.gpuaug_config()
@@ -540,7 +540,7 @@ def _reference_diff(batch: torch.Tensor, settings: P.Settings, backend: str, var
     g = torch.Generator(device=settings.device).manual_seed(settings.seed)
     params = sample_params(config, b, h, w, generator=g, device=settings.device)
     with torch.no_grad():
-        ref = apply(x, params, config, backend="kornia")
+        ref = apply(x, params, config, backend="reference")
         out = apply(x, params, config, dtype=dtype, memory_format=memory_format, backend=backend)
     scale = 1.0 / config.rescale if config.rescale else 1.0
     return round(float((out.float() - ref).abs().max()) * scale, 6)

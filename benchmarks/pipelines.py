@@ -32,6 +32,12 @@ How each peer expresses the settings (see :data:`PIPELINES` ``notes`` and the RE
 - ``kornia-randomaffine`` (augmentation-only): kornia's own ``AugmentationSequential(
   RandomAffine, RandomHorizontalFlip)``: independent x/y content scale, ``padding_mode="border"``
   (= Keras "nearest"), on a float batch scaled to [0, 1] on the device.
+- ``kornia-stages`` / ``gpuaug-kornia-stages`` (augmentation-only, a pair): the same ops in
+  both, :data:`KORNIA_STAGES` (ColorJiggle, RandomGaussianBlur, RandomErasing, as the
+  ``chollet_cats_dogs_kornia`` preset) after the book's affine + flip: kornia's
+  ``AugmentationSequential`` alone (``RandomAffine`` as ``kornia-randomaffine``, then the
+  stages; unseeded, on the global RNG), against ``GPUAugment(book, kornia=...)`` (gpuaug's
+  Keras stage, then the same kornia modules seeded per batch in a forked RNG).
 - ``gpuaug``: ``AugmentConfig.from_keras(**BOOK_AUGMENT)``, Keras' own sampling, batched.
   Each gpuaug backend and output variant is also measured alone (:func:`
   gpuaug_backend_augment_only`, the backends table of :mod:`benchmarks.bench`).
@@ -602,6 +608,66 @@ def kornia_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Run
     yield Runner(step)
 
 
+def kornia_stages() -> list:
+    """:data:`KORNIA_STAGES` as fresh kornia modules."""
+    import kornia.augmentation as K
+
+    return [getattr(K, spec["name"])(**_tuples(spec)) for spec in KORNIA_STAGES]
+
+
+def _tuples(spec: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "name"}
+
+
+#: The kornia ops of the ``kornia-stages`` pair (the ``chollet_cats_dogs_kornia`` preset's).
+KORNIA_STAGES: tuple[dict, ...] = (
+    {"name": "ColorJiggle", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02,
+     "p": 0.8},
+    {"name": "RandomGaussianBlur", "kernel_size": [5, 5], "sigma": [0.1, 1.5], "p": 0.3},
+    {"name": "RandomErasing", "scale": [0.02, 0.15], "p": 0.3},
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def kornia_stages_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """kornia's ``AugmentationSequential`` alone: RandomAffine + flip + :data:`KORNIA_STAGES`,
+    on the uint8 batch cast and scaled to [0, 1] inside the step."""
+    import kornia.augmentation as K
+
+    affine = _kornia_augment()
+    augment = K.AugmentationSequential(*affine.children(), *kornia_stages()).to(settings.device)
+    x = batch.to(settings.device)
+
+    def step() -> int:
+        with torch.no_grad():
+            out = augment(x.float().div_(255.0))
+        return int(out.shape[0])
+
+    yield Runner(step)
+
+
+@contextlib.contextmanager
+def gpuaug_kornia_stages_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """``GPUAugment(book, kornia=KORNIA_STAGES)`` on the uint8 batch on the device: the Keras
+    stage writes float [0, 1], the kornia modules run seeded (a CPU generator, as the loader)."""
+    import gpuaug
+
+    augment = gpuaug.GPUAugment(gpuaug_config(), kornia=kornia_stages()).to(settings.device)
+    x = batch.to(settings.device)
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    def step() -> int:
+        with torch.no_grad():
+            out = augment(x, generator=generator)
+        return int(out.shape[0])
+
+    yield Runner(step)
+
+
+def _gpuaug_kornia_unavailable(settings: Settings) -> str | None:
+    return _gpuaug_unavailable(settings) or _kornia_unavailable(settings)
+
+
 # ----------------------------------------------------------------------------- gpuaug backends
 
 #: Output variants measured per backend: name -> (dtype, memory_format).
@@ -736,11 +802,36 @@ PIPELINES: dict[str, Pipeline] = {
             unavailable=_kornia_unavailable,
         ),
         Pipeline(
+            name="kornia-stages",
+            augments_on="device",
+            notes="kornia.augmentation.AugmentationSequential alone: kornia-randomaffine's "
+            "RandomAffine + RandomHorizontalFlip, then ColorJiggle(0.2, 0.2, 0.2, 0.02, p=0.8), "
+            "RandomGaussianBlur((5, 5), (0.1, 1.5), p=0.3), RandomErasing(scale=(0.02, 0.15), "
+            "p=0.3) on a float batch scaled to [0, 1], on the device; global RNG, unseeded. "
+            "Augmentation-only; the pair of gpuaug-kornia-stages.",
+            end_to_end=None,
+            augment_only=kornia_stages_augment_only,
+            uses_workers=False,
+            unavailable=_kornia_unavailable,
+        ),
+        Pipeline(
+            name="gpuaug-kornia-stages",
+            augments_on="device",
+            notes="GPUAugment(AugmentConfig.from_keras(**BOOK_AUGMENT), kornia=[the same three "
+            "kornia modules as kornia-stages]): gpuaug's Keras stage (backend='auto') writes "
+            "float32 [0, 1], then the kornia modules, seeded per batch inside "
+            "torch.random.fork_rng, then rescale. Augmentation-only.",
+            end_to_end=None,
+            augment_only=gpuaug_kornia_stages_augment_only,
+            uses_workers=False,
+            unavailable=_gpuaug_kornia_unavailable,
+        ),
+        Pipeline(
             name="gpuaug",
             augments_on="device",
             notes="gpuaug.flow_from_directory(augment=AugmentConfig.from_keras(**BOOK_AUGMENT), "
             "cache=None): uint8 decode + resize in DataLoader workers, augmentation on the device "
-            "with backend='auto' (the fused Triton kernel on CUDA, the kornia reference on a "
+            "with backend='auto' (the fused Triton kernel on CUDA, the torch reference on a "
             "CPU). Keras' sampling, all settings exact.",
             end_to_end=gpuaug_end_to_end,
             augment_only=gpuaug_augment_only,

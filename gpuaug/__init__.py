@@ -2,7 +2,7 @@
 
 A torch ``Dataset`` decodes and resizes images (uint8, no augmentation); per batch, fresh
 random affine parameters are drawn per sample and the whole batch is warped on the device in
-one pass (a fused Triton kernel on CUDA, the torch/kornia reference elsewhere). Masks, boxes and
+one pass (a fused Triton kernel on CUDA, the torch reference elsewhere). Masks, boxes and
 keypoints follow the same per-sample transform (`gpuaug.augment.targets`).
 """
 

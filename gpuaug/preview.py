@@ -146,6 +146,7 @@ def grid_layout(
     height, width = _check_target_size(target_size)
     scale = max(1, math.ceil(MIN_TILE / width))
     lines = 5 + (1 if config is not None and _has_extras(config) else 0)
+    lines += 1 if config is not None and config.kornia else 0
     layout = GridLayout(
         rows=rows,
         per_row=math.ceil(n / rows),
@@ -291,13 +292,13 @@ def make_preview(
         batch = image.unsqueeze(0).expand(layout.per_row, -1, -1, -1).contiguous().to(device)
         with torch.no_grad():
             params = augment.sample_params(batch, generator=generator)
-            out = augment.apply(batch, params)
+            out, kornia = _augment_tiles(augment, batch, params, generator)
         tiles = _to_uint8(out)
         y = layout.header_height + row * layout.cell_height
         original = ["original", label, Path(path).name]
         _draw_cell(draw, canvas, layout, font, 0, y, image, original)
         for k in range(layout.per_row):
-            lines = caption_lines(params, k, extras=extras)
+            lines = caption_lines(params, k, extras=extras) + _kornia_line(kornia, k)
             _draw_cell(draw, canvas, layout, font, k + 1, y, tiles[k], lines)
     return canvas
 
@@ -309,6 +310,27 @@ def _preview_augment(
     augment = GPUAugment(dataclasses.replace(config, **_NORMALISATION_OFF))  # type: ignore[arg-type]
     augment = augment.to(device)
     return augment, torch.Generator(device=device).manual_seed(seed)
+
+
+def _augment_tiles(
+    augment: GPUAugment, batch: torch.Tensor, params: AugmentParams, generator: torch.Generator
+) -> tuple[torch.Tensor, list[list[str]] | None]:
+    """The tiles with ``params``; with kornia stages, those too (seeded from ``generator``)
+    and, per tile, the kornia ops that ran on it."""
+    if augment.kornia is None:
+        return augment.apply(batch, params), None
+    from gpuaug.augment.kornia_stages import applied_ops
+
+    seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    out = augment(batch, params=params, kornia_seed=seed)
+    return out, applied_ops(augment.last_kornia_params, batch.shape[0])
+
+
+def _kornia_line(kornia: list[list[str]] | None, i: int) -> list[str]:
+    """The caption line naming the kornia ops applied to tile ``i`` (none without stages)."""
+    if kornia is None:
+        return []
+    return ["kornia: " + (", ".join(kornia[i]) if kornia[i] else "none")]
 
 
 def _start_canvas(layout: GridLayout, header: str, subtitle: str):
@@ -558,8 +580,12 @@ def make_paired_preview(
         masks = mask.unsqueeze(0).expand(layout.per_row, -1, -1, -1).to(device)
         with torch.no_grad():
             params = augment.sample_params(batch, generator=generator)
-            tiles = _to_uint8(augment.apply(batch, params))
-            warped = apply_mask(masks, params, augment.config, mask_fill=fill or 0).cpu()
+            out, kornia = _augment_tiles(augment, batch, params, generator)
+            tiles = _to_uint8(out)
+            warped = apply_mask(masks, params, augment.config, mask_fill=fill or 0)
+            if augment.kornia is not None:  # the same kornia params, data_keys=["mask"]
+                warped = augment.kornia.apply_masks(warped, augment.last_kornia_params)
+            warped = warped.cpu()
         y = layout.header_height + row * layout.cell_height
         labels = sorted(set(mask.unique().tolist()))
         original = ["original", f"labels {labels[:6]}", Path(path).name]
@@ -567,8 +593,8 @@ def make_paired_preview(
                    original)  # fmt: skip
         for k in range(layout.per_row):
             tile = overlay_mask(tiles[k], warped[k], alpha=alpha, ignore=fill or None)
-            _draw_cell(draw, canvas, layout, font, k + 1, y, tile,
-                       caption_lines(params, k, extras=extras))  # fmt: skip
+            lines = caption_lines(params, k, extras=extras) + _kornia_line(kornia, k)
+            _draw_cell(draw, canvas, layout, font, k + 1, y, tile, lines)
     return canvas
 
 
@@ -649,11 +675,20 @@ def make_detection_preview(
         valid = dataset.box_valid[index].expand(k, -1).to(device)
         with torch.no_grad():
             params = augment.sample_params(batch, generator=generator)
-            tiles = _to_uint8(augment.apply(batch, params))
+            out, kornia = _augment_tiles(augment, batch, params, generator)
+            tiles = _to_uint8(out)
             visibility = getattr(dataset, "min_visibility", 0.0)
             out, ok = apply_boxes(
                 boxes, params, augment.config, h, w, valid=valid, min_visibility=visibility
             )
+            if augment.kornia is not None:  # the same kornia params, corners as keypoints
+                out, ok = augment.kornia.apply_boxes(
+                    out,
+                    augment.last_kornia_params,
+                    *tiles.shape[-2:],
+                    valid=ok,
+                    min_visibility=visibility,
+                )
         labels = dataset.labels[index]
         y = layout.header_height + row * layout.cell_height
         count = int(dataset.box_valid[index].sum())
@@ -662,6 +697,6 @@ def make_detection_preview(
         _draw_cell(draw, canvas, layout, font, 0, y, first, ["original", f"{count} boxes", name])
         for j in range(k):
             tile = draw_boxes(tiles[j], out[j], ok[j], labels)
-            _draw_cell(draw, canvas, layout, font, j + 1, y, tile,
-                       caption_lines(params, j, extras=extras))  # fmt: skip
+            lines = caption_lines(params, j, extras=extras) + _kornia_line(kornia, j)
+            _draw_cell(draw, canvas, layout, font, j + 1, y, tile, lines)
     return canvas

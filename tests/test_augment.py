@@ -614,8 +614,13 @@ def test_fit_on_cuda_matches_cpu():
 
 
 def test_an_unknown_backend_is_rejected_in_the_constructor():
-    with pytest.raises(ValueError, match="`backend` must be one of \\['auto', 'kornia', 'triton'"):
+    with pytest.raises(ValueError, match="must be one of \\['auto', 'reference', 'triton'"):
         GPUAugment(FULL, backend="cuda")
+
+
+def test_backend_kornia_is_refused_with_the_new_name_of_the_reference():
+    with pytest.raises(ValueError, match='`backend="kornia"` is gone.*use backend="reference"'):
+        GPUAugment(FULL, backend="kornia")
 
 
 def test_an_unknown_memory_format_is_rejected():
@@ -626,16 +631,16 @@ def test_an_unknown_memory_format_is_rejected():
 def test_auto_is_the_reference_on_the_cpu():
     x = torch.randint(0, 256, (3, 3, 10, 12), dtype=torch.uint8, generator=_gen())
     p = sample_params(FULL, 3, 10, 12, generator=_gen())
-    assert torch.equal(apply(x, p, FULL), apply(x, p, FULL, backend="kornia"))
+    assert torch.equal(apply(x, p, FULL), apply(x, p, FULL, backend="reference"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_the_reference_writes_channels_last_in_every_dtype(dtype):
     x = torch.randint(0, 256, (2, 3, 6, 9), dtype=torch.uint8, generator=_gen())
-    aug = GPUAugment(FULL, dtype=dtype, memory_format=torch.channels_last, backend="kornia")
+    aug = GPUAugment(FULL, dtype=dtype, memory_format=torch.channels_last, backend="reference")
     out = aug(x, generator=_gen())
     assert out.dtype == dtype and out.stride() == (6 * 9 * 3, 1, 9 * 3, 3)
-    plain = GPUAugment(FULL, dtype=dtype, backend="kornia")(x, generator=_gen())
+    plain = GPUAugment(FULL, dtype=dtype, backend="reference")(x, generator=_gen())
     assert plain.is_contiguous() and torch.equal(out, plain)
 
 

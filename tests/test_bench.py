@@ -40,7 +40,7 @@ TINY_ARGS = [
     "--scan-image-sizes", "24",
     "--scan-workers", "0",
     "--no-progress",
-    "--backends", "kornia,chunked",
+    "--backends", "reference,chunked",
     "--variants", "float32,bfloat16-channels_last",
 ]  # fmt: skip
 
@@ -217,7 +217,7 @@ def test_backends_table_has_every_backend_variant_and_batch_with_counts(tiny_run
     got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
     assert got == {
         (b, v, n)
-        for b in ("kornia", "chunked")
+        for b in ("reference", "chunked")
         for v in ("float32", "bfloat16-channels_last")
         for n in (4, 8)
     }
@@ -238,10 +238,15 @@ def test_backend_speedups_compare_the_best_backend_with_the_reference_and_the_fa
     _, doc, _ = tiny_run
     for x in doc["backend_speedups"]:
         assert x["ratio"] == pytest.approx(x["best_images_per_s"] / x["vs_images_per_s"], 1e-3)
-    assert {x["vs"] for x in doc["backend_speedups"]} >= {"gpuaug[kornia, float32]"}
+    assert {x["vs"] for x in doc["backend_speedups"]} >= {"gpuaug[reference, float32]"}
 
 
 # ----------------------------------------------------------------------------- units
+
+
+def test_backend_speedups_read_the_reference_under_its_old_name_in_committed_results():
+    doc = json.loads((Path(bench.RESULTS_DIR) / "cpu.json").read_text())
+    assert {x["vs"] for x in report.backend_speedups(doc)} >= {"gpuaug[kornia, float32]"}
 
 
 def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
@@ -360,7 +365,18 @@ def test_the_default_cpu_run_leaves_out_the_triton_interpreter(monkeypatch):
     settings = P.Settings(directory=Path("unused"), target_size=(8, 8))
     out = bench.measure_backends(config, settings, torch.device("cpu"), names=[])
     assert "interpreter" in out["backends"]["triton"]
-    assert out["backends"]["kornia"] is None
+    assert out["backends"]["reference"] is None
     asked = bench.BenchConfig(target_size=(8, 8), backends=("triton",))
     out = bench.measure_backends(asked, settings, torch.device("cpu"), names=[])
     assert out["backends"] == {"triton": None}
+
+
+def test_gpuaug_kornia_stages_is_measured_against_kornia_alone_with_the_same_ops(tiny_run):
+    _, doc, _ = tiny_run
+    for b in doc["settings"]["batch_sizes"]:
+        assert report.find(doc, "augment_only", "kornia-stages", b) is not None
+        assert report.find(doc, "augment_only", "gpuaug-kornia-stages", b) is not None
+    pairs = {(x["numerator"], x["denominator"]) for x in doc["speedups"]}
+    assert ("gpuaug-kornia-stages", "kornia-stages") in pairs
+    assert not any(x["denominator"] == "kornia-stages" for x in doc["speedups"]
+                   if x.get("fastest_peer"))  # fmt: skip

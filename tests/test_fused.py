@@ -126,7 +126,7 @@ def _assert_matches_reference(
 ) -> torch.Tensor:
     """The fused output equals the reference within 1e-3 grey levels (x ``grey`` per level)."""
     got = apply(x, params, config, stats=stats, backend="triton")
-    want = apply(x, params, config, stats=stats, backend="kornia")
+    want = apply(x, params, config, stats=stats, backend="reference")
     assert got.shape == want.shape and got.dtype == want.dtype
     b, _, height, width = x.shape
     p = params if isinstance(params, AugmentParams) else params.params(config, height, width)
@@ -203,7 +203,7 @@ def test_an_unfitted_featurewise_step_warns_and_is_skipped_as_in_the_reference()
     with pytest.warns(UserWarning, match="has not been fit"):
         got = apply(x, draws, config, backend="triton")
     with pytest.warns(UserWarning, match="has not been fit"):
-        want = apply(x, draws, config, backend="kornia")
+        want = apply(x, draws, config, backend="reference")
     torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
 
 
@@ -216,7 +216,7 @@ def test_flips_alone_are_exact(fill_mode):
         device=DEVICE,
     )
     got = apply(x, params, config, backend="triton")
-    assert torch.equal(got, apply(x, params, config, backend="kornia"))
+    assert torch.equal(got, apply(x, params, config, backend="reference"))
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
@@ -315,7 +315,7 @@ def test_stages_that_cannot_be_fused_run_after_the_kernel():
     got = apply(x, draws, config, dtype=torch.float16, memory_format=torch.channels_last,
                 backend="triton")  # fmt: skip
     want = apply(x, draws, config, dtype=torch.float16, memory_format=torch.channels_last,
-                 backend="kornia")  # fmt: skip
+                 backend="reference")  # fmt: skip
     assert seen == [torch.float32, torch.float32]  # once per batch on each path
     assert got.dtype == torch.float16 and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-3)
@@ -344,7 +344,7 @@ def test_gpuaugment_keeps_the_params_of_a_fused_batch_for_replay(monkeypatch):
     assert aug.last_draws is not None and len(aug.last_params) == 4
     assert aug.last_params.device == x.device
     torch.testing.assert_close(aug.apply(x, aug.last_params), out, rtol=0, atol=1e-6)
-    reference = GPUAugment(BOOK, backend="kornia")
+    reference = GPUAugment(BOOK, backend="reference")
     torch.testing.assert_close(reference(x, generator=_gen(5)), out, rtol=0, atol=1e-3 / 255)
     torch.testing.assert_close(reference.last_params.angle_deg, aug.last_params.angle_deg)
 
@@ -363,7 +363,7 @@ def test_low_precision_output_is_the_float32_result_rounded(dtype):
     assert torch.equal(low, full.to(dtype))
 
 
-@pytest.mark.parametrize("backend", ["kornia", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_channels_last_output_has_channels_last_strides(backend, dtype):
     x = _images(2, 5, 7)
@@ -429,14 +429,14 @@ def test_a_channel_shift_adds_one_reduction_pass(monkeypatch):
 
 
 def test_auto_takes_the_reference_on_the_cpu_and_the_kernel_on_cuda():
-    assert resolve_backend("auto", "cpu", torch.float32) == "kornia"
+    assert resolve_backend("auto", "cpu", torch.float32) == "reference"
     assert resolve_backend("auto", "cuda", torch.float32) == "triton"
-    assert resolve_backend("auto", "cuda", torch.float64) == "kornia"  # the kernel has no f64
+    assert resolve_backend("auto", "cuda", torch.float64) == "reference"  # the kernel has no f64
 
 
 def test_auto_takes_the_reference_inside_torch_compile(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert resolve_backend("auto", "cuda", torch.float32) == "kornia"
+    assert resolve_backend("auto", "cuda", torch.float32) == "reference"
 
 
 def test_triton_on_a_cpu_tensor_needs_the_interpreter(monkeypatch):

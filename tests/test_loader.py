@@ -281,7 +281,7 @@ def test_describe_says_when_nothing_is_random(tree):
 
 def test_describe_names_the_backend_that_runs_and_whether_it_is_exact(tree):
     text = make(tree, batch_size=5, augment=AUG).describe()
-    assert "backend: 'auto' -> 'kornia', the exact reference" in text
+    assert "backend: 'auto' -> 'reference', the exact reference" in text
     assert "output float32, contiguous" in text
     opencv = GPUAugment(AUG, dtype=torch.bfloat16, backend="opencv")
     text = make(tree, batch_size=5, augment=opencv).describe()

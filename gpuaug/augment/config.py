@@ -40,6 +40,8 @@ from typing import Any, cast
 import numpy as np
 import yaml
 
+from gpuaug.augment.kornia_stages import KorniaSpec, describe_kornia, normalise_kornia
+
 __all__ = [
     "FILL_MODES",
     "INTERPOLATIONS",
@@ -215,6 +217,12 @@ class AugmentConfig:
             the loader.
         interpolation: "bilinear" (Keras' ``interpolation_order=1``, the default) or "nearest"
             (``interpolation_order=0``).
+        kornia: kornia stages run after the Keras stage, per sample, on the float [0, 1]
+            batch, before the normalisation (`gpuaug.augment.kornia_stages`): kornia
+            augmentation modules, one ``AugmentationSequential``, or specs ``{"name":
+            "ColorJiggle", "brightness": 0.2, ...}`` (`KorniaSpec`; what a YAML ``kornia:``
+            list gives). Not a Keras setting; kornia is imported only when a `GPUAugment` is
+            built with them. Modules cannot be saved to YAML (specs can).
 
     Numbers may be Python or numpy numbers (``np.float32(40)``), pairs and lists may be numpy
     arrays (``np.array([0.8, 1.2])``), as Keras takes them; they are stored as Python numbers
@@ -254,6 +262,7 @@ class AugmentConfig:
     preprocessing_function: Callable[[Any], Any] | None = None
     validation_split: float = 0.0
     interpolation: str = "bilinear"
+    kornia: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
@@ -382,6 +391,8 @@ class AugmentConfig:
             raise ValueError(
                 f"`interpolation` must be one of {list(INTERPOLATIONS)}; got {self.interpolation!r}"
             )
+
+        set_(self, "kornia", normalise_kornia(self.kornia))
 
         # Keras' overrides, in Keras' order and with its warnings.
         if self.zca_whitening:
@@ -558,6 +569,8 @@ class AugmentConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "kornia":
+                value = [v.to_dict() if isinstance(v, KorniaSpec) else v for v in value]
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -575,8 +588,15 @@ class AugmentConfig:
                 "dataclasses.replace(config, preprocessing_function=None) and set it again "
                 "after loading"
             )
+        if any(not isinstance(v, KorniaSpec) for v in self.kornia):
+            raise ValueError(
+                "kornia modules in `kornia` cannot be saved to YAML; give them as specs "
+                "({name: ColorJiggle, brightness: 0.2, ...}) to save the config"
+            )
         data = self.to_dict()
         del data["preprocessing_function"]
+        if not data["kornia"]:
+            del data["kornia"]
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -623,6 +643,7 @@ class AugmentConfig:
         if self.brightness_range is not None:
             lo, hi = self.brightness_range
             lines.append(f"brightness: x uniform in [{lo:g}, {hi:g}], clipped to 0..255")
+        lines.extend(describe_kornia(self.kornia))  # on [0, 1], before the normalisation
         if self.preprocessing_function is not None:
             fn = self.preprocessing_function
             lines.append(f"preprocessing_function: {getattr(fn, '__name__', repr(fn))} (per batch)")

@@ -14,7 +14,9 @@ reference within 1e-3 grey levels (except "opencv").
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from gpuaug.augment.backends import (
 from gpuaug.augment.checks import check_apply_args, check_batch, check_memory_format
 from gpuaug.augment.config import AugmentConfig, load_config
 from gpuaug.augment.fit import fit_stats
+from gpuaug.augment.kornia_stages import KorniaStages, split_for_kornia
 from gpuaug.augment.params import (
     AugmentDraws,
     AugmentParams,
@@ -82,7 +85,7 @@ def apply(
             only), anything else in float32 and rounds once at the end.
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` (the output's
             strides).
-        backend: "auto", "kornia", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
+        backend: "auto", "reference", "triton", "compile", "chunked" or "opencv" (see `BACKENDS`).
 
     Returns:
         The augmented, normalised batch.
@@ -96,6 +99,11 @@ def apply(
             or memory format, or a backend that cannot run here.
         TypeError: Images neither uint8 nor float, or a non-float ``dtype``.
     """
+    if config.kornia:
+        raise ValueError(
+            "`apply` runs the Keras stage only and this config has kornia stages, which draw "
+            "their own parameters: use GPUAugment (forward, or apply with `kornia_params`)"
+        )
     memory_format = check_apply_args(images, params, dtype, memory_format, draws=True)
     name = resolve_backend(backend, images.device, dtype)
     if isinstance(params, AugmentDraws) and not BACKEND_TABLE[name].takes_draws:
@@ -118,8 +126,11 @@ class GPUAugment(nn.Module):
             no augmentation (a float conversion).
         dtype: Output dtype (float).
         memory_format: ``torch.contiguous_format`` or ``torch.channels_last`` for the output.
-        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "kornia" (the
-            reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
+        backend: "auto" (the fused Triton kernel on CUDA, else the reference), "reference"
+            (the torch reference), "triton", "compile", "chunked" or "opencv"; see `BACKENDS`.
+        kornia: kornia stages to run after the Keras stage (replaces the config's
+            ``kornia``; see `AugmentConfig.kornia` and `gpuaug.augment.kornia_stages` for the
+            order, the [0, 1] range and the seeding). None keeps the config's.
 
     Attributes:
         config: The settings.
@@ -128,6 +139,9 @@ class GPUAugment(nn.Module):
         backend: The backend asked for (resolved per call by `resolve_backend`).
         last_params: The params of the last ``forward`` call (None before one).
         last_draws: The draws of the last ``forward`` call that drew them (None otherwise).
+        kornia: The `KorniaStages` (None without kornia stages).
+        last_kornia_params: kornia's ``_params`` of the last ``forward`` (None without kornia
+            stages): ``aug.apply(x, aug.last_params, aug.last_kornia_params)`` replays it.
         mean, std, zca_matrix: Buffers set by `fit` (None before).
 
     Shape:
@@ -154,12 +168,15 @@ class GPUAugment(nn.Module):
         *,
         memory_format: torch.memory_format = torch.contiguous_format,
         backend: str = "auto",
+        kornia: Any = None,
     ) -> None:
         super().__init__()
         if config is None:
             config = AugmentConfig()
         elif not isinstance(config, AugmentConfig):
             config = load_config(config)
+        if kornia is not None:
+            config = dataclasses.replace(config, kornia=kornia)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"`dtype` must be a float torch.dtype; got {dtype!r}")
         self.config = config
@@ -171,6 +188,10 @@ class GPUAugment(nn.Module):
         self.register_buffer("mean", None)
         self.register_buffer("std", None)
         self.register_buffer("zca_matrix", None)
+        self.kornia: KorniaStages | None = None
+        if config.kornia:
+            self.kornia = KorniaStages(config.kornia)
+            self._keras_config, self._tail_config = split_for_kornia(config)
 
     @property
     def stats(self) -> FitStats:
@@ -210,10 +231,30 @@ class GPUAugment(nn.Module):
         b, _, h, w = images.shape
         return sample_params(self.config, b, h, w, generator=generator, device=images.device)
 
+    @property
+    def last_kornia_params(self) -> list[Any] | None:
+        """kornia's ``_params`` of the last call (None without kornia stages or before one)."""
+        return None if self.kornia is None else self.kornia.last_params
+
     def apply(  # type: ignore[override]  # Keras' apply_transform, not nn.Module.apply(fn)
-        self, images: torch.Tensor, params: AugmentParams | AugmentDraws
+        self,
+        images: torch.Tensor,
+        params: AugmentParams | AugmentDraws,
+        kornia_params: list[Any] | None = None,
     ) -> torch.Tensor:
-        """Apply given params or draws to a batch (`apply` with this module's settings)."""
+        """Apply given params or draws to a batch (`apply` with this module's settings); with
+        kornia stages, ``kornia_params`` (`last_kornia_params`) too.
+
+        Raises:
+            ValueError: kornia stages and no ``kornia_params``.
+        """
+        if self.kornia is not None:
+            if kornia_params is None:
+                raise ValueError(
+                    "this GPUAugment has kornia stages: give their `kornia_params` "
+                    "(last_kornia_params of the call to replay) with the params"
+                )
+            return self._with_kornia(images, params, kornia_params=kornia_params)
         return apply(
             images,
             params,
@@ -224,13 +265,37 @@ class GPUAugment(nn.Module):
             backend=self.backend,
         )
 
+    def _with_kornia(
+        self,
+        images: torch.Tensor,
+        params: AugmentParams | AugmentDraws,
+        seed: int | None = None,
+        kornia_params: list[Any] | None = None,
+    ) -> torch.Tensor:
+        """The Keras stage as float32 [0, 1], the kornia stages, then the normalisation
+        (`gpuaug.augment.kornia_stages`)."""
+        assert self.kornia is not None
+        x = apply(images, params, self._keras_config, dtype=torch.float32, backend=self.backend)
+        x = self.kornia(x, seed=seed, params=kornia_params)
+        x = standardize(x, self._tail_config, self.stats)
+        return x.to(dtype=self.dtype, memory_format=self.memory_format)
+
     def forward(
         self,
         images: torch.Tensor,
         generator: torch.Generator | None = None,
         params: AugmentParams | AugmentDraws | None = None,
+        kornia_seed: int | None = None,
     ) -> torch.Tensor:
-        """Augment a batch with fresh draws (or given params or draws); kept for replay."""
+        """Augment a batch with fresh draws (or given params or draws); kept for replay.
+
+        With kornia stages, their draws are seeded with ``kornia_seed``; without it, with one
+        int64 drawn from ``generator`` after the draws (a CUDA generator makes that a host
+        sync: pass a CPU one, or the seed), or, without either, from the global RNG as kornia
+        does on its own. The caller's global RNG is left as it was whenever a seed is known.
+        """
+        if self.kornia is not None:
+            return self._forward_kornia(images, generator, params, kornia_seed)
         if isinstance(params, AugmentParams):
             out = self.apply(images, params)
             self.last_params = params
@@ -244,6 +309,27 @@ class GPUAugment(nn.Module):
             self._last_params = params_from_draws(self.config, draws, height, width)
             out = self.apply(images, self._last_params)
         self._last_draws = (draws, height, width)
+        return out
+
+    def _forward_kornia(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None,
+        params: AugmentParams | AugmentDraws | None,
+        seed: int | None,
+    ) -> torch.Tensor:
+        if isinstance(params, AugmentParams):
+            keras: AugmentParams | AugmentDraws = params
+        else:
+            keras = self.sample_draws(images, generator) if params is None else params
+        if seed is None and generator is not None:
+            seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+        out = self._with_kornia(images, keras, seed=seed)
+        if isinstance(keras, AugmentParams):
+            self.last_params = keras
+        else:
+            self._last_params = None
+            self._last_draws = (keras, images.shape[2], images.shape[3])
         return out
 
     @torch.no_grad()
@@ -285,5 +371,5 @@ class GPUAugment(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        settings = "; ".join(self.config.describe().splitlines())
+        settings = "; ".join(self.config.describe().splitlines())  # kornia stages included
         return f"{settings}; dtype={self.dtype}; backend={self.backend}"

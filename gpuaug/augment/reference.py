@@ -160,7 +160,7 @@ def apply_reference(
     dtype: torch.dtype = torch.float32,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """The reference ("kornia") backend: warp, pointwise stages, standardize, cast (arguments
+    """The ``"reference"`` backend: warp, pointwise stages, standardize, cast (arguments
     already checked, `gpuaug.augment.checks.check_apply_args`)."""
     x = images.to(work_dtype(dtype))
     x = augment_pixels(x, params, config)

@@ -29,6 +29,7 @@ RANDOM_FIELDS: dict[str, object] = {
     "channel_shift_range": 0.0,
     "horizontal_flip": False,
     "vertical_flip": False,
+    "kornia": (),  # kornia stages are random too (gpuaug.augment.kornia_stages)
 }
 
 

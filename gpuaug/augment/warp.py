@@ -217,7 +217,7 @@ def warp_affine(
 ) -> torch.Tensor:
     """Warp a batch with one affine matrix per sample, as Keras/scipy would, in one batched call.
 
-    This is the reference warp (the ``"kornia"`` backend of `gpuaug.augment.module.apply`); the
+    This is the reference warp (the ``"reference"`` backend of `gpuaug.augment.module.apply`); the
     fused
     Triton path (`gpuaug.augment.backends.triton`) is tested against it.
 

@@ -48,6 +48,9 @@ How the disk cache stays honest:
 Files that fail to decode while the cache is built follow the data set's ``on_error``: an
 ``ImageLoadError`` (``"raise"``), or (``"skip"``) they are marked invalid and left out of every
 batch, keeping labels aligned.
+
+Why one module (over 600 lines): the device, host and disk stores are one `ImageCache`, built by
+one loop and read by one gather; the disk store's manifest and checksums are what sets it apart.
 """
 
 from __future__ import annotations

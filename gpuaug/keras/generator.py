@@ -241,6 +241,7 @@ class ImageDataGenerator:
             samplewise_center=False,
             samplewise_std_normalization=False,
             zca_whitening=False,
+            kornia=(),  # Keras' transform only: kornia stages draw their own parameters
         )
         out = self._from_nchw(apply(batch, params, geometry), x)
         return out[0] if single else out

@@ -104,12 +104,15 @@ class ReplayBatch(NamedTuple):
         params: the augmentation parameters; row ``i`` (``params.index(i)``) is sample ``i``.
         indices: the data set indices of the rows (CPU int64); ``dataset.samples[j]`` names the
             file.
+        kornia_params: the kornia stages' parameters (kornia's ``_params``, a list of
+            ``ParamItem``), None without kornia stages.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None
     params: AugmentParams
     indices: torch.Tensor
+    kornia_params: list[Any] | None = None
 
 
 class GPULoader:
@@ -464,9 +467,10 @@ class GPULoader:
         """
         out, draws, batch = self._rebuild(epoch, step)
         params = draws.params(self.augment.config, *batch.images.shape[-2:])
+        kp = self.augment.last_kornia_params
         if self.dataset.class_mode is None:
-            return ReplayBatch(out, None, params, batch.indices)
-        return ReplayBatch(out[0], out[1], params, batch.indices)
+            return ReplayBatch(out, None, params, batch.indices, kp)
+        return ReplayBatch(out[0], out[1], params, batch.indices, kp)
 
     def __getitem__(self, index: int) -> Any:
         """Keras' ``iterator[i]``: batch ``i`` of the current epoch (:attr:`epoch`), as the

@@ -7,6 +7,7 @@ from typing import Any
 from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import describe_backend
 from gpuaug.loader.sampler import AUGMENT_STREAM, PERMUTATION_STREAM
+from gpuaug.loader.stages.finish import KORNIA_STREAM
 
 __all__ = ["describe_loader", "loader_stats"]
 
@@ -155,6 +156,14 @@ def describe_loader(loader: Any) -> str:
         "torch.rand((B, 12)). "
         "loader.replay(E, step) rebuilds any batch; row i's parameters: params.index(i)."
     )
+    if aug.kornia is not None:
+        lines.append(
+            f"  kornia stages ({', '.join(aug.kornia.names)}): on the float32 [0, 1] batch "
+            "after the Keras stage, before the normalisation; kornia draws from the global "
+            "torch RNG, so each batch's draws run inside torch.random.fork_rng seeded "
+            f"mix_seed(batch seed, {KORNIA_STREAM:#x}) (the training loop's RNG is left as "
+            "it was); replay(E, step).kornia_params holds their parameters (kornia's _params)."
+        )
     lines.append("Pipeline:")
     if loader.cache is not None:
         c = loader.cache
@@ -199,4 +208,5 @@ def _is_random(config: AugmentConfig) -> bool:
         or config.vertical_flip
         or config.channel_shift_range
         or config.brightness_range is not None
+        or config.kornia
     )

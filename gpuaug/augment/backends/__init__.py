@@ -11,11 +11,13 @@ dispatcher knows this table, never the kernels.
 The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
 
 - ``"auto"``: ``"triton"`` for CUDA tensors when triton imports and the output dtype is
-  float32 / bfloat16 / float16; ``"kornia"`` otherwise (the CPU default, and inside
+  float32 / bfloat16 / float16; ``"reference"`` otherwise (the CPU default, and inside
   ``torch.compile``).
-- ``"kornia"``: the reference path (`gpuaug.augment.reference`: `warp_affine`'s
-  ``grid_sample`` + torch ops, kornia-style batched params); runs everywhere, in float64 too.
-  Everything else is tested against it.
+- ``"reference"``: the reference path (`gpuaug.augment.reference`: `warp_affine`'s
+  ``grid_sample`` + torch ops, batched params with a leading ``B``); runs everywhere, in float64
+  too. Everything else is tested against it. (Earlier versions called it
+  ``"kornia"``, although no kornia code runs in it; that name is refused with a message pointing
+  here, and kornia's own augmentations run as kornia stages, `gpuaug.augment.kornia_stages`.)
 - ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): one pass over the batch
   that warps, shifts, brightens, rescales, normalises and writes the output once. CUDA
   tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
@@ -70,7 +72,7 @@ class BackendEntry:
 
 #: The resolved backends and where they live.
 BACKEND_TABLE: dict[str, BackendEntry] = {
-    "kornia": BackendEntry(
+    "reference": BackendEntry(
         None, "apply_reference", False, "the exact reference (grid_sample + torch ops)"
     ),
     "triton": BackendEntry(
@@ -127,7 +129,7 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
     except ImportError as err:
         raise ImportError(
             f'`backend="{name}"` needs the {entry.module} module, which this build does not '
-            f'have ({err}); use backend="kornia" or "auto"'
+            f'have ({err}); use backend="reference" or "auto"'
         ) from err
     return getattr(module, entry.function)
 
@@ -136,8 +138,16 @@ def check_backend(backend: Any) -> str:
     """``backend`` if it is one of `BACKENDS`.
 
     Raises:
-        ValueError: it is not.
+        ValueError: it is not (``"kornia"``, the reference's old name, with the new one).
     """
+    if backend == "kornia":
+        raise ValueError(
+            '`backend="kornia"` is gone: it named gpuaug\'s own grid_sample reference, which runs '
+            'no kornia code; use backend="reference" (or "auto"). kornia\'s own warp_affine is '
+            "not offered: its 3x3 bmm turns into a TF32 GEMM under "
+            'set_float32_matmul_precision("high") and it has no "wrap" fill. To run kornia '
+            "augmentations, give them to GPUAugment(kornia=[...]) (gpuaug.augment.kornia_stages)"
+        )
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {list(BACKENDS)}; got {backend!r}")
     return backend
@@ -163,7 +173,7 @@ def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype
         if device.type == "cuda" and dtype in _FUSED_DTYPES and not torch.compiler.is_compiling():
             if _module("triton").triton_available():
                 return "triton"
-        return "kornia"
+        return "reference"
     if backend == "triton":
         _module("triton").check_usable(device, dtype)
     return backend
@@ -187,7 +197,7 @@ def describe_backend(
     if name == "opencv":
         reason = _module("opencv").why_reference(device, dtype, config)
         if reason is not None:
-            note = f"but {reason}: {BACKEND_TABLE['kornia'].note}"
+            note = f"but {reason}: {BACKEND_TABLE['reference'].note}"
     layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
     dtype_name = str(dtype).removeprefix("torch.")
     return f"backend: {asked}, {note}; output {dtype_name}, {layout}"

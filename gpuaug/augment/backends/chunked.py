@@ -2,7 +2,7 @@
 
 On a CPU the reference path slows down as the batch grows (measured on a 2-core Xeon at
 150 x 150: 5,537 img/s at batch 32, 2,676 at batch 256): each of its stages makes a full-batch
-intermediate (the float image, kornia's grid, the sampled image), and once those pass a few
+intermediate (the float image, the sampling grid, the sampled image), and once those pass a few
 tens of MB they no longer stay in the caches and glibc hands them out as fresh ``mmap``
 pages, page-faulted and zeroed on every call. `apply_chunked` runs the *same* reference code
 on equal slices of at most ``chunk_bytes`` of float image each and writes each slice into one

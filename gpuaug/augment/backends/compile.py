@@ -1,7 +1,7 @@
 """The ``"compile"`` backend: `gpuaug.augment.module.apply` under ``torch.compile(fullgraph=True)``.
 
 `apply_compiled` has `apply`'s signature and semantics and runs the same reference code (the
-kornia / ``grid_sample`` path), traced whole by dynamo and compiled by Inductor (C++ on the CPU,
+torch / ``grid_sample`` path), traced whole by dynamo and compiled by Inductor (C++ on the CPU,
 Triton on CUDA). It equals eager `apply` within float rounding (tested to 1e-4 on the 0..1
 scale on the CPU).
 

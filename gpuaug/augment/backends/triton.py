@@ -104,19 +104,19 @@ def check_usable(device: torch.device | str, dtype: torch.dtype) -> None:
     if triton is None:
         raise ImportError(
             f'`backend="triton"` needs triton, which does not import here ({_TRITON_ERROR}); '
-            'use backend="kornia" or "auto"'
+            'use backend="reference" or "auto"'
         )
     device = torch.device(device)
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(
             f'`backend="triton"` runs on CUDA tensors; got images on {device}. Use '
-            'backend="kornia" (or "auto") there, or set TRITON_INTERPRET=1 before triton is '
+            'backend="reference" (or "auto") there, or set TRITON_INTERPRET=1 before triton is '
             "imported to run the kernel in Triton's (slow) CPU interpreter, as the tests do"
         )
     if dtype not in FUSED_DTYPES:
         raise ValueError(
             f'`backend="triton"` writes {[str(d) for d in FUSED_DTYPES]}; got dtype={dtype}. '
-            'Use backend="kornia" for float64'
+            'Use backend="reference" for float64'
         )
 
 

@@ -23,10 +23,27 @@ from gpuaug.augment.module import (
 from gpuaug.augment.targets import apply_boxes, apply_mask
 from gpuaug.data.directory import encode_targets
 from gpuaug.data.paired import unpack_mask
+from gpuaug.loader.sampler import mix_seed
 from gpuaug.loader.stages.batch import DeviceBatch
 from gpuaug.loader.stages.transfer import host_to_device
 
-__all__ = ["Finisher", "augment_module", "factory_module", "validation_split_of"]
+__all__ = [
+    "KORNIA_STREAM",
+    "Finisher",
+    "augment_module",
+    "factory_module",
+    "kornia_seed",
+    "validation_split_of",
+]
+
+#: Mixed into a batch's augmentation seed for its kornia stages' seed (`kornia_seed`).
+KORNIA_STREAM = 0x6B6F726E
+
+
+def kornia_seed(seed: int) -> int:
+    """The seed of a batch's kornia stages: ``mix_seed(seed, KORNIA_STREAM)`` of its
+    augmentation seed (itself a function of ``(seed, epoch, step, rank)``)."""
+    return mix_seed(seed, KORNIA_STREAM)
 
 
 def augment_module(
@@ -52,7 +69,8 @@ def augment_module(
         return GPUAugment(load_config(augment), dtype=dtype)
     raise TypeError(
         "`augment` must be an AugmentConfig, a preset name, a YAML path, a GPUAugment "
-        f"or None; got {type(augment).__name__}"
+        f"or None; got {type(augment).__name__} (kornia augmentations go in "
+        "GPUAugment(config, kornia=[...]), after the Keras stage)"
     )
 
 
@@ -148,21 +166,30 @@ class Finisher:
         # launch per batch); the other backends turn them into params once. The params of the
         # batch are then `self.augment.last_params` (computed lazily on the fused path).
         draws = self.draws(images, seed)
-        x = self.augment(images, params=draws)
+        x = self.augment(images, params=draws, kornia_seed=kornia_seed(seed))
         if mask_bytes:
             params = self.augment.last_params
             assert params is not None  # the forward call above kept them
             cfg = self.augment.config
-            return (x, apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)), draws
+            masks = apply_mask(masks, params, cfg, mask_fill=self.dataset.mask_fill)
+            if self.augment.kornia is not None:  # kornia's data_keys=["mask"], same params
+                masks = self.augment.kornia.apply_masks(masks, self.augment.last_kornia_params)
+            return (x, masks), draws
         if self.box_tables is not None:  # gather the rows' boxes, map them as the images
             rows = host_to_device(batch.indices, self.device)
             boxes, labels, valid = (t.index_select(0, rows) for t in self.box_tables)
             params = self.augment.last_params
             assert params is not None  # the forward call above kept them
+            visibility = self.dataset.min_visibility
             boxes, valid = apply_boxes(
-                boxes, params, self.augment.config, *x.shape[-2:],
-                valid=valid, min_visibility=self.dataset.min_visibility,
+                boxes, params, self.augment.config, *images.shape[-2:],
+                valid=valid, min_visibility=visibility,
             )  # fmt: skip
+            if self.augment.kornia is not None:  # the corners through kornia's keypoints
+                boxes, valid = self.augment.kornia.apply_boxes(
+                    boxes, self.augment.last_kornia_params, *x.shape[-2:], valid=valid,
+                    min_visibility=visibility,
+                )  # fmt: skip
             return (x, (boxes, labels, valid)), draws
         if self.outputs is not None:
             return self.outputs(x, batch.indices), draws
