@@ -157,7 +157,18 @@ def test_params_move_between_devices_and_keep_their_fields():
     params = erase.sample_params(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     moved = params.to("cpu")
     assert isinstance(moved, ErasingParams)
-    assert moved.noise_seed == params.noise_seed
+    assert torch.equal(moved.noise_seed, params.noise_seed)
+
+
+def test_hashed_normals_are_standard_normal_and_differ_by_seed():
+    stats = pytest.importorskip("scipy.stats")
+    from gpuaug.augment.erasing import hashed_normals
+
+    a = hashed_normals(torch.tensor([1, 2]), (2, 3, 40, 40))
+    assert stats.kstest(a[0].flatten().numpy(), "norm").pvalue > 1e-3
+    assert stats.kstest(a[0].flatten().numpy() * 1.1, "norm").pvalue < 1e-3
+    assert abs(float(torch.corrcoef(a.flatten(1))[0, 1])) < 0.05
+    assert torch.equal(hashed_normals(torch.tensor([1]), (1, 3, 40, 40))[0], a[0])
 
 
 @pytest.mark.parametrize(

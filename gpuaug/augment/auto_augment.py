@@ -233,7 +233,8 @@ def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     if height <= 2 or width <= 2:
         return x.clone()
     a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=x.dtype, device=x.device)
+    kernel = torch.full((3, 3), a, dtype=x.dtype, device=x.device)  # no host -> device copy
+    kernel[1, 1] = b
     blurred = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels).round_()
     out = x.clone()
     view = out[..., 1:-1, 1:-1]

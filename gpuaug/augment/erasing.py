@@ -18,9 +18,10 @@ the same rule runs for the whole batch at once:
 
 All draws are made at once (all 10 tries of every box), so the generator's consumption is fixed
 per sample: ``2 + 22 * re_count`` uniforms per image, plus ``re_count * C`` normals in "rand"
-mode. In "pixel" mode the noise field is drawn on the images' device from a seed taken from the
-generator (`ErasingParams.noise_seed`), so the params stay small; the same seed gives the same
-noise on the same device type (a CPU and a CUDA generator give different normals).
+mode and one 62-bit seed per image in "pixel" mode. The "pixel" noise is computed on the images'
+device from those seeds (`hashed_normals`: a SplitMix64 hash of (seed, pixel index), then
+Box-Muller), not drawn from a device generator, so the params stay small, no value is read back
+to the host, and the same seed gives the same noise on every device.
 
 The erasing runs after the normalisation (as timm), as a separate pass over the batch; it is
 not fused into the augmentation kernel's write.
@@ -36,7 +37,7 @@ from torch import nn
 
 from gpuaug.device import host_to_device
 
-__all__ = ["RE_MODES", "ErasingParams", "RandomErasing", "erasing_boxes"]
+__all__ = ["RE_MODES", "ErasingParams", "RandomErasing", "erasing_boxes", "hashed_normals"]
 
 #: timm's ``mode`` values: a constant 0, a random colour per box, random per pixel.
 RE_MODES = ("const", "rand", "pixel")
@@ -54,17 +55,17 @@ class ErasingParams:
         active: Which boxes are erased (the image was picked, the box is within its count and
             one of its tries fitted).
         colour: The fill of each box per channel ("rand"; zeros for "const" and "pixel").
-        noise_seed: The seed of the per-pixel noise ("pixel"), else None.
+        noise_seed: Each image's seed of the per-pixel noise ("pixel"), else None.
 
     Shape:
         box_tlhw_px: (B, K, 4) int64; active: (B, K) bool; colour: (B, K, C) float32;
-        K = ``re_count``. All on the batch's device.
+        noise_seed: (B,) int64; K = ``re_count``. All on the batch's device.
     """
 
     box_tlhw_px: torch.Tensor
     active: torch.Tensor
     colour: torch.Tensor
-    noise_seed: int | None = None
+    noise_seed: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.active.shape[0]
@@ -75,8 +76,46 @@ class ErasingParams:
             host_to_device(self.box_tlhw_px, device),
             host_to_device(self.active, device),
             host_to_device(self.colour, device),
-            self.noise_seed,
+            None if self.noise_seed is None else host_to_device(self.noise_seed, device),
         )
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 (wrapping multiplication)."""
+    z = z + _signed(0x9E3779B97F4A7C15)
+    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
+    return z ^ _shift_right(z, 31)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def hashed_normals(seed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normals per image from a counter-based hash: the same values on every device.
+
+    Element ``n`` of image ``b`` is Box-Muller of the two 24-bit halves of
+    ``splitmix64(splitmix64(seed[b]) + n)``.
+
+    Shape:
+        seed: (B,) int64, any device; shape: (B, ...) -> ``shape`` float32, the seed's device.
+    """
+    count = 1
+    for n in shape[1:]:
+        count *= n
+    index = torch.arange(count, device=seed.device, dtype=torch.int64)
+    z = _splitmix64(_splitmix64(seed)[:, None] + index[None, :])
+    scale = 2.0**-24
+    u1 = (_shift_right(z, 40).to(torch.float32) + 0.5) * scale  # (0, 1): log is finite
+    u2 = (((z >> 8) & 0xFFFFFF).to(torch.float32) + 0.5) * scale
+    normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
+    return normal.reshape(shape)
 
 
 def erasing_boxes(
@@ -271,8 +310,7 @@ class RandomErasing(nn.Module):
         else:
             colour = torch.zeros((batch, self.re_count, channels), device=draw_device)
         if self.re_mode == "pixel":
-            seed = torch.randint(0, 2**62, (1,), generator=generator, device=draw_device)
-            noise_seed = int(seed.cpu())  # on the generator's device: the CPU for the loader
+            noise_seed = torch.randint(0, 2**62, (batch,), generator=generator, device=draw_device)
         params = ErasingParams(box, active, colour, noise_seed)
         return params if device is None else params.to(device)
 
@@ -314,8 +352,7 @@ class RandomErasing(nn.Module):
         in_cols = (cols >= left[..., None]) & (cols < (left + w)[..., None])  # (B, K, W)
         in_rows = in_rows & params.active[..., None]
         if self.re_mode == "pixel":
-            noise_gen = torch.Generator(device=device).manual_seed(params.noise_seed or 0)
-            fill = torch.randn(images.shape, generator=noise_gen, device=device)
+            fill = hashed_normals(params.noise_seed, tuple(images.shape))
             covered = (in_rows[..., :, None] & in_cols[..., None, :]).any(dim=1)
             return torch.where(covered[:, None], fill.to(images.dtype), images)
         out = images

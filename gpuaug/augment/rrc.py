@@ -206,9 +206,8 @@ def center_crop_params(
     new_long = torch.floor(resize_size * long_side / short_side).to(torch.int64)
     new_h = torch.where(short_is_h, resize_size, new_long)
     new_w = torch.where(short_is_h, new_long, resize_size)
-    crop = torch.tensor(crop_size, dtype=torch.int64, device=h.device)
-    off_h = torch.round((new_h - crop[0]).to(torch.float64) / 2.0).to(torch.int64)
-    off_w = torch.round((new_w - crop[1]).to(torch.float64) / 2.0).to(torch.int64)
+    off_h = torch.round((new_h - crop_size[0]).to(torch.float64) / 2.0).to(torch.int64)
+    off_w = torch.round((new_w - crop_size[1]).to(torch.float64) / 2.0).to(torch.int64)
     zeros = torch.zeros_like(h)
     return CropParams(
         top_left_px=torch.stack([zeros, zeros], dim=1),
