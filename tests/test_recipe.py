@@ -124,3 +124,35 @@ def test_mixing_without_num_classes_is_refused():
 def test_an_unknown_key_in_a_recipe_file_is_named():
     with pytest.raises(ValueError, match="unknown recipe keys \\['re_probability'\\]"):
         RecipeConfig.from_yaml("recipe: train\nre_probability: 0.5\n")
+
+
+def test_the_docs_training_loop_runs_on_a_folder(make_tree):
+    import torch.nn.functional as F
+
+    import gpuaug
+
+    root = make_tree({"a": 3, "b": 3}, size=(40, 48))
+    train = gpuaug.flow_from_directory(
+        root, target_size=(40, 48), class_mode="sparse", batch_size=4, seed=0, device="cpu",
+        num_workers=0, progress=False,
+    )  # fmt: skip
+    cfg = RecipeConfig(
+        size=16,
+        re_prob=0.25,
+        re_mode="pixel",
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        mixup_mode="elem",
+        num_classes=2,
+    )
+    recipe = TrainRecipe(cfg)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    seen = []
+    for step, (images, labels) in enumerate(train):
+        x, soft = recipe(images, labels, seed=train.augment_seed(train.epoch, step))
+        loss = torch.sum(-soft * F.log_softmax(model(x), dim=-1), dim=-1).mean()
+        loss.backward()
+        seen.append(x)
+    assert len(seen) == 2 and torch.isfinite(loss)
+    evaluate = EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=18))
+    assert evaluate(images).shape == (images.shape[0], 3, 16, 16)
