@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=224, help="output side")
     parser.add_argument("--load-size", type=int, default=288, help="gpuaug's decode size")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument(
+        "--steps", type=int, default=16, help="timed batches (>> the prefetch queue)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pipelines", default="", help="comma-separated subset")

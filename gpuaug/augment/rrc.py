@@ -312,8 +312,11 @@ def resized_crop(
     )
     wx = torch.where(p.flip_h[:, None, None], wx.flip(1), wx)
     x = images.to(torch.float32)
-    # (B, 1, rows, H) @ (B, C, H, W) @ (B, 1, W, cols)
-    return wy[:, None] @ x @ wx.transpose(1, 2)[:, None]
+    batch, channels = x.shape[:2]
+    # columns first (W -> cols shrinks the larger operand): (B, C*H, W) @ (B, W, cols)
+    along_x = torch.bmm(x.reshape(batch, channels * height, width), wx.transpose(1, 2))
+    # then rows: (B, 1, rows, H) @ (B, C, H, cols)
+    return torch.matmul(wy[:, None], along_x.view(batch, channels, height, cols))
 
 
 class RandomResizedCrop(nn.Module):
