@@ -20,8 +20,8 @@ are torchvision's bilinear ones: with ``antialias=True`` the triangle filter wid
 shrink factor (torchvision's / PIL's ``antialias=True``), else plain bilinear
 (``align_corners=False``); reads are limited to the crop (as when torchvision crops, then
 resizes). On CUDA the products follow ``torch.backends.cuda.matmul.allow_tf32``: with TF32 on
-(``torch.set_float32_matmul_precision("high")``) the result moves by up to about 0.5 grey
-levels.
+(``torch.set_float32_matmul_precision("high")``) they run with a 10-bit mantissa and the result
+moves (``tests/test_recipe_cuda.py`` bounds it by one grey level; not yet measured on a GPU).
 
 `center_crop_params` gives the validation transform (torchvision / timm eval: resize the short
 side to ``resize_size``, then a centre crop of ``crop_size``) as the same kind of params.
