@@ -18,10 +18,11 @@ a normalised float32 batch and its targets on ``--device``:
   RandomHorizontalFlip, TrivialAugmentWide, ToImage, ToDtype, Normalize,
   RandomErasing(0.25, value="random"))`` in DataLoader workers (pinned), ``.to(device)``, then
   ``v2.RandomChoice([MixUp(alpha=0.8), CutMix(alpha=1.0)])`` on the batch (one lambda per batch).
-- ``timm``: ``timm.data.create_loader(is_training=True, auto_augment="rand-m9-mstd0.5-inc1",
+- ``timm``: ``timm.data.create_loader(is_training=True, auto_augment="rand-m9-mstd0.5",
   re_prob=0.25, re_mode="pixel")`` with its ``PrefetchLoader`` (normalise + erasing on the
   device) + ``timm.data.Mixup(0.8, 1.0, label_smoothing=0.1)`` ("batch"). timm has no
-  TrivialAugmentWide: its RandAugment stands in (a different op policy).
+  TrivialAugmentWide: its RandAugment stands in (a different op policy; not ``-inc1``, whose
+  posterize can ask Pillow >= 11 for 0 bits and fail).
 - ``dali-cpu``: NVIDIA DALI's CPU pipeline, ``readers.file`` -> ``decoders.image`` ->
   ``random_resized_crop`` -> ``crop_mirror_normalize(mirror=coin_flip)`` (no TrivialAugment,
   erasing or mixing: DALI has none), when ``nvidia.dali`` is installed.
@@ -145,7 +146,7 @@ def timm_loader(folder: Path, args) -> Iterator[P.Runner]:
     dataset = ImageDataset(str(folder))
     loader = create_loader(
         dataset, input_size=(3, args.size, args.size), batch_size=args.batch_size,
-        is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, re_mode="pixel",
+        is_training=True, auto_augment="rand-m9-mstd0.5", re_prob=0.25, re_mode="pixel",
         num_workers=args.workers, device=torch.device(args.device), use_prefetcher=True,
         persistent_workers=args.workers > 0, pin_memory=torch.device(args.device).type == "cuda",
     )  # fmt: skip
