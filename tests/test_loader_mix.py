@@ -30,6 +30,12 @@ def test_a_mixed_loader_yields_soft_targets_and_replays_them(make_tree):
     assert torch.equal(again.x, batches[1][0]) and torch.equal(again.y, batches[1][1])
 
 
+def test_describe_names_the_mixing_step(make_tree):
+    loader = _loader(make_tree)
+    loader.mix = Mixup(mixup_alpha=0.8, mode="elem", num_classes=2)
+    assert "then Mixup(mixup_alpha=0.8" in loader.describe()
+
+
 def test_mixing_changes_the_images_and_the_targets(make_tree):
     plain = list(_loader(make_tree))
     loader = _loader(make_tree)
