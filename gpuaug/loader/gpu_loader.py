@@ -237,6 +237,34 @@ class GPULoader:
                 self.cache, self.sampler, self.device, self._targets, self.skip_rule
             )
 
+    @property
+    def mix(self) -> Any:
+        """MixUp / CutMix applied after the augmentation (a `gpuaug.augment.mixup.Mixup`), or
+        None. Set it to mix each batch: y becomes ``(B, num_classes)`` float32 soft targets,
+        drawn from the batch's seed after the augmentation's draws (so ``replay`` and the
+        epochs stay exact). Needs ``class_mode`` "sparse" or "categorical" (class labels)."""
+        return self._finisher.mix
+
+    @mix.setter
+    def mix(self, mix: Any) -> None:
+        if mix is not None:
+            if self.dataset.class_mode not in ("sparse", "categorical"):
+                raise ValueError(
+                    "`mix` needs class labels: class_mode 'sparse' or 'categorical'; got "
+                    f"{self.dataset.class_mode!r}"
+                )
+            finisher = self._finisher
+            if getattr(self.dataset, "mask_bytes", 0) or finisher.box_tables is not None:
+                raise ValueError("`mix` is for class labels; this loader yields masks or boxes")
+            if finisher.outputs is not None:
+                raise ValueError("`mix` is for class labels; this data set builds its own outputs")
+            if getattr(mix, "num_classes", None) != self.dataset.num_classes:
+                raise ValueError(
+                    f"`mix.num_classes` must be the data's {self.dataset.num_classes} classes; "
+                    f"got {getattr(mix, 'num_classes', None)}"
+                )
+        self._finisher.mix = mix
+
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
         return len(self.sampler)

@@ -123,6 +123,9 @@ def describe_loader(loader: Any) -> str:
     lines.append(f"Augmentation (per sample, on {loader.device}):")
     lines.extend("  " + line for line in loader.augment.config.describe().splitlines())
     lines.extend("  " + line for line in getattr(loader, "augment_notes", ()))
+    mix = getattr(loader, "mix", None)
+    if mix is not None:  # GPULoader.mix: after the augmentation, soft targets
+        lines.append(f"  then {type(mix).__name__}({mix.extra_repr()}): y = soft targets")
     aug = loader.augment
     backend = describe_backend(aug.backend, loader.device, aug.dtype, aug.memory_format, aug.config)
     lines.append("  " + backend)

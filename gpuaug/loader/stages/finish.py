@@ -134,6 +134,8 @@ class Finisher:
         # A data set with its own outputs (arrays, data frames: raw labels, sample weights)
         # builds them itself from the augmented images and the batch's indices.
         self.outputs = getattr(dataset, "batch_outputs", None)
+        # MixUp / CutMix after the augmentation (GPULoader.mix): soft targets from the labels
+        self.mix: Any = None
 
     def draws(self, images: torch.Tensor, seed: int) -> AugmentDraws:
         """A batch's ``B x 12`` uniforms, drawn from a CPU generator seeded ``seed`` and moved
@@ -198,4 +200,6 @@ class Finisher:
             return x, draws
         if mode == "input":
             return (x, x), draws
+        if self.mix is not None:  # drawn after the augmentation's draws, from the same seed
+            return self.mix(x, batch.labels, generator=self.generator), draws
         return (x, self.targets(batch.labels)), draws

@@ -1,0 +1,37 @@
+"""The recipe benchmark runs every available pipeline on one folder and reports ratios."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from benchmarks import recipe as bench_recipe
+
+
+def _args(folder, pipelines: str) -> argparse.Namespace:
+    return argparse.Namespace(
+        folder=str(folder), images=8, batch_size=4, workers=0, size=16, load_size=24, steps=1,
+        repeats=1, device="cpu", pipelines=pipelines,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_each_pipeline_reports_images_per_second_and_its_ratio_to_gpuaug(make_tree):
+    pytest.importorskip("timm")
+    root = make_tree({"a": 4, "b": 4}, size=(40, 48), ext="jpg")
+    results = bench_recipe.run(_args(root, "gpuaug,torchvision-v2,timm"))
+    pipelines = results["pipelines"]
+    assert pipelines["gpuaug"]["ratio_to_gpuaug"] == 1.0
+    for name in ("torchvision-v2", "timm"):
+        assert pipelines[name]["median"] > 0 and pipelines[name]["ratio_to_gpuaug"] > 0
+    assert "| gpuaug |" in bench_recipe.markdown(results)
+
+
+def test_an_unavailable_pipeline_is_skipped_with_its_reason(make_tree, monkeypatch):
+    monkeypatch.setitem(
+        bench_recipe.PIPELINES, "dali-cpu",
+        (None, lambda a: "nvidia-dali is not installed", "RRC+flip+normalise only"),
+    )  # fmt: skip
+    results = bench_recipe.run(_args(make_tree({"a": 2, "b": 2}), "dali-cpu"))
+    assert results["pipelines"]["dali-cpu"]["skipped"] == "nvidia-dali is not installed"
