@@ -69,8 +69,8 @@ OPS = (
     "Equalize",
 )
 _OP = {name: i for i, name in enumerate(OPS)}
-_SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color")
-_SIGNED += ("Contrast", "Sharpness")
+_SIGNED: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_SIGNED += ("Brightness", "Color", "Contrast", "Sharpness")
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
 
@@ -378,7 +378,9 @@ class _PerSampleAutoAugment(nn.Module):
         params = AutoAugmentParams(op, magnitude)
         return params if device is None else params.to(device)
 
-    def apply(self, images: torch.Tensor, params: AutoAugmentParams) -> torch.Tensor:
+    def apply(  # type: ignore[override]  # params -> output, not nn.Module.apply(fn)
+        self, images: torch.Tensor, params: AutoAugmentParams
+    ) -> torch.Tensor:
         """Apply given params, round after round."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"`images` must be (B, 1 or 3, H, W); got shape {tuple(images.shape)}")

@@ -330,7 +330,9 @@ class RandomErasing(nn.Module):
             uniforms, channels, height, width, generator=generator, device=device
         )
 
-    def apply(self, images: torch.Tensor, params: ErasingParams) -> torch.Tensor:
+    def apply(  # type: ignore[override]  # params -> output, not nn.Module.apply(fn)
+        self, images: torch.Tensor, params: ErasingParams
+    ) -> torch.Tensor:
         """Erase the boxes of ``params`` (a new tensor; ``images`` is left unchanged)."""
         if images.ndim != 4 or not images.is_floating_point():
             raise ValueError(
@@ -352,6 +354,7 @@ class RandomErasing(nn.Module):
         in_cols = (cols >= left[..., None]) & (cols < (left + w)[..., None])  # (B, K, W)
         in_rows = in_rows & params.active[..., None]
         if self.re_mode == "pixel":
+            assert params.noise_seed is not None  # drawn for "pixel"
             fill = hashed_normals(params.noise_seed, tuple(images.shape))
             covered = (in_rows[..., :, None] & in_cols[..., None, :]).any(dim=1)
             return torch.where(covered[:, None], fill.to(images.dtype), images)

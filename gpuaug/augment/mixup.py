@@ -276,7 +276,7 @@ class Mixup(nn.Module):
         inside = in_rows[:, :, None] & in_cols[:, None, :]
         return inside & params.use_cutmix[:, None, None]  # (B, H, W)
 
-    def apply(
+    def apply(  # type: ignore[override]  # params -> output, not nn.Module.apply(fn)
         self,
         images: torch.Tensor,
         target: torch.Tensor,

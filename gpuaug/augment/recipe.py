@@ -19,6 +19,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -124,7 +125,10 @@ class RecipeConfig:
     @property
     def output_size(self) -> tuple[int, int]:
         """(rows, columns) of the output."""
-        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+        if isinstance(self.size, int):
+            return (self.size, self.size)
+        rows, columns = self.size
+        return (rows, columns)
 
     @property
     def mixes(self) -> bool:
@@ -156,7 +160,7 @@ class RecipeConfig:
 
     def to_yaml(self) -> str:
         """The config as YAML (``from_yaml`` reads it back)."""
-        data = {"recipe": self.kind}
+        data: dict[str, Any] = {"recipe": self.kind}
         for f in dataclasses.fields(self)[1:]:  # `kind` is the marker
             value = getattr(self, f.name)
             data[f.name] = list(value) if isinstance(value, tuple) else value
@@ -221,6 +225,7 @@ class TrainRecipe(nn.Module):
             config.size, config.scale, config.ratio, antialias=config.antialias,
             flip_p=config.hflip,
         )  # fmt: skip
+        self.auto_augment: TrivialAugmentWide | RandAugment | None
         if config.auto_augment == "trivial_augment_wide":
             self.auto_augment = TrivialAugmentWide(config.num_magnitude_bins)
         elif config.auto_augment == "rand_augment":
@@ -243,7 +248,7 @@ class TrainRecipe(nn.Module):
                 config.mixup_switch_prob,
                 config.mixup_mode,
                 label_smoothing=config.label_smoothing,
-                num_classes=config.num_classes,
+                num_classes=config.num_classes or 0,  # checked above when mixing
             )  # fmt: skip
             if config.mixes
             else None
@@ -287,18 +292,18 @@ class TrainRecipe(nn.Module):
             mix = self.mixup.sample_params(b, rows, cols, generator=generator, device=device)
         return RecipeParams(crop, auto, erasing, mix)
 
-    def apply(
+    def apply(  # type: ignore[override]  # params -> output, not nn.Module.apply(fn)
         self, images: torch.Tensor, target: torch.Tensor | None, params: RecipeParams
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the steps with given params."""
         size = self.config.output_size
         x = resized_crop(images, params.crop, size, antialias=self.config.antialias)
-        if params.auto_augment is not None:
+        if params.auto_augment is not None and self.auto_augment is not None:
             x = self.auto_augment.apply(x.round_().clamp_(0, 255), params.auto_augment)
         x = _normalise(x, self.config.mean, self.config.std)
-        if params.erasing is not None:
+        if params.erasing is not None and self.erasing is not None:
             x = self.erasing.apply(x, params.erasing)
-        if params.mix is not None and target is not None:
+        if params.mix is not None and target is not None and self.mixup is not None:
             x, target = self.mixup.apply(x, target, params.mix)
         return x, target
 

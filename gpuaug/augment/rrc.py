@@ -394,6 +394,8 @@ class RandomResizedCrop(nn.Module):
             raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
         if params is None:
             b, _, h, w = images.shape
+            heights: int | torch.Tensor
+            widths: int | torch.Tensor
             if sizes is None:
                 heights, widths = h, w
             else:
