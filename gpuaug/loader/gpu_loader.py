@@ -80,6 +80,7 @@ from gpuaug.loader.stages.finish import (
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
 from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.loader.state import Resume, check_state, make_state
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -217,6 +218,8 @@ class GPULoader:
         self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
         self._endless: Iterator[Any] | None = None  # next(loader), as Keras' iterators
+        self._resume: Resume | None = None  # set by load_state_dict: where the next epoch starts
+        self._live: tuple[object, int, list[tuple[int, str]]] | None = None  # running iteration
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
@@ -318,6 +321,9 @@ class GPULoader:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
+        resume = self._resume
+        if resume is not None and resume.epoch == self.sampler.epoch:
+            return self._run(resume.epoch, self.sampler._set_count, resume.step, resume.failures)
         return self._run(self.sampler.epoch, self.sampler._set_count)
 
     def __next__(self) -> Any:
@@ -331,12 +337,20 @@ class GPULoader:
         while True:
             yield from self
 
-    def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
-        failures: list[tuple[int, str]] = []
+    def _run(
+        self,
+        epoch: int,
+        set_count: int,
+        start: int = 0,
+        skipped: list[tuple[int, str]] | None = None,
+    ) -> Iterator[Any]:
+        failures: list[tuple[int, str]] = list(skipped or [])
         completed = False
-        batches = self._device_batches(epoch, failures)
+        token = object()
+        self._live = (token, epoch, failures)
+        batches = self._device_batches(epoch, failures, start)
         try:
-            for step, batch in enumerate(batches):
+            for step, batch in enumerate(batches, start):
                 self.batch_index = step + 1
                 batch = self._complete(batch, epoch, step)
                 if batch is None:
@@ -347,7 +361,10 @@ class GPULoader:
                 yield out
             completed = True
             self.batch_index = 0
+            self._resume = None
         finally:
+            if self._live is not None and self._live[0] is token:
+                self._live = None
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
             batches.close()
@@ -372,18 +389,18 @@ class GPULoader:
         return self.skip_rule == "replace"
 
     def _device_batches(
-        self, epoch: int, failures: list[tuple[int, str]]
+        self, epoch: int, failures: list[tuple[int, str]], start: int = 0
     ) -> Iterator[DeviceBatch | None]:
-        """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
-        a source, then the transfer stage."""
+        """The uint8 batches of ``epoch`` on the device from step ``start`` on, one per step
+        (None: all skipped): a source, then the transfer stage."""
         source = self._cache_source
         if source is not None and source.on_device:
-            yield from source.device_batches(epoch, failures)
+            yield from source.device_batches(epoch, failures, start)
             return
         if source is not None:
-            raw = source.host_batches(epoch)
+            raw = source.host_batches(epoch, start)
         else:
-            raw = self._workers.epoch_batches(epoch)
+            raw = self._workers.epoch_batches(epoch, start)
             if self._jpeg_decoder is not None:  # nvJPEG runs ahead on its own thread
                 raw = jpeg_decode.decode_ahead(raw, self._jpeg_decoder, self.dataset)
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
@@ -410,6 +427,65 @@ class GPULoader:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
         base = self.seed if self.config.augment_seed is None else self.config.augment_seed
         return mix_seed(base, AUGMENT_STREAM, epoch, step, self.sampler.rank)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position: the epoch and the batches of it already handed out, the
+        seeds and the settings they depend on (see `gpuaug.loader.state`).
+
+        While an iteration runs, where it is (after ``k`` batches: ``step=k``); otherwise where
+        the next iteration starts. A plain dict of ints, strings and lists (``torch.save``,
+        JSON, Lightning's and torchdata's ``Stateful`` protocol).
+        """
+        if self._live is not None:
+            _, epoch, failures = self._live
+            return make_state(
+                self.sampler,
+                epoch=epoch,
+                step=self.batch_index,
+                augment_seed=self.config.augment_seed,
+                failures=failures,
+            )
+        resume = self._resume
+        if resume is not None and resume.epoch == self.sampler.epoch:
+            epoch, step, failures = resume
+        else:
+            epoch, step, failures = self.sampler.epoch, 0, []
+        return make_state(
+            self.sampler,
+            epoch=epoch,
+            step=step,
+            augment_seed=self.config.augment_seed,
+            failures=failures,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Makes the next iteration continue from ``state_dict`` (from :meth:`state_dict`).
+
+        The next batch is bit for bit the one the saved loader would have yielded next; the
+        batches before it are not loaded. A loader built with ``seed=None`` adopts the saved
+        seed. ``set_epoch`` to another epoch afterwards drops the resume point.
+
+        Raises:
+            TypeError: ``state_dict`` is not a dict.
+            ValueError: not a loader state, another world size, or a setting that differs
+                (named in the message).
+        """
+        resume, seed = check_state(state_dict, self.sampler, self.config.augment_seed)
+        if self._endless is not None:  # next(loader) continues from the state too
+            self._endless.close()
+            self._endless = None
+        if seed is not None:
+            self._adopt_seed(seed)
+        self.sampler.set_epoch(resume.epoch)
+        self._resume = resume if resume.step else None
+        self.batch_index = resume.step
+
+    def _adopt_seed(self, seed: int) -> None:
+        self.seed = self.sampler.seed = self._workers.seed = seed
+        self.sampler._cache = None  # the shard of the old seed's permutation
+        if self._cache_source is not None:
+            self._cache_source._plan = None
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

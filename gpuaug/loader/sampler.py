@@ -230,15 +230,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         epoch = self.epoch  # read now, not at the first next()
         return (idx.tolist() for _, idx in self.epoch_batches(epoch))
 
-    def epoch_batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(step, indices)`` for every batch of ``epoch``, in order.
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(step, indices)`` for every batch of ``epoch`` from step ``start`` on, in order
+        (the batches before ``start`` are not computed: a resumed epoch starts there).
 
         Shape:
             indices: ``(b,)`` int64, CPU; ``b = batch_size`` except the last batch of a pass.
         """
         _check_int("epoch", epoch, 0)
+        _check_int("start", start, 0)
         first = epoch * self.steps_per_epoch
-        for step in range(self.steps_per_epoch):
+        for step in range(start, self.steps_per_epoch):
             yield step, self.global_batch(first + step)
 
     # ------------------------------------------------------------------ pure access

@@ -158,20 +158,22 @@ class CacheSource:
         images = self.cache.take(idx, out=out)
         return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
 
-    def global_batches(self, epoch: int) -> range:
+    def global_batches(self, epoch: int, start: int = 0) -> range:
+        """The global batch numbers of ``epoch`` from step ``start`` on."""
         s = self.sampler.steps_per_epoch
-        return range(epoch * s, (epoch + 1) * s)
+        return range(epoch * s + start, (epoch + 1) * s)
 
     def device_batches(
-        self, epoch: int, failures: list[tuple[int, str]]
+        self, epoch: int, failures: list[tuple[int, str]], start: int = 0
     ) -> Iterator[DeviceBatch | None]:
-        """The batches of ``epoch`` from a device cache (None: every sample failed)."""
-        for k in self.global_batches(epoch):
+        """The batches of ``epoch`` from step ``start`` on, from a device cache (None: every
+        sample failed)."""
+        for k in self.global_batches(epoch, start):
             yield self.device_batch(k, failures)
 
-    def host_batches(self, epoch: int) -> Iterator[HostBatch]:
-        """The batches of ``epoch`` from a host or disk cache."""
-        for k in self.global_batches(epoch):
+    def host_batches(self, epoch: int, start: int = 0) -> Iterator[HostBatch]:
+        """The batches of ``epoch`` from step ``start`` on, from a host or disk cache."""
+        for k in self.global_batches(epoch, start):
             yield self.host_batch(k)
 
 
