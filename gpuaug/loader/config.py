@@ -53,8 +53,10 @@ class LoaderConfig:
         cache: ``None``, ``"device"``, ``"host"`` or ``"disk"`` (see `gpuaug.data.cache`).
         cache_dir: folder of a ``"disk"`` cache (default ``~/.cache/gpuaug``).
         decode: ``"cpu"`` (PIL in the workers) or ``"gpu"`` (nvJPEG; needs CUDA).
-        device: where batches are augmented and returned; ``None``: ``"cuda"`` (the current
-            CUDA device) if available, else ``"cpu"``. Under DDP pass
+        device: where batches are augmented and returned; ``None``: ``"cuda"`` if available,
+            else ``"cpu"``. ``"cuda"`` without an index is ``cuda:LOCAL_RANK`` under torchrun
+            when ``set_device`` was not called (see `gpuaug.device.cuda_index`), else the
+            current CUDA device. Under DDP pass
             ``f"cuda:{local_rank}"``: everything the loader allocates (streams, pinned
             buffers, the pin-memory thread) goes to that device, no ``set_device`` needed.
         dtype: the output float dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.

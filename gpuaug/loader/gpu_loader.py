@@ -67,6 +67,8 @@ from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
+from gpuaug.device import resolve_device
+from gpuaug.loader.agreement import check_rank_agreement, data_digest, rank_slot
 from gpuaug.loader.config import DTYPES, LoaderConfig
 from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
@@ -165,11 +167,7 @@ class GPULoader:
             )
         self.dataset = dataset
         self.config = config
-        self.device = torch.device(
-            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = resolve_device(config.device)  # "cuda": LOCAL_RANK under torchrun
         check_decode(
             config.decode,
             dataset.interpolation,
@@ -187,7 +185,9 @@ class GPULoader:
             steps_per_epoch=config.steps_per_epoch,
             num_replicas=config.num_replicas,
             rank=config.rank,
+            seed_key=data_digest(dataset),
         )
+        self._rank_slot = rank_slot(self.sampler)  # checked at the first batch (DDP)
         self.seed = self.sampler.seed
         self.num_workers = config.workers
         self._cuda = self.device.type == "cuda"
@@ -348,6 +348,9 @@ class GPULoader:
         completed = False
         token = object()
         self._live = (token, epoch, failures)
+        if self._rank_slot is not None:  # once, at the first batch: same data and seed?
+            slot, self._rank_slot = self._rank_slot, None
+            check_rank_agreement(self.sampler, slot, self.sampler.seed_key)
         batches = self._device_batches(epoch, failures, start)
         try:
             for step, batch in enumerate(batches, start):

@@ -83,9 +83,6 @@ def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[i
     return num_replicas, rank
 
 
-_SEED_COUNTS: dict[str, int] = {}
-
-
 def _process_group_store() -> object | None:
     try:
         from torch.distributed import distributed_c10d
@@ -99,10 +96,11 @@ def _shared_random_seed(signature: tuple[object, ...]) -> int:
     """A fresh random seed, the same on every rank under torch.distributed, without a collective.
 
     Each rank proposes a random seed and the process group's key-value store keeps the first
-    proposal (``compare_set`` on a key named by ``signature`` and how many samplers of that
-    signature this process made before): no rank waits for another, so a sampler made on some
-    ranks only (a rank-0 validation loader) cannot deadlock. Ranks agree as long as each makes
-    its samplers of one signature in the same order.
+    proposal (``compare_set`` on a key named by ``signature`` alone): no rank waits for another,
+    so a sampler made on some ranks only (a rank-0 validation loader) cannot deadlock, and the
+    key is what every rank computes from the same data and settings, never a count of the
+    samplers a process made before (a loader made on one rank only cannot shift the seeds of
+    the others). Samplers of one signature in one job therefore share the seed.
 
     Raises:
         ValueError: torch.distributed is initialised but its store cannot be reached.
@@ -118,9 +116,7 @@ def _shared_random_seed(signature: tuple[object, ...]) -> int:
             "group's store is not available to agree on it; pass seed=<the same int on every rank>"
         )
     name = "-".join(map(str, signature))
-    count = _SEED_COUNTS.get(name, 0)
-    _SEED_COUNTS[name] = count + 1
-    agreed = store.compare_set(f"gpuaug/seed/{name}/{count}", "", str(seed))
+    agreed = store.compare_set(f"gpuaug/seed/{name}", "", str(seed))
     return int(agreed)
 
 
@@ -138,12 +134,15 @@ class EpochBatchSampler(Sampler[list[int]]):
         shuffle: a new random order every pass; else ``0..n-1`` every pass.
         seed: base seed of the permutations; ``None`` draws one at random now (read it back
             from :attr:`seed`). Under torch.distributed every rank gets the same one, agreed
-            through the process group's store without a collective (see
-            :func:`_shared_random_seed`); pass the same int on every rank to avoid the store.
+            through the process group's store without a collective, keyed by the sizes and
+            settings and ``seed_key`` (see :func:`_shared_random_seed`); pass the same int on
+            every rank to avoid the store.
         drop_last: drop the short last batch of each pass.
         steps_per_epoch: batches per epoch; ``None``: one pass (every image once).
         num_replicas: number of ranks; default ``torch.distributed`` world size, else 1.
         rank: this rank; default ``torch.distributed`` rank, else 0.
+        seed_key: what else names the data for the ``seed=None`` agreement (the loader passes
+            a digest of its data set, the same on every rank for the same files).
 
     Attributes:
         seed: the base seed (drawn when ``None`` was given).
@@ -169,6 +168,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         steps_per_epoch: int | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
+        seed_key: str = "",
     ) -> None:
         self.num_samples = _check_int("num_samples", num_samples, 1)
         self.batch_size = _check_int("batch_size", batch_size, 1)
@@ -189,12 +189,21 @@ class EpochBatchSampler(Sampler[list[int]]):
             )
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.seed_key = seed_key
         self.seed_was_given = seed is not None
         self.seed = (
             int(seed)
             if seed is not None
             else _shared_random_seed(
-                (num_samples, batch_size, shuffle, drop_last, steps_per_epoch, self.num_replicas)
+                (
+                    num_samples,
+                    batch_size,
+                    shuffle,
+                    drop_last,
+                    steps_per_epoch,
+                    self.num_replicas,
+                    seed_key,
+                )
             )
         )
 
