@@ -56,9 +56,8 @@ def _resume_main(rank: int, root: str, rdv: str, out: str) -> None:
         states: list = [None] * WORLD
         dist.all_gather_object(states, state)
         got = {}
-        for source in range(
-            WORLD
-        ):  # its own state, and the other rank's (Lightning saves rank 0's)
+        # its own state, and the other rank's (Lightning saves rank 0's)
+        for source in range(WORLD):
             again = gpuaug.flow_from_directory(root, seed=None, steps_per_epoch=3, **COMMON)
             again.load_state_dict(states[source])
             got[source] = [_digest(x) for x, _ in again]
