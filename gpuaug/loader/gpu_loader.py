@@ -74,7 +74,7 @@ from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.loader.stages import jpeg_decode
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
-from gpuaug.loader.stages.cache_source import CacheSource, build_cache
+from gpuaug.loader.stages.cache_source import CacheSource, build_cache, rank_share
 from gpuaug.loader.stages.finish import (
     Finisher,
     augment_module,
@@ -186,6 +186,7 @@ class GPULoader:
             num_replicas=config.num_replicas,
             rank=config.rank,
             seed_key=data_digest(dataset),
+            stick_to_shard=config.cache_per_rank,
         )
         self._rank_slot = rank_slot(self.sampler)  # checked at the first batch (DDP)
         self.seed = self.sampler.seed
@@ -223,6 +224,7 @@ class GPULoader:
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
+            share = rank_share(dataset, self.sampler)  # cache_per_rank: this rank's samples
             self.cache = build_cache(
                 config,
                 dataset,
@@ -231,9 +233,15 @@ class GPULoader:
                 device=self.device,
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
+                share=share,
             )
             self._cache_source = CacheSource(
-                self.cache, self.sampler, self.device, self._targets, self.skip_rule
+                self.cache,
+                self.sampler,
+                self.device,
+                self._targets,
+                self.skip_rule,
+                None if share is None else share.indices,
             )
 
     # ------------------------------------------------------------------ sizes
@@ -478,6 +486,12 @@ class GPULoader:
         if self._endless is not None:  # next(loader) continues from the state too
             self._endless.close()
             self._endless = None
+        if seed is not None and self.sampler.stick_to_shard:
+            raise ValueError(
+                f"`state_dict['seed']` is {seed} but this loader drew seed={self.seed}, and with "
+                "cache_per_rank=True its cached share depends on the seed: build it with "
+                f"seed={seed}"
+            )
         if seed is not None:
             self._adopt_seed(seed)
         self.sampler.set_epoch(resume.epoch)

@@ -11,6 +11,11 @@ multiple of ``num_replicas`` by repeating its head, and rank ``r`` takes ``perm[
 pass yields ``ceil(shard / batch_size)`` batches, the last one short as in Keras, or
 ``floor(shard / batch_size)`` with ``drop_last``.
 
+With ``stick_to_shard=True`` (a per-rank cache, DALI's ``stick_to_shard``) rank ``r``'s share
+is fixed for the whole run: ``perm(0)``, padded, ``[r::num_replicas]``; pass ``p`` is that share
+in the order of ``randperm(share, seed=mix_seed(seed, PERM, p, r))``. Every pass still yields
+every sample once across the ranks, but a sample is always seen by the same rank.
+
 Global batch ``k`` of the stream is batch ``j = k % steps_per_pass`` of pass
 ``p = k // steps_per_pass``. Epoch ``e`` is the global batches ``[e * S, (e + 1) * S)`` with
 ``S = steps_per_epoch``: by default ``S = steps_per_pass``, so one epoch is one pass (every
@@ -143,6 +148,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         rank: this rank; default ``torch.distributed`` rank, else 0.
         seed_key: what else names the data for the ``seed=None`` agreement (the loader passes
             a digest of its data set, the same on every rank for the same files).
+        stick_to_shard: keep each rank's share of pass 0 for every pass, shuffled within (see
+            the module docstring); the same as False for one rank.
 
     Attributes:
         seed: the base seed (drawn when ``None`` was given).
@@ -169,6 +176,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed_key: str = "",
+        stick_to_shard: bool = False,
     ) -> None:
         self.num_samples = _check_int("num_samples", num_samples, 1)
         self.batch_size = _check_int("batch_size", batch_size, 1)
@@ -190,6 +198,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed_key = seed_key
+        if not isinstance(stick_to_shard, bool):
+            raise TypeError(f"`stick_to_shard` must be a bool; got {stick_to_shard!r}")
+        self.stick_to_shard = stick_to_shard and self.num_replicas > 1
         self.seed_was_given = seed is not None
         self.seed = (
             int(seed)
@@ -273,6 +284,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         """
         if self._cache is not None and self._cache[0] == pass_index:
             return self._cache[1]
+        if self.stick_to_shard and pass_index > 0:
+            own = self.fixed_shard()
+            if self.shuffle:
+                seed = mix_seed(self.seed, PERMUTATION_STREAM, pass_index, self.rank)
+                own = own[torch.randperm(len(own), generator=torch.Generator().manual_seed(seed))]
+            self._cache = (pass_index, own)
+            return own
         perm = self.permutation(pass_index)
         total = self.samples_per_pass * self.num_replicas
         if total > self.num_samples:
@@ -282,6 +300,20 @@ class EpochBatchSampler(Sampler[list[int]]):
         out = perm[self.rank :: self.num_replicas].contiguous()
         self._cache = (pass_index, out)
         return out
+
+    def fixed_shard(self) -> torch.Tensor:
+        """This rank's share of pass 0: with ``stick_to_shard``, the samples it sees every
+        pass (in another order each pass).
+
+        Shape:
+            ``(samples_per_pass,)`` int64, CPU.
+        """
+        perm = self.permutation(0)
+        total = self.samples_per_pass * self.num_replicas
+        if total > self.num_samples:
+            pad = total - self.num_samples
+            perm = torch.cat([perm, perm.repeat(math.ceil(pad / self.num_samples))[:pad]])
+        return perm[self.rank :: self.num_replicas].contiguous()
 
     def global_batch(self, k: int) -> torch.Tensor:
         """Batch ``k`` of the endless stream: batch ``k % steps_per_pass`` of pass

@@ -12,7 +12,7 @@ The dict (every value a Python int, bool, str, ``None`` or a list of them, so ``
 
     {"format": "gpuaug.GPULoader/1", "epoch": e, "step": k, "seed": ..., "augment_seed": ...,
      "num_samples": n, "batch_size": b, "steps_per_epoch": S, "drop_last": ..., "shuffle": ...,
-     "num_replicas": R, "rank": r, "skipped": [[index, reason], ...]}
+     "stick_to_shard": ..., "num_replicas": R, "rank": r, "skipped": [[index, reason], ...]}
 
 ``skipped`` lists the files that failed in the part of epoch ``e`` already run (with
 ``on_error="skip"``), so the warning at the end of the resumed epoch and
@@ -36,7 +36,7 @@ __all__ = ["STATE_FORMAT", "Resume", "check_state", "make_state"]
 STATE_FORMAT = "gpuaug.GPULoader/1"
 
 # Keys that must equal the loader's own values: they define which batch "step k" is.
-_SAME = ("num_samples", "batch_size", "steps_per_epoch", "drop_last", "shuffle")
+_SAME = ("num_samples", "batch_size", "steps_per_epoch", "drop_last", "shuffle", "stick_to_shard")
 
 
 class Resume(NamedTuple):
@@ -76,6 +76,7 @@ def make_state(
         "steps_per_epoch": int(sampler.steps_per_epoch),
         "drop_last": bool(sampler.drop_last),
         "shuffle": bool(sampler.shuffle),
+        "stick_to_shard": bool(sampler.stick_to_shard),
         "num_replicas": int(sampler.num_replicas),
         "rank": int(sampler.rank),
         "skipped": [[int(i), str(r)] for i, r in failures],
