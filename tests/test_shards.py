@@ -210,3 +210,26 @@ def test_the_shard_command_writes_shards_webdataset_and_gpuaug_read(tmp_path):
     folder = gpuaug.flow_from_directory(root, target_size=(8, 8), shuffle=False, device="cpu")
     assert loader.dataset.class_to_idx == folder.class_indices
     assert torch.equal(loader.dataset.load(4), folder.dataset.load(4))
+
+
+def test_shards_take_a_per_rank_cache(shards, tmp_path):
+    dataset = ShardDataset(shards, target_size=(8, 8), class_mode="sparse", cache_dir=tmp_path)
+    loaders = [
+        gpuaug.GPULoader(
+            dataset,
+            config=gpuaug.LoaderConfig(
+                batch_size=4,
+                seed=0,
+                num_workers=0,
+                device="cpu",
+                cache="host",
+                progress=False,
+                cache_per_rank=True,
+                num_replicas=2,
+                rank=r,
+            ),
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    assert [len(lo.cache.images) for lo in loaders] == [8, 8]  # 15 samples: one repeated
+    assert sorted(set(ids(loaders[0])) | set(ids(loaders[1]))) == list(range(N))

@@ -113,7 +113,10 @@ def check_ranks(store: Any, slot: str, rank: int, world: int, mine: dict[str, An
                 f"rank {other} and rank {rank} built this loader differently: "
                 f"{_describe_difference(mine, theirs)}. Their shards would overlap or miss "
                 "samples. Give every rank the same data set and the same seed (or seed=None, "
-                "agreed across ranks), and build the loaders in the same order on every rank"
+                "agreed across ranks), and build the loaders in the same order on every rank "
+                "(loaders are matched by shuffle, drop_last and the order they were made in: a "
+                "loader with this loader's shuffle and drop_last made before it on some ranks "
+                "only shifts the match; make it after, or with other settings)"
             )
 
 

@@ -321,6 +321,7 @@ def flow_from_shards(
     progress: bool = True,
     index_cache: bool = True,
     augment_seed: int | None = None,
+    cache_per_rank: bool = False,
 ) -> GPULoader:
     """`flow_from_directory` over WebDataset-layout tar shards (local or any fsspec URL).
 
@@ -338,6 +339,7 @@ def flow_from_shards(
         classes: class names in index order (default ``"0"``, ``"1"``, ...).
         index_cache: reuse the cached shard index (in ``cache_dir``) while the shards are
             unchanged.
+        cache_per_rank: each rank caches only its fixed share (see `LoaderConfig`).
         augment, target_size, color_mode, class_mode, batch_size, shuffle, seed,
             interpolation, device, num_workers, steps_per_epoch, drop_last, cache, cache_dir,
             on_error, dtype, progress, augment_seed: as `flow_from_directory` (``decode`` is
@@ -377,5 +379,6 @@ def flow_from_shards(
         dtype=dtype,
         progress=progress,
         augment_seed=augment_seed,
+        cache_per_rank=cache_per_rank,
     )
     return GPULoader(dataset, module, config)
