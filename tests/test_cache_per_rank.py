@@ -114,3 +114,9 @@ def test_a_state_of_another_seed_is_refused_with_a_per_rank_cache(tree):
     loader = make(tree, 0, seed=None)
     with pytest.raises(ValueError, match=r"cache_per_rank=True its cached share depends"):
         loader.load_state_dict(state)
+
+
+def test_describe_states_what_the_per_rank_cache_does_to_shuffling(tree):
+    text = make(tree, 0).describe()
+    assert "cache_per_rank: the cache holds this rank's fixed share (6 of 11 images" in text
+    assert "a sample is always seen by the same rank" in text
