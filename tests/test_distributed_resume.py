@@ -1,5 +1,6 @@
 """Two gloo processes: each rank's state resumes its own stream exactly; a rank whose data set
-differs is named at the first batch; a loader made on one rank only shifts no seed."""
+differs is named at the first batch; a loader made on one rank only shifts no seed; a per-rank
+cache holds the rank's share only."""
 
 from __future__ import annotations
 
@@ -61,7 +62,24 @@ def _resume_main(rank: int, root: str, rdv: str, out: str) -> None:
             again = gpuaug.flow_from_directory(root, seed=None, steps_per_epoch=3, **COMMON)
             again.load_state_dict(states[source])
             got[source] = [_digest(x) for x, _ in again]
-        mine = {"rank": rank, "seed": full.seed, "want": want, "got": got, "state": state}
+        per_rank = gpuaug.flow_from_directory(
+            root, seed=3, cache="host", **COMMON
+        )  # a full cache: the reference
+        share = gpuaug.GPULoader(
+            per_rank.dataset, config=gpuaug.LoaderConfig(
+                batch_size=2, seed=3, num_workers=0, device="cpu", cache="host",
+                cache_per_rank=True, progress=False,
+            ),
+        )  # fmt: skip
+        share_ids = [
+            [i for s in range(len(share)) for i in share.replay(e, s).indices.tolist()]
+            for e in range(2)
+        ]
+        mine = {
+            "rank": rank, "seed": full.seed, "want": want, "got": got, "state": state,
+            "share_rows": len(share.cache.images), "full_rows": len(per_rank.cache.images),
+            "share_ids": share_ids,
+        }  # fmt: skip
         gathered: list = [None] * WORLD
         dist.all_gather_object(gathered, mine)
         if rank == 0:
@@ -143,3 +161,13 @@ def test_a_rank_with_another_data_set_size_is_named(tmp_path):
     assert errors[0] is None  # rank 0 arrived first: nothing to compare with yet
     assert errors[1].startswith("RankMismatchError: rank 0 and rank 1 built this loader")
     assert "data set size 7 there, 6 here" in errors[1]
+
+
+def test_a_per_rank_cache_holds_a_share_and_every_sample_is_seen_once(resumed):
+    assert [r["full_rows"] for r in resumed] == [7, 7]
+    assert [r["share_rows"] for r in resumed] == [4, 4]  # 7 images: one repeated
+    for e in range(2):
+        seen = resumed[0]["share_ids"][e] + resumed[1]["share_ids"][e]
+        assert set(seen) == set(range(7)) and len(seen) == 8
+    for r in resumed:
+        assert set(r["share_ids"][0]) == set(r["share_ids"][1])  # the same share every epoch
