@@ -27,7 +27,9 @@ Epochs you can count:
 - the epoch advances by one after each *complete* iteration (``next(iter(loader))`` to peek
   does not advance it); ``set_epoch(e)`` chooses it, as ``DistributedSampler.set_epoch``;
 - every batch is a function of ``(seed, epoch, step, rank)``: ``loader.replay(epoch, step)``
-  rebuilds it bit for bit (same images, same augmentation parameters).
+  rebuilds it bit for bit (same images, same augmentation parameters), and
+  ``loader.state_dict()`` / ``load_state_dict()`` resume mid-epoch at the very next batch
+  without reading the ones before it (`gpuaug.loader.state`).
 
 Under ``torch.distributed`` each rank reads a disjoint shard of each pass (``DistributedSampler``
 padding: the shortest shards are completed with repeated images so every rank has the same
@@ -352,13 +354,13 @@ class GPULoader:
         start: int = 0,
         skipped: list[tuple[int, str]] | None = None,
     ) -> Iterator[Any]:
+        if self._rank_slot is not None:  # once, at the first batch: same data and seed?
+            slot, self._rank_slot = self._rank_slot, None
+            check_rank_agreement(self.sampler, slot, self.sampler.seed_key)
         failures: list[tuple[int, str]] = list(skipped or [])
         completed = False
         token = object()
         self._live = (token, epoch, failures)
-        if self._rank_slot is not None:  # once, at the first batch: same data and seed?
-            slot, self._rank_slot = self._rank_slot, None
-            check_rank_agreement(self.sampler, slot, self.sampler.seed_key)
         batches = self._device_batches(epoch, failures, start)
         try:
             for step, batch in enumerate(batches, start):
