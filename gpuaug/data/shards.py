@@ -36,6 +36,7 @@ import json
 import os
 import tarfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,14 @@ def _stamp(url: str) -> str:
     return f"{info.get('size')}:{when}"
 
 
-def _index_one(url: str, number: int, label: tuple[str, str | None] | None, out: dict) -> None:
+_FIELDS = ("keys", "exts", "shard", "offset", "size", "label")
+_INDEX_THREADS = 8  # shards indexed at once (reading them waits on storage, not the CPU)
+
+
+def _index_one(url: str, number: int, label: tuple[str, str | None] | None) -> dict[str, list]:
     import fsspec
 
+    out: dict[str, list[Any]] = {k: [] for k in _FIELDS}
     samples: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     with fsspec.open(url, "rb") as f:
@@ -230,10 +236,14 @@ def _index_one(url: str, number: int, label: tuple[str, str | None] | None, out:
         out["offset"].append(offset)
         out["size"].append(size)
         out["label"].append(entry.get("label", 0))
+    return out
 
 
 def index_shards(urls: list[str], label: str | None = "cls") -> ShardIndex:
     """Reads every shard's tar headers (and label members) once: the `ShardIndex`.
+
+    Up to 8 shards are read at once (threads: the time goes to waiting on storage). A tar
+    interleaves headers with data, so on object storage this reads the shards whole.
 
     Args:
         urls: the shards (see :func:`expand_urls`).
@@ -246,11 +256,10 @@ def index_shards(urls: list[str], label: str | None = "cls") -> ShardIndex:
             is not an int (named: shard and member), or shards with no image at all.
     """
     rule = None if label is None else _label_rule(label)
-    out: dict[str, list[Any]] = {k: [] for k in ("keys", "exts", "shard", "offset", "size")}
-    out["label"] = []
-    stamps = [_stamp(u) for u in urls]
-    for number, url in enumerate(urls):
-        _index_one(url, number, rule, out)
+    with ThreadPoolExecutor(min(_INDEX_THREADS, len(urls))) as pool:
+        stamps = list(pool.map(_stamp, urls))
+        parts = list(pool.map(lambda a: _index_one(a[1], a[0], rule), enumerate(urls)))
+    out = {k: [v for part in parts for v in part[k]] for k in _FIELDS}  # in shard order
     if not out["keys"]:
         raise ValueError(
             f"found no image member in {len(urls)} shard(s) ({urls[0]!r}, ...); image members "
