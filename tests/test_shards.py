@@ -233,3 +233,15 @@ def test_shards_take_a_per_rank_cache(shards, tmp_path):
     ]
     assert [len(lo.cache.images) for lo in loaders] == [8, 8]  # 15 samples: one repeated
     assert sorted(set(ids(loaders[0])) | set(ids(loaders[1]))) == list(range(N))
+
+
+def test_a_non_local_fsspec_filesystem_reads_the_same_samples(shards, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in expand_urls(shards):
+        memory.pipe(f"/remote/{Path(path).name}", Path(path).read_bytes())
+    remote = make("memory://remote/part-{000..002}.tar", tmp_path).dataset
+    local = make(shards, tmp_path).dataset
+    assert remote.targets == local.targets
+    assert torch.equal(remote.load(13), local.load(13))
