@@ -41,9 +41,11 @@ def make(root: Path, rank: int, **kwargs) -> gpuaug.GPULoader:
 def epoch_ids(loader: gpuaug.GPULoader) -> list[int]:
     epoch = loader.epoch
     out = []
-    for step, (_, y) in enumerate(loader):
+    for step, (x, y) in enumerate(loader):
         idx = loader.sampler.batch(epoch, step)
         assert y.tolist() == loader._targets[idx].tolist()
+        decoded = torch.stack([loader.dataset.load(i) for i in idx.tolist()])
+        assert torch.equal(x, decoded.float())  # the cache rows of these very samples
         out += idx.tolist()
     return out
 
@@ -64,8 +66,9 @@ def test_the_cached_rows_are_the_share_decoded(tree):
         assert torch.equal(loader.cache.images[row], loader.dataset.load(i))
 
 
-def test_every_sample_once_per_epoch_across_ranks_and_always_on_the_same_rank(tree):
-    loaders = [make(tree, r) for r in range(WORLD)]
+@pytest.mark.parametrize("cache", ["device", "host"])
+def test_every_sample_once_per_epoch_across_ranks_and_always_on_the_same_rank(tree, cache):
+    loaders = [make(tree, r, cache=cache) for r in range(WORLD)]
     epochs = [[epoch_ids(lo) for _ in range(3)] for lo in loaders]
     for e in range(3):
         seen = epochs[0][e] + epochs[1][e]
