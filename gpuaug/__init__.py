@@ -30,6 +30,7 @@ from gpuaug.loader.factories import (
     flow_from_detection_file,
     flow_from_directory,
     flow_from_paired_directories,
+    flow_from_shards,
 )
 from gpuaug.loader.gpu_loader import (
     GPULoader,
@@ -66,6 +67,7 @@ __all__ = [
     "flow_from_detection_file",
     "flow_from_directory",
     "flow_from_paired_directories",
+    "flow_from_shards",
     "load_config",
     "params_from_draws",
     "sample_draws",

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from inspect import signature
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -186,7 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/bench.py")
     bench.set_defaults(handler=None)
+    _add_shard_command(commands)
     return parser
+
+
+def _add_shard_command(commands: Any) -> None:
+    """``gpuaug shard DIR OUT``: a class folder -> WebDataset-layout tar shards."""
+    shard = commands.add_parser(
+        "shard",
+        help="write a class folder as WebDataset-layout tar shards (for flow_from_shards)",
+        description=(
+            "Write DIR/<class>/<image> as OUT/shard-000000.tar, ... (KEY.<ext> with the file's "
+            "bytes, KEY.cls with its class index) and OUT/classes.json."
+        ),
+    )
+    shard.add_argument("directory", type=_existing_dir, help="the class folder")
+    shard.add_argument("out", help="the folder the shards are written to")
+    shard.add_argument("--samples-per-shard", type=int, default=1000, metavar="N")
+
+    def run(args: argparse.Namespace) -> int:
+        from gpuaug.data.shards import write_shards
+
+        paths = write_shards(args.directory, args.out, args.samples_per_shard)
+        last = len(paths) - 1
+        print(f"wrote {len(paths)} shard(s): {args.out}/shard-{{000000..{last:06d}}}.tar")
+        return 0
+
+    shard.set_defaults(handler=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        return _fail("a command is required: inspect, preview or bench (see gpuaug --help)", 2)
+        return _fail(
+            "a command is required: inspect, preview, bench or shard (see gpuaug --help)", 2
+        )
     return _guard(lambda: args.handler(args))
 
 

@@ -1,12 +1,66 @@
-"""Host-to-device copies that never make the host wait: the one helper every stage uses."""
+"""Host-to-device copies that never make the host wait, and which CUDA device ``"cuda"`` means."""
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 
 import torch
 
-__all__ = ["host_to_device"]
+__all__ = ["cuda_index", "host_to_device", "resolve_device"]
+
+
+def cuda_index(local_rank: str | None, current: int, count: int) -> tuple[int, str | None]:
+    """The CUDA device index ``"cuda"`` (no index) stands for, and a warning to give, if any.
+
+    Under ``torchrun`` without ``torch.cuda.set_device`` every process's current device is 0,
+    so ``"cuda"`` would put every rank of a node on GPU 0. The rule:
+
+    - no ``LOCAL_RANK`` (not launched by torchrun): the current device;
+    - the current device is not 0 (``set_device`` was called): the current device;
+    - ``LOCAL_RANK`` < the visible device count: ``LOCAL_RANK``;
+    - otherwise (one GPU visible per process, ``CUDA_VISIBLE_DEVICES`` set by the launcher):
+      the current device, with a warning only when several GPUs are visible.
+
+    Args:
+        local_rank: the ``LOCAL_RANK`` environment variable (``None``: unset).
+        current: ``torch.cuda.current_device()``.
+        count: ``torch.cuda.device_count()``.
+    """
+    if local_rank is None or current != 0:
+        return current, None
+    try:
+        rank = int(local_rank)
+    except ValueError:
+        return current, f"LOCAL_RANK={local_rank!r} is not an int; using cuda:{current}"
+    if 0 <= rank < count:
+        return rank, None
+    if count > 1:
+        return current, (
+            f"LOCAL_RANK={rank} but only {count} CUDA devices are visible; using cuda:{current}. "
+            "Pass device=f'cuda:{local_rank}' (or call torch.cuda.set_device) to choose"
+        )
+    return current, None
+
+
+def resolve_device(
+    spec: str | torch.device | None, env: Mapping[str, str] | None = None
+) -> torch.device:
+    """The device a loader runs on: ``spec``, with ``None`` meaning ``"cuda"`` if available else
+    ``"cpu"``, and ``"cuda"`` without an index resolved by :func:`cuda_index` (``LOCAL_RANK``
+    under torchrun). ``env``: the environment (default ``os.environ``)."""
+    device = torch.device(spec or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda" or device.index is not None:
+        return device
+    env = os.environ if env is None else env
+    index, warning = cuda_index(
+        env.get("LOCAL_RANK"), torch.cuda.current_device(), torch.cuda.device_count()
+    )
+    if warning is not None:
+        warnings.warn(warning, stacklevel=3)
+    return torch.device("cuda", index)
 
 
 def host_to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -487,7 +487,7 @@ def test_collate_skip_of_only_failures_is_none():
         ({"validation_split": -0.1}, "`validation_split` must be in \\[0, 1\\)"),
         ({"subset": "training"}, "needs `validation_split` > 0"),
         ({"on_error": "ignore"}, "`on_error` must be 'raise' or 'skip'"),
-        ({"verify": "deep"}, "`verify` must be 'header', 'full' or 'none'"),
+        ({"verify": "deep"}, "`verify` must be 'auto', 'header', 'full' or 'none'"),
         ({"target_size": (0, 8)}, "`target_size` must hold two positive ints"),
         ({"extensions": []}, "`extensions` must name at least one"),
     ],

@@ -26,6 +26,9 @@ def test_index_scale_runs_at_a_tiny_n(tmp_path, monkeypatch):
     assert doc["n"] == 300 and doc["classes"] == 3
     g = doc["gpuaug"]
     assert g["index_first_s"] > 0 and g["index_cached_s"] > 0 and g["first_batch_s"] > 0
+    assert g["index_first_verified"] == "header"  # 300 files: below verify="auto"'s limit
+    parts = g["first_batch_construct_s"] + g["first_batch_next_s"]
+    assert g["first_batch_s"] == pytest.approx(parts, abs=0.002)
     assert 0 < g["bytes_per_sample"] < doc["legacy"]["bytes_per_sample"]
     assert set(g["header_check"]) == {"serial", "thread", "process"}
     assert doc["keras"]["index_s"] > 0

@@ -137,6 +137,9 @@ def file_manifest(dataset: Any) -> list[list[Any]]:
     One ``stat`` per file. ctime and inode catch a file replaced with its mtime restored
     (``cp -p``, ``rsync -a``): see the module docstring.
     """
+    own = getattr(dataset, "file_manifest", None)
+    if own is not None:  # gpuaug.data.shards: members of tar shards, not files
+        return own()
     root = Path(dataset.root)
     out = []
     for path, target in dataset.samples:

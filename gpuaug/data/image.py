@@ -34,6 +34,7 @@ truncated files load (grey-filled) instead of failing, as in PIL.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
@@ -376,22 +377,79 @@ def load_image(
     if not isinstance(keep_aspect_ratio, bool):
         raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
     with open_image(path) as img:
-        try:
-            if draft and target_size is not None:
-                _draft(img, target_size)
-            img.load()
-            out = img
-            if _orientation(out) in range(2, 9):
-                out = ImageOps.exif_transpose(out)
-            out = pil_to_mode(out, color_mode)
-            if target_size is not None:
-                size = (target_size[1], target_size[0])
-                if out.size != size:
-                    box = aspect_crop_box(out.size, target_size) if keep_aspect_ratio else None
-                    out = out.resize(size, INTERPOLATIONS[interpolation], box=box)
-            return pil_to_tensor(out)
-        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error...
-            raise ImageLoadError(path, _reason(exc)) from exc
+        return _decode_opened(
+            img, path, target_size, color_mode, interpolation, keep_aspect_ratio, draft
+        )
+
+
+def _decode_opened(
+    img: Image.Image,
+    name: str | os.PathLike[str],
+    target_size: tuple[int, int] | None,
+    color_mode: str,
+    interpolation: str,
+    keep_aspect_ratio: bool,
+    draft: bool,
+) -> torch.Tensor:
+    """:func:`load_image`'s steps after the header: decode, orient, convert, resize."""
+    try:
+        if draft and target_size is not None:
+            _draft(img, target_size)
+        img.load()
+        out = img
+        if _orientation(out) in range(2, 9):
+            out = ImageOps.exif_transpose(out)
+        out = pil_to_mode(out, color_mode)
+        if target_size is not None:
+            size = (target_size[1], target_size[0])
+            if out.size != size:
+                box = aspect_crop_box(out.size, target_size) if keep_aspect_ratio else None
+                out = out.resize(size, INTERPOLATIONS[interpolation], box=box)
+        return pil_to_tensor(out)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error...
+        raise ImageLoadError(name, _reason(exc)) from exc
+
+
+def load_image_bytes(
+    data: bytes,
+    name: str,
+    target_size: tuple[int, int] | None,
+    color_mode: str = "rgb",
+    interpolation: str = "nearest",
+) -> torch.Tensor:
+    """:func:`load_image` of an encoded image held in memory (a tar shard's member).
+
+    Args:
+        data: the encoded file (JPEG, PNG, ...).
+        name: what error messages call it (``"shard-000.tar:key.jpg"``).
+        target_size, color_mode, interpolation: as :func:`load_image`.
+
+    Shape:
+        bytes -> ``(C, H, W)`` uint8, CPU.
+
+    Raises:
+        ImageLoadError: empty, not an image, truncated, corrupt, a decompression bomb; names
+            ``name``.
+    """
+    target_size = _check_target_size(target_size)
+    _check_color_mode(color_mode)
+    _check_interpolation(interpolation)
+    if not data:
+        raise ImageLoadError(name, "the file is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(name, f"possible decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageLoadError(name, _reason(exc)) from exc
+    with img:
+        width, height = img.size
+        problem = _bomb_reason(width, height)
+        if problem is None and (width < 1 or height < 1):
+            problem = f"the image has a zero width or height ({width}x{height})"
+        if problem is not None:
+            raise ImageLoadError(name, problem)
+        return _decode_opened(img, name, target_size, color_mode, interpolation, False, False)
 
 
 def decode_check(path: str | os.PathLike[str], color_mode: str = "rgb") -> None:

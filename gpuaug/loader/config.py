@@ -53,8 +53,10 @@ class LoaderConfig:
         cache: ``None``, ``"device"``, ``"host"`` or ``"disk"`` (see `gpuaug.data.cache`).
         cache_dir: folder of a ``"disk"`` cache (default ``~/.cache/gpuaug``).
         decode: ``"cpu"`` (PIL in the workers) or ``"gpu"`` (nvJPEG; needs CUDA).
-        device: where batches are augmented and returned; ``None``: ``"cuda"`` (the current
-            CUDA device) if available, else ``"cpu"``. Under DDP pass
+        device: where batches are augmented and returned; ``None``: ``"cuda"`` if available,
+            else ``"cpu"``. ``"cuda"`` without an index is ``cuda:LOCAL_RANK`` under torchrun
+            when ``set_device`` was not called (see `gpuaug.device.cuda_index`), else the
+            current CUDA device. Under DDP pass
             ``f"cuda:{local_rank}"``: everything the loader allocates (streams, pinned
             buffers, the pin-memory thread) goes to that device, no ``set_device`` needed.
         dtype: the output float dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
@@ -63,6 +65,11 @@ class LoaderConfig:
             initialised, else 1 and 0.
         augment_seed: base seed of the augmentation alone; ``None``: ``seed`` (which then
             seeds both the order and the augmentation).
+        cache_per_rank: under several ranks, each rank keeps a fixed share of the samples
+            for the whole run and caches only that share (``1 / num_replicas`` of the decode
+            work and memory of a full cache), as DALI's ``stick_to_shard``: every pass is
+            shuffled *within* each rank's share, samples never move between ranks (see
+            `gpuaug.loader.sampler`). Needs ``cache``.
 
     Raises:
         ValueError: a value out of range or not among the allowed ones.
@@ -86,13 +93,14 @@ class LoaderConfig:
     num_replicas: int | None = None
     rank: int | None = None
     augment_seed: int | None = None
+    cache_per_rank: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise TypeError(f"`batch_size` must be an int; got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1; got {self.batch_size!r}")
-        for name in ("shuffle", "drop_last", "progress"):
+        for name in ("shuffle", "drop_last", "progress", "cache_per_rank"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}")
         if self.seed is not None and (
@@ -115,6 +123,11 @@ class LoaderConfig:
         if self.cache not in (*CACHE_KINDS, None):
             raise ValueError(
                 f"`cache` must be 'device', 'host', 'disk' or None; got {self.cache!r}"
+            )
+        if self.cache_per_rank and self.cache is None:
+            raise ValueError(
+                "`cache_per_rank`=True caches each rank's share: it needs `cache` "
+                "('device', 'host' or 'disk'); got cache=None"
             )
         if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
             raise TypeError(f"`cache_dir` must be a path or None; got {self.cache_dir!r}")

@@ -24,7 +24,12 @@ from gpuaug.loader.config import LoaderConfig
 from gpuaug.loader.gpu_loader import GPULoader
 from gpuaug.loader.stages.finish import factory_module, validation_split_of
 
-__all__ = ["flow_from_detection_file", "flow_from_directory", "flow_from_paired_directories"]
+__all__ = [
+    "flow_from_detection_file",
+    "flow_from_directory",
+    "flow_from_paired_directories",
+    "flow_from_shards",
+]
 
 
 def flow_from_directory(
@@ -289,5 +294,91 @@ def flow_from_detection_file(
         device=device,
         dtype=dtype,
         progress=progress,
+    )
+    return GPULoader(dataset, module, config)
+
+
+def flow_from_shards(
+    urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
+    target_size: tuple[int, int] = (256, 256),
+    color_mode: str = "rgb",
+    classes: Sequence[str] | None = None,
+    class_mode: str | None = "categorical",
+    label: str = "cls",
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int | None = None,
+    interpolation: str = "nearest",
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+    steps_per_epoch: int | None = None,
+    drop_last: bool = False,
+    cache: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_error: str = "raise",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    index_cache: bool = True,
+    augment_seed: int | None = None,
+    cache_per_rank: bool = False,
+) -> GPULoader:
+    """`flow_from_directory` over WebDataset-layout tar shards (local or any fsspec URL).
+
+    The data set is a `gpuaug.data.shards.ShardDataset` (an index of every sample's offsets,
+    built once and cached); the loader is a :class:`GPULoader`, so every pass is one
+    permutation of all samples: under ``torch.distributed`` each rank reads a disjoint part of
+    it (the ``DistributedSampler`` padding of ``R * ceil(n / R) - n`` repeated samples, or
+    ``drop_last``), each batch is read by one worker, and ``state_dict`` / ``load_state_dict``
+    resume mid-epoch exactly. Needs the ``shards`` extra (``fsspec``, ``braceexpand``).
+
+    Args:
+        urls: shards: a list, or one string with brace ranges
+            (``"s3://bucket/train-{000000..000127}.tar"``).
+        label: ``"cls"`` (``key.cls``), ``"json"`` or ``"json:<field>"`` (``key.json``).
+        classes: class names in index order (default ``"0"``, ``"1"``, ...).
+        index_cache: reuse the cached shard index (in ``cache_dir``) while the shards are
+            unchanged.
+        cache_per_rank: each rank caches only its fixed share (see `LoaderConfig`).
+        augment, target_size, color_mode, class_mode, batch_size, shuffle, seed,
+            interpolation, device, num_workers, steps_per_epoch, drop_last, cache, cache_dir,
+            on_error, dtype, progress, augment_seed: as `flow_from_directory` (``decode`` is
+            ``"cpu"``: shard members are decoded by PIL in the workers).
+
+    Raises:
+        ValueError: a bad value (named), an unreadable shard or label (shard and member
+            named).
+        FileNotFoundError: a missing shard.
+    """
+    from gpuaug.data.shards import ShardDataset
+
+    module = factory_module(augment, dtype)
+    dataset = ShardDataset(
+        urls,
+        target_size=target_size,
+        color_mode=color_mode,
+        class_mode=class_mode,
+        label=label,
+        classes=classes,
+        interpolation=interpolation,
+        on_error=on_error,
+        cache_dir=cache_dir,
+        index_cache=index_cache,
+    )
+    config = LoaderConfig.from_arguments(
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        cache=cache,
+        cache_dir=cache_dir,
+        decode="cpu",
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        augment_seed=augment_seed,
+        cache_per_rank=cache_per_rank,
     )
     return GPULoader(dataset, module, config)

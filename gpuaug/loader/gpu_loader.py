@@ -27,7 +27,9 @@ Epochs you can count:
 - the epoch advances by one after each *complete* iteration (``next(iter(loader))`` to peek
   does not advance it); ``set_epoch(e)`` chooses it, as ``DistributedSampler.set_epoch``;
 - every batch is a function of ``(seed, epoch, step, rank)``: ``loader.replay(epoch, step)``
-  rebuilds it bit for bit (same images, same augmentation parameters).
+  rebuilds it bit for bit (same images, same augmentation parameters), and
+  ``loader.state_dict()`` / ``load_state_dict()`` resume mid-epoch at the very next batch
+  without reading the ones before it (`gpuaug.loader.state`).
 
 Under ``torch.distributed`` each rank reads a disjoint shard of each pass (``DistributedSampler``
 padding: the shortest shards are completed with repeated images so every rank has the same
@@ -52,6 +54,11 @@ new ones.
 Two iterations at once (``next(iter(loader))`` inside ``for x, y in loader``, or
 ``zip(iter(loader), iter(loader))``) are both exact: the first holds the persistent workers,
 the other runs worker processes of its own, stopped when it ends or is dropped.
+
+Why one module (over 600 lines): `GPULoader` is the one object a training loop holds; besides
+epochs, lifetime, replay and resume it carries the Keras iterator surface that Keras code reads
+(``n``, ``filenames``, ``classes``, ``class_indices``, ...). The per-batch work is in
+`gpuaug.loader.stages`, the resume state in `gpuaug.loader.state`.
 """
 
 from __future__ import annotations
@@ -68,12 +75,14 @@ from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
+from gpuaug.device import resolve_device
+from gpuaug.loader.agreement import check_rank_agreement, data_digest, rank_slot
 from gpuaug.loader.config import DTYPES, LoaderConfig
 from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.loader.stages import jpeg_decode
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch, failed_path
-from gpuaug.loader.stages.cache_source import CacheSource, build_cache
+from gpuaug.loader.stages.cache_source import CacheSource, build_cache, rank_share
 from gpuaug.loader.stages.finish import (
     Finisher,
     augment_module,
@@ -81,6 +90,7 @@ from gpuaug.loader.stages.finish import (
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
 from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.loader.state import Resume, check_state, make_state
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -168,11 +178,7 @@ class GPULoader:
             )
         self.dataset = dataset
         self.config = config
-        self.device = torch.device(
-            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = resolve_device(config.device)  # "cuda": LOCAL_RANK under torchrun
         check_decode(
             config.decode,
             dataset.interpolation,
@@ -190,7 +196,10 @@ class GPULoader:
             steps_per_epoch=config.steps_per_epoch,
             num_replicas=config.num_replicas,
             rank=config.rank,
+            seed_key=data_digest(dataset),
+            stick_to_shard=config.cache_per_rank,
         )
+        self._rank_slot = rank_slot(self.sampler)  # checked at the first batch (DDP)
         self.seed = self.sampler.seed
         self.num_workers = config.workers
         self._cuda = self.device.type == "cuda"
@@ -221,9 +230,12 @@ class GPULoader:
         self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
         self._endless: Generator[Any, None, None] | None = None  # next(loader), as Keras' iterators
+        self._resume: Resume | None = None  # set by load_state_dict: where the next epoch starts
+        self._live: tuple[object, int, list[tuple[int, str]]] | None = None  # running iteration
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
+            share = rank_share(dataset, self.sampler)  # cache_per_rank: this rank's samples
             self.cache = build_cache(
                 config,
                 dataset,
@@ -232,9 +244,15 @@ class GPULoader:
                 device=self.device,
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
+                share=share,
             )
             self._cache_source = CacheSource(
-                self.cache, self.sampler, self.device, self._targets, self.skip_rule
+                self.cache,
+                self.sampler,
+                self.device,
+                self._targets,
+                self.skip_rule,
+                None if share is None else share.indices,
             )
 
     @property
@@ -350,6 +368,9 @@ class GPULoader:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
+        resume = self._resume
+        if resume is not None and resume.epoch == self.sampler.epoch:
+            return self._run(resume.epoch, self.sampler._set_count, resume.step, resume.failures)
         return self._run(self.sampler.epoch, self.sampler._set_count)
 
     def __next__(self) -> Any:
@@ -369,13 +390,24 @@ class GPULoader:
         while True:
             yield from self
 
-    def _run(self, epoch: int, set_count: int) -> Iterator[Any]:
-        failures: list[tuple[int, str]] = []
+    def _run(
+        self,
+        epoch: int,
+        set_count: int,
+        start: int = 0,
+        skipped: list[tuple[int, str]] | None = None,
+    ) -> Iterator[Any]:
+        if self._rank_slot is not None:  # once, at the first batch: same data and seed?
+            slot, self._rank_slot = self._rank_slot, None
+            check_rank_agreement(self.sampler, slot, self.sampler.seed_key)
+        failures: list[tuple[int, str]] = list(skipped or [])
         completed = False
         whole = 0  # batches whose every file failed, replaced (see _complete)
-        batches = self._device_batches(epoch, failures)
+        token = object()
+        self._live = (token, epoch, failures)
+        batches = self._device_batches(epoch, failures, start)
         try:
-            for step, batch in enumerate(batches):
+            for step, batch in enumerate(batches, start):
                 self.batch_index = step + 1
                 whole += batch is None
                 batch = self._complete(batch, epoch, step)
@@ -387,7 +419,10 @@ class GPULoader:
                 yield out
             completed = True
             self.batch_index = 0
+            self._resume = None
         finally:
+            if self._live is not None and self._live[0] is token:
+                self._live = None
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
             batches.close()
@@ -419,18 +454,18 @@ class GPULoader:
         return self.skip_rule == "replace"
 
     def _device_batches(
-        self, epoch: int, failures: list[tuple[int, str]]
+        self, epoch: int, failures: list[tuple[int, str]], start: int = 0
     ) -> Generator[DeviceBatch | None, None, None]:
-        """The uint8 batches of ``epoch`` on the device, one per step (None: all skipped):
-        a source, then the transfer stage."""
+        """The uint8 batches of ``epoch`` on the device from step ``start`` on, one per step
+        (None: all skipped): a source, then the transfer stage."""
         source = self._cache_source
         if source is not None and source.on_device:
-            yield from source.device_batches(epoch, failures)
+            yield from source.device_batches(epoch, failures, start)
             return
         if source is not None:
-            raw = source.host_batches(epoch)
+            raw = source.host_batches(epoch, start)
         else:
-            raw = self._workers.epoch_batches(epoch)
+            raw = self._workers.epoch_batches(epoch, start)
             if self._jpeg_decoder is not None:  # nvJPEG runs ahead on its own thread
                 raw = jpeg_decode.decode_ahead(raw, self._jpeg_decoder, self.dataset)
         yield from self._prefetcher.run(raw, lambda r: self._to_device(r, failures))
@@ -460,6 +495,71 @@ class GPULoader:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
         base = self.seed if self.config.augment_seed is None else self.config.augment_seed
         return mix_seed(base, AUGMENT_STREAM, epoch, step, self.sampler.rank)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position: the epoch and the batches of it already handed out, the
+        seeds and the settings they depend on (see `gpuaug.loader.state`).
+
+        While an iteration runs, where it is (after ``k`` batches: ``step=k``); otherwise where
+        the next iteration starts. A plain dict of ints, strings and lists (``torch.save``,
+        JSON, Lightning's and torchdata's ``Stateful`` protocol).
+        """
+        if self._live is not None:
+            _, epoch, failures = self._live
+            return make_state(
+                self.sampler,
+                epoch=epoch,
+                step=self.batch_index,
+                augment_seed=self.config.augment_seed,
+                failures=failures,
+            )
+        resume = self._resume
+        if resume is not None and resume.epoch == self.sampler.epoch:
+            epoch, step, failures = resume
+        else:
+            epoch, step, failures = self.sampler.epoch, 0, []
+        return make_state(
+            self.sampler,
+            epoch=epoch,
+            step=step,
+            augment_seed=self.config.augment_seed,
+            failures=failures,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Makes the next iteration continue from ``state_dict`` (from :meth:`state_dict`).
+
+        The next batch is bit for bit the one the saved loader would have yielded next; the
+        batches before it are not loaded. A loader built with ``seed=None`` adopts the saved
+        seed. ``set_epoch`` to another epoch afterwards drops the resume point.
+
+        Raises:
+            TypeError: ``state_dict`` is not a dict.
+            ValueError: not a loader state, another world size, or a setting that differs
+                (named in the message).
+        """
+        resume, seed = check_state(state_dict, self.sampler, self.config.augment_seed)
+        if self._endless is not None:  # next(loader) continues from the state too
+            self._endless.close()
+            self._endless = None
+        if seed is not None and self.sampler.stick_to_shard:
+            raise ValueError(
+                f"`state_dict['seed']` is {seed} but this loader drew seed={self.seed}, and with "
+                "cache_per_rank=True its cached share depends on the seed: build it with "
+                f"seed={seed}"
+            )
+        if seed is not None:
+            self._adopt_seed(seed)
+        self.sampler.set_epoch(resume.epoch)
+        self._resume = resume if resume.step else None
+        self.batch_index = resume.step
+
+    def _adopt_seed(self, seed: int) -> None:
+        self.seed = self.sampler.seed = self._workers.seed = seed
+        self.sampler._cache = None  # the shard of the old seed's permutation
+        if self._cache_source is not None:
+            self._cache_source._plan = None
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

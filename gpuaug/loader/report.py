@@ -182,6 +182,13 @@ def describe_loader(loader: Any) -> str:
                 else ""
             )
         )
+        if s.stick_to_shard:  # cache_per_rank
+            lines.append(
+                f"  cache_per_rank: the cache holds this rank's fixed share ({len(c)} of {n} "
+                "images, its part of pass 0); every later pass shuffles within the share "
+                f"(mix_seed(seed, {PERMUTATION_STREAM:#x}, p, rank)), so a sample is always "
+                "seen by the same rank"
+            )
     else:
         lines.append(
             f"  decode={loader.config.decode!r} in {loader.num_workers} worker process(es)"

@@ -11,6 +11,11 @@ multiple of ``num_replicas`` by repeating its head, and rank ``r`` takes ``perm[
 pass yields ``ceil(shard / batch_size)`` batches, the last one short as in Keras, or
 ``floor(shard / batch_size)`` with ``drop_last``.
 
+With ``stick_to_shard=True`` (a per-rank cache, DALI's ``stick_to_shard``) rank ``r``'s share
+is fixed for the whole run: ``perm(0)``, padded, ``[r::num_replicas]``; pass ``p`` is that share
+in the order of ``randperm(share, seed=mix_seed(seed, PERM, p, r))``. Every pass still yields
+every sample once across the ranks, but a sample is always seen by the same rank.
+
 Global batch ``k`` of the stream is batch ``j = k % steps_per_pass`` of pass
 ``p = k // steps_per_pass``. Epoch ``e`` is the global batches ``[e * S, (e + 1) * S)`` with
 ``S = steps_per_epoch``: by default ``S = steps_per_pass``, so one epoch is one pass (every
@@ -83,9 +88,6 @@ def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[i
     return num_replicas, rank
 
 
-_SEED_COUNTS: dict[str, int] = {}
-
-
 def _process_group_store() -> object | None:
     try:
         from torch.distributed import distributed_c10d
@@ -99,10 +101,11 @@ def _shared_random_seed(signature: tuple[object, ...]) -> int:
     """A fresh random seed, the same on every rank under torch.distributed, without a collective.
 
     Each rank proposes a random seed and the process group's key-value store keeps the first
-    proposal (``compare_set`` on a key named by ``signature`` and how many samplers of that
-    signature this process made before): no rank waits for another, so a sampler made on some
-    ranks only (a rank-0 validation loader) cannot deadlock. Ranks agree as long as each makes
-    its samplers of one signature in the same order.
+    proposal (``compare_set`` on a key named by ``signature`` alone): no rank waits for another,
+    so a sampler made on some ranks only (a rank-0 validation loader) cannot deadlock, and the
+    key is what every rank computes from the same data and settings, never a count of the
+    samplers a process made before (a loader made on one rank only cannot shift the seeds of
+    the others). Samplers of one signature in one job therefore share the seed.
 
     Raises:
         ValueError: torch.distributed is initialised but its store cannot be reached.
@@ -118,9 +121,7 @@ def _shared_random_seed(signature: tuple[object, ...]) -> int:
             "group's store is not available to agree on it; pass seed=<the same int on every rank>"
         )
     name = "-".join(map(str, signature))
-    count = _SEED_COUNTS.get(name, 0)
-    _SEED_COUNTS[name] = count + 1
-    agreed = store.compare_set(f"gpuaug/seed/{name}/{count}", "", str(seed))
+    agreed = store.compare_set(f"gpuaug/seed/{name}", "", str(seed))
     return int(agreed)
 
 
@@ -138,12 +139,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         shuffle: a new random order every pass; else ``0..n-1`` every pass.
         seed: base seed of the permutations; ``None`` draws one at random now (read it back
             from :attr:`seed`). Under torch.distributed every rank gets the same one, agreed
-            through the process group's store without a collective (see
-            :func:`_shared_random_seed`); pass the same int on every rank to avoid the store.
+            through the process group's store without a collective, keyed by the sizes and
+            settings and ``seed_key`` (see :func:`_shared_random_seed`); pass the same int on
+            every rank to avoid the store.
         drop_last: drop the short last batch of each pass.
         steps_per_epoch: batches per epoch; ``None``: one pass (every image once).
         num_replicas: number of ranks; default ``torch.distributed`` world size, else 1.
         rank: this rank; default ``torch.distributed`` rank, else 0.
+        seed_key: what else names the data for the ``seed=None`` agreement (the loader passes
+            a digest of its data set, the same on every rank for the same files).
+        stick_to_shard: keep each rank's share of pass 0 for every pass, shuffled within (see
+            the module docstring); the same as False for one rank.
 
     Attributes:
         seed: the base seed (drawn when ``None`` was given).
@@ -169,6 +175,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         steps_per_epoch: int | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
+        seed_key: str = "",
+        stick_to_shard: bool = False,
     ) -> None:
         self.num_samples = _check_int("num_samples", num_samples, 1)
         self.batch_size = _check_int("batch_size", batch_size, 1)
@@ -189,12 +197,24 @@ class EpochBatchSampler(Sampler[list[int]]):
             )
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.seed_key = seed_key
+        if not isinstance(stick_to_shard, bool):
+            raise TypeError(f"`stick_to_shard` must be a bool; got {stick_to_shard!r}")
+        self.stick_to_shard = stick_to_shard and self.num_replicas > 1
         self.seed_was_given = seed is not None
         self.seed = (
             int(seed)
             if seed is not None
             else _shared_random_seed(
-                (num_samples, batch_size, shuffle, drop_last, steps_per_epoch, self.num_replicas)
+                (
+                    num_samples,
+                    batch_size,
+                    shuffle,
+                    drop_last,
+                    steps_per_epoch,
+                    self.num_replicas,
+                    seed_key,
+                )
             )
         )
 
@@ -230,15 +250,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         epoch = self.epoch  # read now, not at the first next()
         return (idx.tolist() for _, idx in self.epoch_batches(epoch))
 
-    def epoch_batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(step, indices)`` for every batch of ``epoch``, in order.
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(step, indices)`` for every batch of ``epoch`` from step ``start`` on, in order
+        (the batches before ``start`` are not computed: a resumed epoch starts there).
 
         Shape:
             indices: ``(b,)`` int64, CPU; ``b = batch_size`` except the last batch of a pass.
         """
         _check_int("epoch", epoch, 0)
+        _check_int("start", start, 0)
         first = epoch * self.steps_per_epoch
-        for step in range(self.steps_per_epoch):
+        for step in range(start, self.steps_per_epoch):
             yield step, self.global_batch(first + step)
 
     # ------------------------------------------------------------------ pure access
@@ -262,6 +284,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         """
         if self._cache is not None and self._cache[0] == pass_index:
             return self._cache[1]
+        if self.stick_to_shard and pass_index > 0:
+            own = self.fixed_shard()
+            if self.shuffle:
+                seed = mix_seed(self.seed, PERMUTATION_STREAM, pass_index, self.rank)
+                own = own[torch.randperm(len(own), generator=torch.Generator().manual_seed(seed))]
+            self._cache = (pass_index, own)
+            return own
         perm = self.permutation(pass_index)
         total = self.samples_per_pass * self.num_replicas
         if total > self.num_samples:
@@ -271,6 +300,20 @@ class EpochBatchSampler(Sampler[list[int]]):
         out = perm[self.rank :: self.num_replicas].contiguous()
         self._cache = (pass_index, out)
         return out
+
+    def fixed_shard(self) -> torch.Tensor:
+        """This rank's share of pass 0: with ``stick_to_shard``, the samples it sees every
+        pass (in another order each pass).
+
+        Shape:
+            ``(samples_per_pass,)`` int64, CPU.
+        """
+        perm = self.permutation(0)
+        total = self.samples_per_pass * self.num_replicas
+        if total > self.num_samples:
+            pad = total - self.num_samples
+            perm = torch.cat([perm, perm.repeat(math.ceil(pad / self.num_samples))[:pad]])
+        return perm[self.rank :: self.num_replicas].contiguous()
 
     def global_batch(self, k: int) -> torch.Tensor:
         """Batch ``k`` of the endless stream: batch ``k % steps_per_pass`` of pass

@@ -8,6 +8,11 @@ of it and one ``index_select`` there: nothing per batch makes the host wait for 
 ``"host"`` or ``"disk"`` cache gathers each batch on the CPU straight into a pinned buffer of a
 `PinnedRing` (CUDA) for the transfer stage to copy.
 
+A per-rank cache (``LoaderConfig.cache_per_rank``, a sampler with ``stick_to_shard``) holds
+only the samples of this rank's fixed share (`RankShare`, the share without its padding
+repeats): it is decoded by workers over that share alone, its rows are the share's samples in
+index order, and the source maps each batch's data set indices to those rows (``slots``).
+
 A ``"disk"`` cache is opened or built under a file lock in its folder: the first process (any
 rank, or several loaders of one process) builds it, the others wait for the lock and then open
 the finished cache. No collective, so a loader made on some ranks only cannot deadlock.
@@ -16,6 +21,7 @@ the finished cache. No collective, so a loader made on some ranks only cannot de
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +36,7 @@ from gpuaug.loader.stages.skip import fill_positions, next_good
 from gpuaug.loader.stages.transfer import PinnedRing, host_to_device
 from gpuaug.loader.stages.workers import WorkerPool
 
-__all__ = ["CacheSource", "PassPlan", "build_cache", "plan_pass"]
+__all__ = ["CacheSource", "PassPlan", "RankShare", "build_cache", "plan_pass", "rank_share"]
 
 _CACHE_FAILURE = "failed when the cache was built"
 
@@ -82,6 +88,44 @@ def plan_pass(
     return PassPlan(np.concatenate(parts).astype(np.int64), offsets, failed)
 
 
+class RankShare:
+    """The samples ``indices`` (sorted, unique) of a data set, as a data set of their own: what
+    a per-rank cache decodes and holds. Everything else is the base data set's.
+
+    ``subset`` names the share (rank, world size, seed), so a disk cache of one rank's share
+    is never taken for another's.
+    """
+
+    def __init__(self, dataset: Any, indices: np.ndarray, rank: int, world: int, seed: int):
+        self.base = dataset
+        self.indices = indices
+        base_subset = getattr(dataset, "subset", None)
+        self.subset = f"{base_subset}|share of rank {rank} of {world}, seed {seed}"
+        self.samples = [dataset.samples[int(i)] for i in indices]
+        self.targets = [int(dataset.targets[int(i)]) for i in indices]
+        if hasattr(dataset, "load_packed"):
+            self.load_packed = lambda i: dataset.load_packed(int(self.indices[i]))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self.base.load(int(self.indices[index]))
+
+    def __getattr__(self, name: str) -> Any:  # target_size, channels, root, classes, ...
+        if name in ("base", "as_cache"):  # never the base's in-memory cache
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def rank_share(dataset: Any, sampler: EpochBatchSampler) -> RankShare | None:
+    """The `RankShare` a per-rank cache holds (``sampler.stick_to_shard``), else ``None``."""
+    if not sampler.stick_to_shard:
+        return None
+    indices = np.unique(sampler.fixed_shard().numpy())
+    return RankShare(dataset, indices, sampler.rank, sampler.num_replicas, sampler.seed)
+
+
 class CacheSource:
     """Batches of a built cache, following the sampler's passes.
 
@@ -91,6 +135,8 @@ class CacheSource:
         device: the loader's device.
         targets: ``(n,)`` int64 CPU, every sample's class index.
         rule: ``"shrink"`` or ``"replace"`` (failed samples; see `gpuaug.loader.stages.skip`).
+        share: a per-rank cache's sample indices (its rows, in order); ``None``: the cache
+            holds every sample, row ``i`` for sample ``i``.
     """
 
     def __init__(
@@ -100,27 +146,43 @@ class CacheSource:
         device: torch.device,
         targets: torch.Tensor,
         rule: str,
+        share: np.ndarray | None = None,
     ) -> None:
         self.cache = cache
         self.sampler = sampler
         self.device = device
         self.rule = rule
-        self.valid = cache.valid.numpy().copy()
+        self.slots: np.ndarray | None = None
+        if share is None:
+            self.valid = cache.valid.numpy().copy()
+        else:  # rows of the share's samples; samples of other ranks are never asked for
+            n = len(targets)
+            self.slots = np.full(n, -1, dtype=np.int64)
+            self.slots[share] = np.arange(len(share))
+            self.valid = np.ones(n, dtype=bool)
+            self.valid[share] = cache.valid.numpy()
         self.on_device = cache.device == device
         self.targets = targets
         self.device_targets = host_to_device(targets, device) if self.on_device else None
         self.ring = PinnedRing(device) if device.type == "cuda" and not self.on_device else None
-        self._plan: tuple[int, PassPlan, torch.Tensor] | None = None
+        self._plan: tuple[int, PassPlan, torch.Tensor, torch.Tensor] | None = None
 
     def _pass(self, pass_index: int) -> tuple[PassPlan, torch.Tensor]:
         """The pass's plan and its served indices (on the device for a device cache)."""
         if self._plan is None or self._plan[0] != pass_index:
             plan = plan_pass(self.sampler, pass_index, self.valid, self.rule)
             served = torch.from_numpy(plan.served)
+            rows = served if self.slots is None else torch.from_numpy(self.slots[plan.served])
             if self.on_device:
                 served = host_to_device(served, self.device)  # once per pass
-            self._plan = (pass_index, plan, served)
+                rows = served if self.slots is None else host_to_device(rows, self.device)
+            self._plan = (pass_index, plan, served, rows)
         return self._plan[1], self._plan[2]
+
+    def _rows(self, lo: int, hi: int) -> torch.Tensor:
+        """The cache rows of the current pass's served samples ``lo:hi``."""
+        assert self._plan is not None  # planned by the pass that serves them
+        return self._plan[3][lo:hi]
 
     def _slot(self, k: int) -> tuple[PassPlan, int, int, torch.Tensor]:
         p, j = divmod(k, self.sampler.steps_per_pass)
@@ -138,41 +200,44 @@ class CacheSource:
         if len(idx) == 0:
             return None
         cpu = torch.from_numpy(plan.served[lo : lo + len(idx)])
-        images = self.cache.take(idx)
+        images = self.cache.take(self._rows(lo, lo + len(idx)))
         assert self.device_targets is not None  # a device cache keeps its targets there
         return DeviceBatch(images, cpu, self.device_targets.index_select(0, idx))
 
     def host_batch(self, k: int) -> HostBatch:
         """Global batch ``k`` of a host or disk cache, gathered on the CPU (into a pinned
         buffer with CUDA)."""
-        plan, j, _, idx = self._slot(k)
+        plan, j, lo, idx = self._slot(k)
         failures = [(i, _CACHE_FAILURE) for i in plan.failed[j]]
         if len(idx) == 0:
             return HostBatch.decoded(idx, None, failures)
+        rows = self._rows(lo, lo + len(idx))
         if self.ring is None:
-            return HostBatch.decoded(idx, self.cache.take(idx), failures)
+            return HostBatch.decoded(idx, self.cache.take(rows), failures)
         stored = self.cache.images
         _, c, h, w = stored.shape
         # uint8 (files; a disk cache is a numpy memmap) or the dtype of an array's cache
         dtype = stored.dtype if isinstance(stored, torch.Tensor) else torch.uint8
         out = self.ring.acquire((len(idx), c, h, w), dtype=dtype)
-        images = self.cache.take(idx, out=out)
+        images = self.cache.take(rows, out=out)
         return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
 
-    def global_batches(self, epoch: int) -> range:
+    def global_batches(self, epoch: int, start: int = 0) -> range:
+        """The global batch numbers of ``epoch`` from step ``start`` on."""
         s = self.sampler.steps_per_epoch
-        return range(epoch * s, (epoch + 1) * s)
+        return range(epoch * s + start, (epoch + 1) * s)
 
     def device_batches(
-        self, epoch: int, failures: list[tuple[int, str]]
+        self, epoch: int, failures: list[tuple[int, str]], start: int = 0
     ) -> Iterator[DeviceBatch | None]:
-        """The batches of ``epoch`` from a device cache (None: every sample failed)."""
-        for k in self.global_batches(epoch):
+        """The batches of ``epoch`` from step ``start`` on, from a device cache (None: every
+        sample failed)."""
+        for k in self.global_batches(epoch, start):
             yield self.device_batch(k, failures)
 
-    def host_batches(self, epoch: int) -> Iterator[HostBatch]:
-        """The batches of ``epoch`` from a host or disk cache."""
-        for k in self.global_batches(epoch):
+    def host_batches(self, epoch: int, start: int = 0) -> Iterator[HostBatch]:
+        """The batches of ``epoch`` from step ``start`` on, from a host or disk cache."""
+        for k in self.global_batches(epoch, start):
             yield self.host_batch(k)
 
 
@@ -208,6 +273,7 @@ def build_cache(
     device: torch.device,
     batch_size: int,
     rank: int,
+    share: RankShare | None = None,
 ) -> ImageCache:
     """Opens an up-to-date disk cache, or decodes every sample once into a new cache.
 
@@ -219,28 +285,55 @@ def build_cache(
         device: the loader's device.
         batch_size: samples per decoding batch.
         rank: this process's rank (only rank 0 shows a progress bar).
+        share: a per-rank cache's `RankShare`: only its samples are decoded (by workers of
+            their own), row ``i`` for ``share.indices[i]``.
 
     Raises:
         ValueError: a device cache that does not fit in the free device memory.
     """
     in_memory = getattr(dataset, "as_cache", None)
     if in_memory is not None:  # images already in memory (gpuaug.data.arrays): no decoding
+        if share is not None:
+            raise ValueError(
+                "`cache_per_rank`=True decodes each rank's share once; this data set is "
+                "already in memory (flow(x, y)): pass cache_per_rank=False"
+            )
         return in_memory(config.cache, device)
     target = device if config.cache == "device" else torch.device("cpu")
+    rows = None
+    if share is not None:  # the share's own workers; indices mapped back to the data set's
+        pool = WorkerPool(
+            share, pool.sampler, decode=pool.decode, num_workers=pool.num_workers,
+            prefetch_factor=pool.prefetch_factor, timeout=pool.timeout, seed=pool.seed,
+            device=pool.device,
+        )  # fmt: skip
+        rows = np.full(len(dataset), -1, dtype=np.int64)
+        rows[share.indices] = np.arange(len(share))
+        to_data = torch.from_numpy(share.indices)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
         for raw in pool.all_batches(batch_size):
+            if share is not None:  # named and labelled as samples of the data set
+                raw = dataclasses.replace(
+                    raw,
+                    indices=to_data[raw.indices],
+                    failures=[(int(share.indices[i]), r) for i, r in raw.failures],
+                )
             failures: list[tuple[int, str]] = []
             batch = load(raw, failures, target)
+            if rows is not None:
+                failures = [(int(rows[i]), r) for i, r in failures]
             if batch is None:
                 yield torch.empty(0, dtype=torch.int64), None, failures
-            else:
+            elif rows is None:
                 yield batch.indices, batch.images, failures
+            else:
+                yield torch.from_numpy(rows[batch.indices.numpy()]), batch.images, failures
 
     def build() -> ImageCache:
         return ImageCache.build(
             config.cache,
-            dataset,
+            dataset if share is None else share,
             batches(),
             device=device,
             cache_dir=config.cache_dir,
@@ -252,9 +345,10 @@ def build_cache(
     if config.cache != "disk":
         return build()
     folder = resolve_cache_dir(config.cache_dir)  # names the setting if it is a file
-    lock = folder / f"{cache_key(dataset, config.decode)}.lock"
+    cached = dataset if share is None else share
+    lock = folder / f"{cache_key(cached, config.decode)}.lock"
     with _file_lock(lock):
-        found = ImageCache.open(dataset, cache_dir=config.cache_dir, decoder=config.decode)
+        found = ImageCache.open(cached, cache_dir=config.cache_dir, decoder=config.decode)
         if found is not None:
             return found
         return build()

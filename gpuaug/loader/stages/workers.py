@@ -143,15 +143,17 @@ class EpochView:
     """A DataLoader batch sampler: the batches of epoch :attr:`epoch` of ``sampler`` (the
     persistent workers' view follows the loader's epoch; a concurrent iteration's is fixed)."""
 
-    def __init__(self, sampler: EpochBatchSampler, epoch: int = 0) -> None:
+    def __init__(self, sampler: EpochBatchSampler, epoch: int = 0, start: int = 0) -> None:
         self.sampler = sampler
         self.epoch = epoch
+        self.start = start  # the first step (a resumed epoch)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.sampler) - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        return (idx.numpy().tolist() for _, idx in self.sampler.epoch_batches(self.epoch))
+        batches = self.sampler.epoch_batches(self.epoch, self.start)
+        return (idx.numpy().tolist() for _, idx in batches)
 
 
 class _Chunks:
@@ -252,10 +254,11 @@ class WorkerPool:
                     raw = raw.pin_memory()
             yield raw
 
-    def epoch_batches(self, epoch: int) -> Iterator[HostBatch]:
-        """The batches of ``epoch`` (a generator: close it to stop its workers early)."""
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[HostBatch]:
+        """The batches of ``epoch`` from step ``start`` on (a generator: close it to stop its
+        workers early)."""
         if not self.num_workers:
-            yield from self._in_main_process(iter(EpochView(self.sampler, epoch)))
+            yield from self._in_main_process(iter(EpochView(self.sampler, epoch, start)))
             return
         token = object()
         if self._owner is None:
@@ -263,9 +266,10 @@ class WorkerPool:
             if self._dataloader is None:
                 self._dataloader = self._make_dataloader(self._epoch_view, persistent=True)
             self._epoch_view.epoch = epoch
+            self._epoch_view.start = start
             dl = self._dataloader
         else:
-            dl = self._make_dataloader(EpochView(self.sampler, epoch), persistent=False)
+            dl = self._make_dataloader(EpochView(self.sampler, epoch, start), persistent=False)
         iterator = None
         completed = False
         try:
