@@ -12,7 +12,7 @@ import torch
 from gpuaug.data.cache import CACHE_KINDS
 from gpuaug.data.nvjpeg import DECODERS
 
-__all__ = ["DTYPES", "LoaderConfig", "dtype_name"]
+__all__ = ["DTYPES", "LoaderConfig", "dtype_name", "resolve_device"]
 
 #: ``LoaderConfig.dtype`` names -> torch dtypes.
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -185,3 +185,40 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(
         f"`dtype` must be torch.float32, torch.float16 or torch.bfloat16; got {dtype!r}"
     )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device a loader runs on: ``None`` is CUDA's current device when torch sees one, else
+    the CPU; a CUDA device that this machine does not have is an error naming ``device``.
+
+    Raises:
+        ValueError: ``device`` names CUDA (``"cuda"``, ``"cuda:1"``) and torch finds no CUDA
+            device, or fewer than the index asks for.
+    """
+    if device is None:
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = "cuda"
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        why = (
+            "this torch was built without CUDA"
+            if not torch.backends.cuda.is_built()
+            else "no NVIDIA driver or GPU is visible"
+        )
+        raise ValueError(
+            f"`device` is {str(device)!r} but torch finds no CUDA device "
+            f'(torch.cuda.is_available() is False: {why}); pass device="cpu", or leave '
+            "`device` unset to use CUDA when there is one and the CPU otherwise"
+        )
+    count = torch.cuda.device_count()
+    if device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.index >= count:
+        raise ValueError(
+            f"`device` is {str(device)!r} but torch sees {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1}); pass an index below {count}"
+        )
+    return device

@@ -67,7 +67,7 @@ from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
-from gpuaug.loader.config import DTYPES, LoaderConfig
+from gpuaug.loader.config import DTYPES, LoaderConfig, resolve_device
 from gpuaug.loader.report import describe_loader, loader_stats
 from gpuaug.loader.sampler import AUGMENT_STREAM, EpochBatchSampler, mix_seed
 from gpuaug.loader.stages import jpeg_decode
@@ -164,11 +164,7 @@ class GPULoader:
             )
         self.dataset = dataset
         self.config = config
-        self.device = torch.device(
-            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = resolve_device(config.device)  # names `device` when CUDA is missing
         check_decode(
             config.decode,
             dataset.interpolation,
