@@ -80,8 +80,9 @@ the chollet_cats_dogs preset (the book's settings: rotation 40, shifts 0.2, shea
 
 _BENCH_EPILOG = """\
 All arguments after `bench` go to benchmarks/bench.py; run `gpuaug bench --help` for them.
-In a repository checkout it runs benchmarks/bench.py (results in benchmarks/results/); from an
-installed wheel, the packaged copy gpuaug.benchmarks (results in ./gpuaug-bench/).
+In a repository checkout it runs benchmarks/bench.py, from an installed wheel the packaged copy
+gpuaug.benchmarks; results go to ./gpuaug-bench/ unless --out says where (the committed
+results: --out benchmarks/results/cpu.json).
 """
 
 _BENCH_MISSING = (

@@ -77,7 +77,7 @@ def import_pandas() -> Any:
     except ImportError as err:
         raise ImportError(
             "flow_from_dataframe needs pandas, an optional dependency of gpuaug: "
-            "pip install 'gpuaug[dataframe]' (or pip install pandas)"
+            'pip install "gpuaug[dataframe]" (or pip install pandas)'
         ) from err
     return pandas
 
