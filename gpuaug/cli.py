@@ -396,7 +396,7 @@ def _inspect(args: argparse.Namespace) -> int:
         loader_config = LoaderConfig(batch_size=args.batch_size, shuffle=shuffle, progress=False)
         loader = GPULoader(part, config, loader_config)
         out.append(f"Loader ({part.subset or 'all images'}, its describe()):")
-        for line in loader.describe().strip().splitlines():
+        for line in loader.describe(verbose=True).strip().splitlines():
             out.append(f"  {line}")
     if notes:
         out.append("Notes:")

@@ -62,3 +62,19 @@ def test_unset_device_is_the_cpu_without_cuda():
 
 def test_cpu_device_is_kept():
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_describe_answers_in_plain_words_without_seed_mixing(image_tree):
+    loader = gpuaug.flow_from_directory(
+        image_tree, "chollet_cats_dogs", target_size=(16, 16), num_workers=0, seed=0
+    )
+    text = loader.describe()
+    assert "nothing is stored: 8 augmented samples per epoch, 240 different ones" in text
+    assert "mix_seed" not in text and "0x" not in text
+
+
+def test_describe_verbose_keeps_the_seed_mixing(image_tree):
+    loader = gpuaug.flow_from_directory(
+        image_tree, "chollet_cats_dogs", target_size=(16, 16), num_workers=0, seed=0
+    )
+    assert "mix_seed(seed, 0x5045524d, p)" in loader.describe(verbose=True)

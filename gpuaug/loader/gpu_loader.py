@@ -516,10 +516,11 @@ class GPULoader:
         """The numbers behind :meth:`describe`, as a dict."""
         return loader_stats(self)
 
-    def describe(self) -> str:
+    def describe(self, verbose: bool = False) -> str:
         """What one epoch is: images per class, samples and steps per epoch, augmentation,
-        and where each sample's randomness comes from. ``print(loader.describe())``."""
-        return describe_loader(self)
+        and where each sample's randomness comes from. ``print(loader.describe())``;
+        ``verbose=True`` adds the generators and seed mixing behind every draw."""
+        return describe_loader(self, verbose=verbose)
 
     def __repr__(self) -> str:
         return (
