@@ -189,7 +189,8 @@ class ImageDataGenerator:
 
         Args:
             x: images, numpy ``(N, H, W, C)`` (per ``data_format``) or torch ``(N, C, H, W)``.
-            augment, rounds: fit on ``rounds`` augmented copies, as Keras.
+            augment: fit on augmented copies, as Keras.
+            rounds: how many augmented copies (with ``augment``), as Keras.
             seed: seed of the augmentation (a torch generator; Keras reseeds numpy's).
 
         Raises:

@@ -59,8 +59,10 @@ class LoaderConfig:
             buffers, the pin-memory thread) goes to that device, no ``set_device`` needed.
         dtype: the output float dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         progress: show a progress bar while a cache is built.
-        num_replicas, rank: the distributed world; ``None``: from ``torch.distributed`` when
-            initialised, else 1 and 0.
+        num_replicas: the distributed world's size; ``None``: from ``torch.distributed``
+            when initialised, else 1.
+        rank: this process's rank; ``None``: from ``torch.distributed`` when initialised,
+            else 0.
         augment_seed: base seed of the augmentation alone; ``None``: ``seed`` (which then
             seeds both the order and the augmentation).
 

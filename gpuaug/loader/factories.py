@@ -274,18 +274,29 @@ def flow_from_paired_directories(
     must stay with its image).
 
     Args:
-        images, masks: The two folder trees (see `PairedDataset`).
+        images: The images' folder tree (see `PairedDataset`).
+        masks: The masks' folder tree, the same relative paths and stems.
         augment: An `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` or None.
         target_size: (height, width) both are resized to.
         color_mode: The images' colour mode.
-        subset, validation_split: As `PairedDataset` (None: the augmentation config's split).
+        batch_size: Pairs per batch.
+        shuffle: A new random order every epoch.
+        seed: Seeds the order and the augmentation (None: drawn at random).
+        subset: ``"training"``, ``"validation"`` or None, as `PairedDataset`.
+        validation_split: As `PairedDataset` (None: the augmentation config's split).
         interpolation: The images' resize filter (masks always nearest).
         mask_fill: The label written where a "constant" warp reads outside the image (default
             0, the background; 255 with ``CrossEntropyLoss(ignore_index=255)`` ignores them).
-        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
-            progress, device: See `gpuaug.LoaderConfig`.
+        follow_links: Descend into linked sub-folders.
+        device: Where batches are augmented and returned (None: CUDA when available).
+        num_workers: Decoding worker processes (None: ``min(4, cpu_count)``).
+        steps_per_epoch: Batches per epoch (None: one pass).
+        drop_last: Drop the short last batch of each pass.
+        cache: None, ``"device"``, ``"host"`` or ``"disk"``, as `gpuaug.flow_from_directory`.
+        cache_dir: Folder of a ``"disk"`` cache.
         on_error: As `PairedDataset`.
         dtype: The images' float dtype.
+        progress: Show a progress bar while a cache is built.
 
     Returns:
         A `gpuaug.GPULoader` yielding ``(x, mask)``: x (B, C, H, W) ``dtype``, mask
@@ -358,10 +369,30 @@ def flow_from_detection_file(
     ``gpuaug.augment.targets.unpad(boxes, valid)`` gives per-image lists.
 
     Args:
-        images, annotations, target_size, color_mode, interpolation, min_visibility,
-            on_error: See `DetectionDataset`.
-        augment, batch_size, shuffle, seed, device, num_workers, steps_per_epoch, drop_last,
-            cache, cache_dir, dtype, progress: As `gpuaug.flow_from_directory`.
+        images: The folder the annotation file's file names are relative to.
+        annotations: A ``.json`` (COCO) or ``.csv`` path, or `Annotations` (see
+            `DetectionDataset`).
+        augment: As `gpuaug.flow_from_directory`.
+        target_size: (height, width) images are resized to; boxes are scaled with them.
+        color_mode: As `gpuaug.flow_from_directory`.
+        batch_size: Images per batch.
+        shuffle: A new random order every epoch.
+        seed: Seeds the order and the augmentation (None: drawn at random).
+        interpolation: The images' resize filter.
+        min_visibility: A box keeping less than this fraction of its area inside the
+            augmented image is marked not ``valid``.
+        device: Where batches are augmented and returned (None: CUDA when available).
+        num_workers: Decoding worker processes (None: ``min(4, cpu_count)``).
+        steps_per_epoch: Batches per epoch (None: one pass).
+        drop_last: Drop the short last batch of each pass.
+        cache: None, ``"device"``, ``"host"`` or ``"disk"``, as `gpuaug.flow_from_directory`.
+        cache_dir: Folder of a ``"disk"`` cache.
+        on_error: ``"raise"`` or ``"skip"``, as `DetectionDataset`.
+        dtype: The images' float dtype.
+        progress: Show a progress bar while a cache is built.
+
+    Returns:
+        A `gpuaug.GPULoader` yielding ``(x, (boxes, labels, valid))``.
     """
 
     module = factory_module(augment, dtype)

@@ -51,6 +51,11 @@ def loader_stats(loader: Any) -> dict[str, Any]:
     }
 
 
+def _per_epoch(sampler: Any) -> str:
+    sizes = {sampler.samples_in_epoch(e) for e in range(min(sampler.steps_per_pass, 1000))}
+    return f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)} to {max(sizes)}"
+
+
 def _rerun(sampler: Any) -> str:
     if sampler.seed_was_given:
         return f"With the same seed ({sampler.seed}) a rerun gives the same batches"
@@ -145,8 +150,9 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
     if _is_random(loader.augment.config):
         lines.append(
             f"  {order}; each visit draws fresh augmentation parameters and nothing is "
-            f"stored: {per_epoch} augmented samples per epoch, {30 * per_epoch:,} different "
-            f"ones over 30 epochs. {_rerun(s)}, on a GPU as on the CPU; "
+            f"stored: {_per_epoch(s)} augmented samples per epoch, "
+            f"{sum(s.samples_in_epoch(e) for e in range(30)):,} different ones over 30 "
+            f"epochs. {_rerun(s)}, on a GPU as on the CPU; "
             "loader.replay(E, step) rebuilds any one."
         )
     else:
