@@ -78,3 +78,23 @@ def test_describe_verbose_keeps_the_seed_mixing(image_tree):
         image_tree, "chollet_cats_dogs", target_size=(16, 16), num_workers=0, seed=0
     )
     assert "mix_seed(seed, 0x5045524d, p)" in loader.describe(verbose=True)
+
+
+def test_help_shows_one_argument_per_line():
+    import pydoc
+
+    text = pydoc.render_doc(gpuaug.flow_from_directory, renderer=pydoc.plaintext)
+    signature = text.split("flow_from_directory(", 1)[1].split(") -> GPULoader", 1)[0]
+    lines = signature.strip("\n").splitlines()
+    assert len(lines) == len(inspect.signature(flow_from_directory).parameters)
+    assert "    batch_size: int = 32," in lines
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_a_short_signature_stays_on_one_line():
+    from gpuaug.loader.factories import ReadableSignature
+
+    def f(a: int, b: str = "x") -> None: ...
+
+    assert str(ReadableSignature.from_callable(f)) == str(inspect.signature(f))
+    assert "\n" not in str(ReadableSignature.from_callable(f))

@@ -37,11 +37,43 @@ DeviceLike: TypeAlias = "str | torch.device | None"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+class ReadableSignature(inspect.Signature):
+    """A signature whose ``str()`` puts one parameter per line when the one-line form is
+    longer than 100 characters, as ``help()`` does from Python 3.13 on. The parameters are
+    ``func``'s own; only the text changes."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        kinds = {p.kind for p in self.parameters.values()}
+        if len(text) <= 100 or kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD}:
+            return text
+        lines = [f"    {_parameter_text(p)}," for p in self.parameters.values()]
+        returns = self.return_annotation
+        arrow = "" if returns is self.empty else f" -> {_annotation_text(returns)}"
+        return "(\n" + "\n".join(lines) + f"\n){arrow}"
+
+
+def _annotation_text(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _parameter_text(p: inspect.Parameter) -> str:
+    text = p.name
+    if p.annotation is not p.empty:
+        text += f": {_annotation_text(p.annotation)}"
+    if p.default is not p.empty:
+        text += f" = {p.default!r}"
+    return text
+
+
 def named_keywords(func: _F) -> _F:
     """Make a keyword argument ``func`` does not take a ``TypeError`` that suggests the closest
     names (`difflib.get_close_matches`) and lists every argument it does take.
 
-    ``inspect.signature`` and ``help()`` still show ``func``'s own signature.
+    ``inspect.signature`` and ``help()`` still show ``func``'s own parameters, one per line
+    (`ReadableSignature`).
     """
     parameters = inspect.signature(func).parameters
     names = [
@@ -57,6 +89,7 @@ def named_keywords(func: _F) -> _F:
             raise TypeError(unknown_keywords_message(func.__name__, unknown, names))
         return func(*args, **kwargs)
 
+    checked.__signature__ = ReadableSignature.from_callable(func)  # type: ignore[attr-defined]
     return checked  # type: ignore[return-value]
 
 
@@ -115,17 +148,18 @@ def flow_from_directory(
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
     The data set (`gpuaug.DirectoryDataset`) indexes ``directory/<class>/...`` exactly as
-    Keras does; the loader (:class:`GPULoader`) batches, augments on ``device`` and counts
+    Keras does; the loader (`GPULoader`) batches, augments on ``device`` and counts
     epochs. ``print(loader.describe())`` gives the numbers: images per class, steps per
     epoch, the augmentation's ranges, the seeds. A misspelt keyword is a ``TypeError`` that
     suggests the closest argument and lists them all.
 
-    Example::
-
+    Example:
+        ```python
         train = gpuaug.flow_from_directory("data/train", augment="chollet_cats_dogs",
                                            target_size=(150, 150), batch_size=32)
         for x, y in train:  # x: (32, 3, 150, 150) float32 on the device, augmented
             ...
+        ```
 
     Args:
         directory: root folder, one sub-folder per class (``train/cats/*.jpg``,
@@ -184,7 +218,7 @@ def flow_from_directory(
             ``None``: ``seed`` seeds both.
 
     Returns:
-        A :class:`GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
+        A `GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
         on ``device``); ``len(loader)`` steps per epoch.
 
     Raises:
