@@ -98,3 +98,14 @@ def test_a_short_signature_stays_on_one_line():
 
     assert str(ReadableSignature.from_callable(f)) == str(inspect.signature(f))
     assert "\n" not in str(ReadableSignature.from_callable(f))
+
+
+def test_keras_generator_typo_suggests_the_keras_argument():
+    with pytest.raises(TypeError, match=r"did you mean 'rotation_range'"):
+        gpuaug.ImageDataGenerator(rotation_rang=40)
+
+
+def test_keras_flow_typo_suggests_the_flow_argument(image_tree):
+    generator = gpuaug.ImageDataGenerator(rotation_range=10, device="cpu")
+    with pytest.raises(TypeError, match=r"did you mean 'batch_size'\?"):
+        generator.flow_from_directory(image_tree, batchsize=4)
