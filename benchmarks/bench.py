@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m benchmarks.bench                 # default run: benchmarks/results/<device>.*
+    python -m benchmarks.bench                 # default run: ./gpuaug-bench/<device>.*
+    python -m benchmarks.bench --out benchmarks/results/cpu.json   # to commit results
     python -m benchmarks.bench --grid full     # the full scaling grid (default with CUDA)
     gpuaug bench --num-images 64 --repeats 1 --grid none --out /tmp/b.json
 
@@ -955,8 +956,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add(
         "--out",
         help="output JSON path; .md, .png and -profile.txt are written beside it "
-        "(default: benchmarks/results/<cpu|cuda>.json in a checkout, else "
-        "./gpuaug-bench/<cpu|cuda>.json)",
+        "(default: ./gpuaug-bench/<cpu|cuda>.json; the committed results are replaced only "
+        "when asked: --out benchmarks/results/cpu.json)",
     )
     return parser
 
@@ -990,18 +991,19 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
-    """Write ``out`` (JSON), and beside it the Markdown, the PNG and the profile table."""
+    """Write ``out`` (JSON), and beside it the Markdown, the PNG (when matplotlib imports:
+    `report.can_plot`) and the profile table."""
     from . import report
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out,
-        "md": out.with_suffix(".md"),
-        "png": out.with_suffix(".png"),
-    }
+    paths = {"json": out, "md": out.with_suffix(".md")}
+    if report.can_plot():
+        paths["png"] = out.with_suffix(".png")
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    paths["md"].write_text(report.render_markdown(doc, png_name=paths["png"].name))
-    report.plot(doc, paths["png"])
+    png_name = paths["png"].name if "png" in paths else None
+    paths["md"].write_text(report.render_markdown(doc, png_name=png_name))
+    if "png" in paths:
+        report.plot(doc, paths["png"])
     if doc.get("profile") and doc["profile"].get("table"):
         paths["profile"] = out.with_name(out.stem + "-profile.txt")
         paths["profile"].write_text(doc["profile"]["table"])
@@ -1009,9 +1011,9 @@ def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
 
 
 def default_results_dir() -> Path:
-    """``benchmarks/results`` in a checkout; ``./gpuaug-bench`` from an installed wheel (which
-    ships the harness without its results folder)."""
-    return RESULTS_DIR if RESULTS_DIR.is_dir() else Path.cwd() / "gpuaug-bench"
+    """``./gpuaug-bench`` in the working folder, from a checkout and from an installed wheel
+    alike: a run never replaces the committed ``benchmarks/results/`` unless ``--out`` says so."""
+    return Path.cwd() / "gpuaug-bench"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1026,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except (TypeError, ValueError) as err:
         parser.error(str(err))
+    if not report.can_plot():  # said before the minutes of measuring, not after
+        print(f"{parser.prog}: note: {report.NO_PLOT_NOTE}", file=sys.stderr)
     started = time.perf_counter()
     doc = run(config)
     doc["settings"]["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -1035,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         else default_results_dir() / f"{torch.device(doc['settings']['device']).type}.json"
     )
     paths = write_outputs(doc, out)
-    print(report.render_markdown(doc, png_name=paths["png"].name))
+    print(report.render_markdown(doc, png_name=paths["png"].name if "png" in paths else None))
     failed = [r for r in doc["results"] if "error" in r]
     failed += [
         {"figure": "backend", "pipeline": f"{r['backend']} {r['variant']}", **r}

@@ -240,7 +240,10 @@ def _keras_unavailable(settings: Settings) -> str | None:
     try:
         from keras.src.legacy.preprocessing.image import ImageDataGenerator  # noqa: F401
     except Exception as err:  # noqa: BLE001 - any import failure means "skip, with the reason"
-        return f"keras not importable: {type(err).__name__}: {err}"
+        return (
+            f"keras not importable ({type(err).__name__}: {err}); "
+            'pip install "gpuaug[bench]" to include it'
+        )
     return None
 
 
@@ -359,7 +362,7 @@ def _albumentations_unavailable(settings: Settings) -> str | None:
     except Exception as err:  # noqa: BLE001 - optional peer: skip with the reason
         return (
             f"albumentations not importable ({type(err).__name__}: {err}); "
-            "pip install albumentations to include it"
+            'pip install "gpuaug[bench]" to include it'
         )
     return None
 
@@ -693,7 +696,7 @@ def backend_unavailable(backend: str, device: torch.device) -> str | None:
         from gpuaug.augment.backends.opencv import opencv_available
 
         if not opencv_available():
-            return "cv2 not importable (pip install opencv-python-headless)"
+            return 'cv2 not importable (pip install "gpuaug[opencv]")'
     try:
         resolve_backend(backend, device, torch.float32)
     except (ImportError, ValueError) as err:

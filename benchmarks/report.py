@@ -25,6 +25,9 @@ __all__ = [
     "headline_rows",
     "main",
     "plot",
+    "can_plot",
+    "fmt_ratio",
+    "ratio_stability",
     "render_markdown",
     "speedups",
     "summary_line",
@@ -100,10 +103,48 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _median(doc: dict, figure: str, pipeline: str, batch_size: int) -> float | None:
+    r = _rates(doc, figure, pipeline, batch_size)
+    return None if r is None else r["median"]
+
+
+def _rates(doc: dict, figure: str, pipeline: str, batch_size: int) -> dict | None:
     r = find(doc, figure, pipeline, batch_size)
     if r is None or "images_per_s" not in r:
         return None
-    return r["images_per_s"]["median"]
+    return r["images_per_s"]
+
+
+def ratio_stability(numerator: dict, denominator: dict) -> dict:
+    """How far a ratio of two measurements can be trusted, from their min-max ranges.
+
+    Args:
+        numerator, denominator: ``images_per_s`` records (``median``, ``min``, ``max`` and
+            optionally ``runs``, the rate of each timed run).
+
+    Returns:
+        ``{"range": [lo, hi], "unstable": reason or None}``: ``lo = num.min / den.max`` and
+        ``hi = num.max / den.min`` bound the ratio over the runs. It is unstable when either
+        side rests on a single run, or when ``hi - lo`` is larger than the ratio itself (the
+        runs disagree by more than the effect they measure).
+    """
+    median = numerator["median"] / denominator["median"]
+    lo = numerator["min"] / denominator["max"] if denominator["max"] else float("inf")
+    hi = numerator["max"] / denominator["min"] if denominator["min"] else float("inf")
+    runs = min(len(numerator.get("runs") or [0, 0]), len(denominator.get("runs") or [0, 0]))
+    reason = None
+    if runs < 2:
+        reason = "one run"
+    elif hi - lo > median:
+        reason = f"runs give {lo:.2f}x to {hi:.2f}x"
+    return {"range": [_ratio(lo, 1), _ratio(hi, 1)], "unstable": reason}
+
+
+def fmt_ratio(entry: dict) -> str:
+    """``2.31x``, or ``40.16x (unstable: one run)`` when :func:`ratio_stability` says so."""
+    text = f"{entry['ratio']:.2f}x"
+    if entry.get("unstable"):
+        text += f" (unstable: {entry['unstable']})"
+    return text
 
 
 def speedups(doc: dict) -> list[dict]:
@@ -117,8 +158,8 @@ def speedups(doc: dict) -> list[dict]:
     batch_sizes = doc["settings"]["batch_sizes"]
     for num, den, figure, target in _RATIOS:
         for b in batch_sizes:
-            a, c = _median(doc, figure, num, b), _median(doc, figure, den, b)
-            if a is None or c is None or c == 0:
+            a, c = _rates(doc, figure, num, b), _rates(doc, figure, den, b)
+            if a is None or c is None or c["median"] == 0:
                 continue
             out.append(
                 {
@@ -126,8 +167,9 @@ def speedups(doc: dict) -> list[dict]:
                     "batch_size": b,
                     "numerator": num,
                     "denominator": den,
-                    "ratio": _ratio(a, c),
+                    "ratio": _ratio(a["median"], c["median"]),
                     "target": target if b == max(batch_sizes) else None,
+                    **ratio_stability(a, c),
                 }
             )
     return out + _fastest_peer_ratios(doc)
@@ -163,7 +205,7 @@ def _fastest_peer_ratios(doc: dict) -> list[dict]:
         for b in doc["settings"]["batch_sizes"]:
             peer = fastest_peer(doc, figure, b)
             for name in ("gpuaug", "gpuaug-opencv"):  # the exact default, the opt-in CPU path
-                ours = _median(doc, figure, name, b)
+                ours = _rates(doc, figure, name, b)
                 if peer is None or ours is None or peer[1] == 0:
                     continue
                 out.append(
@@ -172,9 +214,10 @@ def _fastest_peer_ratios(doc: dict) -> list[dict]:
                         "batch_size": b,
                         "numerator": name,
                         "denominator": peer[0],
-                        "ratio": _ratio(ours, peer[1]),
+                        "ratio": _ratio(ours["median"], peer[1]),
                         "target": None,
                         "fastest_peer": True,
+                        **ratio_stability(ours, _rates(doc, figure, peer[0], b)),
                     }
                 )
     return out
@@ -203,20 +246,21 @@ def backend_speedups(doc: dict) -> list[dict]:
         others = []
         if refs:
             name = f"gpuaug[{refs[0]['backend']}, float32]"
-            others.append((name, refs[0]["images_per_s"]["median"]))
+            others.append((name, refs[0]["images_per_s"]))
         peer = fastest_peer(doc, "augment_only", b)
         if peer is not None:
-            others.append(peer)
-        for name, rate in others:
-            if rate:
+            others.append((peer[0], _rates(doc, "augment_only", peer[0], b)))
+        for name, rates in others:
+            if rates["median"]:
                 out.append(
                     {
                         "batch_size": b,
                         "best": label,
                         "best_images_per_s": best_rate,
                         "vs": name,
-                        "vs_images_per_s": rate,
-                        "ratio": _ratio(best_rate, rate),
+                        "vs_images_per_s": rates["median"],
+                        "ratio": _ratio(best_rate, rates["median"]),
+                        **ratio_stability(best["images_per_s"], rates),
                     }
                 )
     return out
@@ -230,7 +274,7 @@ def summary_line(doc: dict) -> str:
         fastest = " (fastest peer)" if s.get("fastest_peer") else ""
         parts.append(
             f"{FIGURES[s['figure']]} b={s['batch_size']}: {s['numerator']} / "
-            f"{s['denominator']}{fastest} = {s['ratio']:.2f}x{goal}"
+            f"{s['denominator']}{fastest} = {fmt_ratio(s)}{goal}"
         )
     head = f"Speed-ups on {doc['device_label']}"
     return head + ": " + ("; ".join(parts) if parts else "none (pipelines missing)") + "."
@@ -470,7 +514,7 @@ def _backend_lines(doc: dict) -> list[str]:
             "",
             "Best backend: "
             + "; ".join(
-                f"b={x['batch_size']}: {x['best']} / {x['vs']} = {x['ratio']:.2f}x" for x in ratios
+                f"b={x['batch_size']}: {x['best']} / {x['vs']} = {fmt_ratio(x)}" for x in ratios
             )
             + ".",
         ]
@@ -480,8 +524,30 @@ def _backend_lines(doc: dict) -> list[str]:
 # ----------------------------------------------------------------------------- plot
 
 
+def can_plot() -> bool:
+    """Whether matplotlib (the ``[bench]`` extra) imports, so :func:`plot` can draw."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: What `gpuaug bench` prints, once and before it measures, when matplotlib is missing.
+NO_PLOT_NOTE = (
+    "matplotlib is not installed: the results go to .json and .md, with no .png plot "
+    '(pip install "gpuaug[bench]" brings it)'
+)
+
+
 def plot(doc: dict, path: str | Path) -> Path:
-    """Write the PNG: headline bars (two figures) and the three scaling curves."""
+    """Write the PNG: headline bars (two figures) and the three scaling curves.
+
+    Raises:
+        ImportError: matplotlib is not installed (:func:`can_plot`), naming the extra.
+    """
+    if not can_plot():
+        raise ImportError(NO_PLOT_NOTE)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,7 +593,7 @@ def plot(doc: dict, path: str | Path) -> Path:
             0.35,
             "\n".join(
                 f"{x['numerator']} / {x['denominator']} "
-                f"({FIGURES[x['figure']]}, b={x['batch_size']}): {x['ratio']:.2f}x"
+                f"({FIGURES[x['figure']]}, b={x['batch_size']}): {fmt_ratio(x)}"
                 for x in speed
             ),
             va="top",

@@ -4,7 +4,8 @@ Usage::
 
     gpuaug inspect DIR [--config CONFIG] [--batch-size 32] [--validation-split 0.2]
                    [--follow-links] [--full]
-    gpuaug preview DIR --config CONFIG --out grid.png [--n 16] [--rows 4] [--seed 0]
+    gpuaug preview DIR [--config chollet_cats_dogs] [--out grid.png] [--n 16] [--rows 4]
+                   [--seed 0]
     gpuaug bench [benchmark options...]
 
 Errors print ``gpuaug: error: <message>`` to stderr and exit with status 2 (bad usage,
@@ -25,9 +26,12 @@ from inspect import signature
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 PROG = "gpuaug"
+
+PREVIEW_DEFAULT_CONFIG = "chollet_cats_dogs"
+PREVIEW_DEFAULT_OUT = "grid.png"
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -41,7 +45,7 @@ _DESCRIPTION = (
 _MAIN_EPILOG = """\
 examples:
   gpuaug inspect data/train --validation-split 0.2
-  gpuaug preview data/train --config chollet_cats_dogs --out grid.png
+  gpuaug preview data/train                  # the book's augmentation -> grid.png
   gpuaug bench --help
 
 Run `gpuaug COMMAND --help` for a command's options.
@@ -63,20 +67,23 @@ headers are read, which is fast but misses files that are truncated after the he
 
 _PREVIEW_EPILOG = """\
 examples:
-  gpuaug preview data/train --config chollet_cats_dogs --out grid.png
+  gpuaug preview data/train                  # --config chollet_cats_dogs --out grid.png
   gpuaug preview data/train --config configs/strong.yaml --out grid.png --n 24 --rows 3
   gpuaug preview data/train --config my.yaml --out grid.png --seed 1 --target-size 64 64
 
 Each row is one source image (classes taken in turn): the first column is the image as the
 loader decodes it, the others are fresh augmentations captioned with their sampled
 parameters (rotation, shifts in pixels, shear, zoom, flips). The same --seed gives the same
-PNG. Normalisation (rescale, centring, ZCA) is not shown.
+PNG. Normalisation (rescale, centring, ZCA) is not shown. Without --config the grid shows
+the chollet_cats_dogs preset (the book's settings: rotation 40, shifts 0.2, shear 0.2, zoom
+0.2, horizontal flip); --config none shows the images as decoded.
 """
 
 _BENCH_EPILOG = """\
 All arguments after `bench` go to benchmarks/bench.py; run `gpuaug bench --help` for them.
-In a repository checkout it runs benchmarks/bench.py (results in benchmarks/results/); from an
-installed wheel, the packaged copy gpuaug.benchmarks (results in ./gpuaug-bench/).
+In a repository checkout it runs benchmarks/bench.py, from an installed wheel the packaged copy
+gpuaug.benchmarks; results go to ./gpuaug-bench/ unless --out says where (the committed
+results: --out benchmarks/results/cpu.json).
 """
 
 _BENCH_MISSING = (
@@ -95,7 +102,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``gpuaug`` argument parser with its ``inspect``, ``preview`` and ``bench`` commands."""
+    """The ``gpuaug`` argument parser, one sub-command per entry of :data:`COMMANDS`."""
     from gpuaug import __version__
 
     parser = argparse.ArgumentParser(
@@ -106,14 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for add_command in COMMANDS:
+        add_command(commands)
+    return parser
 
-    inspect = commands.add_parser(
+
+def _command(commands, name: str, help: str, description: str, epilog: str, **kwargs):
+    """One sub-command's parser, formatted as all the others."""
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def _add_inspect(commands) -> None:
+    inspect = _command(
+        commands,
         "inspect",
         help="classes, images per class, bad files, steps per epoch, augmentation settings",
         description="Summarise a class-per-subfolder image directory: classes, images per\n"
         "class, bad files, samples and steps per epoch, and the augmentation settings.",
         epilog=_INSPECT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("directory", metavar="DIR", help="folder with one subfolder per class")
     inspect.add_argument(
@@ -146,21 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(handler=_inspect)
 
-    preview = commands.add_parser(
+
+def _add_preview(commands) -> None:
+    preview = _command(
+        commands,
         "preview",
         help="a PNG grid of source images and random augmentations, captioned",
         description="Write a PNG grid: each row one source image, first column the original,\n"
         "the rest fresh augmentations captioned with their sampled parameters.",
         epilog=_PREVIEW_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preview.add_argument("directory", metavar="DIR", help="folder with one subfolder per class")
     preview.add_argument(
         "--config",
-        required=True,
-        help="augmentation config: a YAML file or a preset name (chollet_cats_dogs, none, strong)",
+        default=None,
+        help="augmentation config: a YAML file or a preset name (chollet_cats_dogs, none, "
+        f"strong); default: {PREVIEW_DEFAULT_CONFIG}, the book's settings",
     )
-    preview.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    preview.add_argument(
+        "--out",
+        type=Path,
+        default=Path(PREVIEW_DEFAULT_OUT),
+        help=f"PNG file to write (default: {PREVIEW_DEFAULT_OUT} in the current folder)",
+    )
     preview.add_argument(
         "--n",
         type=int,
@@ -177,21 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.set_defaults(handler=_preview)
 
-    bench = commands.add_parser(
+
+def _add_bench(commands) -> None:
+    bench = _command(
+        commands,
         "bench",
         help="run the benchmark harness (benchmarks/bench.py, shipped in the wheel)",
         description="Run the benchmark harness (benchmarks/bench.py).",
         epilog=_BENCH_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/bench.py")
     bench.set_defaults(handler=None)
-    _add_shard_command(commands)
-    return parser
 
 
-def _add_shard_command(commands: Any) -> None:
+def _add_shard(commands: Any) -> None:
     """``gpuaug shard DIR OUT``: a class folder -> WebDataset-layout tar shards."""
     shard = commands.add_parser(
         "shard",
@@ -214,6 +246,12 @@ def _add_shard_command(commands: Any) -> None:
         return 0
 
     shard.set_defaults(handler=run)
+
+
+#: The sub-commands, in ``gpuaug --help`` order: each adds its parser to the sub-parsers and
+#: sets ``handler`` (a function of the parsed arguments returning the exit status). A new
+#: command is one ``_add_NAME(commands)`` function and its handler, listed here.
+COMMANDS = [_add_inspect, _add_preview, _add_bench, _add_shard]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,7 +334,7 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 def _inspect(args: argparse.Namespace) -> int:
     from gpuaug.data.directory import DirectoryDataset
-    from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig
+    from gpuaug.loader.sampler import EpochBatchSampler
 
     directory = _existing_dir(args.directory)
     _check_positive("--batch-size", args.batch_size)
@@ -349,7 +387,7 @@ def _inspect(args: argparse.Namespace) -> int:
         + (f", validation_split {split}" if split > 0 else "")
         + "):"
     )
-    loaders = []
+    parts = []
     for subset in subsets:
         name = subset or "all"
         try:
@@ -365,15 +403,11 @@ def _inspect(args: argparse.Namespace) -> int:
         except ValueError as err:
             out.append(f"  {name:<10}  no samples ({err})")
             continue
-        loader = GPULoader(
-            part,
-            config,
-            LoaderConfig(
-                batch_size=args.batch_size, shuffle=subset != "validation", progress=False
-            ),
-        )
-        loaders.append(loader)
-        steps = len(loader)
+        # The loader's own epoch length (len(loader) is len(its sampler)), without building
+        # the loader and so without importing the augmentation stack.
+        shuffle = subset != "validation"
+        steps = len(EpochBatchSampler(len(part), args.batch_size, shuffle=shuffle, seed=0))
+        parts.append((part, shuffle))
         out.append(
             f"  {name:<10}  {len(part)} samples, {steps} step{'s' if steps != 1 else ''} per epoch"
         )
@@ -383,9 +417,14 @@ def _inspect(args: argparse.Namespace) -> int:
     description = config.describe().strip() if config is not None else ""
     for line in (description or "no augmentation").splitlines():
         out.append(f"  {line}")
-    if args.verbose and loaders:
-        out.append(f"Loader ({loaders[0].dataset.subset or 'all images'}, its describe()):")
-        for line in loaders[0].describe().strip().splitlines():
+    if args.verbose and parts:
+        from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig
+
+        part, shuffle = parts[0]
+        loader_config = LoaderConfig(batch_size=args.batch_size, shuffle=shuffle, progress=False)
+        loader = GPULoader(part, config, loader_config)
+        out.append(f"Loader ({part.subset or 'all images'}, its describe()):")
+        for line in loader.describe(verbose=True).strip().splitlines():
             out.append(f"  {line}")
     if notes:
         out.append("Notes:")
@@ -404,11 +443,19 @@ def _preview(args: argparse.Namespace) -> int:
     _check_positive("--n", args.n)
     _check_positive("--rows", args.rows)
     _check_target(args.target_size)
-    config = _config(args.config)
+    config_name = args.config
+    if config_name is None:
+        config_name = PREVIEW_DEFAULT_CONFIG
+        print(
+            f"{PROG}: note: no --config given: showing the {PREVIEW_DEFAULT_CONFIG} preset "
+            "(the book's settings); --config none|strong|FILE.yaml picks another",
+            file=sys.stderr,
+        )
+    config = _config(config_name)
     out = args.out
     if out.parent and not out.parent.exists():
         raise CLIError(f"output folder does not exist: {str(out.parent)!r}")
-    name = Path(args.config).stem if _looks_like_path(args.config) else args.config
+    name = Path(config_name).stem if _looks_like_path(config_name) else config_name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         image = make_preview(
@@ -428,7 +475,7 @@ def _preview(args: argparse.Namespace) -> int:
         image.save(out, format="PNG")
     except OSError as err:
         raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
-    print(f"wrote {out} ({image.width}x{image.height})")
+    print(f"wrote {out.resolve()} ({image.width}x{image.height} PNG)")
     return EXIT_OK
 
 

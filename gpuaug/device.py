@@ -48,16 +48,44 @@ def cuda_index(local_rank: str | None, current: int, count: int) -> tuple[int, s
 def resolve_device(
     spec: str | torch.device | None, env: Mapping[str, str] | None = None
 ) -> torch.device:
-    """The device a loader runs on: ``spec``, with ``None`` meaning ``"cuda"`` if available else
-    ``"cpu"``, and ``"cuda"`` without an index resolved by :func:`cuda_index` (``LOCAL_RANK``
-    under torchrun). ``env``: the environment (default ``os.environ``)."""
-    device = torch.device(spec or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cuda" or device.index is not None:
+    """The device a loader runs on.
+
+    ``None`` is ``"cuda"`` when torch sees a CUDA device, else the CPU. ``"cuda"`` without an
+    index is resolved by :func:`cuda_index` (``LOCAL_RANK`` under torchrun, so that each rank
+    takes its own GPU). ``env``: the environment (default ``os.environ``).
+
+    Raises:
+        ValueError: ``spec`` names CUDA (``"cuda"``, ``"cuda:1"``) and torch finds no CUDA
+            device, or fewer than the index asks for.
+    """
+    if spec is None:
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        spec = "cuda"
+    device = torch.device(spec)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        why = (
+            "this torch was built without CUDA"
+            if not torch.backends.cuda.is_built()
+            else "no NVIDIA driver or GPU is visible"
+        )
+        raise ValueError(
+            f"`device` is {str(device)!r} but torch finds no CUDA device "
+            f'(torch.cuda.is_available() is False: {why}); pass device="cpu", or leave '
+            "`device` unset to use CUDA when there is one and the CPU otherwise"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None:
+        if device.index >= count:
+            raise ValueError(
+                f"`device` is {str(device)!r} but torch sees {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1}); pass an index below {count}"
+            )
         return device
     env = os.environ if env is None else env
-    index, warning = cuda_index(
-        env.get("LOCAL_RANK"), torch.cuda.current_device(), torch.cuda.device_count()
-    )
+    index, warning = cuda_index(env.get("LOCAL_RANK"), torch.cuda.current_device(), count)
     if warning is not None:
         warnings.warn(warning, stacklevel=3)
     return torch.device("cuda", index)

@@ -35,14 +35,20 @@ def test_a_local_rank_past_the_visible_gpus_warns():
     assert "LOCAL_RANK=5 but only 4 CUDA devices are visible" in warning
 
 
-def test_resolve_device_reads_local_rank_from_the_environment(monkeypatch):
+def _two_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_resolve_device_reads_local_rank_from_the_environment(monkeypatch):
+    _two_gpus(monkeypatch)
     assert resolve_device("cuda", env={"LOCAL_RANK": "1"}) == torch.device("cuda", 1)
 
 
-def test_resolve_device_keeps_cpu_and_explicit_indices():
+def test_resolve_device_keeps_cpu_and_explicit_indices(monkeypatch):
     assert resolve_device("cpu", env={"LOCAL_RANK": "1"}) == torch.device("cpu")
+    _two_gpus(monkeypatch)
     assert resolve_device("cuda:0", env={"LOCAL_RANK": "1"}) == torch.device("cuda", 0)
 
 

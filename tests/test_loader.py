@@ -271,7 +271,7 @@ def test_describe_answers_how_many_observations(tree):
     assert "the last batch of each pass holds 3 images" in text
     assert "rotation: uniform in [-30, 30] deg" in text
     assert "Each epoch visits every image once in a new order (seed 0, epoch E)" in text
-    assert "seeded by (seed, epoch, step, rank); nothing is stored" in text
+    assert "fresh augmentation parameters and nothing is stored: 13 augmented samples" in text
 
 
 def test_describe_says_when_nothing_is_random(tree):

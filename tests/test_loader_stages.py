@@ -357,7 +357,7 @@ def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tre
 
 
 def test_describe_says_the_params_do_not_depend_on_the_device(tree):
-    text = make(tree, augment=gpuaug.AugmentConfig(rotation_range=30)).describe()
+    text = make(tree, augment=gpuaug.AugmentConfig(rotation_range=30)).describe(verbose=True)
     assert "from a CPU torch.Generator seeded by (seed, epoch, step, rank)" in text
     assert "do not depend on the device" in text
 

@@ -136,3 +136,23 @@ def test_the_harness_imports_its_own_modules_relatively():
                 f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "benchmarks"
             ]
     assert absolute == []
+
+
+def _metadata(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        return zf.read(name).decode()
+
+
+def test_wheel_ships_its_license_and_py_typed(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "gpuaug/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "License-Expression: Apache-2.0" in _metadata(wheel)
+
+
+def test_wheel_metadata_names_an_author_and_says_what_runs_where(wheel):
+    metadata = _metadata(wheel)
+    summary = next(line for line in metadata.splitlines() if line.startswith("Summary: "))
+    assert "by kornia" not in summary and "Triton kernel on CUDA" in summary
+    assert "Author: The gpuaug developers" in metadata

@@ -26,6 +26,7 @@ Why one module (over 600 lines): `AugmentConfig` is one dataclass, every
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import numbers
 import os
@@ -489,9 +490,12 @@ class AugmentConfig:
             kwargs["interpolation"] = "bilinear" if order == 1 else "nearest"
         unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
+            names = _field_names(cls) + list(_KERAS_ONLY_KWARGS)
+            close = [m for key in unknown for m in difflib.get_close_matches(key, names, n=2)]
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             raise TypeError(
-                f"ImageDataGenerator got unexpected keyword arguments {unknown}; "
-                f"it takes {_field_names(cls) + list(_KERAS_ONLY_KWARGS)}"
+                f"ImageDataGenerator got unexpected keyword arguments {unknown}{hint}; "
+                f"it takes {names}"
             )
         return cls(**kwargs)
 

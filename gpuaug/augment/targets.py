@@ -278,7 +278,8 @@ def apply_boxes(
             y0 <= y1.
         params: The params the images were augmented with, on the boxes' device.
         config: The images' config (which stages run).
-        height, width: The image size H, W the params were applied to.
+        height: The image height H the params were applied to.
+        width: The image width W the params were applied to.
         valid: Which rows are real boxes (False: padding); default all.
         min_visibility: The smallest fraction of a warped box's area that must stay inside the
             image, in [0, 1]; 0 keeps any box with a visible part.
@@ -358,7 +359,8 @@ def apply_keypoints(
             docstring).
         params: The params the images were augmented with, on the points' device.
         config: The images' config.
-        height, width: The image size H, W.
+        height: The image height H.
+        width: The image width W.
         visible: Which points are present (False: padding or unlabelled); default all.
 
     Returns:

@@ -141,9 +141,12 @@ class ArrayDataset(Dataset):
         images: ``(n, C, H, W)`` uint8 or float32 CPU tensor of this subset: a view of ``x``
             when ``x`` is uint8 or float32 already (not copied, as Keras keeps a float32 ``x``:
             changing ``x`` in place changes later epochs), else its one converted copy.
-        y, sample_weight: CPU tensors of this subset, or ``None``.
-        target_size, channels, class_mode (``"raw"`` with labels, else ``None``), classes,
-        class_to_idx (for integer class labels ``(N,)``; else empty), samples, targets.
+        y: CPU tensor of this subset's labels, or ``None``.
+        sample_weight: CPU tensor of this subset's weights, or ``None``.
+        class_mode: ``"raw"`` with labels, else ``None``.
+        class_to_idx: for integer class labels ``(N,)``; else empty.
+        target_size: ``(H, W)`` of the images. Also ``channels``, ``classes``, ``samples``
+            and ``targets``, as `gpuaug.DirectoryDataset`.
 
     Raises:
         TypeError: non-numeric ``x``, ``y`` or ``sample_weight``.

@@ -77,7 +77,7 @@ def import_pandas() -> Any:
     except ImportError as err:
         raise ImportError(
             "flow_from_dataframe needs pandas, an optional dependency of gpuaug: "
-            "pip install 'gpuaug[dataframe]' (or pip install pandas)"
+            'pip install "gpuaug[dataframe]" (or pip install pandas)'
         ) from err
     return pandas
 
@@ -123,7 +123,8 @@ class DataFrameDataset(Dataset):
             default: the sorted distinct labels.
         class_mode: one of :data:`DATAFRAME_CLASS_MODES` (``"other"`` is Keras' old name of
             ``"raw"``).
-        validation_split, subset: as Keras (see the module docstring).
+        validation_split: fraction held out, as Keras (see the module docstring).
+        subset: ``"training"``, ``"validation"`` or ``None``, as Keras.
         interpolation: the resize filter (Keras name).
         keep_aspect_ratio: centre-crop to the target ratio before resizing (as Keras).
         validate_filenames: drop rows whose file is missing or not an image (as Keras).
@@ -133,10 +134,13 @@ class DataFrameDataset(Dataset):
 
     Attributes:
         filenames: the ``x_col`` value of each kept row (Keras' ``filenames``).
-        samples: ``[(path, class_index), ...]``; targets: class indices (0 without classes).
-        classes, class_to_idx, num_classes; labels (Keras' ``labels``: class indices, the
-        raw values, or one array per output column); sample_weight (``(n,)`` float32 or
-        ``None``); skipped (``[(path, reason), ...]``).
+        samples: ``[(path, class_index), ...]``.
+        targets: class indices (0 without classes).
+        labels: Keras' ``labels``: class indices, the raw values, or one array per output
+            column.
+        sample_weight: ``(n,)`` float32 or ``None``.
+        skipped: ``[(path, reason), ...]``. Also ``classes``, ``class_to_idx`` and
+            ``num_classes``.
 
     Raises:
         ImportError: pandas is not installed.

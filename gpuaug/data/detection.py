@@ -260,7 +260,8 @@ class DetectionDataset(Dataset):
         images: The folder the annotation file's file names are relative to.
         annotations: A ``.json`` (COCO) or ``.csv`` path, or `Annotations`.
         target_size: (height, width) images are resized to; boxes are scaled with them.
-        color_mode, interpolation: As `gpuaug.DirectoryDataset`.
+        color_mode: As `gpuaug.DirectoryDataset`.
+        interpolation: As `gpuaug.DirectoryDataset`.
         on_error: ``"raise"`` or ``"skip"`` missing or unreadable image files, degenerate
             boxes (x1 <= x0 or y1 <= y0) and boxes with NaN or inf found at index time, and
             files that fail later. Boxes wholly outside their image are left out with a
@@ -269,9 +270,12 @@ class DetectionDataset(Dataset):
             fraction of its area inside the augmented image (`gpuaug.augment.targets.apply_boxes`).
 
     Attributes:
-        root, classes, num_classes, samples (``[(path, 0), ...]``), class_mode (``"boxes"``),
-        boxes ``(n, M, 4)`` float32, labels ``(n, M)`` int64, box_valid ``(n, M)`` bool (M the
-        largest box count, at least 1), skipped, outside.
+        samples: ``[(path, 0), ...]``.
+        class_mode: ``"boxes"``.
+        boxes: ``(n, M, 4)`` float32 (M the largest box count, at least 1).
+        labels: ``(n, M)`` int64.
+        box_valid: ``(n, M)`` bool. Also ``root``, ``classes``, ``num_classes`` and
+            ``skipped``, ``outside`` (boxes left out for lying wholly outside their image).
 
     Shape:
         ``dataset[i]`` -> ``(image (C, H, W) uint8, boxes (Ni, 4) float32, labels (Ni,)

@@ -299,7 +299,8 @@ class PairedDataset(Dataset):
             returns None; the loader drops the sample).
         mask_fill: The label the loader's augmentation writes where it reads outside the image
             under ``fill_mode="constant"`` (`gpuaug.augment.targets.apply_mask`); default 0.
-        image_extensions, mask_extensions: The file extensions indexed in each tree.
+        image_extensions: The file extensions indexed in the images tree.
+        mask_extensions: The file extensions indexed in the masks tree.
 
     Attributes:
         root, mask_root: The two folders. samples: ``[(image_path, 0), ...]`` (the loader's

@@ -32,10 +32,12 @@ augmentation alone.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import warnings
 import weakref
 from collections.abc import Sequence
+from inspect import signature
 from typing import Any
 
 import numpy as np
@@ -189,7 +191,8 @@ class ImageDataGenerator:
 
         Args:
             x: images, numpy ``(N, H, W, C)`` (per ``data_format``) or torch ``(N, C, H, W)``.
-            augment, rounds: fit on ``rounds`` augmented copies, as Keras.
+            augment: fit on augmented copies, as Keras.
+            rounds: how many augmented copies (with ``augment``), as Keras.
             seed: seed of the augmentation (a torch generator; Keras reseeds numpy's).
 
         Raises:
@@ -295,9 +298,13 @@ class ImageDataGenerator:
         }
         unknown = sorted(set(options) - allowed)
         if unknown:
+            takes = sorted(allowed | {"augment", "on_error"})
+            names = takes + list(signature(type(self).flow_from_directory).parameters)[1:]
+            close = [m for key in unknown for m in difflib.get_close_matches(key, names, n=2)]
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             raise TypeError(
-                f"unexpected keyword argument(s) {unknown}; besides Keras' arguments the flow "
-                f"methods take {sorted(allowed | {'augment', 'on_error'})}"
+                f"unexpected keyword argument(s) {unknown}{hint}; besides Keras' arguments the "
+                f"flow methods take {takes}"
             )
         device = options.pop("device", None)
         config = LoaderConfig.from_arguments(

@@ -11,8 +11,9 @@ import torch
 
 from gpuaug.data.cache import CACHE_KINDS
 from gpuaug.data.nvjpeg import DECODERS
+from gpuaug.device import resolve_device
 
-__all__ = ["DTYPES", "LoaderConfig", "dtype_name"]
+__all__ = ["DTYPES", "LoaderConfig", "dtype_name", "resolve_device"]
 
 #: ``LoaderConfig.dtype`` names -> torch dtypes.
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -61,8 +62,10 @@ class LoaderConfig:
             buffers, the pin-memory thread) goes to that device, no ``set_device`` needed.
         dtype: the output float dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         progress: show a progress bar while a cache is built.
-        num_replicas, rank: the distributed world; ``None``: from ``torch.distributed`` when
-            initialised, else 1 and 0.
+        num_replicas: the distributed world's size; ``None``: from ``torch.distributed``
+            when initialised, else 1.
+        rank: this process's rank; ``None``: from ``torch.distributed`` when initialised,
+            else 0.
         augment_seed: base seed of the augmentation alone; ``None``: ``seed`` (which then
             seeds both the order and the augmentation).
         cache_per_rank: under several ranks, each rank keeps a fixed share of the samples

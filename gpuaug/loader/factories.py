@@ -8,9 +8,12 @@ arguments.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import torch
 
@@ -31,10 +34,96 @@ __all__ = [
     "flow_from_shards",
 ]
 
+# Short names for the argument types, so that `help(flow_from_directory)` stays readable.
+PathLike: TypeAlias = "str | os.PathLike[str]"
+AugmentSpec: TypeAlias = "AugmentConfig | GPUAugment | str | os.PathLike[str] | None"
+DeviceLike: TypeAlias = "str | torch.device | None"
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class ReadableSignature(inspect.Signature):
+    """A signature whose ``str()`` puts one parameter per line when the one-line form is
+    longer than 100 characters, as ``help()`` does from Python 3.13 on. The parameters are
+    ``func``'s own; only the text changes."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        kinds = {p.kind for p in self.parameters.values()}
+        if len(text) <= 100 or kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD}:
+            return text
+        lines = [f"    {_parameter_text(p)}," for p in self.parameters.values()]
+        returns = self.return_annotation
+        arrow = "" if returns is self.empty else f" -> {_annotation_text(returns)}"
+        return "(\n" + "\n".join(lines) + f"\n){arrow}"
+
+
+def _annotation_text(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _parameter_text(p: inspect.Parameter) -> str:
+    text = p.name
+    if p.annotation is not p.empty:
+        text += f": {_annotation_text(p.annotation)}"
+    if p.default is not p.empty:
+        text += f" = {p.default!r}"
+    return text
+
+
+def named_keywords(func: _F) -> _F:
+    """Make a keyword argument ``func`` does not take a ``TypeError`` that suggests the closest
+    names (`difflib.get_close_matches`) and lists every argument it does take.
+
+    ``inspect.signature`` and ``help()`` still show ``func``'s own parameters, one per line
+    (`ReadableSignature`).
+    """
+    parameters = inspect.signature(func).parameters
+    names = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        unknown = [key for key in kwargs if key not in parameters]
+        if unknown:
+            raise TypeError(unknown_keywords_message(func.__name__, unknown, names))
+        return func(*args, **kwargs)
+
+    checked.__signature__ = ReadableSignature.from_callable(func)  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]
+
+
+def unknown_keywords_message(function: str, unknown: Sequence[str], names: Sequence[str]) -> str:
+    """``f() got an unexpected keyword argument 'batchsize'; did you mean 'batch_size'? ...``
+
+    An `AugmentConfig` field (``rotation_range``) is pointed at ``augment=`` instead.
+    """
+    augment_fields = set(AugmentConfig.__dataclass_fields__)
+    parts = []
+    for key in unknown:
+        part = f"{function}() got an unexpected keyword argument {key!r}"
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+        if key in augment_fields and "augment" in names:
+            part += (
+                f" (an augmentation setting: pass "
+                f"augment=gpuaug.AugmentConfig.from_keras({key}=...))"
+            )
+        elif close:
+            part += f"; did you mean {' or '.join(map(repr, close))}?"
+        parts.append(part)
+    text = "; ".join(parts)
+    return text + ("" if text.endswith("?") else ".") + f" Its arguments: {', '.join(names)}."
+
+
+@named_keywords
 def flow_from_directory(
-    directory: str | os.PathLike[str],
-    augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
+    directory: PathLike,
+    augment: AugmentSpec = None,
     target_size: tuple[int, int] = (256, 256),
     color_mode: str = "rgb",
     classes: Sequence[str] | None = None,
@@ -46,12 +135,12 @@ def flow_from_directory(
     validation_split: float | None = None,
     interpolation: str = "nearest",
     follow_links: bool = False,
-    device: str | torch.device | None = None,
+    device: DeviceLike = None,
     num_workers: int | None = None,
     steps_per_epoch: int | None = None,
     drop_last: bool = False,
     cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
     decode: str = "cpu",
     on_error: str = "raise",
     dtype: torch.dtype = torch.float32,
@@ -64,27 +153,64 @@ def flow_from_directory(
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
     The data set (`gpuaug.DirectoryDataset`) indexes ``directory/<class>/...`` exactly as
-    Keras does; the loader (:class:`GPULoader`) batches, augments on ``device`` and counts
-    epochs (see the module docstring; ``print(loader.describe())`` gives the numbers).
+    Keras does; the loader (`GPULoader`) batches, augments on ``device`` and counts
+    epochs. ``print(loader.describe())`` gives the numbers: images per class, steps per
+    epoch, the augmentation's ranges, the seeds. A misspelt keyword is a ``TypeError`` that
+    suggests the closest argument and lists them all.
+
+    Example:
+        ```python
+        train = gpuaug.flow_from_directory("data/train", augment="chollet_cats_dogs",
+                                           target_size=(150, 150), batch_size=32)
+        for x, y in train:  # x: (32, 3, 150, 150) float32 on the device, augmented
+            ...
+        ```
 
     Args:
-        directory: root folder, one sub-folder per class.
-        augment: an `AugmentConfig`, a preset name (``"chollet_cats_dogs"``), a YAML path, a
-            `GPUAugment` or ``None`` (no augmentation).
+        directory: root folder, one sub-folder per class (``train/cats/*.jpg``,
+            ``train/dogs/*.jpg``); hidden folders (``.ipynb_checkpoints``) are not classes.
+        augment: the augmentation: a preset name (``"chollet_cats_dogs"``, ``"strong"``,
+            ``"none"``), a YAML path, an `AugmentConfig` (``AugmentConfig.from_keras(...)``
+            takes Keras' arguments), a `GPUAugment`, or ``None`` for none at all (not even a
+            rescale; ``"none"`` rescales by 1/255).
         target_size: ``(height, width)`` every image is resized to when decoded.
-        color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
-        classes: class folder names in index order (default: sorted sub-folders).
-        class_mode: ``"categorical"``, ``"binary"``, ``"sparse"``, ``"input"`` or ``None``.
-        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
-            decode, progress: see :class:`LoaderConfig`.
-        subset: ``"training"``, ``"validation"`` or ``None``.
-        validation_split: fraction held out per class; ``None`` takes the augmentation
-            config's ``validation_split`` (where Keras keeps it).
-        interpolation: the resize filter (Keras name; ``"nearest"`` as Keras).
+        color_mode: ``"rgb"`` (3 channels), ``"grayscale"`` (1) or ``"rgba"`` (4).
+        classes: class folder names in index order (default: the sorted sub-folders); only
+            these folders are read.
+        class_mode: the targets ``y``, as Keras: ``"categorical"`` (one-hot float32
+            ``(B, classes)``), ``"binary"`` (float32 ``(B,)`` 0/1), ``"sparse"`` (int64 class
+            indices ``(B,)``, ready for ``cross_entropy``), ``"input"`` (the images
+            themselves) or ``None`` (batches are ``x`` alone).
+        batch_size: images per batch; the last batch of each pass is shorter unless
+            ``drop_last``. ``len(loader)`` is ``ceil(images / batch_size)``.
+        shuffle: a new random order every epoch (``False``: file order, e.g. validation).
+        seed: seeds the order and the augmentation: the same seed gives the same batches,
+            bit for bit, on any device. ``None``: drawn at random (see ``loader.seed``).
+        subset: ``"training"`` or ``"validation"`` with ``validation_split``; ``None``: all.
+        validation_split: fraction of each class held out for ``subset="validation"``;
+            ``None`` takes the augmentation config's ``validation_split`` (where Keras keeps
+            it).
+        interpolation: the resize filter, Keras' names (``"nearest"``, the default as in
+            Keras, ``"bilinear"``, ``"bicubic"``, ...).
         follow_links: descend into linked sub-folders.
-        device: where batches are augmented and returned (default CUDA if available).
-        on_error: ``"raise"`` or ``"skip"`` unreadable files (see `gpuaug.DirectoryDataset`).
-        dtype: output float dtype.
+        device: where batches are augmented and returned: ``"cuda"``, ``"cuda:1"``,
+            ``"cpu"``; ``None`` (default) takes CUDA when torch sees a GPU, else the CPU.
+            ``"cuda"`` on a machine without one is a ``ValueError`` saying so.
+        num_workers: decoding worker processes (``None``: ``min(4, cpu_count)``; 0 decodes
+            in the main process).
+        steps_per_epoch: batches per epoch (``None``: one pass over the images). Passes run
+            on across epochs, so within a pass no image is dropped or repeated.
+        drop_last: drop the short last batch of each pass.
+        cache: ``None`` (decode every epoch), ``"device"`` (decode once, keep uint8 on the
+            GPU), ``"host"`` (in RAM) or ``"disk"`` (a memory-mapped file).
+        cache_dir: folder of a ``"disk"`` cache (default ``$GPUAUG_CACHE_DIR`` or
+            ``~/.cache/gpuaug``).
+        decode: ``"cpu"`` (PIL in the workers) or ``"gpu"`` (JPEGs by nvJPEG; needs CUDA).
+        on_error: ``"raise"`` at the first unreadable file, or ``"skip"`` them with one
+            warning listing them (labels never shift).
+        dtype: the output float dtype: ``torch.float32``, ``torch.float16`` or
+            ``torch.bfloat16``.
+        progress: show a progress bar while a cache is built.
         keep_aspect_ratio: centre-crop each image to ``target_size``'s aspect ratio before
             resizing, as Keras (``decode="cpu"`` only).
         draft: let large JPEGs decode at 1/2, 1/4 or 1/8 scale before the resize (faster on
@@ -97,12 +223,15 @@ def flow_from_directory(
             ``None``: ``seed`` seeds both.
 
     Returns:
-        A :class:`GPULoader`.
+        A `GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
+        on ``device``); ``len(loader)`` steps per epoch.
 
     Raises:
-        ValueError: a bad value (naming the argument), an empty folder, ``decode="gpu"``
-            without CUDA, a ``validation_split`` that contradicts the config's.
-        TypeError: a value of the wrong type.
+        ValueError: a bad value (naming the argument), an empty folder, ``device="cuda"`` or
+            ``decode="gpu"`` without CUDA, a ``validation_split`` that contradicts the
+            config's.
+        TypeError: a value of the wrong type; a keyword it does not take (with the closest
+            names).
         FileNotFoundError: ``directory`` does not exist.
     """
     module = factory_module(augment, dtype)  # the one place `augment` is normalised
@@ -147,9 +276,10 @@ def flow_from_directory(
     return loader
 
 
+@named_keywords
 def flow_from_paired_directories(
-    images: str | os.PathLike[str],
-    masks: str | os.PathLike[str],
+    images: PathLike,
+    masks: PathLike,
     augment: Any = None,
     target_size: tuple[int, int] = (256, 256),
     color_mode: str = "rgb",
@@ -161,12 +291,12 @@ def flow_from_paired_directories(
     interpolation: str = "nearest",
     mask_fill: int = DEFAULT_MASK_FILL,
     follow_links: bool = False,
-    device: str | torch.device | None = None,
+    device: DeviceLike = None,
     num_workers: int | None = None,
     steps_per_epoch: int | None = None,
     drop_last: bool = False,
     cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
     on_error: str = "raise",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -183,18 +313,29 @@ def flow_from_paired_directories(
     must stay with its image).
 
     Args:
-        images, masks: The two folder trees (see `PairedDataset`).
+        images: The images' folder tree (see `PairedDataset`).
+        masks: The masks' folder tree, the same relative paths and stems.
         augment: An `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` or None.
         target_size: (height, width) both are resized to.
         color_mode: The images' colour mode.
-        subset, validation_split: As `PairedDataset` (None: the augmentation config's split).
+        batch_size: Pairs per batch.
+        shuffle: A new random order every epoch.
+        seed: Seeds the order and the augmentation (None: drawn at random).
+        subset: ``"training"``, ``"validation"`` or None, as `PairedDataset`.
+        validation_split: As `PairedDataset` (None: the augmentation config's split).
         interpolation: The images' resize filter (masks always nearest).
         mask_fill: The label written where a "constant" warp reads outside the image (default
             0, the background; 255 with ``CrossEntropyLoss(ignore_index=255)`` ignores them).
-        batch_size, shuffle, seed, steps_per_epoch, drop_last, num_workers, cache, cache_dir,
-            progress, device: See `gpuaug.LoaderConfig`.
+        follow_links: Descend into linked sub-folders.
+        device: Where batches are augmented and returned (None: CUDA when available).
+        num_workers: Decoding worker processes (None: ``min(4, cpu_count)``).
+        steps_per_epoch: Batches per epoch (None: one pass).
+        drop_last: Drop the short last batch of each pass.
+        cache: None, ``"device"``, ``"host"`` or ``"disk"``, as `gpuaug.flow_from_directory`.
+        cache_dir: Folder of a ``"disk"`` cache.
         on_error: As `PairedDataset`.
         dtype: The images' float dtype.
+        progress: Show a progress bar while a cache is built.
 
     Returns:
         A `gpuaug.GPULoader` yielding ``(x, mask)``: x (B, C, H, W) ``dtype``, mask
@@ -235,9 +376,10 @@ def flow_from_paired_directories(
     return GPULoader(dataset, module, config)
 
 
+@named_keywords
 def flow_from_detection_file(
-    images: str | os.PathLike[str],
-    annotations: str | os.PathLike[str] | Annotations,
+    images: PathLike,
+    annotations: PathLike | Annotations,
     augment: Any = None,
     target_size: tuple[int, int] = (256, 256),
     color_mode: str = "rgb",
@@ -246,12 +388,12 @@ def flow_from_detection_file(
     seed: int | None = None,
     interpolation: str = "nearest",
     min_visibility: float = 0.0,
-    device: str | torch.device | None = None,
+    device: DeviceLike = None,
     num_workers: int | None = None,
     steps_per_epoch: int | None = None,
     drop_last: bool = False,
     cache: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
     on_error: str = "raise",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -266,10 +408,30 @@ def flow_from_detection_file(
     ``gpuaug.augment.targets.unpad(boxes, valid)`` gives per-image lists.
 
     Args:
-        images, annotations, target_size, color_mode, interpolation, min_visibility,
-            on_error: See `DetectionDataset`.
-        augment, batch_size, shuffle, seed, device, num_workers, steps_per_epoch, drop_last,
-            cache, cache_dir, dtype, progress: As `gpuaug.flow_from_directory`.
+        images: The folder the annotation file's file names are relative to.
+        annotations: A ``.json`` (COCO) or ``.csv`` path, or `Annotations` (see
+            `DetectionDataset`).
+        augment: As `gpuaug.flow_from_directory`.
+        target_size: (height, width) images are resized to; boxes are scaled with them.
+        color_mode: As `gpuaug.flow_from_directory`.
+        batch_size: Images per batch.
+        shuffle: A new random order every epoch.
+        seed: Seeds the order and the augmentation (None: drawn at random).
+        interpolation: The images' resize filter.
+        min_visibility: A box keeping less than this fraction of its area inside the
+            augmented image is marked not ``valid``.
+        device: Where batches are augmented and returned (None: CUDA when available).
+        num_workers: Decoding worker processes (None: ``min(4, cpu_count)``).
+        steps_per_epoch: Batches per epoch (None: one pass).
+        drop_last: Drop the short last batch of each pass.
+        cache: None, ``"device"``, ``"host"`` or ``"disk"``, as `gpuaug.flow_from_directory`.
+        cache_dir: Folder of a ``"disk"`` cache.
+        on_error: ``"raise"`` or ``"skip"``, as `DetectionDataset`.
+        dtype: The images' float dtype.
+        progress: Show a progress bar while a cache is built.
+
+    Returns:
+        A `gpuaug.GPULoader` yielding ``(x, (boxes, labels, valid))``.
     """
 
     module = factory_module(augment, dtype)

@@ -141,15 +141,21 @@ class GPULoader:
         config: a :class:`LoaderConfig`.
 
     Attributes:
-        dataset, augment (a `GPUAugment` on :attr:`device`), config, sampler (the
-        `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its ``set_epoch``),
-        device, seed, cache (an `ImageCache` or ``None``), last_skipped (``[(path, reason),
-        ...]`` of the last epoch, ``on_error="skip"``), skip_rule (``"shrink"`` in one
-        process, ``"replace"`` under DDP; see `gpuaug.loader.stages.skip`). Keras' iterator names
-        too: ``n``, ``samples``, ``filenames``, ``filepaths``, ``classes`` (per-sample class
-        indices), ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``),
-        ``batch_index``; ``next(loader)`` runs on across epochs as a Keras iterator does,
-        ``loader[i]`` is batch ``i`` of the current epoch and ``reset()`` restarts it.
+        dataset: the data set it batches.
+        augment: a `GPUAugment` on :attr:`device`.
+        config: its `LoaderConfig`.
+        sampler: the `EpochBatchSampler`; also ``batch_sampler``, so Lightning calls its
+            ``set_epoch``.
+        device: where batches are augmented and returned.
+        seed: the base seed (drawn at random when none was given).
+        cache: an `ImageCache` or ``None``.
+        last_skipped: ``[(path, reason), ...]`` of the last epoch, ``on_error="skip"``.
+        skip_rule: ``"shrink"`` in one process, ``"replace"`` under DDP; see
+            `gpuaug.loader.stages.skip`. Keras' iterator names too: ``n``, ``samples``,
+            ``filenames``, ``filepaths``, ``classes`` (per-sample class indices),
+            ``class_indices``, ``labels``, ``image_shape`` (``(C, H, W)``), ``batch_index``;
+            ``next(loader)`` runs on across epochs as a Keras iterator does, ``loader[i]`` is
+            batch ``i`` of the current epoch and ``reset()`` restarts it.
 
     Shape:
         each batch: x ``(B, C, H, W)`` float (``config.dtype``) on :attr:`device`; y
@@ -178,7 +184,7 @@ class GPULoader:
             )
         self.dataset = dataset
         self.config = config
-        self.device = resolve_device(config.device)  # "cuda": LOCAL_RANK under torchrun
+        self.device = resolve_device(config.device)  # LOCAL_RANK under torchrun; names `device`
         check_decode(
             config.decode,
             dataset.interpolation,
@@ -671,10 +677,11 @@ class GPULoader:
         """The numbers behind :meth:`describe`, as a dict."""
         return loader_stats(self)
 
-    def describe(self) -> str:
+    def describe(self, verbose: bool = False) -> str:
         """What one epoch is: images per class, samples and steps per epoch, augmentation,
-        and where each sample's randomness comes from. ``print(loader.describe())``."""
-        return describe_loader(self)
+        and where each sample's randomness comes from. ``print(loader.describe())``;
+        ``verbose=True`` adds the generators and seed mixing behind every draw."""
+        return describe_loader(self, verbose=verbose)
 
     def __repr__(self) -> str:
         return (

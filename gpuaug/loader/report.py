@@ -52,8 +52,20 @@ def loader_stats(loader: Any) -> dict[str, Any]:
     }
 
 
-def describe_loader(loader: Any) -> str:
-    """What one epoch of ``loader`` is (`gpuaug.GPULoader.describe`)."""
+def _per_epoch(sampler: Any) -> str:
+    sizes = {sampler.samples_in_epoch(e) for e in range(min(sampler.steps_per_pass, 1000))}
+    return f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)} to {max(sizes)}"
+
+
+def _rerun(sampler: Any) -> str:
+    if sampler.seed_was_given:
+        return f"With the same seed ({sampler.seed}) a rerun gives the same batches"
+    return f"The seed was drawn at random: seed={sampler.seed} gives these batches again"
+
+
+def describe_loader(loader: Any, verbose: bool = False) -> str:
+    """What one epoch of ``loader`` is (`gpuaug.GPULoader.describe`); ``verbose`` adds how
+    each seed is derived (the generators and their seed mixing)."""
     st = loader_stats(loader)
     s = loader.sampler
     n, b = st["num_samples"], st["batch_size"]
@@ -138,27 +150,34 @@ def describe_loader(loader: Any) -> str:
         order = f"Each pass visits the images in a new order (seed {s.seed}, pass p)"
     else:
         order = f"Each pass visits the images in file order (seed {s.seed})"
+    seed_text = f"seed {s.seed}{seed_note}"
     if _is_random(loader.augment.config):
         lines.append(
-            f"  {order}; each visit draws fresh parameters from a CPU torch.Generator "
-            "seeded by (seed, epoch, step, rank); nothing is stored. The draws are then "
-            f"copied to {loader.device}, so they do not depend on the device: a seeded epoch "
-            "gets the same parameters on a GPU as on the CPU. "
-            f"{per_epoch} augmented samples per epoch, 'infinitely many' distinct over "
-            "epochs."
+            f"  {order}; each visit draws fresh augmentation parameters and nothing is "
+            f"stored: {_per_epoch(s)} augmented samples per epoch, "
+            f"{sum(s.samples_in_epoch(e) for e in range(30)):,} different ones over 30 "
+            f"epochs. {_rerun(s)}, on a GPU as on the CPU; "
+            "loader.replay(E, step) rebuilds any one."
         )
     else:
         lines.append(
             f"  {order}; no random augmentation: every visit of an image gives the same "
-            f"pixels. {per_epoch} samples per epoch."
+            f"pixels. {per_epoch} samples per epoch; {seed_text}."
         )
-    lines.append(
-        f"  seed {s.seed}{seed_note}. Order of pass p: torch.randperm({n}) with a CPU "
-        f"generator seeded mix_seed(seed, {PERMUTATION_STREAM:#x}, p); batch (E, step): "
-        f"CPU generator seeded mix_seed(seed, {AUGMENT_STREAM:#x}, E, step, rank), "
-        "torch.rand((B, 12)). "
-        "loader.replay(E, step) rebuilds any batch; row i's parameters: params.index(i)."
-    )
+    if verbose:
+        if _is_random(loader.augment.config):
+            lines.append(
+                "  Each visit's parameters come from a CPU torch.Generator seeded by "
+                "(seed, epoch, step, rank); nothing is stored. The draws are then copied to "
+                f"{loader.device}, so they do not depend on the device: a seeded epoch gets "
+                "the same parameters on a GPU as on the CPU."
+            )
+        lines.append(
+            f"  Order of pass p: torch.randperm({n}) with a CPU generator seeded "
+            f"mix_seed(seed, {PERMUTATION_STREAM:#x}, p); batch (E, step): CPU generator "
+            f"seeded mix_seed(seed, {AUGMENT_STREAM:#x}, E, step, rank), "
+            "torch.rand((B, 12)); row i's parameters: loader.replay(E, step).params.index(i)."
+        )
     if aug.kornia is not None:
         lines.append(
             f"  kornia stages ({', '.join(aug.kornia.names)}): on the float32 [0, 1] batch "

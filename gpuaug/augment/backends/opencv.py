@@ -125,7 +125,7 @@ def why_reference(
     if config is not None and config.interpolation == "nearest":
         return "OpenCV rounds interpolation='nearest' ties to even, Keras up"
     if not opencv_available():
-        return "cv2 is not installed (pip install opencv-python-headless)"
+        return 'cv2 is not installed (pip install "gpuaug[opencv]")'
     return None
 
 
