@@ -98,6 +98,19 @@ def apply(
     """
     memory_format = check_apply_args(images, params, dtype, memory_format, draws=True)
     name = resolve_backend(backend, images.device, dtype)
+    return _run_backend(name, images, params, config, stats, dtype, memory_format)
+
+
+def _run_backend(
+    name: str,
+    images: torch.Tensor,
+    params: AugmentParams | AugmentDraws,
+    config: AugmentConfig,
+    stats: FitStats | None,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """`apply` after its checks, on the resolved backend ``name``."""
     if isinstance(params, AugmentDraws) and not BACKEND_TABLE[name].takes_draws:
         params = params.params(config, images.shape[2], images.shape[3])
     run = backend_function(name)
@@ -212,15 +225,23 @@ class GPUAugment(nn.Module):
 
     def apply(self, images: torch.Tensor, params: AugmentParams | AugmentDraws) -> torch.Tensor:
         """Apply given params or draws to a batch (`apply` with this module's settings)."""
-        return apply(
-            images,
-            params,
-            self.config,
-            stats=self.stats,
-            dtype=self.dtype,
-            memory_format=self.memory_format,
-            backend=self.backend,
-        )
+        check_apply_args(images, params, self.dtype, self.memory_format, draws=True)
+        name = self._resolved_backend(images.device)
+        c = self.config  # the fitted stats only where a step reads them (a batch skips 3 lookups)
+        fitted = c.featurewise_center or c.featurewise_std_normalization or c.zca_whitening
+        stats = self.stats if fitted else None
+        return _run_backend(name, images, params, c, stats, self.dtype, self.memory_format)
+
+    def _resolved_backend(self, device: torch.device) -> str:
+        """`resolve_backend` for this module's backend and dtype, once per device (every call
+        while ``torch.compile`` traces, where "auto" resolves differently)."""
+        if torch.compiler.is_compiling():
+            return resolve_backend(self.backend, device, self.dtype)
+        cache = self.__dict__.setdefault("_resolved", {})
+        key = (self.backend, self.dtype, device)  # the attributes may be reassigned
+        if key not in cache:
+            cache[key] = resolve_backend(self.backend, device, self.dtype)
+        return cache[key]
 
     def forward(
         self,
@@ -235,7 +256,7 @@ class GPUAugment(nn.Module):
             return out
         draws = self.sample_draws(images, generator) if params is None else params
         height, width = images.shape[2], images.shape[3]
-        if resolve_backend(self.backend, images.device, self.dtype) == "triton":
+        if self._resolved_backend(images.device) == "triton":
             out = self.apply(images, draws)  # the kernel reads the draws; params when asked
             self._last_params = None
         else:  # the other backends need the params anyway: keep them

@@ -16,8 +16,9 @@ The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
 - ``"kornia"``: the reference path (`gpuaug.augment.reference`: `warp_affine`'s
   ``grid_sample`` + torch ops, kornia-style batched params); runs everywhere, in float64 too.
   Everything else is tested against it.
-- ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): one pass over the batch
-  that warps, shifts, brightens, rescales, normalises and writes the output once. CUDA
+- ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): a prologue that computes
+  each image's matrix once, then one pass over the batch that warps, shifts, brightens,
+  rescales, normalises and writes the output once. CUDA
   tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
 - ``"compile"``: `gpuaug.augment.backends.compile` (``torch.compile`` of the reference).
 - ``"chunked"``: `gpuaug.augment.backends.chunked`, the reference on cache-sized slices of a
@@ -77,7 +78,8 @@ BACKEND_TABLE: dict[str, BackendEntry] = {
         "gpuaug.augment.backends.triton",
         "apply_fused",
         True,
-        "the fused Triton kernel, one launch per batch (within 1e-3 grey levels of the reference)",
+        "the fused Triton kernel: a per-image prologue and one pass per batch (within 1e-3 grey "
+        "levels of the reference)",
     ),
     "compile": BackendEntry(
         "gpuaug.augment.backends.compile",
@@ -122,6 +124,8 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
     entry = BACKEND_TABLE[name]
     if entry.module is None:  # the reference: imported above (torch.compile traces this call)
         return apply_reference
+    if name in _FUNCTIONS:  # imported before: no import machinery per batch
+        return _FUNCTIONS[name]
     try:
         module = _module(name)
     except ImportError as err:
@@ -129,7 +133,11 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
             f'`backend="{name}"` needs the {entry.module} module, which this build does not '
             f'have ({err}); use backend="kornia" or "auto"'
         ) from err
-    return getattr(module, entry.function)
+    _FUNCTIONS[name] = getattr(module, entry.function)
+    return _FUNCTIONS[name]
+
+
+_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def check_backend(backend: Any) -> str:
