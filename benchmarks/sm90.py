@@ -17,9 +17,10 @@ subprocess (`main` prints one JSON line per kernel)::
 
     python -m benchmarks.sm90 book_fp32 book_bf16
 
-Also `host_launch_seconds`: the host time of a real ``kernel[grid](...)`` call (Triton's
-argument binding and launcher lookup, everything but the driver call itself) for a kernel
-already compiled for sm_90, measured with the stand-in driver's launcher doing nothing.
+Also `host_seconds`: the host time of a ``GPUAugment`` call whose launches go all the way
+through Triton (argument binding or the kept compiled kernel, launch metadata, the launcher)
+to a stand-in launcher that does nothing, and `recorded_launches`: what that launcher is
+handed, to check that the kept-kernel launch passes what Triton's own path passes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ __all__ = [
     "VARIANTS",
     "KernelStats",
     "compile_variant",
-    "host_launch_seconds",
+    "host_seconds",
+    "recorded_launches",
     "main",
     "sass_stats",
     "variant_stats",
@@ -162,13 +164,17 @@ def sass_stats(cubin: bytes, *, num_warps: int, block: int) -> KernelStats:
 
 
 class _Launcher:
-    """The stand-in for Triton's CUDA launcher: it is called with the launch and does nothing."""
+    """The stand-in for Triton's CUDA launcher: it is called with the launch and does nothing
+    (but keep the last `RECORD` calls' arguments when `RECORD` is a list)."""
+
+    RECORD: list[tuple[Any, ...]] | None = None
 
     def __init__(self, src: Any, metadata: Any) -> None:
-        pass
+        self.name = getattr(src, "name", "kernel")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __call__(self, *args: Any) -> None:
+        if _Launcher.RECORD is not None:
+            _Launcher.RECORD.append((self.name, *args))
 
 
 class _Utils:
@@ -323,6 +329,8 @@ def compile_variant(name: str, batch: int = 256) -> list[tuple[Any, dict[str, An
     compiled: list[tuple[Any, dict[str, Any], float]] = []
 
     def warmup(kernel: Any, grid: tuple[int, ...], **kwargs: Any) -> None:
+        kwargs.pop("launch_slot", None)
+        kwargs.pop("launch_guard", None)
         start = time.perf_counter()
         result = kernel.warmup(grid=grid, **kwargs)
         compiled.append((result, kwargs, time.perf_counter() - start))
@@ -359,24 +367,74 @@ def variant_stats(name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def host_launch_seconds(name: str = "book_fp32", repeat: int = 2000) -> float:
-    """Seconds of host time per ``kernel[grid](...)`` for the main kernel of a variant.
-
-    The kernel is compiled for sm_90 first; each call then runs Triton's whole Python launch
-    path (binding, specialisation key, cache lookup, launch metadata) up to the driver's
-    launcher, which does nothing here. The driver call itself is not included.
-    """
-    compiled = compile_variant(name)
-    kernel_args = compiled[-1][1]
+@contextlib.contextmanager
+def _stand_in_launches() -> Iterator[Any]:
+    """`apply` on CPU tensors launching through the stand-in driver (compile for sm_90, launch
+    nothing): every step of a real launch but the driver call."""
     from gpuaug.augment.backends import triton as fused
 
-    grid = (1, 1)
-    with _sm90_driver():
-        fused._augment_kernel[grid](**kernel_args)  # loads the compiled kernel once
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fused._augment_kernel[grid](**kernel_args)
-        return (time.perf_counter() - start) / repeat
+    usable = fused.check_usable
+    fused.check_usable = lambda device, dtype: None
+    try:
+        with _sm90_driver():
+            yield fused
+    finally:
+        fused.check_usable = usable
+
+
+def recorded_launches(name: str = "book_fp32", batches: int = 2) -> list[list[tuple[Any, ...]]]:
+    """The launcher calls (kernel name, grid, stream, function, metadata, hooks, arguments) of
+    ``batches`` batches of one variant, one list per batch: the first through
+    ``kernel[grid](...)``, the later ones through the compiled kernels kept for the kind."""
+    from gpuaug.augment.module import GPUAugment
+
+    config, images, dtype, fmt = _variant_inputs(name, 8)
+    batches_seen: list[list[tuple[Any, ...]]] = []
+    with _stand_in_launches():
+        aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+        for _ in range(batches):
+            _Launcher.RECORD = []
+            aug(images)
+            batches_seen.append(_Launcher.RECORD)
+    _Launcher.RECORD = None
+    return batches_seen
+
+
+def host_seconds(name: str = "book_fp32", batch: int = 256, repeat: int = 300) -> dict[str, float]:
+    """Host time of one ``GPUAugment`` call (draws, checks, planning lookups, both launches up to
+    the driver call) for a variant at ``batch``, with the stand-in driver, and of the things to
+    compare it with, measured in the same run (best of 5 rounds of ``repeat`` calls each).
+
+    Returns:
+        Seconds per call: ``forward`` (the whole call), ``rand`` (its ``torch.rand`` of the
+        B x 12 draws), ``empty`` (a ``torch.empty`` of the output), ``python`` (``forward``
+        less the draws and the output's allocation: gpuaug's and Triton's Python).
+    """
+    import torch
+
+    from gpuaug.augment.module import GPUAugment
+
+    config, images, dtype, fmt = _variant_inputs(name, batch)
+    shape = tuple(images.shape)
+    generator = torch.Generator().manual_seed(0)
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            times.append((time.perf_counter() - start) / repeat)
+        return min(times)
+
+    with _stand_in_launches():
+        aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+        for _ in range(3):  # compile, plan, keep the compiled kernels
+            aug(images, generator=generator)
+        forward = best(lambda: aug(images, generator=generator))
+        rand = best(lambda: torch.rand((batch, 12), generator=generator))
+        empty = best(lambda: torch.empty(shape, dtype=dtype, memory_format=fmt))
+    return {"forward": forward, "rand": rand, "empty": empty, "python": forward - rand - empty}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -396,9 +396,11 @@ class _Recorder(TorchDispatchMode):
 
 def _count_launches(monkeypatch) -> list[dict]:
     launches: list[dict] = []
-    monkeypatch.setattr(
-        fused, "_launch", lambda kernel, grid, **kw: launches.append({"kernel": kernel, **kw})
-    )
+
+    def record(kernel, grid, launch_slot=None, launch_guard=(), **kw):
+        launches.append({"kernel": kernel, **kw})
+
+    monkeypatch.setattr(fused, "_launch", record)
     return launches
 
 

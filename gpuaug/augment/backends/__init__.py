@@ -32,6 +32,7 @@ The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,9 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
     entry = BACKEND_TABLE[name]
     if entry.module is None:  # the reference: imported above (torch.compile traces this call)
         return apply_reference
-    if name in _FUNCTIONS:  # imported before: no import machinery per batch
-        return _FUNCTIONS[name]
+    loaded = sys.modules.get(entry.module)
+    if loaded is not None:  # imported before: no import machinery per batch
+        return getattr(loaded, entry.function)
     try:
         module = _module(name)
     except ImportError as err:
@@ -133,11 +135,7 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
             f'`backend="{name}"` needs the {entry.module} module, which this build does not '
             f'have ({err}); use backend="kornia" or "auto"'
         ) from err
-    _FUNCTIONS[name] = getattr(module, entry.function)
-    return _FUNCTIONS[name]
-
-
-_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {}
+    return getattr(module, entry.function)
 
 
 def check_backend(backend: Any) -> str:
