@@ -12,8 +12,9 @@ No GPU has run this code. Every number here is computed, from three things a CPU
 The modelled kernel time is the largest of three bounds, assumed to overlap perfectly (an
 optimistic model, stated as such):
 
-- DRAM: the bytes every design must move (uint8 in, the output dtype out) at the peak
-  bandwidth. This bound alone is the *copy roofline*;
+- DRAM: the bytes the kernel moves (its uint8 source, 4 bytes a pixel for an RGBX source, and
+  the output) at the peak bandwidth. The *copy roofline* is the same bound for the bytes any
+  design must move: uint8 RGB in, the output dtype out;
 - L1: the wavefronts (distinct 128-byte lines per warp load / store instruction, summed) at one
   per SM per clock;
 - issue: warp instructions at four per SM per clock;
@@ -226,17 +227,20 @@ def model(
         prologue = kernels[0]
         passes = [k for k in kernels if k["name"] == "_augment_kernel"]
         nearest = config.interpolation == "nearest"
+        rgbx = bool(sm90.VARIANTS[name].get("rgbx"))
         matrices = _book_matrices(sample, height, width, config)
-        lines = lines_per_gather(matrices, height, width, nearest=nearest)
+        source = "rgbx_u32" if rgbx else "planar_u8"
+        lines = lines_per_gather(matrices, height, width, nearest=nearest, source=source)
         taps = 1 if nearest else 4
+        loads_per_tap = 1 if rgbx else c
         out_bytes = torch.empty((), dtype=dtype).element_size()
         pixels = batch * height * width
         per_pixel_store = c * _store_lines(height, width, out_bytes) / 32
-        per_pixel_gather = c * taps * lines / 32
+        per_pixel_gather = loads_per_tap * taps * lines / 32
         matrix_loads = 6 / (32 * passes[-1]["pixels_per_thread"])
-        bytes_in = pixels * c  # uint8
+        bytes_in = pixels * (4 if rgbx else c)  # uint8 planes, or 4-byte RGBX pixels
         bytes_out = pixels * c * out_bytes
-        copy_bytes = bytes_in + bytes_out
+        copy_bytes = pixels * c + bytes_out  # the roofline: uint8 RGB in, the output out
         row: dict[str, Any] = {
             "variant": name,
             "image": f"{height}x{width}",
@@ -260,12 +264,14 @@ def model(
                 }
                 for kernel in kernels
             ],
-            "gathers_per_pixel": c * taps,
+            "source": source,
+            "gathers_per_pixel": loads_per_tap * taps,
             "lines_per_gather": round(lines, 2),
             "wavefronts_per_32_pixels": round(
                 32 * (per_pixel_gather + per_pixel_store + matrix_loads), 1
             ),
-            "bytes_moved": copy_bytes,
+            "bytes_moved": bytes_in + bytes_out,
+            "roofline_bytes": copy_bytes,
             "models": {},
         }
         for hw in HARDWARE:
@@ -308,7 +314,7 @@ def model(
         ("row32", "planar_u8", "one pixel per lane along the flattened image (the old kernel)"),
         ("vec4", "planar_u8", "4 pixels per lane along x, for 16-byte stores"),
         ("tile4x8", "planar_u8", "the kernel: one pixel per lane, 4 x 8 pixels per warp"),
-        ("tile4x8", "rgbx_u32", "the same with a 4-byte RGBX source (not built: see docs)"),
+        ("tile4x8", "rgbx_u32", "the same from a 4-byte RGBX source (book_fp32_rgbx)"),
     ):
         lines = lines_per_gather(matrices, 150, 150, footprint=footprint, source=source)
         gathers = 12 if source == "planar_u8" else 4

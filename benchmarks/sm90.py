@@ -281,6 +281,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "nearest_interpolation_fp32": {"config": {"interpolation": "nearest"}},
     "channel_shift_fp32": {"config": {"channel_shift_range": 20.0}},
     "book_224_fp32": {"size": 224},
+    "book_fp32_rgbx": {"rgbx": True},
 }
 
 
@@ -299,6 +300,7 @@ INSTRUCTION_BUDGETS: dict[str, float] = {
     "nearest_interpolation_fp32": 104,
     "channel_shift_fp32": 240,
     "book_224_fp32": 192,
+    "book_fp32_rgbx": 160,
 }
 
 
@@ -311,6 +313,8 @@ def _variant_inputs(name: str, batch: int) -> tuple[Any, ...]:
     dtype = getattr(torch, spec.get("dtype", "float32"))
     fmt = torch.channels_last if spec.get("channels_last") else torch.contiguous_format
     images = torch.zeros(batch, 3, size, size, dtype=torch.uint8)
+    if spec.get("rgbx"):  # the first 3 channels of a (B, H, W, 4) buffer: 32-bit gathers
+        images = torch.zeros(batch, size, size, 4, dtype=torch.uint8).permute(0, 3, 1, 2)[:, :3]
     return config, images, dtype, fmt
 
 

@@ -484,3 +484,31 @@ def test_triton_rejects_float64_output():
     with pytest.raises(ValueError, match='`backend="triton"` writes .* got dtype=torch.float64'):
         apply(_images(1, 4, 4), sample_draws(1, device=DEVICE), BOOK, dtype=torch.float64,
               backend="triton")  # fmt: skip
+
+
+def _rgbx(x: torch.Tensor) -> torch.Tensor:
+    """The same batch as the first 3 channels of a (B, H, W, 4) uint8 buffer."""
+    b, c, h, w = x.shape
+    x4 = torch.full((b, h, w, 4), 77, dtype=torch.uint8, device=x.device)
+    x4[..., :c] = x.permute(0, 2, 3, 1)
+    return x4.permute(0, 3, 1, 2)[:, :c]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
+def test_an_rgbx_batch_gives_the_planar_result(fill_mode, interpolation):
+    config = _config(fill_mode, interpolation, channel_shift_range=20)
+    x = _images(3, 9, 11)
+    draws = sample_draws(3, generator=_gen(3), device=DEVICE)
+    rgbx = _rgbx(x)
+    assert fused._rgbx(rgbx) and not fused._rgbx(x)
+    assert torch.equal(apply(rgbx, draws, config, backend="triton"),
+                       apply(x, draws, config, backend="triton"))  # fmt: skip
+
+
+def test_an_rgbx_batch_without_a_warp_gives_the_planar_result():
+    config = AugmentConfig(horizontal_flip=True, brightness_range=(0.5, 1.5))
+    x = _images(2, 5, 6)
+    draws = sample_draws(2, generator=_gen(), device=DEVICE)
+    assert torch.equal(apply(_rgbx(x), draws, config, backend="triton"),
+                       apply(x, draws, config, backend="triton"))  # fmt: skip

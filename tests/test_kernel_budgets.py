@@ -162,3 +162,10 @@ def test_the_host_time_of_a_batch_stays_within_its_budget(host):
     # a count of work, not a wall-clock threshold. Measured 6-18 on a loaded 2-core machine.
     h = host["host"]
     assert h["python"] / h["empty"] <= 30, h
+
+
+def test_an_rgbx_source_takes_one_load_per_tap_for_every_channel():
+    row = _main(_compile(["book_fp32_rgbx"])["book_fp32_rgbx"])[0]
+    assert row["global_loads"] == 6 + 4 * row["pixels_per_thread"]  # 4 taps, not 12
+    assert row["registers"] <= sm90.MAX_REGISTERS and row["stack_bytes"] == 0
+    assert row["instructions_per_pixel"] <= sm90.INSTRUCTION_BUDGETS["book_fp32_rgbx"]

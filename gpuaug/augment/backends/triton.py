@@ -25,10 +25,12 @@ what the reference path (`gpuaug.augment.reference.apply_reference`:
 
 Layout: a program is a tile of BLOCK_H x 8 output pixels of one image (grid: tiles x images),
 one pixel per lane, so each warp's load covers 4 rows x 8 columns: the footprint that touches
-the fewest 128-byte lines of the source per gather (5.9 on average for the book's settings at
-150 x 150, against 25 for 4 pixels per thread along x with 16-byte stores;
+the fewest 128-byte lines of the source per gather (~5.5 on average for the book's settings
+at 150 x 150, against ~23 for 4 pixels per thread along x with 16-byte stores;
 `benchmarks.kernel_model` simulates it). The stores are one 4-byte (2-byte) store per value,
-each warp's covering 4 rows x 32 bytes. The budgets (registers, instructions per pixel, no
+each warp's covering 4 rows x 32 bytes. An RGBX source (the first channels of a (B, H, W, 4)
+uint8 buffer, 4-byte aligned: `_rgbx`) is read with one 32-bit load per tap for all channels
+instead of one byte per tap and channel. The budgets (registers, instructions per pixel, no
 spills) are checked on the compiled sm_90 code by tests/test_kernel_budgets.py.
 
 Kernels per batch: the prologue and one. A channel shift needs each warped image's min and max
@@ -281,6 +283,20 @@ if triton is not None:
         return value.to(tl.float32)
 
     @triton.jit
+    def _word(pointer, valid, MASKED: tl.constexpr):
+        """One RGBX pixel as a 32-bit word (masked where the index may leave the image)."""
+        if MASKED:
+            value = tl.load(pointer, mask=valid, other=0)
+        else:
+            value = tl.load(pointer)
+        return value
+
+    @triton.jit
+    def _byte(word, c: tl.constexpr):
+        """Channel ``c`` of an RGBX word (little-endian: R in the low byte) as float32."""
+        return ((word >> (8 * c)) & 0xFF).to(tl.float32)
+
+    @triton.jit
     def _fold(coord, last, lo_in, hi_in, period, FILL: tl.constexpr):
         """Fold source coordinates into [0, last] as scipy's mode does; also 'inside'."""
         inside = (coord >= lo_in) & (coord <= hi_in)
@@ -349,6 +365,7 @@ if triton is not None:
         STD: tl.constexpr,
         NORMALISE: tl.constexpr,
         OUT_BF16: tl.constexpr,
+        WORDS: tl.constexpr,
         BLOCK_H: tl.constexpr,
         BLOCK_W: tl.constexpr,
         PARTS: tl.constexpr,
@@ -425,7 +442,10 @@ if triton is not None:
             wx = ox.to(tl.float32) * 0.0
             wy = wx
 
-        base = src_ptr + b.to(tl.int64) * s_b
+        if WORDS:  # an RGBX source: 4 bytes per pixel, one 32-bit load per tap (strides in words)
+            base = src_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + b.to(tl.int64) * s_b
+        else:
+            base = src_ptr + b.to(tl.int64) * s_b
         out_base = out_ptr + b.to(tl.int64) * o_b
         # the four taps' offsets in a plane, and their weights, shared by every channel
         t00 = y0 * s_h + x0 * s_w
@@ -455,15 +475,29 @@ if triton is not None:
         run_max = tl.full([BLOCK_H, BLOCK_W], float("-inf"), tl.float32)
         # With a warp the taps are clamped into the image for every lane, the tile's padding
         # included: the gathers need no mask (nor the select that a masked load adds).
+        if WORDS:  # every channel of a tap in one load
+            q00 = _word(base + t00, valid, not GEOMETRY)
+            if not NEAREST:
+                q01 = _word(base + t01, valid, not GEOMETRY)
+                q10 = _word(base + t10, valid, not GEOMETRY)
+                q11 = _word(base + t11, valid, not GEOMETRY)
         for c in tl.static_range(C):
-            plane = base + c * s_c
-            v00 = _tap(plane + t00, valid, not GEOMETRY)
+            if WORDS:
+                v00 = _byte(q00, c)
+            else:
+                plane = base + c * s_c
+                v00 = _tap(plane + t00, valid, not GEOMETRY)
             if NEAREST:
                 v = v00
             else:
-                v01 = _tap(plane + t01, valid, not GEOMETRY)
-                v10 = _tap(plane + t10, valid, not GEOMETRY)
-                v11 = _tap(plane + t11, valid, not GEOMETRY)
+                if WORDS:
+                    v01 = _byte(q01, c)
+                    v10 = _byte(q10, c)
+                    v11 = _byte(q11, c)
+                else:
+                    v01 = _tap(plane + t01, valid, not GEOMETRY)
+                    v10 = _tap(plane + t10, valid, not GEOMETRY)
+                    v11 = _tap(plane + t11, valid, not GEOMETRY)
                 v = w00 * v00 + w01 * v01
                 v = v + w10 * v10 + w11 * v11
             if FILL == 1:
@@ -753,6 +787,7 @@ def _launches(
         images.shape,
         images.stride(),
         images.dtype,
+        images.data_ptr() % 4 == 0,  # an RGBX source is read in words only when aligned
         images.device,
         out.dtype,
         out.stride(),
@@ -791,6 +826,7 @@ def _build_launches(
     block_h = _block_height(height)
     n_blocks = triton.cdiv(height, block_h) * triton.cdiv(width, _BLOCK_W)
     channel = bool(config.channel_shift_range)
+    words = _rgbx(images)
     placeholder = _placeholder(device)
     matrix_args = {
         "table_x_ptr": table_x if table_x is not None else placeholder,
@@ -801,10 +837,10 @@ def _build_launches(
     main_args = {
         "mean_ptr": mean if mean is not None else placeholder,
         "std_ptr": std if std is not None else placeholder,
-        "s_b": images.stride(0),
+        "s_b": images.stride(0) // 4 if words else images.stride(0),  # words: see WORDS
         "s_c": images.stride(1),
-        "s_h": images.stride(2),
-        "s_w": images.stride(3),
+        "s_h": images.stride(2) // 4 if words else images.stride(2),
+        "s_w": 1 if words else images.stride(3),
         "o_b": out.stride(0),
         "o_c": out.stride(1),
         "o_h": out.stride(2),
@@ -817,6 +853,7 @@ def _build_launches(
         "STD": std is not None,
         "NORMALISE": mean is not None or std is not None,
         "OUT_BF16": out.dtype == torch.bfloat16,
+        "WORDS": words,
         "BLOCK_H": block_h,
         "BLOCK_W": _BLOCK_W,
         "PARTS": max(_PARTS_MIN, triton.next_power_of_2(n_blocks)),
@@ -835,6 +872,26 @@ def _build_launches(
         channel=channel,
         unfit=unfit,
         slots={"prologue": {}, **{p: {} for p in (1, 2, 0)}},
+    )
+
+
+def _rgbx(images: torch.Tensor) -> bool:
+    """Whether the batch is the first channels of a 4-byte-per-pixel uint8 buffer (RGBX):
+    then the kernel reads each tap's channels with one 32-bit load.
+
+    Such a batch is ``x4.permute(0, 3, 1, 2)[:, :3]`` of a (B, H, W, 4) uint8 tensor whose
+    pixels start on 4-byte boundaries: strides (4HW', 1, 4W', 4) for any row pitch W' >= W.
+    """
+    b, c, _, _ = images.shape
+    s_b, s_c, s_h, s_w = images.stride()
+    return (
+        images.dtype == torch.uint8
+        and c <= 4
+        and s_c == 1
+        and s_w == 4
+        and s_h % 4 == 0
+        and (s_b % 4 == 0 or b == 1)
+        and images.data_ptr() % 4 == 0
     )
 
 
