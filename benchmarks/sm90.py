@@ -45,6 +45,7 @@ __all__ = [
     "MAX_REGISTERS",
     "VARIANTS",
     "KernelStats",
+    "compile_ahead_then_launch",
     "compile_variant",
     "host_seconds",
     "recorded_launches",
@@ -402,6 +403,34 @@ def recorded_launches(name: str = "book_fp32", batches: int = 2) -> list[list[tu
             batches_seen.append(_Launcher.RECORD)
     _Launcher.RECORD = None
     return batches_seen
+
+
+def compile_ahead_then_launch(name: str = "book_fp32", *, ahead: bool = True) -> dict[str, int]:
+    """Compile a variant's kernels ahead (`gpuaug.augment.backends.triton.compile_ahead`, as
+    the loader does), then launch its first batch of 8 through the stand-in driver.
+
+    Returns:
+        ``ahead``: kernels compiled ahead (none with ``ahead=False``); ``compiled_at_launch``:
+        kernels the first batch still had to compile (0 when compiling ahead covered them).
+    """
+    from gpuaug.augment.module import GPUAugment
+
+    config, images, dtype, fmt = _variant_inputs(name, 8)
+    kernels = []
+    with _stand_in_launches() as fused:
+        real = fused._compiles_on
+        fused._compiles_on = lambda device: True
+        try:
+            aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+            future = aug.prepare(tuple(images.shape[1:]), images.device) if ahead else None
+            done = future.result() if future is not None else []
+            kernels = [fused._matrix_kernel, fused._augment_kernel]
+            before = sum(len(c[0]) for k in kernels for c in k.device_caches.values())
+            aug(images)
+            after = sum(len(c[0]) for k in kernels for c in k.device_caches.values())
+        finally:
+            fused._compiles_on = real
+    return {"ahead": len(done), "compiled_at_launch": after - before}
 
 
 def host_seconds(name: str = "book_fp32", batch: int = 256, repeat: int = 300) -> dict[str, float]:

@@ -512,3 +512,8 @@ def test_an_rgbx_batch_without_a_warp_gives_the_planar_result():
     draws = sample_draws(2, generator=_gen(), device=DEVICE)
     assert torch.equal(apply(_rgbx(x), draws, config, backend="triton"),
                        apply(x, draws, config, backend="triton"))  # fmt: skip
+
+
+def test_nothing_compiles_ahead_in_the_interpreter():
+    assert GPUAugment(BOOK, backend="triton").prepare((3, 8, 8), DEVICE) is None
+    assert GPUAugment(BOOK, backend="kornia").prepare((3, 8, 8), DEVICE) is None

@@ -169,3 +169,25 @@ def test_an_rgbx_source_takes_one_load_per_tap_for_every_channel():
     assert row["global_loads"] == 6 + 4 * row["pixels_per_thread"]  # 4 taps, not 12
     assert row["registers"] <= sm90.MAX_REGISTERS and row["stack_bytes"] == 0
     assert row["instructions_per_pixel"] <= sm90.INSTRUCTION_BUDGETS["book_fp32_rgbx"]
+
+
+_AHEAD = """
+import json
+from benchmarks import sm90
+print(json.dumps([sm90.compile_ahead_then_launch("constant_fp32", ahead=False),
+                  sm90.compile_ahead_then_launch("wrap_fp32", ahead=True)]))
+"""
+
+
+def test_kernels_compiled_ahead_leave_nothing_to_compile_at_the_first_batch():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", _AHEAD], env=env, cwd=root, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cold, warm = json.loads(done.stdout.splitlines()[-1])
+    assert cold["ahead"] == 0 and cold["compiled_at_launch"] == 2  # the prologue, the pass
+    assert warm == {"ahead": 2, "compiled_at_launch": 0}

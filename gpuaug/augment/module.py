@@ -15,6 +15,7 @@ reference within 1e-3 grey levels (except "opencv").
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from gpuaug.augment.backends import (
     backend_function,
     check_backend,
     describe_backend,
+    prepare_backend,
     resolve_backend,
 )
 from gpuaug.augment.checks import check_apply_args, check_batch, check_memory_format
@@ -231,6 +233,23 @@ class GPUAugment(nn.Module):
         fitted = c.featurewise_center or c.featurewise_std_normalization or c.zca_whitening
         stats = self.stats if fitted else None
         return _run_backend(name, images, params, c, stats, self.dtype, self.memory_format)
+
+    def prepare(self, image_shape: tuple[int, int, int], device: torch.device | str) -> Any:
+        """Start compiling, on a background thread, what batches of ``image_shape`` (C, H, W)
+        on ``device`` will launch (the fused kernels; nothing for the other backends).
+
+        Returns:
+            A ``concurrent.futures.Future`` (its result: the compiled kernels), or None when
+            nothing needs compiling (the reference backend, a CPU device, the interpreter).
+        """
+        device = torch.device(device)
+        c = self.config
+        fitted = c.featurewise_center or c.featurewise_std_normalization
+        stats = self.stats if fitted else None
+        name = self._resolved_backend(device)
+        return prepare_backend(
+            name, c, tuple(image_shape), self.dtype, self.memory_format, device, stats
+        )
 
     def _resolved_backend(self, device: torch.device) -> str:
         """`resolve_backend` for this module's backend and dtype, once per device (every call

@@ -48,6 +48,7 @@ __all__ = [
     "BackendEntry",
     "backend_function",
     "describe_backend",
+    "prepare_backend",
     "resolve_backend",
 ]
 
@@ -62,12 +63,15 @@ class BackendEntry:
         takes_draws: It reads `AugmentDraws` itself (else the dispatcher turns draws into params
             first).
         note: What it is, in a few words (`describe_backend`).
+        prepare: The module's function that starts compiling ahead what a batch kind will
+            launch (`prepare_backend`), if it has one.
     """
 
     module: str | None
     function: str
     takes_draws: bool
     note: str
+    prepare: str | None = None
 
 
 #: The resolved backends and where they live.
@@ -81,6 +85,7 @@ BACKEND_TABLE: dict[str, BackendEntry] = {
         True,
         "the fused Triton kernel: a per-image prologue and one pass per batch (within 1e-3 grey "
         "levels of the reference)",
+        prepare="compile_ahead",
     ),
     "compile": BackendEntry(
         "gpuaug.augment.backends.compile",
@@ -136,6 +141,26 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
             f'have ({err}); use backend="kornia" or "auto"'
         ) from err
     return getattr(module, entry.function)
+
+
+def prepare_backend(
+    name: str,
+    config: AugmentConfig,
+    image_shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    device: torch.device | str,
+    stats: Any = None,
+) -> Any:
+    """Start what a resolved backend can do ahead of its first batch (the fused kernel compiles
+    on a background thread); returns its future, or None when the backend has nothing to do."""
+    entry = BACKEND_TABLE[name]
+    if entry.prepare is None:
+        return None
+    prepare = getattr(_module(name), entry.prepare)
+    return prepare(
+        config, image_shape, dtype=dtype, memory_format=memory_format, device=device, stats=stats
+    )
 
 
 def check_backend(backend: Any) -> str:

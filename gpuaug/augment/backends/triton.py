@@ -72,7 +72,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +95,14 @@ except Exception as err:  # pragma: no cover - triton missing or broken
     tl = None
     _TRITON_ERROR = err
 
-__all__ = ["FUSED_DTYPES", "apply_fused", "check_usable", "matrix_table", "triton_available"]
+__all__ = [
+    "FUSED_DTYPES",
+    "apply_fused",
+    "check_usable",
+    "compile_ahead",
+    "matrix_table",
+    "triton_available",
+]
 
 #: Output dtypes the kernel writes (computed in float32, rounded once at the store).
 FUSED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
@@ -1070,3 +1079,92 @@ def _run(
                     **pointers,
                     **plan.main_args,
                 )
+
+
+# ----------------------------------------------------------------------------- compile ahead
+
+_AHEAD: list[ThreadPoolExecutor] = []
+_AHEAD_LOCK = threading.Lock()
+
+
+def _compiles_on(device: torch.device) -> bool:
+    """Whether a launch on ``device`` compiles (CUDA; the interpreter compiles nothing)."""
+    return device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def compile_ahead(
+    config: AugmentConfig,
+    image_shape: tuple[int, int, int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    device: torch.device | str = "cuda",
+    stats: FitStats | None = None,
+) -> Future | None:
+    """Compile (or load from Triton's cache) the kernels a batch of this kind will launch, on a
+    background thread, so that the first batch does not wait 1-3 s for the compiler.
+
+    The kernels depend on the config, the image size (tile height), the channel count, the
+    output dtype and which fitted statistics exist, not on the batch size or the strides (they
+    are not specialised on): this compiles them with a batch of one. A planar uint8 source is
+    assumed (an RGBX one compiles on first use). Under ``TRITON_INTERPRET=1`` or off CUDA
+    nothing compiles.
+
+    Args:
+        config: The settings.
+        image_shape: (C, H, W) of the batches.
+        dtype: The output dtype.
+        memory_format: The output's memory format.
+        device: Where the batches will be.
+        stats: The fitted statistics, if any (a later ``fit`` may compile another variant).
+
+    Returns:
+        A future whose result is the list of compiled kernels (the prologue, then each pass),
+        or None when nothing compiles here.
+    """
+    device = torch.device(device)
+    if triton is None or not _compiles_on(device) or dtype not in FUSED_DTYPES:
+        return None
+    with _AHEAD_LOCK:
+        if not _AHEAD:
+            _AHEAD.append(ThreadPoolExecutor(1, thread_name_prefix="gpuaug-compile"))
+    return _AHEAD[0].submit(
+        _compile_kinds, config, tuple(image_shape), dtype, memory_format, device, stats
+    )
+
+
+def _compile_kinds(
+    config: AugmentConfig,
+    image_shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    device: torch.device,
+    stats: FitStats | None,
+) -> list[Any]:
+    c, height, width = image_shape
+    images = torch.zeros((1, c, height, width), dtype=torch.uint8, device=device)
+    tail = _unfused_tail(config)
+    out = torch.empty(
+        (1, c, height, width),
+        dtype=torch.float32 if tail else dtype,
+        device=device,
+        memory_format=torch.contiguous_format if tail else memory_format,
+    )
+    fields = (None, None) if stats is None or tail else (stats.mean, stats.std)
+    plan = _build_launches(images, config, stats, out, tail, True, fields)
+    rows = torch.zeros((1, 12), dtype=torch.float32, device=device)
+    table = torch.zeros((1, _MATRIX_COLUMNS), dtype=torch.float32, device=device)
+    parts = torch.zeros((1, plan.n_blocks, 2), dtype=torch.float32, device=device)
+    where = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with where:
+        compiled = [
+            _matrix_kernel.warmup(
+                rows_ptr=rows, mat_ptr=table, B=1, row_stride=12, grid=(1,), **plan.matrix_args
+            )
+        ]
+        for p in plan.passes:
+            pointers = {"src_ptr": images, "out_ptr": out, "mat_ptr": table, "part_ptr": parts}
+            compiled.append(
+                _augment_kernel.warmup(grid=(1, 1), PASS=p, **pointers, **plan.main_args)
+            )
+    return compiled
