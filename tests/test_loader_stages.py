@@ -409,3 +409,15 @@ def test_the_persistent_workers_serve_the_next_epoch_after_a_peek_is_dropped(tre
     assert sum(len(x) for x, _ in loader) == 13
     assert sum(len(x) for x, _ in loader) == 13 and loader.epoch == 2
     loader.close()
+
+
+def test_describe_says_when_the_kernels_compile_ahead(tree):
+    from concurrent.futures import Future
+
+    loader = make(tree, augment=gpuaug.AugmentConfig(rotation_range=30))
+    assert loader.compiling_ahead is None  # the reference on the CPU: nothing to compile
+    assert "compiled (or loaded from Triton's cache)" not in loader.describe()
+    loader.compiling_ahead = Future()
+    assert "while the first batch decodes (still compiling)" in loader.describe()
+    loader.compiling_ahead.set_result([])
+    assert "while the first batch decodes (done)" in loader.describe()

@@ -127,7 +127,12 @@ def describe_loader(loader: Any) -> str:
     lines.append("  " + backend)
     ahead = getattr(loader, "compiling_ahead", None)
     if ahead is not None:
-        state = "done" if ahead.done() else "still compiling"
+        if not ahead.done():
+            state = "still compiling"
+        elif ahead.exception() is not None:  # the first batch compiles, and raises, as before
+            state = f"failed: {ahead.exception()!r}; the first batch compiles instead"
+        else:
+            state = "done"
         lines.append(
             "  kernels: compiled (or loaded from Triton's cache) on a background thread while "
             f"the first batch decodes ({state})"
