@@ -263,7 +263,7 @@ def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
     assert counts["bytes_written_per_image"] == 132 // 4
 
 
-def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
+def test_each_triton_launch_counts_as_one_op_reading_its_tensors_once():
     pytest.importorskip("triton")
     import gpuaug
     from gpuaug.augment.backends import triton as fused
@@ -275,8 +275,9 @@ def test_a_triton_launch_counts_as_one_op_reading_its_tensors_once():
     counts = counting.count_ops(
         lambda: aug(x), 2, launches=("gpuaug.augment.backends.triton", "_launch")
     )
-    assert counts["top_ops"]["triton_launch"] == 1
-    assert counts["ops_per_batch"] <= 3  # the draws, the launch: nothing of the interpreter's
+    assert counts["top_ops"]["triton_launch"] == 2  # the prologue (the matrices), the pass
+    # the draws, the two launches: nothing of the interpreter's
+    assert counts["ops_per_batch"] <= 4
     assert counts["bytes_per_image"] >= 3 * 8 * 8 * (1 + 4)  # uint8 in, float32 out
 
 

@@ -396,25 +396,33 @@ class _Recorder(TorchDispatchMode):
 
 def _count_launches(monkeypatch) -> list[dict]:
     launches: list[dict] = []
-    monkeypatch.setattr(fused, "_launch", lambda kernel, grid, **kw: launches.append(kw))
+
+    def record(kernel, grid, launch_slot=None, launch_guard=(), **kw):
+        launches.append({"kernel": kernel, **kw})
+
+    monkeypatch.setattr(fused, "_launch", record)
     return launches
 
 
-def test_the_book_settings_take_one_kernel_and_allocate_only_the_output(monkeypatch):
-    # B = 256 at 150 x 150: the launch is recorded, not run (the interpreter would take minutes).
+def test_the_book_settings_take_a_prologue_and_one_kernel_and_allocate_only_the_output(
+    monkeypatch,
+):
+    # B = 256 at 150 x 150: the launches are recorded, not run (the interpreter would take
+    # minutes).
     launches = _count_launches(monkeypatch)
     x = torch.zeros(256, 3, 150, 150, dtype=torch.uint8, device=DEVICE)
     aug = GPUAugment(BOOK, backend="triton")
     generator = _gen()
-    aug(x, generator=generator)  # warm-up: the plan and its tables are made once per config
+    aug(x, generator=generator)  # warm-up: the launches are planned once per config and shape
     launches.clear()
     with _Recorder() as recorder:
         out = aug(x, generator=generator)
-    assert len(launches) == 1
-    # the B x 12 draws (on the generator's device; plus a pinned copy on CUDA) and the output
+    assert [kw["kernel"] for kw in launches] == [fused._matrix_kernel, fused._augment_kernel]
+    # the B x 12 draws (on the generator's device; plus a pinned copy on CUDA), the prologue's
+    # B x 8 table (each image's matrix, once) and the output
     allowed = {("rand", (256, 12)), ("_pin_memory", (256, 12)), ("_to_copy", (256, 12))}
     extra = [op for op in recorder.ops if op not in allowed]
-    assert extra == [("empty", (256, 3, 150, 150))], extra
+    assert extra == [("empty", (256, 3, 150, 150)), ("empty", (256, 8))], extra
     assert out.shape == (256, 3, 150, 150)
 
 
@@ -422,7 +430,32 @@ def test_a_channel_shift_adds_one_reduction_pass(monkeypatch):
     launches = _count_launches(monkeypatch)
     config = dataclasses.replace(BOOK, channel_shift_range=20.0, brightness_range=(0.5, 1.5))
     GPUAugment(config, backend="triton")(_images(8, 12, 12), generator=_gen())
-    assert [kw["PASS"] for kw in launches] == [1, 2]  # reduce the min / max, then apply
+    # the prologue, then reduce the min / max, then apply
+    assert [kw.get("PASS") for kw in launches] == [None, 1, 2]
+
+
+def test_the_prologue_writes_the_reference_matrices():
+    config = _config("reflect", "bilinear", channel_shift_range=30, brightness_range=(0.5, 1.5))
+    draws = sample_draws(5, generator=_gen(6), device=DEVICE)
+    table = fused.matrix_table(draws, config, 13, 17)
+    params = params_from_draws(config, draws, 13, 17)
+    want = affine_matrix(params, 13, 17).reshape(5, 6)
+    torch.testing.assert_close(table[:, :6], want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(table[:, 6], params.channel_shift, rtol=0, atol=0)
+    torch.testing.assert_close(table[:, 7], params.brightness, rtol=0, atol=0)
+
+
+def test_a_second_batch_of_the_same_kind_reuses_the_planned_launch(monkeypatch):
+    launches = _count_launches(monkeypatch)
+    x = _images(2, 6, 7)
+    apply(x, sample_draws(2, generator=_gen(), device=DEVICE), BOOK, backend="triton")
+    apply(x, sample_draws(2, generator=_gen(1), device=DEVICE), BOOK, backend="triton")
+    first, second = launches[1], launches[3]
+    assert first["src_ptr"] is second["src_ptr"] and first["out_ptr"] is not second["out_ptr"]
+    built = []
+    monkeypatch.setattr(fused, "_build_launches", lambda *a: built.append(1))
+    apply(x, sample_draws(2, generator=_gen(2), device=DEVICE), BOOK, backend="triton")
+    assert built == []
 
 
 # ----------------------------------------------------------------------------- backend choice
@@ -453,61 +486,34 @@ def test_triton_rejects_float64_output():
               backend="triton")  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- compiled code
-
-_AOT = """
-import os, sys
-os.environ.pop("TRITON_INTERPRET", None)
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from gpuaug.augment.backends import triton as fused
-kernel = fused._augment_kernel
-pointers = {"src_ptr", "out_ptr", "rows_ptr", "table_x_ptr", "table_y_ptr", "mean_ptr",
-            "std_ptr", "part_ptr"}
-ints = {"H", "W", "s_b", "s_c", "s_h", "s_w", "o_b", "o_c", "o_h", "o_w", "row_stride",
-        "n_blocks"}
-base = dict(C=3, FROM_DRAWS=True, GEOMETRY=True, FLIP_H=True, FLIP_V=False, SHIFT_X=1,
-            SHIFT_Y=1, FILL=0, NEAREST=False, WARP=True, DIRECT=True, PASS=0,
-            BRIGHTNESS=False, RESCALE=True, CENTER=False, STD=False, NORMALISE=False,
-            OUT_BF16=False, BLOCK=1024, PARTS=32)
-variants = [
-    ({}, "*fp32"),  # the book's settings
-    (dict(FILL=3, NEAREST=True, DIRECT=False, PASS=2, BRIGHTNESS=True, SHIFT_X=2,
-          OUT_BF16=True), "*bf16"),
-    (dict(FILL=1, DIRECT=False, PASS=1, FROM_DRAWS=False, CENTER=True, STD=True,
-          NORMALISE=True), "*fp16"),
-    (dict(FILL=2, DIRECT=False, PASS=2, GEOMETRY=False, FLIP_V=True, BLOCK=128,
-          PARTS=16), "*fp32"),  # flips only, the smallest block
-]
-for extra, out in variants:
-    constexprs = base | extra
-    signature = {
-        name: "constexpr" if name in constexprs
-        else (out if name == "out_ptr" else "*u8" if name == "src_ptr" else "*fp32")
-        if name in pointers else "i32" if name in ints else "fp32"
-        for name in kernel.arg_names
-    }
-    source = ASTSource(kernel, signature, constexprs=constexprs)
-    target = GPUTarget("cuda", int(sys.argv[1]), 32)
-    compiled = triton.compile(source, target=target, options={"enable_fp_fusion": False})
-    assert compiled.asm["cubin"], extra
-    assert "fma.rn.f32" not in compiled.asm["ptx"], extra  # rounds as the reference does
-print("compiled", len(variants))
-"""
+def _rgbx(x: torch.Tensor) -> torch.Tensor:
+    """The same batch as the first 3 channels of a (B, H, W, 4) uint8 buffer."""
+    b, c, h, w = x.shape
+    x4 = torch.full((b, h, w, 4), 77, dtype=torch.uint8, device=x.device)
+    x4[..., :c] = x.permute(0, 2, 3, 1)
+    return x4.permute(0, 3, 1, 2)[:, :c]
 
 
-def test_the_kernel_compiles_to_cuda_code_for_an_h100_without_a_gpu():
-    # The interpreter runs the kernel as numpy: it does not see what Triton's compiler rejects
-    # or cannot lower (a construct the frontend refuses, a float64 sin with no lowering, a
-    # bad cast). Compile four variants to a cubin for sm_90 (ptxas ships with triton).
-    import subprocess
-    import sys
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
+def test_an_rgbx_batch_gives_the_planar_result(fill_mode, interpolation):
+    config = _config(fill_mode, interpolation, channel_shift_range=20)
+    x = _images(3, 9, 11)
+    draws = sample_draws(3, generator=_gen(3), device=DEVICE)
+    rgbx = _rgbx(x)
+    assert fused._rgbx(rgbx) and not fused._rgbx(x)
+    assert torch.equal(apply(rgbx, draws, config, backend="triton"),
+                       apply(x, draws, config, backend="triton"))  # fmt: skip
 
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", _AOT, "90"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "compiled 4" in done.stdout
+
+def test_an_rgbx_batch_without_a_warp_gives_the_planar_result():
+    config = AugmentConfig(horizontal_flip=True, brightness_range=(0.5, 1.5))
+    x = _images(2, 5, 6)
+    draws = sample_draws(2, generator=_gen(), device=DEVICE)
+    assert torch.equal(apply(_rgbx(x), draws, config, backend="triton"),
+                       apply(x, draws, config, backend="triton"))  # fmt: skip
+
+
+def test_nothing_compiles_ahead_in_the_interpreter():
+    assert GPUAugment(BOOK, backend="triton").prepare((3, 8, 8), DEVICE) is None
+    assert GPUAugment(BOOK, backend="reference").prepare((3, 8, 8), DEVICE) is None

@@ -327,10 +327,10 @@ def test_batch_params_are_a_cpu_draw_seeded_by_augment_seed(tree):
     assert torch.equal(r.params.angle_deg, want.angle_deg) and torch.equal(r.params.zoom, want.zoom)
 
 
-def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tree, monkeypatch):
+def test_the_loader_hands_its_draws_to_the_fused_kernel_one_pass_per_batch(tree, monkeypatch):
     # The finish stage passes the batch's draws, not params, so the fused path (TRITON_INTERPRET
-    # on this CPU, see conftest) reads them in its one kernel and no params are computed on
-    # the way; replay derives the same params from the same draws.
+    # on this CPU, see conftest) reads them in its prologue and one pass, and no params are
+    # computed on the way; replay derives the same params from the same draws.
     from gpuaug.augment.backends import triton as fused
 
     cfg = gpuaug.AugmentConfig(rotation_range=40, zoom_range=0.2, horizontal_flip=True)
@@ -339,7 +339,8 @@ def test_the_loader_hands_its_draws_to_the_fused_kernel_one_launch_per_batch(tre
     real, launches = fused._launch, []
 
     def counting(kernel, grid, **kw):
-        launches.append(kw)
+        if kernel is fused._augment_kernel:  # not the prologue
+            launches.append(kw)
         return real(kernel, grid, **kw)
 
     monkeypatch.setattr(fused, "_launch", counting)
@@ -408,3 +409,15 @@ def test_the_persistent_workers_serve_the_next_epoch_after_a_peek_is_dropped(tre
     assert sum(len(x) for x, _ in loader) == 13
     assert sum(len(x) for x, _ in loader) == 13 and loader.epoch == 2
     loader.close()
+
+
+def test_describe_says_when_the_kernels_compile_ahead(tree):
+    from concurrent.futures import Future
+
+    loader = make(tree, augment=gpuaug.AugmentConfig(rotation_range=30))
+    assert loader.compiling_ahead is None  # the reference on the CPU: nothing to compile
+    assert "compiled (or loaded from Triton's cache)" not in loader.describe()
+    loader.compiling_ahead = Future()
+    assert "while the first batch decodes (still compiling)" in loader.describe()
+    loader.compiling_ahead.set_result([])
+    assert "while the first batch decodes (done)" in loader.describe()

@@ -28,6 +28,7 @@ from gpuaug.augment.backends import (
     backend_function,
     check_backend,
     describe_backend,
+    prepare_backend,
     resolve_backend,
 )
 from gpuaug.augment.checks import check_apply_args, check_batch, check_memory_format
@@ -106,6 +107,19 @@ def apply(
         )
     memory_format = check_apply_args(images, params, dtype, memory_format, draws=True)
     name = resolve_backend(backend, images.device, dtype)
+    return _run_backend(name, images, params, config, stats, dtype, memory_format)
+
+
+def _run_backend(
+    name: str,
+    images: torch.Tensor,
+    params: AugmentParams | AugmentDraws,
+    config: AugmentConfig,
+    stats: FitStats | None,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """`apply` after its checks, on the resolved backend ``name``."""
     if isinstance(params, AugmentDraws) and not BACKEND_TABLE[name].takes_draws:
         params = params.params(config, images.shape[2], images.shape[3])
     run = backend_function(name)
@@ -255,15 +269,12 @@ class GPUAugment(nn.Module):
                     "(last_kornia_params of the call to replay) with the params"
                 )
             return self._with_kornia(images, params, kornia_params=kornia_params)
-        return apply(
-            images,
-            params,
-            self.config,
-            stats=self.stats,
-            dtype=self.dtype,
-            memory_format=self.memory_format,
-            backend=self.backend,
-        )
+        check_apply_args(images, params, self.dtype, self.memory_format, draws=True)
+        name = self._resolved_backend(images.device)
+        c = self.config  # the fitted stats only where a step reads them (a batch skips 3 lookups)
+        fitted = c.featurewise_center or c.featurewise_std_normalization or c.zca_whitening
+        stats = self.stats if fitted else None
+        return _run_backend(name, images, params, c, stats, self.dtype, self.memory_format)
 
     def _with_kornia(
         self,
@@ -279,6 +290,39 @@ class GPUAugment(nn.Module):
         x = self.kornia(x, seed=seed, params=kornia_params)
         x = standardize(x, self._tail_config, self.stats)
         return x.to(dtype=self.dtype, memory_format=self.memory_format)
+
+    def prepare(self, image_shape: tuple[int, int, int], device: torch.device | str) -> Any:
+        """Start compiling, on a background thread, what batches of ``image_shape`` (C, H, W)
+        on ``device`` will launch (the fused kernels; nothing for the other backends).
+
+        Returns:
+            A ``concurrent.futures.Future`` (its result: the compiled kernels), or None when
+            nothing needs compiling (the reference backend, a CPU device, the interpreter).
+        """
+        device = torch.device(device)
+        c = self.config
+        fitted = c.featurewise_center or c.featurewise_std_normalization
+        stats = self.stats if fitted else None
+        name = self._resolved_backend(device)
+        channels, height, width = image_shape
+        shape = (int(channels), int(height), int(width))
+        if self.kornia is not None:  # the Keras stage runs as float32 [0, 1], unnormalised
+            return prepare_backend(
+                name, self._keras_config, shape, torch.float32, torch.contiguous_format,
+                device, None,
+            )  # fmt: skip
+        return prepare_backend(name, c, shape, self.dtype, self.memory_format, device, stats)
+
+    def _resolved_backend(self, device: torch.device) -> str:
+        """`resolve_backend` for this module's backend and dtype, once per device (every call
+        while ``torch.compile`` traces, where "auto" resolves differently)."""
+        if torch.compiler.is_compiling():
+            return resolve_backend(self.backend, device, self.dtype)
+        cache = self.__dict__.setdefault("_resolved", {})
+        key = (self.backend, self.dtype, device)  # the attributes may be reassigned
+        if key not in cache:
+            cache[key] = resolve_backend(self.backend, device, self.dtype)
+        return cache[key]
 
     def forward(
         self,
@@ -302,7 +346,7 @@ class GPUAugment(nn.Module):
             return out
         draws = self.sample_draws(images, generator) if params is None else params
         height, width = images.shape[2], images.shape[3]
-        if resolve_backend(self.backend, images.device, self.dtype) == "triton":
+        if self._resolved_backend(images.device) == "triton":
             out = self.apply(images, draws)  # the kernel reads the draws; params when asked
             self._last_params = None
         else:  # the other backends need the params anyway: keep them

@@ -141,6 +141,18 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
     aug = loader.augment
     backend = describe_backend(aug.backend, loader.device, aug.dtype, aug.memory_format, aug.config)
     lines.append("  " + backend)
+    ahead = getattr(loader, "compiling_ahead", None)
+    if ahead is not None:
+        if not ahead.done():
+            state = "still compiling"
+        elif ahead.exception() is not None:  # the first batch compiles, and raises, as before
+            state = f"failed: {ahead.exception()!r}; the first batch compiles instead"
+        else:
+            state = "done"
+        lines.append(
+            "  kernels: compiled (or loaded from Triton's cache) on a background thread while "
+            f"the first batch decodes ({state})"
+        )
     lines.append("Randomness:")
     seed_note = "" if s.seed_was_given else ", drawn at random; pass seed= to fix it"
     per_epoch = st["samples_per_epoch"]

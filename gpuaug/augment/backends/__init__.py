@@ -18,8 +18,9 @@ The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
   too. Everything else is tested against it. (Earlier versions called it
   ``"kornia"``, although no kornia code runs in it; that name is refused with a message pointing
   here, and kornia's own augmentations run as kornia stages, `gpuaug.augment.kornia_stages`.)
-- ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): one pass over the batch
-  that warps, shifts, brightens, rescales, normalises and writes the output once. CUDA
+- ``"triton"``: the fused kernel (`gpuaug.augment.backends.triton`): a prologue that computes
+  each image's matrix once, then one pass over the batch that warps, shifts, brightens,
+  rescales, normalises and writes the output once. CUDA
   tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (the interpreter, for tests).
 - ``"compile"``: `gpuaug.augment.backends.compile` (``torch.compile`` of the reference).
 - ``"chunked"``: `gpuaug.augment.backends.chunked`, the reference on cache-sized slices of a
@@ -33,6 +34,7 @@ The backends (`BACKENDS`, chosen in `resolve_backend` and nowhere else):
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,7 @@ __all__ = [
     "BackendEntry",
     "backend_function",
     "describe_backend",
+    "prepare_backend",
     "resolve_backend",
 ]
 
@@ -62,12 +65,15 @@ class BackendEntry:
         takes_draws: It reads `AugmentDraws` itself (else the dispatcher turns draws into params
             first).
         note: What it is, in a few words (`describe_backend`).
+        prepare: The module's function that starts compiling ahead what a batch kind will
+            launch (`prepare_backend`), if it has one.
     """
 
     module: str | None
     function: str
     takes_draws: bool
     note: str
+    prepare: str | None = None
 
 
 #: The resolved backends and where they live.
@@ -79,7 +85,9 @@ BACKEND_TABLE: dict[str, BackendEntry] = {
         "gpuaug.augment.backends.triton",
         "apply_fused",
         True,
-        "the fused Triton kernel, one launch per batch (within 1e-3 grey levels of the reference)",
+        "the fused Triton kernel: a per-image prologue and one pass per batch (within 1e-3 grey "
+        "levels of the reference)",
+        prepare="compile_ahead",
     ),
     "compile": BackendEntry(
         "gpuaug.augment.backends.compile",
@@ -124,6 +132,9 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
     entry = BACKEND_TABLE[name]
     if entry.module is None:  # the reference: imported above (torch.compile traces this call)
         return apply_reference
+    loaded = sys.modules.get(entry.module)
+    if loaded is not None:  # imported before: no import machinery per batch
+        return getattr(loaded, entry.function)
     try:
         module = _module(name)
     except ImportError as err:
@@ -132,6 +143,26 @@ def backend_function(name: str) -> Callable[..., torch.Tensor]:
             f'have ({err}); use backend="reference" or "auto"'
         ) from err
     return getattr(module, entry.function)
+
+
+def prepare_backend(
+    name: str,
+    config: AugmentConfig,
+    image_shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    device: torch.device | str,
+    stats: Any = None,
+) -> Any:
+    """Start what a resolved backend can do ahead of its first batch (the fused kernel compiles
+    on a background thread); returns its future, or None when the backend has nothing to do."""
+    entry = BACKEND_TABLE[name]
+    if entry.prepare is None:
+        return None
+    prepare = getattr(_module(name), entry.prepare)
+    return prepare(
+        config, image_shape, dtype=dtype, memory_format=memory_format, device=device, stats=stats
+    )
 
 
 def check_backend(backend: Any) -> str:

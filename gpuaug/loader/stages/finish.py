@@ -164,9 +164,10 @@ class Finisher:
         mask_bytes = getattr(self.dataset, "mask_bytes", 0)
         if mask_bytes:  # gpuaug.data.paired: the mask rides as the last uint8 channel(s)
             images, masks = unpack_mask(images, mask_bytes)
-        # The module takes the draws as they are: the fused kernel reads them directly (one
-        # launch per batch); the other backends turn them into params once. The params of the
-        # batch are then `self.augment.last_params` (computed lazily on the fused path).
+        # The module takes the draws as they are: the fused kernels read them directly (its
+        # prologue turns them into matrices); the other backends turn them into params once.
+        # The params of the batch are then `self.augment.last_params` (computed lazily on the
+        # fused path).
         draws = self.draws(images, seed)
         x = self.augment(images, params=draws, kornia_seed=kornia_seed(seed))
         if mask_bytes:
