@@ -216,7 +216,7 @@ def model(
 
     import torch
 
-    from benchmarks import sm90
+    from . import sm90
 
     names = variants or list(sm90.VARIANTS)
     rows = []
