@@ -16,8 +16,9 @@ Keras', row for row:
 
 Targets per ``class_mode`` (what a batch yields after the images): ``"categorical"``
 ``(B, K)`` float32 (multi-hot for list labels), ``"binary"`` ``(B,)`` float32, ``"sparse"``
-``(B,)`` int64 (Keras: float32), ``"raw"`` the ``y_col`` values (one column ``(B,)`` or several
-``(B, k)``; numbers only), ``"multi_output"`` a list with one tensor per column of ``y_col``,
+``(B,)`` int64 (Keras: float32), ``"raw"`` the ``y_col`` values in the column's dtype (one
+column ``(B,)`` or several ``(B, k)``; numbers only), ``"multi_output"`` a list with one tensor
+per column of ``y_col``,
 ``"input"`` the images, ``None`` nothing. ``weight_col`` adds the weights ``(B,)`` float32 as a
 third element, as Keras. Everything is gathered on the device.
 
@@ -136,7 +137,8 @@ class DataFrameDataset(Dataset):
 
     Raises:
         ImportError: pandas is not installed.
-        ValueError: a missing column, NaN labels, a bad argument, no row left.
+        ValueError: a missing column, NaN labels, a bad argument. (No row left: a warning and
+            an empty data set, as Keras.)
         TypeError: labels or paths of the wrong type, a non-numeric ``weight_col``.
         FileNotFoundError: missing files with ``on_error="raise"``.
     """
@@ -317,11 +319,13 @@ class DataFrameDataset(Dataset):
                 )
             )
             df = df.iloc[int(start * n) : int(stop * n)]
-        if len(df) == 0:
-            raise ValueError(
+        if len(df) == 0:  # Keras builds an empty iterator; we warn, as it warns
+            warnings.warn(
                 "no image left to load from the DataFrame"
                 + (f" in subset {subset!r}" if subset else "")
-                + f" ({len(dataframe)} rows, {len(self.skipped)} invalid filename(s))"
+                + f" ({len(dataframe)} rows, {len(self.skipped)} invalid filename(s)): the "
+                "data set is empty",
+                stacklevel=2,
             )
 
         self.filenames: list[str] = df[x_col].tolist()
@@ -435,8 +439,7 @@ def _numeric_tensor(values: Any) -> torch.Tensor:
             raise TypeError(
                 f"raw labels must be numbers; got values such as {values[0]!r}"
             ) from err
-    tensor = torch.from_numpy(np.array(array, order="C", copy=True))
-    return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
+    return torch.from_numpy(np.array(array, order="C", copy=True))  # the column's dtype, as Keras
 
 
 def _filter_classes(df: Any, y_col: str, classes: Sequence[str] | None) -> tuple[Any, list]:

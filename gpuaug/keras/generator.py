@@ -35,7 +35,7 @@ import dataclasses
 import os
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,10 +46,11 @@ from gpuaug.augment.module import AugmentParams, GPUAugment, apply, sample_param
 from gpuaug.augment.validation import note, share_stats, validation_module
 from gpuaug.data.arrays import ArrayDataset, as_image_tensor
 from gpuaug.data.directory import DirectoryDataset
-from gpuaug.loader.config import LoaderConfig, dtype_name
+from gpuaug.device import host_to_device
+from gpuaug.loader.config import DTYPES, LoaderConfig, dtype_name
 from gpuaug.loader.gpu_loader import GPULoader
 
-__all__ = ["ImageDataGenerator"]
+__all__ = ["ImageDataGenerator", "KerasIterator"]
 
 _README = "the documentation's page 'Keras parity and where we differ'"
 _WARNED: set[str] = set()
@@ -62,7 +63,23 @@ _DIFFERENT = {
     "of the width and height when < 1), as Keras documents; Keras' code swaps them, so with "
     "different ranges the images differ from Keras'",
 }
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+#: Keras' DeprecationWarning texts for ``flow_from_dataframe``'s retired arguments, verbatim.
+_DATAFRAME_DEPRECATED = {
+    "has_ext": "has_ext is deprecated, filenames in the dataframe have to match the exact "
+    "filenames in disk.",
+    "sort": "sort is deprecated, batches will be created in thesame order than the filenames "
+    "provided if `shuffle`is set to `False`.",
+    "drop_duplicates": "drop_duplicates is deprecated, you can drop duplicates by using the "
+    "pandas.DataFrame.drop_duplicates method.",
+}
+#: Keras' ``apply_affine_transform`` parameters and their "off" values.
+_IDENTITY = {"theta": 0, "tx": 0, "ty": 0, "shear": 0, "zx": 1, "zy": 1}
 
 
 def _warn_once(name: str) -> None:
@@ -149,13 +166,28 @@ class ImageDataGenerator:
 
     @property
     def zca_whitening_matrix(self) -> np.ndarray | None:
+        """The ZCA matrix acting on images flattened as Keras flattens them (``data_format``
+        order: ``(H, W, C)`` for channels last; gpuaug computes it channels first)."""
         zca = self.augment.zca_matrix
-        return None if zca is None else zca.detach().cpu().numpy()
+        if zca is None:
+            return None
+        matrix = zca.detach().cpu().numpy().astype(self._numpy_dtype, copy=False)
+        if self.data_format == "channels_first" or self.augment.mean is None:
+            return matrix
+        c = int(self.augment.mean.numel())
+        order = np.arange(matrix.shape[0]).reshape(c, -1).T.reshape(-1)  # (H, W, C) -> ours
+        return matrix[np.ix_(order, order)]
+
+    @property
+    def _numpy_dtype(self) -> np.dtype:
+        """The generator's dtype as numpy's (bfloat16, which numpy lacks: float32)."""
+        name = dtype_name(self.dtype)
+        return np.dtype("float32" if name == "bfloat16" else name)
 
     def _keras_stat(self, value: torch.Tensor | None) -> np.ndarray | None:
         if value is None:
             return None
-        flat = value.detach().cpu().reshape(-1).numpy()
+        flat = value.detach().cpu().reshape(-1).numpy().astype(self._numpy_dtype, copy=False)
         shape = (1, 1, -1) if self.data_format == "channels_last" else (-1, 1, 1)
         return flat.reshape(shape)
 
@@ -173,7 +205,9 @@ class ImageDataGenerator:
         return out.numpy()
 
     def _image(self, x: Any) -> tuple[torch.Tensor, bool]:
-        """One image (3-D) or a batch (4-D) as a (B, C, H, W) float batch; True if one."""
+        """One image (3-D) or a batch (4-D) as a (B, C, H, W) float batch; True if one.
+
+        float64 stays float64 (as Keras computes it); any other type becomes float32."""
         ndim = x.ndim if hasattr(x, "ndim") else np.ndim(x)
         if ndim == 3:
             x = x[None]
@@ -181,7 +215,32 @@ class ImageDataGenerator:
             raise ValueError(
                 f"`x` must be one image (3-D) or a batch (4-D); got shape {tuple(np.shape(x))}"
             )
-        return self._to_nchw(x).to(torch.float32), ndim == 3
+        if isinstance(x, torch.Tensor):
+            batch = x.detach()
+        else:
+            array = np.asarray(x)
+            if array.dtype == object or array.dtype.kind not in "biuf":
+                raise TypeError(f"`x` must hold numbers; got an array of dtype {array.dtype}")
+            batch = torch.from_numpy(np.array(array, copy=True))
+            if self.data_format == "channels_last":
+                batch = batch.permute(0, 3, 1, 2)
+        work = torch.float64 if batch.dtype == torch.float64 else torch.float32
+        return batch.to(self.device, work).contiguous(), ndim == 3
+
+    def _keras_output(self, out: torch.Tensor, x: Any, single: bool) -> Any:
+        """``out`` as Keras returns it for ``x``: numpy in ``data_format`` with ``x``'s dtype
+        (an integer type rounded and clipped to its range, as scipy writes it), or a tensor
+        for a tensor ``x``."""
+        result = self._from_nchw(out, x)
+        if not isinstance(x, torch.Tensor):
+            dtype = np.asarray(x).dtype
+            if dtype.kind in "biu":
+                info = np.iinfo(dtype) if dtype.kind != "b" else None
+                result = np.rint(result)
+                if info is not None:
+                    result = np.clip(result, info.min, info.max)
+            result = result.astype(dtype, copy=False)
+        return result[0] if single else result
 
     # ------------------------------------------------------------------ Keras' methods
     def fit(self, x: Any, augment: bool = False, rounds: int = 1, seed: int | None = None) -> None:
@@ -206,14 +265,36 @@ class ImageDataGenerator:
 
     def standardize(self, x: Any) -> Any:
         """Keras' ``standardize``: preprocessing, rescale and normalisation of an image or a
-        batch (numpy in ``data_format``, or torch ``(B, C, H, W)``); returns a new array."""
+        batch, in place for a float numpy array, as Keras (it returns ``x`` itself).
+
+        A torch tensor ``(B, C, H, W)`` or ``(C, H, W)`` gives a new tensor. As Keras' in-place
+        arithmetic does, an integer numpy array is refused when a step would make it float.
+
+        Raises:
+            TypeError: an integer numpy array with a step to apply.
+        """
+        if not isinstance(x, torch.Tensor) and not _standardizes_anything(self.config):
+            return x  # Keras: nothing to do, x itself
+        if not isinstance(x, torch.Tensor) and np.asarray(x).dtype.kind in "biu":
+            raise TypeError(
+                f"`x` is an integer array ({np.asarray(x).dtype}); standardize works in place "
+                "as in Keras and cannot store floats in it: pass x.astype('float32')"
+            )
         batch, single = self._image(x)
         out = standardize(batch, self.config, self.augment.stats)
-        out = self._from_nchw(out, x)
-        return out[0] if single else out
+        if isinstance(x, torch.Tensor):
+            return out[0] if single else out
+        result = self._keras_output(out, x, single)
+        if isinstance(x, np.ndarray):
+            np.copyto(x, result)  # in place, as Keras (a read-only array raises ValueError)
+            return x
+        return result
 
     def get_random_transform(self, img_shape: Sequence[int], seed: int | None = None) -> dict:
         """Keras' ``get_random_transform``: one image's random parameters as Keras' dict.
+
+        The stages the generator leaves off hold Keras' values for "off" (``0``, ``1``,
+        ``None``), flips are ``0`` or ``1``.
 
         Args:
             img_shape: the image's shape in ``data_format`` (``(H, W, C)`` by default).
@@ -226,24 +307,54 @@ class ImageDataGenerator:
         else:
             h, w = int(img_shape[1]), int(img_shape[2])
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return sample_params(self.config, 1, h, w, generator=generator).to_keras(0)
+        params = sample_params(self.config, 1, h, w, generator=generator).to_keras(0)
+        cfg = self.config
+        off = {
+            "theta": not cfg.rotation_range,
+            "tx": not cfg.width_shift_range,
+            "ty": not cfg.height_shift_range,
+            "shear": not cfg.shear_range,
+            "zx": cfg.zoom_bounds == (1, 1),
+            "zy": cfg.zoom_bounds == (1, 1),
+        }
+        for key, is_off in off.items():
+            if is_off:
+                params[key] = _IDENTITY[key]
+        params["flip_horizontal"] = int(params["flip_horizontal"])
+        params["flip_vertical"] = int(params["flip_vertical"])
+        if not cfg.channel_shift_range:
+            params["channel_shift_intensity"] = None
+        elif params["channel_shift_intensity"] is None:  # a draw of exactly 0
+            params["channel_shift_intensity"] = 0.0
+        if cfg.brightness_range is not None and params["brightness"] is None:
+            params["brightness"] = 1.0  # a draw of exactly 1
+        return params
 
     def apply_transform(self, x: Any, transform_parameters: dict) -> Any:
-        """Keras' ``apply_transform``: the given parameters on one image (no normalisation)."""
+        """Keras' ``apply_transform``: the given parameters on one image (no normalisation).
+
+        As Keras, every key of ``transform_parameters`` is applied whatever the generator's
+        own ranges and flips are (``{"flip_vertical": True}`` flips a generator built without
+        ``vertical_flip``); missing keys and Keras' "off" values (``0``, ``1``, ``None``,
+        ``False``) leave their stage out. The result has ``x``'s dtype (float32 when
+        ``brightness`` is given, as Keras' PIL round trip gives).
+
+        Raises:
+            TypeError: ``transform_parameters`` is not a dict.
+        """
+        if not isinstance(transform_parameters, dict):
+            raise TypeError(
+                "`transform_parameters` must be a dict (Keras' get_random_transform output); "
+                f"got {type(transform_parameters).__name__}"
+            )
         batch, single = self._image(x)
         params = AugmentParams.from_keras([transform_parameters], device=batch.device)
-        geometry = dataclasses.replace(
-            self.config,
-            rescale=None,
-            preprocessing_function=None,
-            featurewise_center=False,
-            featurewise_std_normalization=False,
-            samplewise_center=False,
-            samplewise_std_normalization=False,
-            zca_whitening=False,
-        )
-        out = self._from_nchw(apply(batch, params, geometry), x)
-        return out[0] if single else out
+        config = _config_for(self.config, transform_parameters)
+        out = apply(batch, params, config, dtype=batch.dtype, backend="kornia")
+        if transform_parameters.get("brightness") is not None and not isinstance(x, torch.Tensor):
+            result = self._from_nchw(out, None).astype(np.float32)  # Keras' PIL round trip
+            return result[0] if single else result
+        return self._keras_output(out, x, single)
 
     def random_transform(self, x: Any, seed: int | None = None) -> Any:
         """Keras' ``random_transform``: fresh random parameters applied to one image."""
@@ -280,7 +391,8 @@ class ImageDataGenerator:
         options: dict[str, Any],
         save: tuple[Any, str, str],
         numpy_hash: bool = False,
-    ) -> GPULoader:
+        x_misc: list[torch.Tensor] | None = None,
+    ) -> KerasIterator:
         allowed = {
             "device",
             "num_workers",
@@ -307,7 +419,7 @@ class ImageDataGenerator:
             dtype=self.dtype,
             **options,
         )
-        loader = GPULoader(dataset, module, config)
+        loader = KerasIterator(dataset, module, config, x_misc=x_misc)
         loader.augment_notes = notes
         save_to_dir, save_prefix, save_format = save
         if save_to_dir:
@@ -361,6 +473,7 @@ class ImageDataGenerator:
             on_error=on_error,
             keep_aspect_ratio=keep_aspect_ratio,
         )
+        print(f"Found {len(dataset)} images belonging to {dataset.num_classes} classes.")
         return self._loader(
             dataset,
             module,
@@ -397,6 +510,11 @@ class ImageDataGenerator:
         less than half the free device memory; else ``"host"``), so an epoch is a gather plus
         the augmentation. Other keyword options as `flow_from_directory`.
         """
+        x, x_misc = _split_x_misc(x)
+        if x_misc and subset is not None:  # split as the images: validation first (Keras)
+            cut = int(len(x) * self.config.validation_split)
+            part = slice(0, cut) if subset == "validation" else slice(cut, None)
+            x_misc = [m[part] for m in x_misc]
         module, notes = self._module(subset, augment)
         fmt = self.data_format if not isinstance(x, torch.Tensor) else None
         dataset = ArrayDataset(
@@ -422,6 +540,7 @@ class ImageDataGenerator:
             options=options,
             save=(save_to_dir, save_prefix, save_format),
             numpy_hash=True,
+            x_misc=x_misc,
         )
 
     def flow_from_dataframe(
@@ -454,19 +573,17 @@ class ImageDataGenerator:
 
         Every Keras class mode, ``"raw"`` and ``"multi_output"`` included (see
         `gpuaug.data.dataframe.DataFrameDataset`); needs pandas (``gpuaug[dataframe]``). Keras'
-        deprecated ``has_ext``, ``sort`` and ``drop_duplicates`` are refused. ``on_error``:
+        deprecated ``has_ext``, ``sort`` and ``drop_duplicates`` are taken and ignored with
+        Keras' ``DeprecationWarning``. ``on_error``:
         ``"skip"`` (default, Keras': missing files are dropped with a warning) or
         ``"raise"``. Other keyword options as `flow_from_directory`.
         """
         from gpuaug.data.dataframe import DataFrameDataset
 
-        for name in ("has_ext", "sort", "drop_duplicates"):
-            if name in options:
-                raise TypeError(
-                    f"`{name}` is deprecated in Keras and not supported by gpuaug; filenames "
-                    "must match the files, the order is the DataFrame's, and duplicates can be "
-                    "dropped with DataFrame.drop_duplicates"
-                )
+        for name, message in _DATAFRAME_DEPRECATED.items():
+            if name in options:  # Keras warns and ignores them; so do we
+                options.pop(name)
+                warnings.warn(message, DeprecationWarning, stacklevel=2)
         module, notes = self._module(subset, augment)
         dataset = DataFrameDataset(
             dataframe,
@@ -485,6 +602,11 @@ class ImageDataGenerator:
             validate_filenames=validate_filenames,
             on_error=on_error,
         )
+        validated = "validated" if validate_filenames else "non-validated"
+        found = f"Found {len(dataset)} {validated} image filenames"
+        if dataset.class_mode in ("categorical", "binary", "sparse"):
+            found += f" belonging to {len(dataset.classes)} classes"
+        print(found + ".")
         return self._loader(
             dataset,
             module,
@@ -495,6 +617,186 @@ class ImageDataGenerator:
             options=options,
             save=(save_to_dir, save_prefix, save_format),
         )
+
+
+class KerasIterator(GPULoader):
+    """The loader the ``flow*`` methods return: a `gpuaug.GPULoader` with the rest of the
+    surface of Keras' ``DirectoryIterator``, ``DataFrameIterator`` and ``NumpyArrayIterator``.
+
+    On top of the loader's Keras names (``n``, ``samples``, ``filenames``, ``filepaths``,
+    ``classes``, ``class_indices``, ``labels``, ``batch_size``, ``len()``, ``it[i]``,
+    ``reset()``, ``next(it)``), as Keras:
+
+    - ``batch_index``: after ``next(it)`` returned batch ``k`` of an epoch, ``k + 1``, or
+      ``0`` when that was the epoch's last batch; ``it[i]`` leaves it alone;
+    - ``total_batches_seen``: every batch handed out, by ``next``, a ``for`` loop or ``it[i]``;
+    - ``index_array``: ``None`` until a batch is drawn, then the sample order of the epoch in
+      progress (numpy int64; ``arange(n)`` without ``shuffle``);
+    - ``on_epoch_end()``: the next batches come in a new order (the next epoch; when a loop
+      already finished the epoch, which moves on by itself, the epoch it moved to);
+    - ``class_mode="input"``: the target is a copy of the images, not the same tensor;
+    - ``flow((x, x_misc), y)``: ``[x, *x_misc]`` in place of ``x`` (the extra arrays gathered
+      with the batch, as tensors on the device);
+    - ``class_mode="categorical"`` / ``"binary"`` targets in the generator's ``dtype``.
+
+    An empty data set (a DataFrame with no valid file) gives an iterator of length 0: a ``for``
+    loop runs no step and ``next(it)`` raises ``StopIteration`` (Keras yields empty batches).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        augment: GPUAugment,
+        config: LoaderConfig,
+        *,
+        x_misc: list[torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(dataset, augment, config)
+        self.total_batches_seen = 0
+        self._drawn_epoch: int | None = None  # the epoch `index_array` shows; None: no draw yet
+        self._orders: dict[int, np.ndarray] = {}
+        self._x_misc = [host_to_device(m, self.device) for m in (x_misc or [])]
+        self._label_dtype = DTYPES[config.dtype]
+
+    # ------------------------------------------------------------------ Keras' attributes
+    @property
+    def index_array(self) -> np.ndarray | None:
+        """The sample order of the epoch in progress (``None`` before any batch, as Keras)."""
+        if self._drawn_epoch is None:
+            return None
+        epoch = self._drawn_epoch
+        if epoch not in self._orders:
+            steps = [self.sampler.batch(epoch, s) for s in range(len(self))]
+            order = torch.cat(steps) if steps else torch.zeros(0, dtype=torch.int64)
+            self._orders = {epoch: order.numpy()}
+        return self._orders[epoch]
+
+    def on_epoch_end(self) -> None:
+        """Keras' ``on_epoch_end``: the next batch starts an epoch in a new order."""
+        if self._drawn_epoch == self.epoch:  # the current epoch was started: move on
+            self.set_epoch(self.epoch + 1)
+        self._drawn_epoch = self.epoch
+        self.reset()
+
+    # ------------------------------------------------------------------ batches
+    def __next__(self) -> Any:
+        if len(self) == 0:
+            raise StopIteration
+        return super().__next__()
+
+    def _run(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        epoch = args[0] if args else kwargs["epoch"]
+        steps = len(self)
+        for out in super()._run(*args, **kwargs):
+            step = self.batch_index - 1
+            self._drawn_epoch = epoch
+            self.total_batches_seen += 1
+            if self.batch_index >= steps:  # Keras: 0 once the epoch's last batch is out
+                self.batch_index = 0
+            yield self._keras_batch(out, epoch, step)
+
+    def __getitem__(self, index: int) -> Any:
+        out = super().__getitem__(index)
+        self._drawn_epoch = self.epoch
+        self.total_batches_seen += 1
+        return self._keras_batch(out, self.epoch, index)
+
+    def _keras_batch(self, out: Any, epoch: int, step: int) -> Any:
+        """A loader batch as Keras' iterators yield it (see the class docstring)."""
+        mode = self.class_mode
+        if mode is None and not self._x_misc:
+            return out
+        parts = list(out) if isinstance(out, tuple) else [out]
+        if mode == "input":
+            parts[1] = parts[0].clone()
+        elif mode in ("categorical", "binary") and parts[1].dtype != self._label_dtype:
+            parts[1] = parts[1].to(self._label_dtype)
+        if self._x_misc:
+            idx = host_to_device(self.sampler.batch(epoch, step), self.device)
+            parts[0] = [parts[0], *(m.index_select(0, idx) for m in self._x_misc)]
+        return tuple(parts) if isinstance(out, tuple) else parts[0]
+
+
+def _split_x_misc(x: Any) -> tuple[Any, list[torch.Tensor]]:
+    """Keras' ``flow((x, x_misc), ...)``: the images and the extra inputs (one array or a list
+    of arrays, each with one row per image), as CPU tensors.
+
+    Raises:
+        ValueError: an extra array of another length than ``x`` (Keras' message).
+        TypeError: an extra array that does not hold numbers.
+    """
+    if not isinstance(x, tuple | list) or not len(x) or np.ndim(x[0]) != 4:
+        return x, []
+    if len(x) != 2:
+        raise ValueError(
+            "`x` must be an array of images or Keras' pair (x, x_misc) with x_misc an array or "
+            f"a list of arrays; got a {type(x).__name__} of {len(x)} items"
+        )
+    images, misc = x
+    arrays = list(misc) if isinstance(misc, list) else [misc]
+    tensors = []
+    for i, extra in enumerate(arrays):
+        if len(images) != len(extra):
+            raise ValueError(
+                "All of the arrays in `x` should have the same length. Found a pair with: "
+                f"len(x[0]) = {len(images)}, len(x[?]) = {len(extra)}"
+            )
+        if isinstance(extra, torch.Tensor):
+            tensors.append(extra.detach().cpu())
+            continue
+        array = np.asarray(extra)
+        if array.dtype == object or array.dtype.kind not in "biuf":
+            raise TypeError(
+                f"`x_misc[{i}]` must hold numbers (it is yielded as a tensor); got dtype "
+                f"{array.dtype}"
+            )
+        tensors.append(torch.from_numpy(np.array(array, copy=True)))
+    return images, tensors
+
+
+def _standardizes_anything(config: AugmentConfig) -> bool:
+    """Whether ``standardize`` has a step to run (Keras returns ``x`` untouched otherwise)."""
+    return bool(
+        config.preprocessing_function is not None
+        or config.rescale
+        or config.samplewise_center
+        or config.samplewise_std_normalization
+        or config.featurewise_center
+        or config.featurewise_std_normalization
+        or config.zca_whitening
+    )
+
+
+def _config_for(config: AugmentConfig, transform_parameters: dict) -> AugmentConfig:
+    """The config of one ``apply_transform`` call: the generator's fill mode, ``cval`` and
+    interpolation, and on exactly the stages the parameters ask for (the stage switches only:
+    the values come from the parameters), without normalisation.
+
+    Keras applies whatever the dict holds; the loader's rule (a stage the config turns off is
+    skipped whatever the params hold) would drop e.g. ``{"flip_vertical": True}`` on a
+    generator built without ``vertical_flip``.
+    """
+    get = transform_parameters.get
+    geometry = any(get(k) is not None and get(k) != v for k, v in _IDENTITY.items())
+    return dataclasses.replace(
+        config,
+        rotation_range=1.0 if geometry else 0.0,  # a switch: the angle is the params'
+        width_shift_range=0.0,
+        height_shift_range=0.0,
+        shear_range=0.0,
+        zoom_range=0.0,
+        horizontal_flip=bool(get("flip_horizontal", False)),
+        vertical_flip=bool(get("flip_vertical", False)),
+        channel_shift_range=1.0 if get("channel_shift_intensity") is not None else 0.0,
+        brightness_range=(1.0, 1.0) if get("brightness") is not None else None,
+        rescale=None,
+        preprocessing_function=None,
+        featurewise_center=False,
+        featurewise_std_normalization=False,
+        samplewise_center=False,
+        samplewise_std_normalization=False,
+        zca_whitening=False,
+    )
 
 
 def _array_cache(nbytes: int, device: torch.device) -> str:
