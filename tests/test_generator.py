@@ -129,11 +129,58 @@ def test_flow_from_directory_iterator_attributes_match_keras(tmp_path, subset):
     np.testing.assert_array_equal(gy.numpy(), ky)
 
 
-def test_batch_index_counts_steps_and_resets_after_the_epoch(tmp_path):
+@pytest.mark.keras
+def test_batch_index_and_total_batches_seen_follow_keras_through_next(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 2}, size=(8, 8))
+    kw = dict(target_size=(8, 8), batch_size=2, shuffle=False)
+    k = KerasIDG().flow_from_directory(tmp_path, **kw)
+    g = _gen().flow_from_directory(tmp_path, num_workers=0, **kw)
+    assert g.index_array is None and k.index_array is None
+    for _ in range(5):  # 3 batches per epoch: 0 after the last one, then on
+        next(k), next(g)
+        assert (g.batch_index, g.total_batches_seen) == (k.batch_index, k.total_batches_seen)
+        np.testing.assert_array_equal(g.index_array, k.index_array)
+
+
+@pytest.mark.keras
+def test_indexing_counts_in_total_batches_seen_but_not_in_batch_index(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 2}, size=(8, 8))
+    kw = dict(target_size=(8, 8), batch_size=2, shuffle=False)
+    k = KerasIDG().flow_from_directory(tmp_path, **kw)
+    g = _gen().flow_from_directory(tmp_path, num_workers=0, **kw)
+    k[1], g[1], k[0], g[0]
+    assert (g.batch_index, g.total_batches_seen) == (k.batch_index, k.total_batches_seen) == (0, 2)
+
+
+def test_a_for_loop_ends_the_epoch_with_batch_index_zero(tmp_path):
     write_tree(tmp_path, {"a": 3, "b": 3}, size=(8, 8))
     it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), batch_size=2, num_workers=0)
     seen = [it.batch_index for _ in it]
-    assert seen == [1, 2, 3] and it.batch_index == 0
+    assert seen == [1, 2, 0] and it.batch_index == 0 and it.total_batches_seen == 3
+
+
+def test_on_epoch_end_gives_a_new_order_after_indexing(tmp_path):
+    write_tree(tmp_path, {"a": 4, "b": 4}, size=(8, 8))
+    it = _gen().flow_from_directory(
+        tmp_path, target_size=(8, 8), batch_size=8, num_workers=0, seed=3
+    )
+    it[0]
+    first = it.index_array.copy()
+    assert sorted(first) == list(range(8))
+    it.on_epoch_end()
+    assert it.epoch == 1 and not np.array_equal(it.index_array, first)
+    second = it.index_array.copy()
+    it.on_epoch_end()  # every call a new order, as Keras reshuffles on every call
+    assert it.epoch == 2 and not np.array_equal(it.index_array, second)
+
+
+def test_on_epoch_end_after_a_finished_loop_keeps_the_epoch_the_loop_moved_to(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), batch_size=2, num_workers=0)
+    list(it)
+    assert it.epoch == 1
+    it.on_epoch_end()
+    assert it.epoch == 1 and sorted(it.index_array) == [0, 1, 2, 3]
 
 
 def test_indexing_gives_the_batch_the_iteration_yields_and_reset_restarts_the_epoch(tmp_path):
@@ -293,3 +340,186 @@ def test_closing_the_loader_writes_the_queued_batches_and_stops_the_writer(tmp_p
     next(iter(g))  # a later iteration starts a new writer
     g.close()
     assert len(list(tmp_path.iterdir())) == 12
+
+
+# ------------------------------------------------------------------ Keras parity, item by item
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"flip_horizontal": True},
+        {"flip_vertical": True},
+        {"theta": 20.0},
+        {"tx": 2.0},
+        {"ty": -3.0},
+        {"shear": 12.0},
+        {"zx": 0.8},
+        {"zy": 1.25},
+        {"channel_shift_intensity": 30.0},
+    ],
+    ids=lambda p: next(iter(p)),
+)
+def test_apply_transform_applies_every_key_the_generator_leaves_off(params):
+    x = _images(1, 12, 12)[0]
+    expected = KerasIDG().apply_transform(x.copy(), params)
+    got = _gen().apply_transform(x, params)
+    assert not np.array_equal(got, x)
+    np.testing.assert_allclose(got, expected, atol=0.01)
+
+
+@pytest.mark.keras
+def test_apply_transform_applies_brightness_the_generator_leaves_off_within_its_bound():
+    x = _images(1, 12, 12)[0]
+    expected = KerasIDG().apply_transform(x.copy(), {"brightness": 0.7})
+    got = _gen().apply_transform(x, {"brightness": 0.7})
+    assert got.dtype == expected.dtype == np.float32
+    diff = got - expected  # Keras truncates through PIL: up to b + 1 grey levels darker
+    assert diff.min() >= -0.01 and diff.max() <= 0.7 + 1
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", ["has_ext", "sort", "drop_duplicates"])
+def test_flow_from_dataframe_warns_as_keras_about_deprecated_arguments(tmp_path, name):
+    pd = pytest.importorskip("pandas")
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    df = pd.DataFrame(
+        {"filename": [str(p) for p in sorted(tmp_path.rglob("*.png"))], "class": list("aabb")}
+    )
+    kw = dict(target_size=(8, 8), shuffle=False, **{name: True})
+    with pytest.warns(DeprecationWarning) as theirs:
+        KerasIDG().flow_from_dataframe(df, **kw)
+    with pytest.warns(DeprecationWarning) as ours:
+        it = _gen().flow_from_dataframe(df, num_workers=0, **kw)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+    assert it.filenames == df["filename"].tolist()
+
+
+@pytest.mark.keras
+def test_float64_generator_fits_and_yields_float64_as_keras():
+    x = _images(6, 8, 8).astype(np.float64)
+    kw = dict(rescale=1 / 255, featurewise_center=True, dtype="float64")
+    k, g = KerasIDG(**kw), _gen(**kw)
+    k.fit(x)
+    g.fit(x)
+    assert g.mean.dtype == k.mean.dtype == np.float64
+    np.testing.assert_allclose(g.mean, k.mean, rtol=1e-6)
+    xb, _ = next(iter(g.flow(x, np.arange(6), batch_size=6, shuffle=False)))
+    kb, _ = next(k.flow(x, np.arange(6), batch_size=6, shuffle=False))
+    assert xb.dtype == torch.float64 and kb.dtype == np.float64
+    np.testing.assert_allclose(xb.permute(0, 2, 3, 1).numpy(), kb, atol=1e-5)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("as_list", [False, True])
+def test_flow_of_x_and_x_misc_yields_keras_list_of_inputs(as_list):
+    x = _images(5, 6, 6)
+    misc = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)
+    y = np.arange(5)
+    pair = (x, [misc, misc * 2]) if as_list else (x, misc)
+    (kx, ky), (gx, gy) = (
+        next(KerasIDG().flow(pair, y, batch_size=3, shuffle=False)),
+        next(iter(_gen().flow(pair, y, batch_size=3, shuffle=False))),
+    )
+    assert isinstance(gx, list) and len(gx) == len(kx) == (3 if as_list else 2)
+    np.testing.assert_array_equal(gx[0].permute(0, 2, 3, 1).numpy(), kx[0])
+    for ours, theirs in zip(gx[1:], kx[1:], strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs)
+    np.testing.assert_array_equal(gy.numpy(), ky)
+
+
+def test_flow_of_x_misc_of_another_length_raises_keras_error():
+    with pytest.raises(ValueError, match="All of the arrays in `x` should have the same length"):
+        _gen().flow((_images(4, 6, 6), np.zeros(3)), np.arange(4))
+
+
+def test_class_mode_input_target_is_a_copy_of_the_images(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    it = _gen().flow_from_directory(
+        tmp_path, target_size=(8, 8), class_mode="input", batch_size=4, num_workers=0
+    )
+    x, y = next(iter(it))
+    assert y is not x and torch.equal(x, y)
+    x.add_(1.0)  # a denoising autoencoder's noise, in place
+    assert not torch.equal(x, y)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("class_mode", ["raw", "multi_output"])
+def test_raw_and_multi_output_labels_keep_the_column_dtype_as_keras(tmp_path, class_mode):
+    pd = pytest.importorskip("pandas")
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    df = pd.DataFrame(
+        {
+            "filename": [str(p) for p in sorted(tmp_path.rglob("*.png"))],
+            "f": np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float64),
+            "i": np.array([1, 2, 3, 4], dtype=np.int32),
+        }
+    )
+    y_col = ["f", "i"] if class_mode == "multi_output" else "f"
+    kw = dict(y_col=y_col, class_mode=class_mode, target_size=(8, 8), shuffle=False)
+    _, ky = next(KerasIDG().flow_from_dataframe(df, **kw))
+    _, gy = next(iter(_gen().flow_from_dataframe(df, num_workers=0, **kw)))
+    theirs = ky if class_mode == "multi_output" else [ky]
+    ours = gy if class_mode == "multi_output" else [gy]
+    for g, k in zip(ours, theirs, strict=True):
+        assert g.numpy().dtype == k.dtype
+        np.testing.assert_array_equal(g.numpy(), k)
+
+
+@pytest.mark.keras
+def test_a_dataframe_without_valid_file_gives_an_empty_iterator_with_its_classes(tmp_path):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"filename": ["missing.png"], "class": ["a"]})
+    kw = dict(directory=tmp_path, classes=["a", "b"], target_size=(8, 8))
+    with pytest.warns(UserWarning, match="invalid image filename"):
+        k = KerasIDG().flow_from_dataframe(df, **kw)
+    with pytest.warns(UserWarning, match="no image left"):
+        g = _gen().flow_from_dataframe(df, num_workers=0, **kw)
+    assert (g.n, len(g), g.filenames) == (k.n, len(k), k.filenames) == (0, 0, [])
+    assert g.class_indices == k.class_indices == {"a": 0, "b": 1}
+    assert list(g) == []
+    with pytest.raises(StopIteration):
+        next(g)
+
+
+@pytest.mark.keras
+def test_flow_from_directory_prints_keras_found_line(tmp_path, capsys):
+    write_tree(tmp_path, {"a": 3, "b": 2, "c": 1}, size=(8, 8))
+    KerasIDG(validation_split=0.5).flow_from_directory(tmp_path, subset="training")
+    theirs = capsys.readouterr().out
+    _gen(validation_split=0.5).flow_from_directory(tmp_path, subset="training", num_workers=0)
+    assert capsys.readouterr().out == theirs == "Found 4 images belonging to 3 classes.\n"
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    ("class_mode", "validate"), [("categorical", True), ("raw", True), ("sparse", False)]
+)
+def test_flow_from_dataframe_prints_keras_found_line(tmp_path, capsys, class_mode, validate):
+    pd = pytest.importorskip("pandas")
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    df = pd.DataFrame(
+        {
+            "filename": [str(p) for p in sorted(tmp_path.rglob("*.png"))],
+            "class": list("abab") if class_mode != "raw" else [0.0, 1.0, 2.0, 3.0],
+        }
+    )
+    kw = dict(class_mode=class_mode, validate_filenames=validate, target_size=(8, 8))
+    KerasIDG().flow_from_dataframe(df, **kw)
+    theirs = capsys.readouterr().out
+    _gen().flow_from_dataframe(df, num_workers=0, **kw)
+    assert capsys.readouterr().out == theirs
+    assert theirs.startswith("Found 4 ")
+
+
+@pytest.mark.keras
+def test_class_split_error_starts_with_keras_words():
+    x, y = _images(6, 4, 4), np.array([0, 0, 0, 1, 1, 1])
+    with pytest.raises(ValueError) as theirs:
+        KerasIDG(validation_split=0.5).flow(x, y, subset="training")
+    with pytest.raises(ValueError) as ours:
+        _gen(validation_split=0.5).flow(x, y, subset="training")
+    assert str(ours.value).startswith(str(theirs.value))
+    assert "ignore_class_split=True" in str(ours.value)
