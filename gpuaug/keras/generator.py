@@ -32,6 +32,7 @@ augmentation alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 import weakref
@@ -79,6 +80,7 @@ _DATAFRAME_DEPRECATED = {
     "pandas.DataFrame.drop_duplicates method.",
 }
 #: Keras' ``apply_affine_transform`` parameters and their "off" values.
+_WITH_CLASSES = ("categorical", "binary", "sparse")
 _IDENTITY = {"theta": 0, "tx": 0, "ty": 0, "shear": 0, "zx": 1, "zy": 1}
 
 
@@ -105,6 +107,44 @@ def _output_dtype(dtype: Any) -> torch.dtype:
             f"`dtype` must be one of {list(_DTYPES)} (the batches' float dtype); got {dtype!r}"
         )
     return _DTYPES[name]
+
+
+def _check_as_keras(kwargs: dict[str, Any]) -> None:
+    """The checks Keras' constructor makes itself, with its error type and the start of its
+    message (then `AugmentConfig` checks everything, naming the field).
+
+    Raises:
+        ValueError: ``data_format``, ``validation_split``, ``zoom_range`` or
+            ``brightness_range`` of a form Keras refuses.
+    """
+    data_format = kwargs.get("data_format")
+    if data_format is not None and data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            '`data_format` should be `"channels_last"` (channel after row and column) or '
+            '`"channels_first"` (channel before row and column). '
+            f"Received: {data_format}"
+        )
+    split = kwargs.get("validation_split")
+    if isinstance(split, int | float) and split and not 0 < split < 1:
+        raise ValueError(f"`validation_split` must be strictly between 0 and 1.  Received: {split}")
+    zoom = kwargs.get("zoom_range", 0.0)
+    is_number = isinstance(zoom, int | float | np.number) and not isinstance(zoom, bool)
+    is_pair = (
+        isinstance(zoom, list | tuple | np.ndarray)
+        and len(zoom) == 2
+        and all(isinstance(v, int | float | np.number) for v in zoom)
+    )
+    if not (is_number or is_pair):
+        raise ValueError(
+            f"`zoom_range` should be a float or a tuple or list of two floats. Received: {zoom}"
+        )
+    brightness = kwargs.get("brightness_range")
+    if brightness is not None and (
+        not isinstance(brightness, tuple | list | np.ndarray) or len(brightness) != 2
+    ):
+        raise ValueError(
+            f"`brightness_range should be tuple or list of two floats. Received: {brightness}"
+        )
 
 
 def _unsupported(name: str, value: Any, default: Any, why: str) -> None:
@@ -135,6 +175,7 @@ class ImageDataGenerator:
     """
 
     def __init__(self, *, device: str | torch.device | None = None, **kwargs: Any) -> None:
+        _check_as_keras(kwargs)
         self.data_format = kwargs.get("data_format") or "channels_last"
         self.dtype = _output_dtype(kwargs.get("dtype"))
         self.config = AugmentConfig.from_keras(**kwargs)
@@ -171,7 +212,7 @@ class ImageDataGenerator:
         zca = self.augment.zca_matrix
         if zca is None:
             return None
-        matrix = zca.detach().cpu().numpy().astype(self._numpy_dtype, copy=False)
+        matrix = zca.detach().cpu().numpy().astype(np.float64)  # Keras' is float64 too
         if self.data_format == "channels_first" or self.augment.mean is None:
             return matrix
         c = int(self.augment.mean.numel())
@@ -267,8 +308,10 @@ class ImageDataGenerator:
         """Keras' ``standardize``: preprocessing, rescale and normalisation of an image or a
         batch, in place for a float numpy array, as Keras (it returns ``x`` itself).
 
-        A torch tensor ``(B, C, H, W)`` or ``(C, H, W)`` gives a new tensor. As Keras' in-place
-        arithmetic does, an integer numpy array is refused when a step would make it float.
+        With ``zca_whitening``, as Keras: the steps before it in place, then a new float64
+        array. A torch tensor ``(B, C, H, W)`` or ``(C, H, W)`` gives a new tensor. As Keras'
+        in-place arithmetic does, an integer numpy array is refused when a step would make it
+        float.
 
         Raises:
             TypeError: an integer numpy array with a step to apply.
@@ -281,14 +324,25 @@ class ImageDataGenerator:
                 "as in Keras and cannot store floats in it: pass x.astype('float32')"
             )
         batch, single = self._image(x)
-        out = standardize(batch, self.config, self.augment.stats)
         if isinstance(x, torch.Tensor):
+            out = standardize(batch, self.config, self.augment.stats)
             return out[0] if single else out
+        zca = self.zca_whitening_matrix if self.config.zca_whitening else None
+        config = (
+            dataclasses.replace(self.config, zca_whitening=False)
+            if zca is not None
+            else self.config
+        )
+        out = standardize(batch, config, self.augment.stats)
         result = self._keras_output(out, x, single)
         if isinstance(x, np.ndarray):
             np.copyto(x, result)  # in place, as Keras (a read-only array raises ValueError)
-            return x
-        return result
+            result = x
+        if zca is None:
+            return result
+        # Keras' last step makes a new array: the images flattened in `data_format` order
+        flat = result.reshape(-1, math.prod(result.shape[-3:]))
+        return np.reshape(flat @ zca, result.shape)
 
     def get_random_transform(self, img_shape: Sequence[int], seed: int | None = None) -> dict:
         """Keras' ``get_random_transform``: one image's random parameters as Keras' dict.
@@ -336,8 +390,9 @@ class ImageDataGenerator:
         As Keras, every key of ``transform_parameters`` is applied whatever the generator's
         own ranges and flips are (``{"flip_vertical": True}`` flips a generator built without
         ``vertical_flip``); missing keys and Keras' "off" values (``0``, ``1``, ``None``,
-        ``False``) leave their stage out. The result has ``x``'s dtype (float32 when
-        ``brightness`` is given, as Keras' PIL round trip gives).
+        ``False``) leave their stage out. The result has the dtype Keras' numpy arithmetic
+        gives: ``x``'s, promoted by the channel shift's addition, float32 after ``brightness``
+        (its PIL round trip); an integer result is rounded and clipped, as scipy writes it.
 
         Raises:
             TypeError: ``transform_parameters`` is not a dict.
@@ -351,10 +406,10 @@ class ImageDataGenerator:
         params = AugmentParams.from_keras([transform_parameters], device=batch.device)
         config = _config_for(self.config, transform_parameters)
         out = apply(batch, params, config, dtype=batch.dtype, backend="kornia")
-        if transform_parameters.get("brightness") is not None and not isinstance(x, torch.Tensor):
-            result = self._from_nchw(out, None).astype(np.float32)  # Keras' PIL round trip
-            return result[0] if single else result
-        return self._keras_output(out, x, single)
+        if isinstance(x, torch.Tensor):
+            return out[0] if single else out
+        dtype = _keras_transform_dtype(np.asarray(x), transform_parameters)
+        return self._keras_output(out, np.zeros(0, dtype), single)
 
     def random_transform(self, x: Any, seed: int | None = None) -> Any:
         """Keras' ``random_transform``: fresh random parameters applied to one image."""
@@ -604,7 +659,7 @@ class ImageDataGenerator:
         )
         validated = "validated" if validate_filenames else "non-validated"
         found = f"Found {len(dataset)} {validated} image filenames"
-        if dataset.class_mode in ("categorical", "binary", "sparse"):
+        if dataset.class_mode in _WITH_CLASSES:
             found += f" belonging to {len(dataset.classes)} classes"
         print(found + ".")
         return self._loader(
@@ -659,6 +714,17 @@ class KerasIterator(GPULoader):
         self._label_dtype = DTYPES[config.dtype]
 
     # ------------------------------------------------------------------ Keras' attributes
+    @property
+    def classes(self) -> Any:
+        """Each sample's class index (Keras' ``classes``): an int32 array, or for a DataFrame
+        a list, as Keras' ``DataFrameIterator`` keeps it (a list of indices per row for
+        multi-label rows)."""
+        from gpuaug.data.dataframe import DataFrameDataset
+
+        if isinstance(self.dataset, DataFrameDataset) and self.class_mode in _WITH_CLASSES:
+            return list(self.dataset.labels)
+        return super().classes
+
     @property
     def index_array(self) -> np.ndarray | None:
         """The sample order of the epoch in progress (``None`` before any batch, as Keras)."""
@@ -752,6 +818,21 @@ def _split_x_misc(x: Any) -> tuple[Any, list[torch.Tensor]]:
             )
         tensors.append(torch.from_numpy(np.array(array, copy=True)))
     return images, tensors
+
+
+def _keras_transform_dtype(x: np.ndarray, transform_parameters: dict) -> np.dtype:
+    """The dtype of Keras' ``apply_transform(x, transform_parameters)``, by its own numpy
+    arithmetic: the warp and the flips keep ``x``'s dtype; the channel shift adds a number
+    (numpy's promotion rules); brightness goes through PIL and ``img_to_array`` (float32),
+    rescaled with the image's own range (its dtype) when ``x`` leaves 0..255."""
+    dtype = x.dtype
+    shift = transform_parameters.get("channel_shift_intensity")
+    if shift is not None:
+        dtype = (np.zeros(1, dtype) + shift).dtype
+    if transform_parameters.get("brightness") is not None:
+        outside = x.size and (x.min() < 0 or x.max() > 255)
+        dtype = np.result_type(np.float32, dtype) if outside else np.dtype(np.float32)
+    return dtype
 
 
 def _standardizes_anything(config: AugmentConfig) -> bool:
