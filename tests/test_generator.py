@@ -523,3 +523,172 @@ def test_class_split_error_starts_with_keras_words():
         _gen(validation_split=0.5).flow(x, y, subset="training")
     assert str(ours.value).startswith(str(theirs.value))
     assert "ignore_class_split=True" in str(ours.value)
+
+
+# ------------------------------------------------------------------ where we differ, on purpose
+# One test per row of docs/keras-differences.md's table: each shows Keras' behaviour and ours.
+
+
+@pytest.mark.keras
+def test_differs_a_batch_is_a_channels_first_tensor_and_image_shape_says_so(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 10))
+    kw = dict(target_size=(8, 10), batch_size=4, shuffle=False)
+    k = KerasIDG().flow_from_directory(tmp_path, **kw)
+    g = _gen().flow_from_directory(tmp_path, num_workers=0, **kw)
+    (kx, _), (gx, _) = next(k), next(g)
+    assert isinstance(kx, np.ndarray) and kx.shape == (4, 8, 10, 3) and k.image_shape == (8, 10, 3)
+    assert (
+        isinstance(gx, torch.Tensor) and gx.shape == (4, 3, 8, 10) and g.image_shape == (3, 8, 10)
+    )
+
+
+@pytest.mark.keras
+def test_differs_sparse_labels_are_int64(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    kw = dict(target_size=(8, 8), class_mode="sparse", shuffle=False)
+    (_, ky), (_, gy) = (
+        next(KerasIDG().flow_from_directory(tmp_path, **kw)),
+        next(_gen().flow_from_directory(tmp_path, num_workers=0, **kw)),
+    )
+    assert ky.dtype == np.float32 and gy.dtype == torch.int64
+    np.testing.assert_array_equal(gy.numpy(), ky)
+
+
+@pytest.mark.keras
+def test_differs_sample_weights_are_float32(tmp_path):
+    x, y, w = _images(4, 4, 4), np.arange(4), np.arange(4, dtype=np.float64)
+    _, _, kw = next(KerasIDG().flow(x, y, sample_weight=w, shuffle=False))
+    _, _, gw = next(iter(_gen().flow(x, y, sample_weight=w, shuffle=False)))
+    assert kw.dtype == np.float64 and gw.dtype == torch.float32
+
+
+@pytest.mark.keras
+def test_differs_a_for_loop_runs_one_epoch_where_keras_never_ends(tmp_path):
+    x, y = _images(4, 4, 4), np.arange(4)
+    k = KerasIDG().flow(x, y, batch_size=2)
+    for steps, _ in enumerate(k, start=1):
+        if steps == 5:  # Keras' __iter__ is itself: it would run forever
+            break
+    assert steps == 5
+    assert len(list(_gen().flow(x, y, batch_size=2))) == 2
+
+
+@pytest.mark.keras
+def test_differs_reset_restarts_the_current_epoch_in_its_order(tmp_path):
+    x, y = _images(8, 4, 4), np.arange(8)
+    k = KerasIDG().flow(x, y, batch_size=8, seed=1)
+    g = _gen().flow(x, y, batch_size=8, seed=1)
+    (_, k1), (_, g1) = next(k), next(g)
+    k.reset(), g.reset()
+    (_, k2), (_, g2) = next(k), next(g)
+    assert not np.array_equal(k1, k2)  # Keras: a reset draws a new order
+    assert torch.equal(g1, g2)  # ours: the same epoch again, the same order
+
+
+@pytest.mark.keras
+def test_differs_indexing_twice_gives_the_same_augmented_batch():
+    x, y = _images(4, 8, 8), np.arange(4)
+    k = KerasIDG(rotation_range=40).flow(x, y, batch_size=4, shuffle=False, seed=0)
+    g = _gen(rotation_range=40).flow(x, y, batch_size=4, shuffle=False, seed=0)
+    assert not np.array_equal(k[0][0], k[0][0])  # Keras reseeds with seed + batches seen
+    assert torch.equal(g[0][0], g[0][0])  # ours: batch 0 of the epoch, as iterated
+
+
+@pytest.mark.keras
+def test_differs_seeds_use_a_local_torch_generator_not_numpy_global_state():
+    state = np.random.get_state()[1].copy()
+    _gen(rotation_range=10).get_random_transform((8, 8, 3), seed=5)
+    _gen(featurewise_center=True, rotation_range=10).fit(_images(2, 4, 4), augment=True, seed=5)
+    assert np.array_equal(np.random.get_state()[1], state)
+    KerasIDG(rotation_range=10).get_random_transform((8, 8, 3), seed=5)
+    assert not np.array_equal(np.random.get_state()[1], state)
+
+
+@pytest.mark.keras
+def test_differs_an_iterator_without_seed_reports_the_seed_it_drew():
+    x = _images(2, 4, 4)
+    assert KerasIDG().flow(x).seed is None
+    assert isinstance(_gen().flow(x).seed, int)
+
+
+@pytest.mark.keras
+def test_differs_flow_stores_a_float64_array_as_float32():
+    x = _images(2, 4, 4).astype(np.float64) + 0.1
+    kx = next(KerasIDG(dtype="float64").flow(x, shuffle=False))
+    gx = next(iter(_gen(dtype="float64").flow(x, shuffle=False)))
+    assert gx.dtype == torch.float64 and kx.dtype == np.float64
+    diff = np.abs(gx.permute(0, 2, 3, 1).numpy() - kx)
+    assert 0 < diff.max() < 1e-4  # float32's rounding of values up to 255
+
+
+@pytest.mark.keras
+def test_differs_brightness_scales_the_alpha_channel_where_pil_keeps_it():
+    x = _images(1, 6, 6)[0]
+    rgba = np.concatenate([x, np.full((6, 6, 1), 200.0, np.float32)], axis=-1)
+    theirs = KerasIDG().apply_transform(rgba.copy(), {"brightness": 0.5})
+    ours = _gen().apply_transform(rgba, {"brightness": 0.5})
+    np.testing.assert_array_equal(theirs[..., 3], 200.0)
+    np.testing.assert_allclose(ours[..., 3], 100.0)
+
+
+@pytest.mark.keras
+def test_differs_brightness_works_channels_first_where_keras_fails():
+    x = _images(1, 6, 6)[0].transpose(2, 0, 1).copy()
+    with pytest.raises(ValueError, match="Unsupported channel number"):
+        KerasIDG(data_format="channels_first").apply_transform(x.copy(), {"brightness": 0.5})
+    out = _gen(data_format="channels_first").apply_transform(x, {"brightness": 0.5})
+    np.testing.assert_allclose(out, x * 0.5, atol=1e-4)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "kwargs", [{"shear_range": 90}, {"zoom_range": 1.5}, {"rotation_range": -10}], ids=str
+)
+def test_differs_ranges_keras_takes_unchecked_are_refused_naming_the_field(kwargs):
+    KerasIDG(**kwargs)  # Keras takes them (a shear of 90 degrees, zoom factors below 0...)
+    with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`"):
+        _gen(**kwargs)
+
+
+@pytest.mark.keras
+def test_differs_standardize_of_a_batch_uses_each_image_own_statistics():
+    x = _images(2, 4, 4)
+    x[1] += 50.0
+    theirs = KerasIDG(samplewise_center=True).standardize(x.copy())
+    ours = _gen(samplewise_center=True).standardize(x.copy())
+    np.testing.assert_allclose(theirs.mean(), 0.0, atol=1e-3)  # Keras: the batch's mean
+    assert abs(theirs[1].mean()) > 10
+    np.testing.assert_allclose(ours.mean(axis=(1, 2, 3)), 0.0, atol=1e-3)  # ours: per image
+
+
+@pytest.mark.keras
+def test_differs_binary_needs_two_class_folders(tmp_path):
+    write_tree(tmp_path, {"a": 1, "b": 1, "c": 1}, size=(8, 8))
+    k = KerasIDG().flow_from_directory(tmp_path, target_size=(8, 8), class_mode="binary")
+    assert sorted(next(k)[1].tolist()) == [0.0, 1.0, 2.0]  # Keras: "binary" labels up to 2
+    with pytest.raises(ValueError, match="class_mode='binary' needs exactly 2 classes"):
+        _gen().flow_from_directory(tmp_path, target_size=(8, 8), class_mode="binary")
+
+
+@pytest.mark.keras
+def test_differs_gif_and_webp_files_are_read(tmp_path):
+    write_tree(tmp_path, {"a": 1, "b": 1}, size=(8, 8))
+    write_tree(tmp_path, {"a": 1}, size=(8, 8), ext="webp", seed=1)
+    assert KerasIDG().flow_from_directory(tmp_path, target_size=(8, 8)).samples == 2
+    assert _gen().flow_from_directory(tmp_path, target_size=(8, 8), num_workers=0).samples == 3
+
+
+def test_differs_set_processing_attrs_is_not_provided(tmp_path):
+    write_tree(tmp_path, {"a": 1, "b": 1}, size=(8, 8))
+    it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), num_workers=0)
+    assert hasattr(keras_image.DirectoryIterator, "set_processing_attrs")
+    assert not hasattr(it, "set_processing_attrs")
+
+
+def test_differs_next_on_an_empty_iterator_stops(tmp_path):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"filename": ["missing.png"], "class": ["a"]})
+    with pytest.warns(UserWarning):
+        it = _gen().flow_from_dataframe(df, directory=tmp_path, target_size=(8, 8))
+    with pytest.raises(StopIteration):
+        next(it)
