@@ -692,3 +692,17 @@ def test_differs_next_on_an_empty_iterator_stops(tmp_path):
         it = _gen().flow_from_dataframe(df, directory=tmp_path, target_size=(8, 8))
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_every_row_of_the_keras_difference_table_names_a_test_that_exists():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "keras-differences.md").read_text()
+    table = page.split("## Where we differ from Keras", 1)[1].split("\n\n")[2]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    defined = set()
+    for path in (root / "tests").glob("test_*.py"):
+        defined.update(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.M))
+    assert len(rows) > 20
+    for row in rows[1:]:  # after the header
+        named = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
+        assert named and all(name in defined for name in named), row

@@ -1,26 +1,32 @@
 """``gpuaug.ImageDataGenerator``: Keras' class, so that porting a script is one changed import.
 
 A thin class over `AugmentConfig` and `GPUAugment`: the constructor takes Keras'
-``ImageDataGenerator`` keyword arguments verbatim (`AugmentConfig.from_keras`), and the
-methods have Keras' names, arguments and defaults:
+``ImageDataGenerator`` keyword arguments verbatim (`AugmentConfig.from_keras`, after the checks
+Keras' constructor makes itself, with its error type and words), and the methods have Keras'
+names, arguments and defaults:
 
-- ``flow_from_directory``, ``flow`` (in-memory arrays, `gpuaug.data.arrays`) and
-  ``flow_from_dataframe`` (`gpuaug.data.dataframe`) return a `gpuaug.GPULoader`, which yields
-  ``(x, y)`` (``(x, y, sample_weight)`` with weights) as torch tensors ``(B, C, H, W)`` on the
-  device, augmented there. Each also takes gpuaug's loader options by keyword (``device``,
+- ``flow_from_directory``, ``flow`` (in-memory arrays, `gpuaug.data.arrays`; Keras'
+  ``(x, x_misc)`` pair too) and ``flow_from_dataframe`` (`gpuaug.data.dataframe`) print Keras'
+  ``Found N images ...`` line where Keras prints it and return a `KerasIterator`: a
+  `gpuaug.GPULoader` with the rest of Keras' iterator surface (``total_batches_seen``,
+  ``index_array``, ``on_epoch_end``, Keras' ``batch_index``), which yields ``(x, y)``
+  (``(x, y, sample_weight)`` with weights) as torch tensors ``(B, C, H, W)`` on the device,
+  augmented there. Each also takes gpuaug's loader options by keyword (``device``,
   ``num_workers``, ``cache``, ``steps_per_epoch``, ``drop_last``, ``on_error``,
   ``augment_seed``, ``augment``).
 - ``fit``, ``standardize``, ``get_random_transform``, ``apply_transform`` and
   ``random_transform`` take and return numpy arrays in the generator's ``data_format``
-  (channels last by default, as Keras), computed with gpuaug's batched code.
+  (channels last by default, as Keras) with the dtypes Keras gives, computed with gpuaug's
+  batched code; ``apply_transform`` applies every key of its dict, as Keras, whatever the
+  generator's own ranges.
 
-Differences from Keras, each announced once per process with a warning that points at the
-documentation's table "Keras parity and where we differ": ``preprocessing_function`` runs once
-per batch
-``(B, C, H, W)`` on the device; ``brightness_range`` clips in float instead of truncating
-through PIL; the shifts follow Keras' documentation (``width_shift_range`` horizontal), not
-its code (a warning only when the two ranges differ). An argument Keras takes that gpuaug
-cannot honour raises ``TypeError`` / ``ValueError`` naming it.
+Every difference from Keras is a row of the documentation's table "Keras parity and where we
+differ" (docs/keras-differences.md), pinned by a test; those a user may trip on warn once per
+process: ``preprocessing_function`` runs once per batch ``(B, C, H, W)`` on the device;
+``brightness_range`` clips in float instead of truncating through PIL; the shifts follow Keras'
+documentation (``width_shift_range`` horizontal), not its code (a warning only when the two
+ranges differ). An argument Keras takes that gpuaug cannot honour raises ``TypeError`` /
+``ValueError`` naming it.
 
 Validation without augmentation: ``subset="validation"`` gives a loader whose random stages
 are off (only rescale, ``preprocessing_function`` and the normalisations run, with the
