@@ -706,3 +706,15 @@ def test_every_row_of_the_keras_difference_table_names_a_test_that_exists():
     for row in rows[1:]:  # after the header
         named = re.findall(r"`(test_\w+)`", row.rsplit("|", 2)[1])
         assert named and all(name in defined for name in named), row
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("which", ["y", "sample_weight"])
+def test_flow_length_errors_start_with_keras_words(which):
+    x = _images(4, 4, 4)
+    kw = {"y": np.arange(4), which: np.arange(5)}
+    with pytest.raises(ValueError) as theirs:
+        KerasIDG().flow(x, **kw)
+    with pytest.raises(ValueError) as ours:
+        _gen().flow(x, **kw)
+    assert str(ours.value) == str(theirs.value)

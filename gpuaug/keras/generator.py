@@ -572,6 +572,7 @@ class ImageDataGenerator:
         the augmentation. Other keyword options as `flow_from_directory`.
         """
         x, x_misc = _split_x_misc(x)
+        _check_lengths_as_keras(x, y, sample_weight)
         if x_misc and subset is not None:  # split as the images: validation first (Keras)
             cut = int(len(x) * self.config.validation_split)
             part = slice(0, cut) if subset == "validation" else slice(cut, None)
@@ -787,6 +788,23 @@ class KerasIterator(GPULoader):
             idx = host_to_device(self.sampler.batch(epoch, step), self.device)
             parts[0] = [parts[0], *(m.index_select(0, idx) for m in self._x_misc)]
         return tuple(parts) if isinstance(out, tuple) else parts[0]
+
+
+def _check_lengths_as_keras(x: Any, y: Any, sample_weight: Any) -> None:
+    """Keras' ``NumpyArrayIterator`` length checks, with its words (code matches on them).
+
+    Raises:
+        ValueError: ``y`` or ``sample_weight`` of another length than ``x``.
+    """
+    n = len(x) if hasattr(x, "__len__") else None
+    for name, value in (("`y` (labels)", y), ("`sample_weight`", sample_weight)):
+        if n is None or value is None or not hasattr(value, "__len__") or len(value) == n:
+            continue
+        raise ValueError(
+            f"`x` (images tensor) and {name} should have the same length. Found: "
+            f"x.shape = {tuple(np.shape(x))}, {name.split()[0].strip('`')}.shape = "
+            f"{tuple(np.shape(value))}"
+        )
 
 
 def _split_x_misc(x: Any) -> tuple[Any, list[torch.Tensor]]:
