@@ -718,3 +718,19 @@ def test_flow_length_errors_start_with_keras_words(which):
     with pytest.raises(ValueError) as ours:
         _gen().flow(x, **kw)
     assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.keras
+def test_differs_a_16_bit_grayscale_file_is_scaled_to_8_bits(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    from PIL import Image
+
+    values = np.arange(400, dtype=np.uint16).reshape(20, 20) * 150  # up to 59850
+    Image.fromarray(values).save(tmp_path / "a" / "deep.png")
+    Image.fromarray(values).save(tmp_path / "b" / "deep.png")
+    kw = dict(target_size=(20, 20), color_mode="grayscale", shuffle=False, batch_size=1)
+    kx, _ = next(KerasIDG().flow_from_directory(tmp_path, **kw))
+    gx, _ = next(_gen().flow_from_directory(tmp_path, num_workers=0, **kw))
+    assert kx.max() == values.max()  # Keras: the 16-bit values as they are
+    np.testing.assert_allclose(gx[0, 0].numpy(), np.round(values / 257), atol=0.5)
