@@ -734,3 +734,24 @@ def test_differs_a_16_bit_grayscale_file_is_scaled_to_8_bits(tmp_path):
     gx, _ = next(_gen().flow_from_directory(tmp_path, num_workers=0, **kw))
     assert kx.max() == values.max()  # Keras: the 16-bit values as they are
     np.testing.assert_allclose(gx[0, 0].numpy(), np.round(values / 257), atol=0.5)
+
+
+@pytest.mark.cuda
+def test_the_keras_batch_extras_run_on_the_gpu_without_a_host_sync():
+    from gpuaug.sync_check import SyncCheck
+
+    x = _images(12, 8, 8).astype(np.uint8)
+    misc = np.arange(12 * 2, dtype=np.float32).reshape(12, 2)
+    g = gpuaug.ImageDataGenerator(device="cuda", rotation_range=20, dtype="float64")
+    it = g.flow((x, misc), np.arange(12), batch_size=4, shuffle=True, seed=0)
+    list(it)  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with SyncCheck() as check:
+            for (xb, mb), yb in it:
+                assert xb.is_cuda and mb.is_cuda and yb.is_cuda and xb.dtype == torch.float64
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        it.close()
+    check.assert_clean()
+    np.testing.assert_array_equal(mb.cpu().numpy(), misc[it.index_array[-len(yb) :]])
