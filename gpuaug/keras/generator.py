@@ -134,9 +134,14 @@ def _check_as_keras(kwargs: dict[str, Any]) -> None:
     if isinstance(split, int | float) and split and not 0 < split < 1:
         raise ValueError(f"`validation_split` must be strictly between 0 and 1.  Received: {split}")
     zoom = kwargs.get("zoom_range", 0.0)
-    is_number = isinstance(zoom, int | float | np.number) and not isinstance(zoom, bool)
+    is_number = (
+        np.ndim(zoom) == 0
+        and not isinstance(zoom, bool | str)
+        and np.asarray(zoom).dtype.kind in "iuf"
+    )
     is_pair = (
         isinstance(zoom, list | tuple | np.ndarray)
+        and np.ndim(zoom) == 1
         and len(zoom) == 2
         and all(isinstance(v, int | float | np.number) for v in zoom)
     )
