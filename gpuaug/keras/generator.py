@@ -260,7 +260,9 @@ class ImageDataGenerator:
         """One image (3-D) or a batch (4-D) as a (B, C, H, W) float batch; True if one.
 
         float64 stays float64 (as Keras computes it); any other type becomes float32."""
-        ndim = x.ndim if hasattr(x, "ndim") else np.ndim(x)
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x)
+        ndim = x.ndim
         if ndim == 3:
             x = x[None]
         elif ndim != 4:
