@@ -727,7 +727,30 @@ class KerasIterator(GPULoader):
         self._x_misc = [host_to_device(m, self.device) for m in (x_misc or [])]
         self._label_dtype = DTYPES[config.dtype]
 
+    _step = 0  # the loader's own count: the step its running epoch reaches next
+    _raw_steps = False  # True while the loader itself reads `batch_index`
+
     # ------------------------------------------------------------------ Keras' attributes
+    @property
+    def batch_index(self) -> int:
+        """Keras' ``batch_index``: the batches of the running epoch handed out so far, 0 once
+        its last one is out (the loader counts ``len(it)`` there until the epoch closes)."""
+        step = self._step
+        return 0 if not self._raw_steps and step >= len(self) else step
+
+    @batch_index.setter
+    def batch_index(self, value: int) -> None:
+        self._step = value
+
+    if hasattr(GPULoader, "state_dict"):  # the resume state counts the loader's own steps
+
+        def state_dict(self) -> dict[str, Any]:
+            self._raw_steps = True
+            try:
+                return super().state_dict()
+            finally:
+                self._raw_steps = False
+
     @property
     def classes(self) -> Any:
         """Each sample's class index (Keras' ``classes``): an int32 array, or for a DataFrame
@@ -766,14 +789,10 @@ class KerasIterator(GPULoader):
 
     def _run(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         epoch = args[0] if args else kwargs["epoch"]
-        steps = len(self)
         for out in super()._run(*args, **kwargs):
-            step = self.batch_index - 1
             self._drawn_epoch = epoch
             self.total_batches_seen += 1
-            if self.batch_index >= steps:  # Keras: 0 once the epoch's last batch is out
-                self.batch_index = 0
-            yield self._keras_batch(out, epoch, step)
+            yield self._keras_batch(out, epoch, self._step - 1)
 
     def __getitem__(self, index: int) -> Any:
         out = super().__getitem__(index)
@@ -882,7 +901,7 @@ def _standardizes_anything(config: AugmentConfig) -> bool:
 def _config_for(config: AugmentConfig, transform_parameters: dict) -> AugmentConfig:
     """The config of one ``apply_transform`` call: the generator's fill mode, ``cval`` and
     interpolation, and on exactly the stages the parameters ask for (the stage switches only:
-    the values come from the parameters), without normalisation.
+    the values come from the parameters); nothing else (no normalisation, no other stage).
 
     Keras applies whatever the dict holds; the loader's rule (a stage the config turns off is
     skipped whatever the params hold) would drop e.g. ``{"flip_vertical": True}`` on a
@@ -890,24 +909,15 @@ def _config_for(config: AugmentConfig, transform_parameters: dict) -> AugmentCon
     """
     get = transform_parameters.get
     geometry = any(get(k) is not None and get(k) != v for k, v in _IDENTITY.items())
-    return dataclasses.replace(
-        config,
+    return AugmentConfig(
+        fill_mode=config.fill_mode,
+        cval=config.cval,
+        interpolation=config.interpolation,
         rotation_range=1.0 if geometry else 0.0,  # a switch: the angle is the params'
-        width_shift_range=0.0,
-        height_shift_range=0.0,
-        shear_range=0.0,
-        zoom_range=0.0,
         horizontal_flip=bool(get("flip_horizontal", False)),
         vertical_flip=bool(get("flip_vertical", False)),
         channel_shift_range=1.0 if get("channel_shift_intensity") is not None else 0.0,
         brightness_range=(1.0, 1.0) if get("brightness") is not None else None,
-        rescale=None,
-        preprocessing_function=None,
-        featurewise_center=False,
-        featurewise_std_normalization=False,
-        samplewise_center=False,
-        samplewise_std_normalization=False,
-        zca_whitening=False,
     )
 
 
