@@ -7,7 +7,8 @@ names, arguments and defaults:
 
 - ``flow_from_directory``, ``flow`` (in-memory arrays, `gpuaug.data.arrays`; Keras'
   ``(x, x_misc)`` pair too) and ``flow_from_dataframe`` (`gpuaug.data.dataframe`) print Keras'
-  ``Found N images ...`` line where Keras prints it and return a `KerasIterator`: a
+  ``Found N images ...`` line where Keras prints it and return a `KerasIterator`
+  (`gpuaug.keras.iterator`): a
   `gpuaug.GPULoader` with the rest of Keras' iterator surface (``total_batches_seen``,
   ``index_array``, ``on_epoch_end``, Keras' ``batch_index``), which yields ``(x, y)``
   (``(x, y, sample_weight)`` with weights) as torch tensors ``(B, C, H, W)`` on the device,
@@ -28,6 +29,11 @@ documentation (``width_shift_range`` horizontal), not its code (a warning only w
 ranges differ). An argument Keras takes that gpuaug cannot honour raises ``TypeError`` /
 ``ValueError`` naming it.
 
+Why one module: it is Keras' one class, method for method (eight public methods with Keras'
+arguments, and the numpy conversions they share); what stands apart lives apart: the iterator
+(`gpuaug.keras.iterator`), ``save_to_dir`` (`gpuaug.keras.saving`), the data sets
+(`gpuaug.data`).
+
 Validation without augmentation: ``subset="validation"`` gives a loader whose random stages
 are off (only rescale, ``preprocessing_function`` and the normalisations run, with the
 statistics of ``fit``), which Keras cannot do; ``augment=True`` turns augmentation back on.
@@ -42,20 +48,20 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from gpuaug.augment.config import AugmentConfig
-from gpuaug.augment.module import AugmentParams, GPUAugment, apply, sample_params, standardize
+from gpuaug.augment.module import AugmentParams, GPUAugment, sample_params, standardize
+from gpuaug.augment.reference import apply_reference
 from gpuaug.augment.validation import note, share_stats, validation_module
 from gpuaug.data.arrays import ArrayDataset, as_image_tensor
 from gpuaug.data.directory import DirectoryDataset
-from gpuaug.device import host_to_device
-from gpuaug.loader.config import DTYPES, LoaderConfig, dtype_name
-from gpuaug.loader.gpu_loader import GPULoader
+from gpuaug.keras.iterator import KerasIterator, check_lengths_as_keras, split_x_misc
+from gpuaug.loader.config import LoaderConfig, dtype_name
 
 __all__ = ["ImageDataGenerator", "KerasIterator"]
 
@@ -418,7 +424,7 @@ class ImageDataGenerator:
         batch, single = self._image(x)
         params = AugmentParams.from_keras([transform_parameters], device=batch.device)
         config = _config_for(self.config, transform_parameters)
-        out = apply(batch, params, config, dtype=batch.dtype, backend="kornia")
+        out = apply_reference(batch, params, config, dtype=batch.dtype)  # the plain path
         if isinstance(x, torch.Tensor):
             return out[0] if single else out
         dtype = _keras_transform_dtype(np.asarray(x), transform_parameters)
@@ -460,6 +466,7 @@ class ImageDataGenerator:
         save: tuple[Any, str, str],
         numpy_hash: bool = False,
         x_misc: list[torch.Tensor] | None = None,
+        output_dtypes: list[torch.dtype | None] | None = None,
     ) -> KerasIterator:
         allowed = {
             "device",
@@ -487,7 +494,7 @@ class ImageDataGenerator:
             dtype=self.dtype,
             **options,
         )
-        loader = KerasIterator(dataset, module, config, x_misc=x_misc)
+        loader = KerasIterator(dataset, module, config, x_misc=x_misc, output_dtypes=output_dtypes)
         loader.augment_notes = notes
         save_to_dir, save_prefix, save_format = save
         if save_to_dir:
@@ -519,8 +526,8 @@ class ImageDataGenerator:
         augment: bool | None = None,
         on_error: str = "raise",
         **options: Any,
-    ) -> GPULoader:
-        """Keras' ``flow_from_directory``, returning a `gpuaug.GPULoader`.
+    ) -> KerasIterator:
+        """Keras' ``flow_from_directory``, returning a `KerasIterator` (a `gpuaug.GPULoader`).
 
         Keras' arguments with Keras' defaults; then, by keyword: ``augment`` (``None``: on,
         except for ``subset="validation"``), ``on_error`` (see `gpuaug.DirectoryDataset`) and
@@ -569,8 +576,8 @@ class ImageDataGenerator:
         *,
         augment: bool | None = None,
         **options: Any,
-    ) -> GPULoader:
-        """Keras' ``flow(x, y)`` for in-memory images, returning a `gpuaug.GPULoader`.
+    ) -> KerasIterator:
+        """Keras' ``flow(x, y)`` for in-memory images, returning a `KerasIterator`.
 
         ``x``: numpy ``(N, H, W, C)`` (per ``data_format``) or torch ``(N, C, H, W)``; ``y``
         any shape; ``sample_weight`` is yielded third (see `gpuaug.data.arrays.ArrayDataset`). The
@@ -578,8 +585,8 @@ class ImageDataGenerator:
         less than half the free device memory; else ``"host"``), so an epoch is a gather plus
         the augmentation. Other keyword options as `flow_from_directory`.
         """
-        x, x_misc = _split_x_misc(x)
-        _check_lengths_as_keras(x, y, sample_weight)
+        x, x_misc = split_x_misc(x)
+        check_lengths_as_keras(x, y, sample_weight)
         if x_misc and subset is not None:  # split as the images: validation first (Keras)
             cut = int(len(x) * self.config.validation_split)
             part = slice(0, cut) if subset == "validation" else slice(cut, None)
@@ -637,8 +644,8 @@ class ImageDataGenerator:
         augment: bool | None = None,
         on_error: str = "skip",
         **options: Any,
-    ) -> GPULoader:
-        """Keras' ``flow_from_dataframe``, returning a `gpuaug.GPULoader`.
+    ) -> KerasIterator:
+        """Keras' ``flow_from_dataframe``, returning a `KerasIterator` (a `gpuaug.GPULoader`).
 
         Every Keras class mode, ``"raw"`` and ``"multi_output"`` included (see
         `gpuaug.data.dataframe.DataFrameDataset`); needs pandas (``gpuaug[dataframe]``). Keras'
@@ -685,189 +692,24 @@ class ImageDataGenerator:
             seed=seed,
             options=options,
             save=(save_to_dir, save_prefix, save_format),
+            output_dtypes=_multi_output_dtypes(dataframe, y_col)
+            if dataset.class_mode == "multi_output"
+            else None,
         )
 
 
-class KerasIterator(GPULoader):
-    """The loader the ``flow*`` methods return: a `gpuaug.GPULoader` with the rest of the
-    surface of Keras' ``DirectoryIterator``, ``DataFrameIterator`` and ``NumpyArrayIterator``.
-
-    On top of the loader's Keras names (``n``, ``samples``, ``filenames``, ``filepaths``,
-    ``classes``, ``class_indices``, ``labels``, ``batch_size``, ``len()``, ``it[i]``,
-    ``reset()``, ``next(it)``), as Keras:
-
-    - ``batch_index``: after ``next(it)`` returned batch ``k`` of an epoch, ``k + 1``, or
-      ``0`` when that was the epoch's last batch; ``it[i]`` leaves it alone;
-    - ``total_batches_seen``: every batch handed out, by ``next``, a ``for`` loop or ``it[i]``;
-    - ``index_array``: ``None`` until a batch is drawn, then the sample order of the epoch in
-      progress (numpy int64; ``arange(n)`` without ``shuffle``);
-    - ``on_epoch_end()``: the next batches come in a new order (the next epoch; when a loop
-      already finished the epoch, which moves on by itself, the epoch it moved to);
-    - ``class_mode="input"``: the target is a copy of the images, not the same tensor;
-    - ``flow((x, x_misc), y)``: ``[x, *x_misc]`` in place of ``x`` (the extra arrays gathered
-      with the batch, as tensors on the device);
-    - ``class_mode="categorical"`` / ``"binary"`` targets in the generator's ``dtype``.
-
-    An empty data set (a DataFrame with no valid file) gives an iterator of length 0: a ``for``
-    loop runs no step and ``next(it)`` raises ``StopIteration`` (Keras yields empty batches).
-    """
-
-    def __init__(
-        self,
-        dataset: Any,
-        augment: GPUAugment,
-        config: LoaderConfig,
-        *,
-        x_misc: list[torch.Tensor] | None = None,
-    ) -> None:
-        super().__init__(dataset, augment, config)
-        self.total_batches_seen = 0
-        self._drawn_epoch: int | None = None  # the epoch `index_array` shows; None: no draw yet
-        self._orders: dict[int, np.ndarray] = {}
-        self._x_misc = [host_to_device(m, self.device) for m in (x_misc or [])]
-        self._label_dtype = DTYPES[config.dtype]
-
-    _step = 0  # the loader's own count: the step its running epoch reaches next
-    _raw_steps = False  # True while the loader itself reads `batch_index`
-
-    # ------------------------------------------------------------------ Keras' attributes
-    @property
-    def batch_index(self) -> int:
-        """Keras' ``batch_index``: the batches of the running epoch handed out so far, 0 once
-        its last one is out (the loader counts ``len(it)`` there until the epoch closes)."""
-        step = self._step
-        return 0 if not self._raw_steps and step >= len(self) else step
-
-    @batch_index.setter
-    def batch_index(self, value: int) -> None:
-        self._step = value
-
-    if hasattr(GPULoader, "state_dict"):  # the resume state counts the loader's own steps
-
-        def state_dict(self) -> dict[str, Any]:
-            self._raw_steps = True
-            try:
-                return super().state_dict()
-            finally:
-                self._raw_steps = False
-
-    @property
-    def classes(self) -> Any:
-        """Each sample's class index (Keras' ``classes``): an int32 array, or for a DataFrame
-        a list, as Keras' ``DataFrameIterator`` keeps it (a list of indices per row for
-        multi-label rows)."""
-        from gpuaug.data.dataframe import DataFrameDataset
-
-        if isinstance(self.dataset, DataFrameDataset) and self.class_mode in _WITH_CLASSES:
-            return list(self.dataset.labels)
-        return super().classes
-
-    @property
-    def index_array(self) -> np.ndarray | None:
-        """The sample order of the epoch in progress (``None`` before any batch, as Keras)."""
-        if self._drawn_epoch is None:
-            return None
-        epoch = self._drawn_epoch
-        if epoch not in self._orders:
-            steps = [self.sampler.batch(epoch, s) for s in range(len(self))]
-            order = torch.cat(steps) if steps else torch.zeros(0, dtype=torch.int64)
-            self._orders = {epoch: order.numpy()}
-        return self._orders[epoch]
-
-    def on_epoch_end(self) -> None:
-        """Keras' ``on_epoch_end``: the next batch starts an epoch in a new order."""
-        if self._drawn_epoch == self.epoch:  # the current epoch was started: move on
-            self.set_epoch(self.epoch + 1)
-        self._drawn_epoch = self.epoch
-        self.reset()
-
-    # ------------------------------------------------------------------ batches
-    def __next__(self) -> Any:
-        if len(self) == 0:
-            raise StopIteration
-        return super().__next__()
-
-    def _run(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        epoch = args[0] if args else kwargs["epoch"]
-        for out in super()._run(*args, **kwargs):
-            self._drawn_epoch = epoch
-            self.total_batches_seen += 1
-            yield self._keras_batch(out, epoch, self._step - 1)
-
-    def __getitem__(self, index: int) -> Any:
-        out = super().__getitem__(index)
-        self._drawn_epoch = self.epoch
-        self.total_batches_seen += 1
-        return self._keras_batch(out, self.epoch, index)
-
-    def _keras_batch(self, out: Any, epoch: int, step: int) -> Any:
-        """A loader batch as Keras' iterators yield it (see the class docstring)."""
-        mode = self.class_mode
-        if mode is None and not self._x_misc:
-            return out
-        parts = list(out) if isinstance(out, tuple) else [out]
-        if mode == "input":
-            parts[1] = parts[0].clone()
-        elif mode in ("categorical", "binary") and parts[1].dtype != self._label_dtype:
-            parts[1] = parts[1].to(self._label_dtype)
-        if self._x_misc:
-            idx = host_to_device(self.sampler.batch(epoch, step), self.device)
-            parts[0] = [parts[0], *(m.index_select(0, idx) for m in self._x_misc)]
-        return tuple(parts) if isinstance(out, tuple) else parts[0]
-
-
-def _check_lengths_as_keras(x: Any, y: Any, sample_weight: Any) -> None:
-    """Keras' ``NumpyArrayIterator`` length checks, with its words (code matches on them).
-
-    Raises:
-        ValueError: ``y`` or ``sample_weight`` of another length than ``x``.
-    """
-    n = len(x) if hasattr(x, "__len__") else None
-    for name, value in (("`y` (labels)", y), ("`sample_weight`", sample_weight)):
-        if n is None or value is None or not hasattr(value, "__len__") or len(value) == n:
-            continue
-        raise ValueError(
-            f"`x` (images tensor) and {name} should have the same length. Found: "
-            f"x.shape = {tuple(np.shape(x))}, {name.split()[0].strip('`')}.shape = "
-            f"{tuple(np.shape(value))}"
-        )
-
-
-def _split_x_misc(x: Any) -> tuple[Any, list[torch.Tensor]]:
-    """Keras' ``flow((x, x_misc), ...)``: the images and the extra inputs (one array or a list
-    of arrays, each with one row per image), as CPU tensors.
-
-    Raises:
-        ValueError: an extra array of another length than ``x`` (Keras' message).
-        TypeError: an extra array that does not hold numbers.
-    """
-    if not isinstance(x, tuple | list) or not len(x) or np.ndim(x[0]) != 4:
-        return x, []
-    if len(x) != 2:
-        raise ValueError(
-            "`x` must be an array of images or Keras' pair (x, x_misc) with x_misc an array or "
-            f"a list of arrays; got a {type(x).__name__} of {len(x)} items"
-        )
-    images, misc = x
-    arrays = list(misc) if isinstance(misc, list) else [misc]
-    tensors = []
-    for i, extra in enumerate(arrays):
-        if len(images) != len(extra):
-            raise ValueError(
-                "All of the arrays in `x` should have the same length. Found a pair with: "
-                f"len(x[0]) = {len(images)}, len(x[?]) = {len(extra)}"
-            )
-        if isinstance(extra, torch.Tensor):
-            tensors.append(extra.detach().cpu())
-            continue
-        array = np.asarray(extra)
-        if array.dtype == object or array.dtype.kind not in "biuf":
-            raise TypeError(
-                f"`x_misc[{i}]` must hold numbers (it is yielded as a tensor); got dtype "
-                f"{array.dtype}"
-            )
-        tensors.append(torch.from_numpy(np.array(array, copy=True)))
-    return images, tensors
+def _multi_output_dtypes(dataframe: Any, y_col: Sequence[str]) -> list[torch.dtype | None]:
+    """The dtype Keras gives each ``multi_output`` target: ``np.array`` of the column's values
+    as a list (Python ints -> int64, floats -> float64), or ``None`` where that is no number
+    array (then the data set's own dtype stays)."""
+    dtypes: list[torch.dtype | None] = []
+    for col in y_col:
+        try:
+            kind = np.array(dataframe[col].tolist()).dtype
+        except ValueError:  # ragged rows: not one array
+            kind = np.dtype(object)
+        dtypes.append(torch.from_numpy(np.zeros(0, kind)).dtype if kind.kind in "biuf" else None)
+    return dtypes
 
 
 def _keras_transform_dtype(x: np.ndarray, transform_parameters: dict) -> np.dtype:
