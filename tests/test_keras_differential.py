@@ -282,8 +282,10 @@ def _batch_agrees(ours, theirs, where: str) -> None:
     if isinstance(theirs, tuple):
         assert isinstance(ours, tuple) and len(ours) == len(theirs), where
         _images_agree(ours[0], theirs[0], where)
-        for o, t in zip(ours[1:], theirs[1:], strict=True):
-            _targets_agree(o, t, where)
+        _targets_agree(ours[1], theirs[1], where)
+        if len(theirs) == 3:  # sample weights: float32 here (docs table), the values Keras'
+            assert ours[2].dtype == torch.float32, where
+            np.testing.assert_allclose(ours[2].numpy(), theirs[2], rtol=1e-6, err_msg=where)
     else:
         _images_agree(ours, theirs, where)
 
@@ -336,6 +338,9 @@ def test_flow_agrees_with_keras():
             kw["validation_split"] = 0.3
             flow_kw.update(subset=str(rng.choice(["training", "validation"])))
             flow_kw["ignore_class_split"] = True
+        if y is not None and "subset" not in flow_kw and rng.random() < 0.5:
+            # (Keras does not split weights with a subset: a row of the docs table)
+            flow_kw["sample_weight"] = [rng.random(n), np.arange(n) + 1][int(rng.integers(2))]
         inputs = x
         if rng.random() < 0.3:
             inputs = (x, np.arange(n * 3, dtype=np.float32).reshape(n, 3))
@@ -420,6 +425,7 @@ def test_flow_from_dataframe_agrees_with_keras(tree, capsys):
             "batch_size": int(rng.integers(1, 5)),
             "shuffle": False,
             "validate_filenames": True,
+            "weight_col": "score" if rng.random() < 0.4 and class_mode is not None else None,
         }
         if rng.random() < 0.4:
             kw["validation_split"] = 0.25
