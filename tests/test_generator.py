@@ -678,11 +678,17 @@ def test_differs_gif_and_webp_files_are_read(tmp_path):
     assert _gen().flow_from_directory(tmp_path, target_size=(8, 8), num_workers=0).samples == 3
 
 
-def test_differs_set_processing_attrs_is_not_provided(tmp_path):
+def test_differs_set_processing_attrs_and_the_raw_inputs_are_not_on_the_iterator(tmp_path):
     write_tree(tmp_path, {"a": 1, "b": 1}, size=(8, 8))
     it = _gen().flow_from_directory(tmp_path, target_size=(8, 8), num_workers=0)
     assert hasattr(keras_image.DirectoryIterator, "set_processing_attrs")
     assert not hasattr(it, "set_processing_attrs")
+    x, w = _images(3, 4, 4), np.arange(3.0)
+    k = KerasIDG().flow(x, np.arange(3), sample_weight=w)
+    g = _gen().flow(x, np.arange(3), sample_weight=w)
+    assert k.x.shape == (3, 4, 4, 3) and not hasattr(g, "x") and not hasattr(g, "y")
+    assert g.dataset.images.shape == (3, 3, 4, 4) and g.dataset.y.tolist() == [0, 1, 2]
+    assert g.dataset.sample_weight.tolist() == w.tolist()
 
 
 def test_differs_next_on_an_empty_iterator_stops(tmp_path):

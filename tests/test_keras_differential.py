@@ -259,6 +259,11 @@ def _attributes_agree(ours, theirs, where: str, files: bool) -> None:
         assert ours.filepaths == [str(p) for p in theirs.filepaths], where
         if hasattr(theirs, "class_indices"):  # Keras' DataFrameIterator: with classes only
             assert ours.class_indices == theirs.class_indices, where
+        for name in ("target_size", "color_mode", "shuffle", "subset", "interpolation", "dtype"):
+            assert getattr(ours, name) == getattr(theirs, name), (where, name)
+        assert ours.directory == str(theirs.directory), where
+        if hasattr(theirs, "num_classes"):  # Keras' DirectoryIterator only
+            assert ours.num_classes == theirs.num_classes, where
         if hasattr(theirs, "classes"):  # Keras' DataFrameIterator: with classes only
             assert list(ours.classes) == list(theirs.classes), where
         h, w, c = theirs.image_shape if theirs.data_format == "channels_last" else (0, 0, 0)

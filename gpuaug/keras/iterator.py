@@ -30,7 +30,9 @@ class KerasIterator(GPULoader):
 
     On top of the loader's Keras names (``n``, ``samples``, ``filenames``, ``filepaths``,
     ``classes``, ``class_indices``, ``labels``, ``batch_size``, ``len()``, ``it[i]``,
-    ``reset()``, ``next(it)``), as Keras:
+    ``reset()``, ``next(it)``) and Keras' settings (``target_size``, ``color_mode``,
+    ``num_classes``, ``shuffle``, ``subset``, ``directory``, ``interpolation``, ``dtype``;
+    ``data_format`` is the batches' ``"channels_first"``), as Keras:
 
     - ``batch_index``: after ``next(it)`` returned batch ``k`` of an epoch, ``k + 1``, or
       ``0`` when that was the epoch's last batch; ``it[i]`` leaves it alone;
@@ -89,6 +91,49 @@ class KerasIterator(GPULoader):
                 return super().state_dict()
             finally:
                 self._raw_steps = False
+
+    @property
+    def target_size(self) -> tuple[int, int]:
+        """``(height, width)`` of every yielded image (Keras' ``target_size``)."""
+        return tuple(self.dataset.target_size)
+
+    @property
+    def color_mode(self) -> str:
+        """``"rgb"``, ``"grayscale"`` or ``"rgba"`` (``"array"`` for ``flow``)."""
+        return self.dataset.color_mode
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (Keras' ``DirectoryIterator.num_classes``)."""
+        return len(self.class_indices)
+
+    @property
+    def shuffle(self) -> bool:
+        return self.config.shuffle
+
+    @property
+    def subset(self) -> str | None:
+        return getattr(self.dataset, "subset", None)
+
+    @property
+    def directory(self) -> str:
+        """The folder the files are read from (``""`` for a DataFrame of full paths)."""
+        own = getattr(self.dataset, "directory", None)
+        return own if isinstance(own, str) else str(getattr(self.dataset, "root", ""))
+
+    @property
+    def interpolation(self) -> str:
+        return self.dataset.interpolation
+
+    @property
+    def data_format(self) -> str:
+        """The layout of the yielded batches: always ``"channels_first"`` ``(B, C, H, W)``."""
+        return "channels_first"
+
+    @property
+    def dtype(self) -> str:
+        """The yielded images' dtype name (Keras' ``dtype``, e.g. ``"float32"``)."""
+        return self.config.dtype
 
     @property
     def classes(self) -> Any:
