@@ -53,7 +53,7 @@ def test_labels_of_any_shape_are_gathered_with_their_images():
     x, _ = _data()
     y = np.arange(20 * 2 * 3, dtype=np.float64).reshape(20, 2, 3)
     seen = torch.cat([yb for _, yb in _gen().flow(x, y, batch_size=7, seed=3)])
-    assert seen.shape == (20, 2, 3) and seen.dtype == torch.float32
+    assert seen.shape == (20, 2, 3) and seen.dtype == torch.float64  # the dtype of y, as Keras
     assert sorted(seen[:, 0, 0].tolist()) == sorted(y[:, 0, 0].tolist())
 
 

@@ -105,8 +105,9 @@ def test_flow_yields_every_sample_once_with_its_label_or_names_the_bad_argument(
         assert _same(images.float(), want)
         if y is not None:
             labels, want = batch[1], y[idx.numpy()]
-            if want.dtype.kind == "f":  # float64 is yielded as float32
-                assert _same(labels, torch.from_numpy(want.astype(np.float32))), (labels, want)
+            if want.dtype.kind == "f":  # float labels keep their dtype, as Keras keeps them
+                assert labels.dtype == torch.from_numpy(want).dtype, (labels.dtype, want.dtype)
+                assert _same(labels, torch.from_numpy(want)), (labels, want)
             else:  # every integer (unsigned too) and bool kept exactly
                 assert labels.tolist() == want.tolist(), (labels, want)
         if weight is not None:
@@ -225,8 +226,8 @@ def test_flow_from_dataframe_yields_every_row_once_with_its_label_or_names_the_b
             assert isinstance(batch, torch.Tensor) and len(batch) == len(idx)
             continue
         x, y = batch[0], batch[1]
-        if class_mode == "input":
-            assert y is x
+        if class_mode == "input":  # a copy of the input, as Keras gives
+            assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
         elif class_mode == "multi_output":
             for got, want in zip(y, expected, strict=True):
                 assert _same(got.double(), want[idx].float().double())

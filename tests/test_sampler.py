@@ -202,11 +202,20 @@ def test_rank_out_of_range_is_an_error():
 
 
 # ---------------------------------------------------------------- argument errors
-@pytest.mark.parametrize("name", ["num_samples", "batch_size"])
-def test_sizes_below_one_are_an_error(name):
-    kwargs = {"num_samples": 10, "batch_size": 2, name: 0}
-    with pytest.raises(ValueError, match=f"`{name}` must be an int >= 1; got 0"):
-        EpochBatchSampler(**kwargs)
+def test_batch_size_below_one_is_an_error():
+    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1; got 0"):
+        EpochBatchSampler(10, 0)
+
+
+def test_a_negative_sample_count_is_an_error():
+    with pytest.raises(ValueError, match="`num_samples` must be an int >= 0; got -1"):
+        EpochBatchSampler(-1, 2)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"drop_last": True}, {"steps_per_epoch": 5}])
+def test_no_samples_give_an_empty_sampler_of_zero_steps(kwargs):
+    s = EpochBatchSampler(0, 4, seed=0, **kwargs)
+    assert len(s) == 0 and list(s) == [] and s.samples_in_epoch(0) == 0
 
 
 def test_steps_per_epoch_zero_is_an_error():

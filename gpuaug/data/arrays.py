@@ -9,7 +9,7 @@ once, so that with ``cache="device"`` an epoch of `gpuaug.GPULoader` is a gather
 augmentation (no worker process, no copy per batch).
 
 Labels ``y`` may have any shape (``(N,)`` class indices, ``(N, K)`` one-hot or regression
-targets, ...) and any number type; they are yielded as given (numpy float64 becomes float32),
+targets, ...) and any number type; they are yielded as given, in their own dtype (as Keras),
 gathered on the device. ``sample_weight`` ``(N,)`` is yielded as the third element, as Keras
 does; without ``y`` a batch is the images alone (Keras ignores the weights then, and so do we).
 
@@ -196,8 +196,6 @@ class ArrayDataset(Dataset):
                     f"{tuple(weights.shape)}"
                 )
             weights = weights.to(torch.float32)
-        if labels is not None and labels.dtype == torch.float64:
-            labels = labels.to(torch.float32)
         if isinstance(validation_split, bool) or not isinstance(
             validation_split, int | float | numbers.Real
         ):
@@ -218,10 +216,12 @@ class ArrayDataset(Dataset):
                 and not ignore_class_split
                 and not torch.equal(labels[:split].unique(), labels[split:].unique())
             ):
-                raise ValueError(
-                    "Training and validation subsets have different classes after the split "
-                    f"(validation = the first {split} of {n} samples, as Keras). If the arrays "
-                    "are sorted by label, shuffle them first; or pass ignore_class_split=True"
+                raise ValueError(  # Keras' words first: code matches on them
+                    "Training and validation subsets have different number of classes after "
+                    "the split. If your numpy arrays are sorted by the label, you might want to "
+                    f"shuffle them. (The validation subset is the first {split} of {n} samples, "
+                    "as in Keras, and the two parts hold different classes; or pass "
+                    "ignore_class_split=True)"
                 )
             part = slice(0, split) if subset == "validation" else slice(split, n)
             images = images[part]

@@ -16,8 +16,9 @@ Keras', row for row:
 
 Targets per ``class_mode`` (what a batch yields after the images): ``"categorical"``
 ``(B, K)`` float32 (multi-hot for list labels), ``"binary"`` ``(B,)`` float32, ``"sparse"``
-``(B,)`` int64 (Keras: float32), ``"raw"`` the ``y_col`` values (one column ``(B,)`` or several
-``(B, k)``; numbers only), ``"multi_output"`` a list with one tensor per column of ``y_col``,
+``(B,)`` int64 (Keras: float32), ``"raw"`` the ``y_col`` values in the column's dtype (one
+column ``(B,)`` or several ``(B, k)``; numbers only), ``"multi_output"`` a list with one tensor
+per column of ``y_col``,
 ``"input"`` the images, ``None`` nothing. ``weight_col`` adds the weights ``(B,)`` float32 as a
 third element, as Keras. Everything is gathered on the device.
 
@@ -144,7 +145,8 @@ class DataFrameDataset(Dataset):
 
     Raises:
         ImportError: pandas is not installed.
-        ValueError: a missing column, NaN labels, a bad argument, no row left.
+        ValueError: a missing column, NaN labels, a bad argument. (No row left: a warning and
+            an empty data set, as Keras.)
         TypeError: labels or paths of the wrong type, a non-numeric ``weight_col``.
         FileNotFoundError: missing files with ``on_error="raise"``.
     """
@@ -327,11 +329,13 @@ class DataFrameDataset(Dataset):
                 )
             )
             df = df.iloc[int(start * n) : int(stop * n)]
-        if len(df) == 0:
-            raise ValueError(
+        if len(df) == 0:  # Keras builds an empty iterator; we warn, as it warns
+            warnings.warn(
                 "no image left to load from the DataFrame"
                 + (f" in subset {subset!r}" if subset else "")
-                + f" ({len(dataframe)} rows, {len(self.skipped)} invalid filename(s))"
+                + f" ({len(dataframe)} rows, {len(self.skipped)} invalid filename(s)): the "
+                "data set is empty",
+                stacklevel=2,
             )
 
         self.filenames: list[str] = df[x_col].tolist()
@@ -454,8 +458,7 @@ def _numeric_tensor(values: Any) -> torch.Tensor:
             raise TypeError(
                 f"raw labels must be numbers; got values such as {values[0]!r}"
             ) from err
-    tensor = torch.from_numpy(np.array(array, order="C", copy=True))
-    return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
+    return torch.from_numpy(np.array(array, order="C", copy=True))  # the column's dtype, as Keras
 
 
 def _filter_classes(
@@ -549,20 +552,27 @@ def _output_column(series: Any, col: str) -> np.ndarray:
         f'class_mode="multi_output" yields each column as a tensor, so column {col!r} must '
         "hold numbers or lists of numbers of one length"
     )
-    lengths: dict[int, Any] = {}
+    shapes: dict[tuple[int, ...] | None, Any] = {}  # a row's shape (None: a number) -> a row
     for row, v in zip(series.index, series, strict=True):
-        items = list(v) if isinstance(v, list | tuple | np.ndarray) else [v]
+        if isinstance(v, np.ndarray):  # an array of any shape, as Keras takes one
+            if v.dtype.kind not in "iuf":
+                raise TypeError(f"{rule}; row {row!r} holds an array of {v.dtype}")
+            shapes.setdefault(tuple(v.shape), row)
+            continue
+        items = list(v) if isinstance(v, list | tuple) else [v]
         for item in items:
             if not isinstance(item, numbers.Real) or isinstance(item, bool):
                 raise TypeError(f"{rule}; row {row!r} holds {v!r}")
-        lengths.setdefault(len(items) if isinstance(v, list | tuple | np.ndarray) else -1, row)
-    if len(lengths) > 1:
-        (n0, r0), (n1, r1) = list(lengths.items())[:2]
-        size = {-1: "a number"}
-        raise ValueError(
-            f"{rule}; row {r0!r} holds {size.get(n0, f'{n0} value(s)')}, "
-            f"row {r1!r} {size.get(n1, f'{n1} value(s)')}"
-        )
+        shapes.setdefault((len(items),) if isinstance(v, list | tuple) else None, row)
+    if len(shapes) > 1:
+        (n0, r0), (n1, r1) = list(shapes.items())[:2]
+
+        def size(shape: tuple[int, ...] | None) -> str:
+            if shape is None:
+                return "a number"
+            return f"{shape[0]} value(s)" if len(shape) == 1 else f"an array of shape {shape}"
+
+        raise ValueError(f"{rule}; row {r0!r} holds {size(n0)}, row {r1!r} {size(n1)}")
     return np.array(series.tolist())
 
 

@@ -16,7 +16,12 @@ from gpuaug.device import resolve_device
 __all__ = ["DTYPES", "LoaderConfig", "dtype_name", "resolve_device"]
 
 #: ``LoaderConfig.dtype`` names -> torch dtypes.
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def _default_num_workers() -> int:

@@ -159,8 +159,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         steps_per_epoch: batches per epoch (``len(self)``).
 
     Raises:
-        ValueError: a size below 1, ``rank`` not in ``[0, num_replicas)``, or ``drop_last``
-            with a ``batch_size`` larger than the shard (no batch at all).
+        ValueError: a size below 1 (``num_samples`` 0 is allowed: an empty sampler of 0 steps),
+            ``rank`` not in ``[0, num_replicas)``, or ``drop_last`` with a ``batch_size``
+            larger than the shard (no batch at all).
         TypeError: a non-int size or seed.
     """
 
@@ -178,7 +179,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         seed_key: str = "",
         stick_to_shard: bool = False,
     ) -> None:
-        self.num_samples = _check_int("num_samples", num_samples, 1)
+        self.num_samples = _check_int("num_samples", num_samples, 0)  # 0: an empty loader
         self.batch_size = _check_int("batch_size", batch_size, 1)
         if not isinstance(shuffle, bool):
             raise TypeError(f"`shuffle` must be a bool; got {shuffle!r}")
@@ -221,7 +222,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.samples_per_pass = math.ceil(self.num_samples / self.num_replicas)
         if drop_last:
             self.steps_per_pass = self.samples_per_pass // self.batch_size
-            if self.steps_per_pass == 0:
+            if self.steps_per_pass == 0 and self.num_samples:
                 raise ValueError(
                     f"`batch_size`={self.batch_size} is larger than the "
                     f"{self.samples_per_pass} samples per pass"
@@ -230,8 +231,11 @@ class EpochBatchSampler(Sampler[list[int]]):
                 )
         else:
             self.steps_per_pass = math.ceil(self.samples_per_pass / self.batch_size)
-        self.steps_per_epoch = (
-            steps_per_epoch if steps_per_epoch is not None else self.steps_per_pass
+        # no samples: no step, whatever steps_per_epoch says
+        self.steps_per_epoch: int = (
+            steps_per_epoch
+            if steps_per_epoch is not None and self.num_samples
+            else self.steps_per_pass
         )
         self.epoch = 0
         self._set_count = 0
@@ -349,12 +353,16 @@ class EpochBatchSampler(Sampler[list[int]]):
     @property
     def last_batch_size(self) -> int:
         """The size of the last batch of a pass (``batch_size`` when it divides the shard)."""
+        if not self.num_samples:
+            return 0
         return self.batch_size_at(self.steps_per_pass - 1)
 
     def samples_in_epoch(self, epoch: int) -> int:
         """How many samples epoch ``epoch`` yields on this rank (it varies only when
         ``steps_per_epoch`` is not a multiple of ``steps_per_pass``)."""
         _check_int("epoch", epoch, 0)
+        if not self.num_samples:
+            return 0
         s, spp = self.steps_per_epoch, self.steps_per_pass
         a, b = epoch * s, (epoch + 1) * s
         short = self.batch_size - self.last_batch_size
@@ -363,6 +371,8 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def passes_in_epoch(self) -> float:
         """Passes over the data per epoch (1.0 by default)."""
+        if not self.steps_per_pass:
+            return 0.0
         return self.steps_per_epoch / self.steps_per_pass
 
     def __repr__(self) -> str:
