@@ -196,7 +196,7 @@ def _expected_targets(df, class_mode, y_col):
         values = np.stack([df[c].to_numpy(dtype=np.float64) for c in cols], axis=1)
         return torch.from_numpy(values if isinstance(y_col, list) else values[:, 0])
     if class_mode == "multi_output":
-        return [torch.from_numpy(df[c].to_numpy(dtype=np.float64)) for c in y_col]
+        return [torch.from_numpy(np.array(df[c].tolist(), dtype=np.float64)) for c in y_col]
     return None
 
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gpuaug.data.cache import ImageCache
+from gpuaug.data.directory import check_split
 from gpuaug.device import host_to_device
 
 __all__ = ["DATA_FORMATS", "ArrayDataset", "as_image_tensor"]
@@ -196,19 +197,7 @@ class ArrayDataset(Dataset):
                     f"{tuple(weights.shape)}"
                 )
             weights = weights.to(torch.float32)
-        if isinstance(validation_split, bool) or not isinstance(
-            validation_split, int | float | numbers.Real
-        ):
-            raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
-        if subset not in ("training", "validation", None):
-            raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
-        if subset is not None and validation_split == 0:
-            raise ValueError(
-                f"`subset`={subset!r} needs `validation_split` > 0 (in the ImageDataGenerator); "
-                f"got {validation_split!r}"
-            )
+        check_split(validation_split, subset, hint=" (in the ImageDataGenerator)")
         if subset is not None:
             split = int(n * validation_split)
             if (

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gpuaug.data.directory import _normalize_extensions
+from gpuaug.data.directory import _normalize_extensions, check_split
 from gpuaug.data.image import (
     COLOR_MODES,
     IMAGE_EXTENSIONS,
@@ -200,18 +200,7 @@ class DataFrameDataset(Dataset):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool; got {value!r}")
-        if isinstance(validation_split, bool) or not isinstance(
-            validation_split, int | float | numbers.Real
-        ):
-            raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
-        if subset not in ("training", "validation", None):
-            raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
-        if subset is not None and validation_split == 0:
-            raise ValueError(
-                f"`subset`={subset!r} needs `validation_split` > 0; got {validation_split!r}"
-            )
+        check_split(validation_split, subset)
 
         # ---- columns and label checks (Keras' _check_params, with clearer messages)
         if class_mode == "multi_output" and not isinstance(y_col, list):

@@ -254,6 +254,31 @@ def _split_bounds(n: int, split: tuple[float, float] | None) -> tuple[int, int]:
     return int(split[0] * n), int(split[1] * n)  # Keras' rounding, kept exactly
 
 
+def check_split(validation_split: Any, subset: Any, *, hint: str = "") -> None:
+    """Checks a data set's ``validation_split`` and ``subset`` (every data set takes both).
+
+    Args:
+        hint: where the user sets ``validation_split``, added to the "needs > 0" message.
+
+    Raises:
+        TypeError: ``validation_split`` is not a number.
+        ValueError: it is outside [0, 1), ``subset`` is not "training" / "validation" / None,
+            or a subset is asked for with no split.
+    """
+    if isinstance(validation_split, bool) or not isinstance(
+        validation_split, int | float | numbers.Real
+    ):
+        raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
+    if not 0.0 <= float(validation_split) < 1.0:
+        raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
+    if subset not in (*_SUBSETS, None):
+        raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
+    if subset is not None and validation_split == 0:
+        raise ValueError(
+            f"`subset`={subset!r} needs `validation_split` > 0{hint}; got {validation_split!r}"
+        )
+
+
 def _subset_split(validation_split: float, subset: str | None) -> tuple[float, float] | None:
     if subset is None:
         return None
@@ -512,18 +537,7 @@ class DirectoryDataset(Dataset):
             )
         if not isinstance(follow_links, bool):
             raise TypeError(f"`follow_links` must be a bool; got {follow_links!r}")
-        if isinstance(validation_split, bool) or not isinstance(
-            validation_split, int | float | numbers.Real
-        ):
-            raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
-        if subset not in (*_SUBSETS, None):
-            raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
-        if subset is not None and validation_split == 0:
-            raise ValueError(
-                f"`subset`={subset!r} needs `validation_split` > 0; got {validation_split!r}"
-            )
+        check_split(validation_split, subset)
         if on_error not in _ON_ERROR:
             raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}")
         if verify not in _VERIFY:

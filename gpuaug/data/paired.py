@@ -51,6 +51,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from gpuaug.data.directory import check_split
 from gpuaug.data.image import (
     COLOR_MODES,
     IMAGE_EXTENSIONS,
@@ -342,18 +343,7 @@ class PairedDataset(Dataset):
         _check_interpolation(interpolation)
         if on_error not in _ON_ERROR:
             raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}")
-        if isinstance(validation_split, bool) or not isinstance(
-            validation_split, int | float | numbers.Real
-        ):
-            raise TypeError(f"`validation_split` must be a float; got {validation_split!r}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"`validation_split` must be in [0, 1); got {validation_split!r}")
-        if subset not in (*_SUBSETS, None):
-            raise ValueError(f"`subset` must be 'training', 'validation' or None; got {subset!r}")
-        if subset is not None and validation_split == 0:
-            raise ValueError(
-                f"`subset`={subset!r} needs `validation_split` > 0; got {validation_split!r}"
-            )
+        check_split(validation_split, subset)
         if isinstance(mask_fill, bool) or not isinstance(mask_fill, int | numbers.Integral):
             raise TypeError(f"`mask_fill` must be an int label; got {mask_fill!r}")
         if mask_fill < 0:
