@@ -168,7 +168,7 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             f"  {order}; each visit draws fresh augmentation parameters and nothing is "
             f"stored: {_per_epoch(s)} augmented samples per epoch, "
             f"{sum(s.samples_in_epoch(e) for e in range(30)):,} different ones over 30 "
-            f"epochs. {_rerun(s)}, on a GPU as on the CPU; "
+            f"epochs, for example. {_rerun(s)}, on a GPU as on the CPU; "
             "loader.replay(E, step) rebuilds any one."
         )
     else:

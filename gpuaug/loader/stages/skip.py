@@ -42,7 +42,10 @@ def settle_failures(
         return
     if dataset.on_error == "raise":
         index, reason = min(bad)
-        raise ImageLoadError(failed_path(dataset, index, reason), str(reason))
+        error = ImageLoadError(failed_path(dataset, index, reason), str(reason))
+        more = f" ({len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
+        error.add_note(f"Fix or remove the file{more}, or pass on_error='skip'.")
+        raise error
     failures.extend(bad)
 
 
