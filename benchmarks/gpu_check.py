@@ -67,7 +67,6 @@ from PIL import Image  # noqa: E402
 __all__ = ["CHECKS", "CheckSettings", "main", "run_checks"]
 
 SCHEMA = "gpuaug-gpu-check/1"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PASS, FAIL, NO_CUDA = "pass", "fail", "skipped: no CUDA"
 
@@ -807,7 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="checks: " + ", ".join(CHECKS),
     )
     add = parser.add_argument
-    add("--out", default=str(RESULTS_DIR), help="output folder (default: benchmarks/results)")
+    add(
+        "--out",
+        default=None,
+        help="output folder (default: ./gpuaug-bench/; --out benchmarks/results to replace the "
+        "committed results)",
+    )
     add("--quick", action="store_true", help="tiny sizes: a smoke test of the command itself")
     add("--only", type=_names, help="comma-separated checks to run (default: all)")
     add("--skip", type=_names, default=set(), help="comma-separated checks to leave out")
@@ -827,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench_args is not None:
         overrides["bench_args"] = args.bench_args
     settings = CheckSettings(**{**asdict(settings), **overrides})
-    doc = run_checks(settings, Path(args.out), only=args.only, skip=args.skip)
+    out = Path(args.out) if args.out is not None else Path.cwd() / "gpuaug-bench"
+    doc = run_checks(settings, out, only=args.only, skip=args.skip)
     s = doc["summary"]
     print(f"{s['pass']} passed, {s['fail']} failed, {s['skipped']} skipped; wrote {doc['path']}")
     return 1 if s["fail"] else 0

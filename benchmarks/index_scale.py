@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SOURCES = 8  # distinct JPEGs the links point to (at least)
 LINKS_PER_SOURCE = 50_000  # ext4 allows 65,000 hard links to one inode
 SOURCE_SIZE = (48, 64)  # (height, width) of each, a few kB
@@ -321,7 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the folder for a next run")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras rows")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where JSON/MD go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where JSON/MD go (default: ./gpuaug-bench/; --out benchmarks/results to replace "
+        "the committed results)",
+    )
     args = parser.parse_args(argv)
     if args.n < args.classes or args.classes < 1:
         parser.error(f"--n must be >= --classes >= 1; got {args.n} and {args.classes}")
@@ -332,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
             shutil.rmtree(root.parent / f"{root.name}-sources", ignore_errors=True)
+    if args.out is None:  # a run never replaces the committed results unless --out says so
+        args.out = Path.cwd() / "gpuaug-bench"
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "index_scale" if args.n == 1_000_000 else f"index_scale-{args.n}"
     (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")

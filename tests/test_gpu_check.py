@@ -160,3 +160,11 @@ def test_cuda_only_checks_run_end_to_end_with_cuda_faked_on_cpu(tmp_path):
     assert nvjpeg["images"] == 16 - nvjpeg["skipped"] and nvjpeg["skipped"] > 0
     by_kind = nvjpeg["worst_mean_abs_diff_by_kind"]
     assert {"baseline", "progressive", "CMYK", "EXIF 6"} <= set(by_kind) and "?" not in by_kind
+
+
+def test_without_out_the_results_go_to_gpuaug_bench_in_the_working_folder(tmp_path, monkeypatch):
+    """A run never replaces the committed benchmarks/results/ unless --out says so."""
+    monkeypatch.chdir(tmp_path)
+    rc = gpu_check.main(["--quick", "--only", "jpeg_check_parity"])
+    assert rc == 0
+    assert [p.name for p in (tmp_path / "gpuaug-bench").glob("gpu-check-*.json")]
