@@ -225,3 +225,32 @@ def test_a_foreign_dict_is_refused(tree):
 def test_a_non_dict_is_a_type_error(tree):
     with pytest.raises(TypeError, match="`state_dict` must be a dict"):
         make(tree).load_state_dict([0, 1])
+
+
+def test_a_peek_inside_the_loop_leaves_the_loops_position(tree):
+    """``next(iter(loader))`` inside ``for x in loader`` is a second iteration: state_dict()
+    and batch_index still speak of the loop."""
+    import gc
+
+    loader = make(tree, batch_size=2)
+    for step, _ in enumerate(loader):
+        if step == 2:
+            next(iter(loader))  # a peek, dropped at once
+            gc.collect()
+            state = loader.state_dict()
+            assert (state["step"], loader.batch_index) == (3, 3)
+            break
+
+
+def test_reset_after_load_state_dict_starts_the_epoch_from_its_first_batch(tree):
+    saved = make(tree)
+    it = iter(saved)
+    next(it)
+    next(it)
+    state = saved.state_dict()
+    first = next(iter(make(tree)))[0]
+    loader = make(tree)
+    loader.load_state_dict(state)
+    next(loader)
+    loader.reset()
+    assert torch.equal(next(loader)[0], first)

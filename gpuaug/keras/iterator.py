@@ -160,7 +160,8 @@ class KerasIterator(GPULoader):
 
     def on_epoch_end(self) -> None:
         """Keras' ``on_epoch_end``: the next batch starts an epoch in a new order."""
-        if self._drawn_epoch == self.epoch:  # the current epoch was started: move on
+        started = self._drawn_epoch == self.epoch or self._resume is not None  # resumed: begun
+        if started:  # the current epoch was started: move on
             self.set_epoch(self.epoch + 1)
         self._drawn_epoch = self.epoch
         self.reset()

@@ -239,7 +239,9 @@ class GPULoader:
         self.augment_notes: list[str] = []  # extra lines for describe()'s augmentation part
         self._endless: Generator[Any, None, None] | None = None  # next(loader), as Keras' iterators
         self._resume: Resume | None = None  # set by load_state_dict: where the next epoch starts
-        self._live: tuple[object, int, list[tuple[int, str]]] | None = None  # running iteration
+        # The running iterations, outermost first: [epoch, failures, batches handed out] each
+        # (a peek inside a loop is a second one; state_dict() reports the first).
+        self._lives: list[list[Any]] = []
         self.cache: ImageCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
@@ -411,12 +413,14 @@ class GPULoader:
         failures: list[tuple[int, str]] = list(skipped or [])
         completed = False
         whole = 0  # batches whose every file failed, replaced (see _complete)
-        token = object()
-        self._live = (token, epoch, failures)
+        record: list[Any] = [epoch, failures, start]
+        self._lives.append(record)
         batches = self._device_batches(epoch, failures, start)
         try:
             for step, batch in enumerate(batches, start):
-                self.batch_index = step + 1
+                record[2] = step + 1
+                if self._lives[0] is record:  # a peek inside a loop leaves the loop's count
+                    self.batch_index = step + 1
                 whole += batch is None
                 batch = self._complete(batch, epoch, step)
                 if batch is None:
@@ -426,11 +430,11 @@ class GPULoader:
                     self.saver.submit(out[0] if isinstance(out, tuple) else out, batch.indices)
                 yield out
             completed = True
-            self.batch_index = 0
-            self._resume = None
+            if self._lives[0] is record:
+                self.batch_index = 0
+                self._resume = None
         finally:
-            if self._live is not None and self._live[0] is token:
-                self._live = None
+            self._lives = [r for r in self._lives if r is not record]
             # Left early (break, exception, KeyboardInterrupt, a dropped peek): this closes the
             # iteration's source now, which stops its worker processes.
             batches.close()
@@ -513,12 +517,12 @@ class GPULoader:
         the next iteration starts. A plain dict of ints, strings and lists (``torch.save``,
         JSON, Lightning's and torchdata's ``Stateful`` protocol).
         """
-        if self._live is not None:
-            _, epoch, failures = self._live
+        if self._lives:
+            epoch, failures, step = self._lives[0]
             return make_state(
                 self.sampler,
                 epoch=epoch,
-                step=self.batch_index,
+                step=step,
                 augment_seed=self.config.augment_seed,
                 failures=failures,
             )
@@ -632,6 +636,7 @@ class GPULoader:
             self._endless.close()  # stops its worker processes now
             self._endless = None
         self.batch_index = 0
+        self._resume = None  # from its first batch, even after load_state_dict
 
     def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws, DeviceBatch]:
         """Batch ``step`` of ``epoch`` made again in the main process: what the iteration
