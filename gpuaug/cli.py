@@ -1,4 +1,5 @@
-"""The ``gpuaug`` command line: inspect a folder, preview augmentations, run benchmarks.
+"""The ``gpuaug`` command line: inspect a folder, preview augmentations, run benchmarks,
+write tar shards.
 
 Usage::
 
@@ -7,6 +8,7 @@ Usage::
     gpuaug preview DIR [--config chollet_cats_dogs] [--out grid.png] [--n 16] [--rows 4]
                    [--seed 0]
     gpuaug bench [benchmark options...]
+    gpuaug shard DIR OUT [--samples-per-shard 1000]
 
 Errors print ``gpuaug: error: <message>`` to stderr and exit with status 2 (bad usage,
 bad config, missing folder) or 1 (a failure while running). Set ``GPUAUG_TRACEBACK=1`` to
@@ -39,7 +41,8 @@ EXIT_USAGE = 2
 
 _DESCRIPTION = (
     "Keras' ImageDataGenerator.flow_from_directory for PyTorch, augmented on the GPU.\n"
-    "Inspect an image folder, preview its augmentations, run the benchmarks."
+    "Inspect an image folder, preview its augmentations, run the benchmarks, write a class\n"
+    "folder as WebDataset-layout tar shards."
 )
 
 _MAIN_EPILOG = """\
@@ -47,6 +50,7 @@ examples:
   gpuaug inspect data/train --validation-split 0.2
   gpuaug preview data/train                  # the book's augmentation -> grid.png
   gpuaug bench --help
+  gpuaug shard data/train shards/            # tar shards for flow_from_shards
 
 Run `gpuaug COMMAND --help` for a command's options.
 """
@@ -233,14 +237,15 @@ def _add_shard(commands: Any) -> None:
             "bytes, KEY.cls with its class index) and OUT/classes.json."
         ),
     )
-    shard.add_argument("directory", type=_existing_dir, help="the class folder")
+    shard.add_argument("directory", help="the class folder")
     shard.add_argument("out", help="the folder the shards are written to")
     shard.add_argument("--samples-per-shard", type=int, default=1000, metavar="N")
 
     def run(args: argparse.Namespace) -> int:
         from gpuaug.data.shards import write_shards
 
-        paths = write_shards(args.directory, args.out, args.samples_per_shard)
+        directory = _existing_dir(args.directory)  # named, exit 2, as inspect and preview do
+        paths = write_shards(directory, args.out, args.samples_per_shard)
         last = len(paths) - 1
         print(f"wrote {len(paths)} shard(s): {args.out}/shard-{{000000..{last:06d}}}.tar")
         return 0

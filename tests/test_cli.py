@@ -167,6 +167,18 @@ def test_preview_of_missing_folder_exits_2_naming_it(tmp_path, capsys):
     assert "gone" in capsys.readouterr().err
 
 
+def test_shard_of_missing_folder_exits_2_naming_it(tmp_path, capsys):
+    code = cli.main(["shard", str(tmp_path / "gone"), str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpuaug: error: ") and "gone" in err and "Traceback" not in err
+
+
+def test_the_help_names_every_command():
+    text = cli.build_parser().format_help()
+    assert all(name in text for name in ("inspect", "preview", "bench", "shard"))
+
+
 def test_inspect_with_invalid_config_field_exits_2_naming_it(image_tree, tmp_path, capsys):
     code = cli.main(["inspect", str(image_tree), "--config", str(write_bad_config(tmp_path))])
     assert code == 2
