@@ -132,6 +132,7 @@ if _TYPE_CHECKING:  # the static view: what type checkers and IDEs see
         flow_from_detection_file,
         flow_from_directory,
         flow_from_paired_directories,
+        flow_from_shards,
     )
     from gpuaug.loader.gpu_loader import GPULoader, LoaderConfig, ReplayBatch, WorkerCrashError
     from gpuaug.loader.sampler import EpochBatchSampler

@@ -46,7 +46,7 @@ MODULES = _module_names()
 
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+    return (isinstance(test, ast.Name) and test.id in ("TYPE_CHECKING", "_TYPE_CHECKING")) or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
     )
 
@@ -179,3 +179,23 @@ def test_a_module_over_600_lines_says_why_in_its_docstring():
             if "Why one module" not in doc:
                 long.append(f"{name}: {source.count(chr(10))} lines")
     assert long == [], long
+
+
+def test_the_static_view_of_the_lazy_names_lists_every_export():
+    """``gpuaug/__init__.py`` resolves its public names on first use; its ``TYPE_CHECKING``
+    imports are what type checkers see, and must name each of them from the same module."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    exports = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if (isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS")
+        or (isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_EXPORTS")
+    )
+    block = next(n for n in tree.body if isinstance(n, ast.If) and _is_type_checking(n))
+    static = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert static == exports
