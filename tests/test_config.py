@@ -514,3 +514,12 @@ def test_a_shape_keeping_preprocessing_function_still_runs():
     config = AugmentConfig(preprocessing_function=lambda x: 255 - x)
     x = torch.rand(2, 3, 8, 8) * 255
     assert torch.allclose(standardize(x, config), 255 - x)
+
+
+def test_the_training_recipes_are_not_offered_as_augmentation_presets():
+    from gpuaug.augment.config import preset_names
+
+    names = preset_names()
+    assert "chollet_cats_dogs" in names and "imagenet_rrc" not in names
+    with pytest.raises(ValueError, match=r"'imagenet_rrc' is a training recipe.*load_recipe"):
+        load_config("imagenet_rrc")

@@ -707,12 +707,22 @@ def preset_dir() -> Path:
     return Path(str(resources.files("gpuaug"))).resolve().parent / "configs"
 
 
+def _is_recipe(path: Path) -> bool:
+    """Whether a preset file is a training recipe (``recipe:`` first), not an `AugmentConfig`."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.startswith("recipe:")
+    return False
+
+
 def preset_names() -> list[str]:
-    """The preset names available in `preset_dir` (file stems), sorted."""
+    """The augmentation preset names available in `preset_dir` (file stems), sorted; the
+    training recipes beside them (`gpuaug.augment.recipe.load_recipe`) are not among them."""
     folder = preset_dir()
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.stem for p in folder.glob("*.yaml") if not _is_recipe(p))
 
 
 def load_config(name_or_path: str | os.PathLike[str] | AugmentConfig) -> AugmentConfig:
@@ -742,6 +752,12 @@ def load_config(name_or_path: str | os.PathLike[str] | AugmentConfig) -> Augment
     if looks_like_path:
         return AugmentConfig.from_yaml(Path(text))
     preset = preset_dir() / f"{text}.yaml"
+    if preset.is_file() and _is_recipe(preset):
+        raise ValueError(
+            f"{text!r} is a training recipe (a RecipeConfig), not an augmentation preset: load "
+            f"it with gpuaug.augment.recipe.load_recipe({text!r}); the augmentation presets are "
+            f"{preset_names()}"
+        )
     if not preset.is_file():
         raise ValueError(
             f"unknown augmentation preset {text!r}; the presets in {preset_dir()} are "

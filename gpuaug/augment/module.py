@@ -303,14 +303,15 @@ class GPUAugment(nn.Module):
         c = self.config
         fitted = c.featurewise_center or c.featurewise_std_normalization
         stats = self.stats if fitted else None
-        name = self._resolved_backend(device)
         channels, height, width = image_shape
         shape = (int(channels), int(height), int(width))
         if self.kornia is not None:  # the Keras stage runs as float32 [0, 1], unnormalised
+            name = resolve_backend(self.backend, device, torch.float32)
             return prepare_backend(
                 name, self._keras_config, shape, torch.float32, torch.contiguous_format,
                 device, None,
             )  # fmt: skip
+        name = self._resolved_backend(device)
         return prepare_backend(name, c, shape, self.dtype, self.memory_format, device, stats)
 
     def _resolved_backend(self, device: torch.device) -> str:

@@ -46,7 +46,12 @@ def share_stats(source: GPUAugment, target: GPUAugment) -> None:
 
 def validation_module(module: GPUAugment) -> GPUAugment:
     """A module running ``module``'s deterministic stages with its fitted statistics."""
-    out = GPUAugment(deterministic_config(module.config), dtype=module.dtype)
+    out = GPUAugment(
+        deterministic_config(module.config),
+        dtype=module.dtype,
+        memory_format=module.memory_format,
+        backend=module.backend,
+    )
     share_stats(module, out)
     return out
 

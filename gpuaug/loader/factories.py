@@ -460,6 +460,7 @@ def flow_from_detection_file(
     return GPULoader(dataset, module, config)
 
 
+@named_keywords
 def flow_from_shards(
     urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,

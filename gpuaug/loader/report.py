@@ -163,7 +163,8 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
     else:
         order = f"Each pass visits the images in file order (seed {s.seed})"
     seed_text = f"seed {s.seed}{seed_note}"
-    if _is_random(loader.augment.config):
+    random = _is_random(loader.augment.config) or getattr(loader, "mix", None) is not None
+    if random:
         lines.append(
             f"  {order}; each visit draws fresh augmentation parameters and nothing is "
             f"stored: {_per_epoch(s)} augmented samples per epoch, "
@@ -177,7 +178,7 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             f"pixels. {per_epoch} samples per epoch; {seed_text}."
         )
     if verbose:
-        if _is_random(loader.augment.config):
+        if random:
             lines.append(
                 "  Each visit's parameters come from a CPU torch.Generator seeded by "
                 "(seed, epoch, step, rank); nothing is stored. The draws are then copied to "
@@ -187,7 +188,7 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
         lines.append(
             f"  Order of pass p: torch.randperm({n}) with a CPU generator seeded "
             f"mix_seed(seed, {PERMUTATION_STREAM:#x}, p); batch (E, step): CPU generator "
-            f"seeded mix_seed(seed, {AUGMENT_STREAM:#x}, E, step, rank), "
+            f"seeded mix_seed({_augment_base(loader)}, {AUGMENT_STREAM:#x}, E, step, rank), "
             "torch.rand((B, 12)); row i's parameters: loader.replay(E, step).params.index(i)."
         )
     if aug.kornia is not None:
@@ -239,6 +240,13 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             + "; listed in loader.last_skipped"
         )
     return "\n".join(lines)
+
+
+def _augment_base(loader: Any) -> str:
+    """What the batches' augmentation seed is mixed from: the loader's seed, or
+    ``LoaderConfig.augment_seed`` when that is set."""
+    base = getattr(loader.config, "augment_seed", None)
+    return "seed" if base is None else f"augment_seed={base}"
 
 
 def _is_random(config: AugmentConfig) -> bool:
