@@ -5,6 +5,7 @@ mislabelled sample)."""
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 SETTINGS = settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("GPUAUG_PROPERTY_EXAMPLES", "40")),  # more: set it
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -230,7 +231,7 @@ def test_flow_from_dataframe_yields_every_row_once_with_its_label_or_names_the_b
             assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
         elif class_mode == "multi_output":
             for got, want in zip(y, expected, strict=True):
-                assert _same(got.double(), want[idx].float().double())
+                assert _same(got.double(), want[idx].to(got.dtype).double())
         else:
             want = expected[idx]
             assert _same(y.double(), want.to(y.dtype).double()), (y, want)

@@ -94,8 +94,8 @@ def test_a_write_error_at_the_last_step_is_raised_at_the_epoch_end(tmp_path):
     folder.mkdir()
     g = _flow(_images(4), folder, batch_size=4)
     it = iter(g)
+    shutil.rmtree(folder)  # before the batch is handed out: its writes fail, whatever the timing
     next(it)
-    shutil.rmtree(folder)
     with pytest.raises(SaveToDirError, match="4 image"):
         next(it)  # the epoch ends: its last batch could not be written
 
