@@ -253,18 +253,10 @@ def _sm90_driver() -> Iterator[None]:
 
 
 def _book() -> Any:
-    from gpuaug.augment.config import AugmentConfig
+    """The book's augmentation: the ``chollet_cats_dogs`` preset."""
+    from gpuaug.augment.config import load_config
 
-    return AugmentConfig(
-        rotation_range=40,
-        width_shift_range=0.2,
-        height_shift_range=0.2,
-        shear_range=0.2,
-        zoom_range=0.2,
-        horizontal_flip=True,
-        fill_mode="nearest",
-        rescale=1 / 255,
-    )
+    return load_config("chollet_cats_dogs")
 
 
 BOOK = "rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill nearest, 1/255"
