@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
+from typing import TypeVar
 
 import torch
 
-__all__ = ["cuda_index", "host_to_device", "resolve_device"]
+__all__ = ["cuda_index", "host_to_device", "params_to_device", "resolve_device"]
+
+_P = TypeVar("_P")
 
 
 def cuda_index(local_rank: str | None, current: int, count: int) -> tuple[int, str | None]:
@@ -113,3 +117,14 @@ def host_to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
                 t = t.pin_memory()
         return t.to(device, non_blocking=True)
     return t.to(device)
+
+
+def params_to_device(params: _P, device: torch.device | str) -> _P:
+    """A frozen dataclass of per-sample tensors with each tensor field moved by
+    `host_to_device` (None fields kept): the ``.to(device)`` of the parameter records."""
+    moved = {
+        f.name: host_to_device(v, device) if isinstance(v, torch.Tensor) else v
+        for f in dataclasses.fields(params)  # type: ignore[arg-type]
+        for v in (getattr(params, f.name),)
+    }
+    return dataclasses.replace(params, **moved)  # type: ignore[type-var]

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpuaug.augment.warp import warp_affine
-from gpuaug.device import host_to_device
+from gpuaug.device import params_to_device
 
 __all__ = [
     "OPS",
@@ -122,9 +122,7 @@ class AutoAugmentParams:
 
     def to(self, device: torch.device | str) -> AutoAugmentParams:
         """The same params on ``device``."""
-        return AutoAugmentParams(
-            host_to_device(self.op, device), host_to_device(self.magnitude, device)
-        )
+        return params_to_device(self, device)
 
     def names(self, i: int) -> list[str]:
         """The op names of image ``i`` (syncs the host)."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpuaug.device import host_to_device
+from gpuaug.device import params_to_device
 
 __all__ = ["RE_MODES", "ErasingParams", "RandomErasing", "erasing_boxes", "hashed_normals"]
 
@@ -72,12 +72,7 @@ class ErasingParams:
 
     def to(self, device: torch.device | str) -> ErasingParams:
         """The same params on ``device``."""
-        return ErasingParams(
-            host_to_device(self.box_tlhw_px, device),
-            host_to_device(self.active, device),
-            host_to_device(self.colour, device),
-            None if self.noise_seed is None else host_to_device(self.noise_seed, device),
-        )
+        return params_to_device(self, device)
 
 
 def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpuaug.device import host_to_device
+from gpuaug.device import params_to_device
 
 __all__ = ["MIX_MODES", "MixParams", "Mixup", "mixup_target"]
 
@@ -69,12 +69,7 @@ class MixParams:
 
     def to(self, device: torch.device | str) -> MixParams:
         """The same params on ``device`` (no host sync for a CPU -> CUDA move)."""
-        return MixParams(
-            host_to_device(self.lam, device),
-            host_to_device(self.partner, device),
-            host_to_device(self.use_cutmix, device),
-            host_to_device(self.box_yyxx_px, device),
-        )
+        return params_to_device(self, device)
 
 
 def mixup_target(

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpuaug.device import host_to_device
+from gpuaug.device import params_to_device
 
 __all__ = [
     "CropParams",
@@ -80,18 +80,7 @@ class CropParams:
 
     def to(self, device: torch.device | str) -> CropParams:
         """The same params on ``device`` (no host sync for a CPU -> CUDA move)."""
-        return CropParams(
-            *(
-                host_to_device(t, device)
-                for t in (
-                    self.top_left_px,
-                    self.size_px,
-                    self.out_total,
-                    self.out_offset,
-                    self.flip_h,
-                )
-            )
-        )
+        return params_to_device(self, device)
 
 
 def _check_pair(name: str, value: Sequence[float], positive: bool) -> tuple[float, float]:
