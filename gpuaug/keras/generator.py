@@ -470,6 +470,7 @@ class ImageDataGenerator:
         numpy_hash: bool = False,
         x_misc: list[torch.Tensor] | None = None,
         output_dtypes: list[torch.dtype | None] | None = None,
+        method: str = "flow_from_directory",
     ) -> KerasIterator:
         allowed = {
             "device",
@@ -483,10 +484,13 @@ class ImageDataGenerator:
             "decode",
         }
         unknown = sorted(set(options) - allowed)
-        if unknown:
-            takes = sorted(allowed | {"augment", "on_error"})
-            names = takes + list(signature(type(self).flow_from_directory).parameters)[1:]
+        if unknown:  # hints from the method called: its own arguments, not another flow's
+            params = signature(getattr(type(self), method)).parameters
+            own = [n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD]
+            takes = sorted(allowed | ({"augment", "on_error"} & set(own)))
+            names = list(dict.fromkeys(takes + own))
             close = [m for key in unknown for m in difflib.get_close_matches(key, names, n=2)]
+            close = list(dict.fromkeys(close))
             hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             raise TypeError(
                 f"unexpected keyword argument(s) {unknown}{hint}; besides Keras' arguments the "
@@ -617,6 +621,7 @@ class ImageDataGenerator:
             dataset,
             module,
             notes,
+            method="flow",
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
@@ -694,6 +699,7 @@ class ImageDataGenerator:
             dataset,
             module,
             notes,
+            method="flow_from_dataframe",
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
