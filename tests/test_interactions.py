@@ -68,3 +68,17 @@ def test_prepare_with_kornia_stages_resolves_the_keras_stage_in_float32():
         kornia=[K.ColorJiggle(0.1, p=1.0)],
     )  # fmt: skip
     aug.prepare((3, 8, 8), "cpu")  # float64 would be refused by the triton backend
+
+
+def test_keras_extra_inputs_follow_each_iteration_even_nested():
+    """``flow((x, x_misc), y)``: an iteration started inside another gets its own rows."""
+    import numpy as np
+
+    x = np.zeros((8, 6, 6, 3), np.uint8)
+    it = gpuaug.ImageDataGenerator().flow(
+        (x, np.arange(8)), np.arange(8), batch_size=2, shuffle=False, device="cpu"
+    )
+    outer = iter(it)
+    next(outer)
+    for (_, misc), y in iter(it):
+        assert torch.equal(misc.to(y.dtype), y)

@@ -64,6 +64,7 @@ class KerasIterator(GPULoader):
         self.total_batches_seen = 0
         self._drawn_epoch: int | None = None  # the epoch `index_array` shows; None: no draw yet
         self._orders: dict[int, np.ndarray] = {}
+        self._indices: torch.Tensor | None = None  # the samples of the batch being yielded
         self._x_misc = [host_to_device(m, self.device) for m in (x_misc or [])]
         self._label_dtype = DTYPES[config.dtype]
         self._output_dtypes = output_dtypes  # multi_output: Keras' dtype of each target
@@ -83,14 +84,13 @@ class KerasIterator(GPULoader):
     def batch_index(self, value: int) -> None:
         self._step = value
 
-    if hasattr(GPULoader, "state_dict"):  # the resume state counts the loader's own steps
-
-        def state_dict(self) -> dict[str, Any]:
-            self._raw_steps = True
-            try:
-                return super().state_dict()
-            finally:
-                self._raw_steps = False
+    def state_dict(self) -> dict[str, Any]:
+        # the resume state counts the loader's own steps, not Keras' batch_index view
+        self._raw_steps = True
+        try:
+            return super().state_dict()
+        finally:
+            self._raw_steps = False
 
     @property
     def target_size(self) -> tuple[int, int]:
@@ -172,20 +172,27 @@ class KerasIterator(GPULoader):
             raise StopIteration
         return super().__next__()
 
+    def _complete(self, batch: Any, epoch: int, step: int) -> Any:
+        # The samples of the batch about to be yielded (the generator yields it before any
+        # other iteration runs), for the extra inputs: an iteration's own, not the loop's.
+        out = super()._complete(batch, epoch, step)
+        self._indices = None if out is None else out.indices
+        return out
+
     def _run(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         epoch = args[0] if args else kwargs["epoch"]
         for out in super()._run(*args, **kwargs):
             self._drawn_epoch = epoch
             self.total_batches_seen += 1
-            yield self._keras_batch(out, epoch, self._step - 1)
+            yield self._keras_batch(out, self._indices)
 
     def __getitem__(self, index: int) -> Any:
         out = super().__getitem__(index)
         self._drawn_epoch = self.epoch
         self.total_batches_seen += 1
-        return self._keras_batch(out, self.epoch, index)
+        return self._keras_batch(out, self.sampler.batch(self.epoch, index))
 
-    def _keras_batch(self, out: Any, epoch: int, step: int) -> Any:
+    def _keras_batch(self, out: Any, indices: torch.Tensor | None) -> Any:
         """A loader batch as Keras' iterators yield it (see the class docstring)."""
         mode = self.class_mode
         if mode is None and not self._x_misc:
@@ -201,7 +208,8 @@ class KerasIterator(GPULoader):
                 for t, d in zip(parts[1], self._output_dtypes, strict=True)
             ]
         if self._x_misc:
-            idx = host_to_device(self.sampler.batch(epoch, step), self.device)
+            assert indices is not None  # a yielded batch has its samples
+            idx = host_to_device(indices, self.device)
             parts[0] = [parts[0], *(m.index_select(0, idx) for m in self._x_misc)]
         return tuple(parts) if isinstance(out, tuple) else parts[0]
 
