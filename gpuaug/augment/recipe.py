@@ -406,6 +406,7 @@ class EvalRecipe(nn.Module):
             heights, widths = sizes[:, 0], sizes[:, 1]
         size = self.config.output_size
         params = center_crop_params(heights, widths, self.config.resize_size, size)
+        params = params.to(images.device)  # CPU sizes: the crop is read where the images are
         x = resized_crop(images, params, size, antialias=self.config.antialias)
         return _normalise(x, self.config.mean, self.config.std)
 

@@ -492,8 +492,8 @@ class ImageCache:
                     seen[index] = True
                     valid[index] = False
                     # a failed mask names itself (gpuaug.loader.stages.batch.FailureReason)
-                    failed = getattr(reason, "path", None) or dataset.samples[index][0]
-                    failures.append((failed, str(reason)))
+                    name = getattr(reason, "path", None) or dataset.samples[index][0]
+                    failures.append((name, str(reason)))
                     failed_idx.append([int(index), str(reason)])
                 bar.update(len(indices) + len(failed))
         finally:

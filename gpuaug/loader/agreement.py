@@ -21,6 +21,8 @@ import json
 import os
 from typing import Any
 
+from gpuaug.loader.sampler import _process_group_store
+
 __all__ = [
     "RankMismatchError",
     "check_rank_agreement",
@@ -120,15 +122,6 @@ def check_ranks(store: Any, slot: str, rank: int, world: int, mine: dict[str, An
             )
 
 
-def _store() -> Any:
-    try:
-        from torch.distributed import distributed_c10d
-
-        return distributed_c10d._get_default_store()
-    except Exception:  # no default group, or a torch without the helper
-        return None
-
-
 def rank_slot(sampler: Any) -> str | None:
     """The key a loader with this sampler checks its ranks under (:func:`loader_slot`), or
     ``None`` outside a torch.distributed job of several ranks (nothing to check)."""
@@ -148,7 +141,7 @@ def check_rank_agreement(sampler: Any, slot: str, digest: str) -> None:
     Raises:
         RankMismatchError: another rank's loader differs (named in the message).
     """
-    store = _store()
+    store = _process_group_store()
     if store is None:
         return
     mine = {

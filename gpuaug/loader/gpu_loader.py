@@ -517,17 +517,10 @@ class GPULoader:
         the next iteration starts. A plain dict of ints, strings and lists (``torch.save``,
         JSON, Lightning's and torchdata's ``Stateful`` protocol).
         """
+        resume = self._resume
         if self._lives:
             epoch, failures, step = self._lives[0]
-            return make_state(
-                self.sampler,
-                epoch=epoch,
-                step=step,
-                augment_seed=self.config.augment_seed,
-                failures=failures,
-            )
-        resume = self._resume
-        if resume is not None and resume.epoch == self.sampler.epoch:
+        elif resume is not None and resume.epoch == self.sampler.epoch:
             epoch, step, failures = resume
         else:
             epoch, step, failures = self.sampler.epoch, 0, []
