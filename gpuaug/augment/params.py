@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from gpuaug.augment.config import AugmentConfig, ShiftRange
-from gpuaug.device import host_to_device
+from gpuaug.device import host_to_device, params_to_device
 
 __all__ = [
     "AugmentDraws",
@@ -138,8 +138,8 @@ class AugmentParams:
         return self.index(i)
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        """The same params on ``device``."""
-        return self._map(lambda t: t.to(device))
+        """The same params on ``device`` (no host sync for a CPU -> CUDA move)."""
+        return params_to_device(self, device)
 
     def to_keras(self, i: int) -> dict[str, Any]:
         """Row ``i`` as Keras' ``apply_transform`` parameters (Python scalars; syncs the host).

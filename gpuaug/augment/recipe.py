@@ -194,7 +194,7 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     """``(x / 255 - mean) / std`` as one multiply-add per channel (Python scalars: no copy)."""
     out = torch.empty_like(x)
     for c, (m, s) in enumerate(zip(mean, std, strict=True)):  # a loop over channels
-        torch.add(x[:, c] * (1.0 / (255.0 * s)), -m / s, out=out[:, c])
+        torch.mul(x[:, c], 1.0 / (255.0 * s), out=out[:, c]).add_(-m / s)  # no temporary
     return out
 
 
