@@ -295,13 +295,7 @@ class EpochBatchSampler(Sampler[list[int]]):
                 own = own[torch.randperm(len(own), generator=torch.Generator().manual_seed(seed))]
             self._cache = (pass_index, own)
             return own
-        perm = self.permutation(pass_index)
-        total = self.samples_per_pass * self.num_replicas
-        if total > self.num_samples:
-            pad = total - self.num_samples
-            reps = math.ceil(pad / self.num_samples)
-            perm = torch.cat([perm, perm.repeat(reps)[:pad]])
-        out = perm[self.rank :: self.num_replicas].contiguous()
+        out = self._padded_share(pass_index)
         self._cache = (pass_index, out)
         return out
 
@@ -312,7 +306,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         Shape:
             ``(samples_per_pass,)`` int64, CPU.
         """
-        perm = self.permutation(0)
+        return self._padded_share(0)
+
+    def _padded_share(self, pass_index: int) -> torch.Tensor:
+        """This rank's ``[rank::num_replicas]`` share of pass ``pass_index``'s permutation,
+        padded first by repeating it (as ``DistributedSampler``) to ``samples_per_pass``
+        per rank."""
+        perm = self.permutation(pass_index)
         total = self.samples_per_pass * self.num_replicas
         if total > self.num_samples:
             pad = total - self.num_samples
