@@ -1,0 +1,270 @@
+"""Ragged batches (``target_size=None``): each image at its own size, packed by the workers,
+unpacked on the device with one gather, cropped by the recipe from its own pixels.
+
+Checked here: the unpack against a per-image loop; the ``max_side`` cap; exact epochs; replay
+bit for bit; no host sync; the crop read from the full-size image (against torchvision's
+``resized_crop(antialias=True)`` with the same box, and not from a pre-resized image); the
+crop distribution of images of different sizes against torchvision's ``get_params`` with a
+negative control; the validation transform; bad arguments named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop as TVRandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
+
+import gpuaug
+from gpuaug.augment.recipe import EvalRecipe, RecipeConfig, TrainRecipe
+from gpuaug.augment.rrc import sample_crop_params
+from gpuaug.data.image import capped_size, load_image
+from gpuaug.loader.stages.ragged import pack_images, pack_table, unpack, unpack_reference
+from gpuaug.sync_check import SyncCheck
+
+MEAN = torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[None, :, None, None]
+
+
+def _grey_levels(x: torch.Tensor) -> torch.Tensor:
+    """A normalised recipe output back on the 0..255 scale."""
+    return (x * STD + MEAN) * 255.0
+
+
+def _checkerboard(height: int, width: int, seed: int) -> np.ndarray:
+    """A 1-px checkerboard (with a per-image tint): a pre-resize with ``nearest`` to a quarter
+    of the size keeps only one colour of it, the full image holds both."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    board = ((yy + xx) % 2 * 200 + 20).astype(np.uint8)
+    tint = np.array([1.0, 0.8, 0.6]) * (0.7 + 0.1 * seed)
+    return np.clip(board[..., None] * tint, 0, 255).astype(np.uint8)
+
+
+def _tree(root: Path, sizes: list[tuple[int, int]], ext: str = "png") -> Path:
+    for i, (h, w) in enumerate(sizes):
+        d = root / ("a" if i % 2 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_checkerboard(h, w, i % 3)).save(d / f"img_{i:02d}.{ext}")
+    return root
+
+
+SIZES = [(40, 64), (64, 40), (33, 50), (72, 72), (48, 30), (50, 90), (36, 36), (80, 44), (30, 30)]
+
+
+def _recipe(**kwargs) -> TrainRecipe:
+    cfg = {"size": 16, "auto_augment": None, "hflip": 0.0, **kwargs}
+    return TrainRecipe(RecipeConfig(**cfg))
+
+
+def _loader(root: Path, recipe, **kwargs):
+    args = {
+        "target_size": None,
+        "class_mode": "sparse",
+        "batch_size": 4,
+        "seed": 0,
+        "device": "cpu",
+        "num_workers": 0,
+        "progress": False,
+        **kwargs,
+    }
+    return gpuaug.flow_from_directory(root, recipe=recipe, **args)
+
+
+# ---------------------------------------------------------------------- packing
+def test_unpack_equals_a_per_image_loop_in_any_row_order():
+    g = torch.Generator().manual_seed(0)
+    images = [
+        torch.randint(0, 256, (3, int(h), int(w)), dtype=torch.uint8, generator=g)
+        for h, w in torch.randint(1, 50, (9, 2), generator=g)
+    ]
+    data, table = pack_images(images)
+    assert torch.equal(table, pack_table([tuple(i.shape) for i in images]))
+    out, sizes = unpack(data, table, 3)
+    reference, _ = unpack_reference(data, table, 3)
+    assert torch.equal(out, reference)
+    for i, image in enumerate(images):  # each image top-left, zeros beyond
+        h, w = image.shape[1:]
+        assert torch.equal(out[i, :, :h, :w], image) and sizes[i].tolist() == [h, w]
+        assert int(out[i, :, h:].sum()) == 0 and int(out[i, :, :, w:].sum()) == 0
+    rows = torch.tensor([8, 0, 3, 3])  # reordered, repeated; a buffer without its spare bytes
+    cut = data[: sum(i.numel() for i in images)]
+    assert torch.equal(unpack(cut, table[rows], 3)[0], unpack_reference(data, table[rows], 3)[0])
+
+
+def test_unpack_makes_no_host_sync():
+    images = [torch.full((3, h, w), 7, dtype=torch.uint8) for h, w in [(5, 9), (12, 4)]]
+    data, table = pack_images(images)
+    with SyncCheck() as check:
+        unpack(data, table, 3)
+    check.assert_clean()
+
+
+def test_max_side_caps_the_long_side_and_keeps_the_aspect_ratio(tmp_path):
+    Image.fromarray(_checkerboard(60, 150, 0)).save(tmp_path / "wide.png")
+    Image.fromarray(_checkerboard(20, 30, 0)).save(tmp_path / "small.png")
+    assert load_image(tmp_path / "wide.png", None, max_side=50).shape == (3, 20, 50)
+    assert load_image(tmp_path / "small.png", None, max_side=50).shape == (3, 20, 30)
+    assert capped_size(150, 60, 50) == (50, 20) and capped_size(60, 150, 50) == (20, 50)
+    assert capped_size(1000, 1, 10) == (10, 1)  # never a zero side
+
+
+def test_draft_decodes_a_large_jpeg_no_smaller_than_the_cap(tmp_path):
+    Image.fromarray(_checkerboard(400, 600, 0)).save(tmp_path / "big.jpg", quality=95)
+    drafted = load_image(tmp_path / "big.jpg", None, max_side=120, draft=True)
+    plain = load_image(tmp_path / "big.jpg", None, max_side=120)
+    assert drafted.shape == plain.shape == (3, 80, 120)
+
+
+# ---------------------------------------------------------------------- the loader
+def test_every_image_once_per_epoch_and_each_batch_replays_bit_for_bit(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    loader = _loader(root, _recipe(re_prob=0.5), max_side=64)
+    assert loader.ragged and len(loader) == 3
+    for epoch in range(2):
+        seen, steps = [], 0
+        for step, (x, y) in enumerate(loader):
+            replayed = loader.replay(epoch, step)
+            assert torch.equal(x, replayed.x) and torch.equal(y, replayed.y)
+            assert x.shape[1:] == (3, 16, 16)
+            seen += replayed.indices.tolist()
+            steps += 1
+        assert steps == len(loader) and sorted(seen) == list(range(len(SIZES)))
+
+
+def test_workers_ship_the_same_batches_as_the_main_process(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    main = [x for x, _ in _loader(root, _recipe(), max_side=64)]
+    workers = [x for x, _ in _loader(root, _recipe(), max_side=64, num_workers=2)]
+    assert len(main) == len(workers) == 3
+    assert all(torch.equal(a, b) for a, b in zip(main, workers, strict=True))
+
+
+def test_a_ragged_batch_makes_no_host_sync_from_transfer_to_recipe(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    loader = _loader(root, _recipe(re_prob=0.5))
+    raw = next(loader._workers.epoch_batches(0))
+    with SyncCheck() as check:
+        batch = loader._to_device(raw, [])
+        loader._finisher(batch, 123)
+    check.assert_clean()
+
+
+def test_the_crop_is_read_from_the_full_image_as_torchvision_reads_it(tmp_path):
+    """Against torchvision's ``resized_crop(antialias=True)`` of the decoded full image with the
+    same box: measured 0.62 grey levels apart at most (uint8 fixed-point weights there,
+    float32 here; bound: 1); against the crop of a pre-resized image, 32 grey levels apart on
+    average at the least (bound: 20)."""
+    root = _tree(tmp_path / "d", SIZES)
+    loader = _loader(root, _recipe(scale=(0.3, 1.0)))
+    worst, pre_resized = 0.0, []
+    for step in range(len(loader)):
+        r = loader.replay(0, step)
+        crop = r.params.crop
+        got = _grey_levels(r.x)
+        for i, index in enumerate(r.indices.tolist()):
+            full = load_image(loader.dataset.samples[index][0], None)
+            (top, left), (h, w) = crop.top_left_px[i].tolist(), crop.size_px[i].tolist()
+            assert top + h <= full.shape[1] and left + w <= full.shape[2]
+            expected = TF.resized_crop(full, top, left, h, w, [16, 16], antialias=True)
+            worst = max(worst, float((got[i] - expected.float()).abs().max()))
+            # the same box on the image a target_size=(16, 16) loader would have decoded
+            small = load_image(loader.dataset.samples[index][0], (16, 16))
+            sy, sx = 16 / full.shape[1], 16 / full.shape[2]
+            st, sl = int(top * sy), int(left * sx)
+            sh, sw = max(1, round(h * sy)), max(1, round(w * sx))
+            other = TF.resized_crop(small, st, sl, sh, sw, [16, 16], antialias=True)
+            pre_resized.append(float((got[i] - other.float()).abs().mean()))
+    assert worst <= 1.0 + 1e-3
+    assert min(pre_resized) > 20
+
+
+def test_the_crop_distribution_of_ragged_sizes_is_torchvisions_and_another_scale_is_not():
+    stats = pytest.importorskip("scipy.stats")
+    sizes = torch.tensor([[40, 64], [64, 40], [33, 50], [72, 72]]).repeat(400, 1)
+    g = torch.Generator().manual_seed(0)
+    p = sample_crop_params(len(sizes), sizes[:, 0], sizes[:, 1], (8, 8), generator=g)
+    q = sample_crop_params(
+        len(sizes), sizes[:, 0], sizes[:, 1], (8, 8), scale=(0.2, 1.0), generator=g
+    )
+    torch.manual_seed(0)
+    ref = []
+    for h, w in sizes.tolist():
+        ref.append(
+            TVRandomResizedCrop.get_params(torch.zeros(1, h, w), (0.08, 1.0), (3 / 4, 4 / 3))
+        )
+    ref_t = torch.tensor(ref, dtype=torch.float64)
+    area = sizes.prod(1).double()
+
+    def fraction(top_left, size):
+        return (size.prod(1).double() / area).numpy()
+
+    ours = fraction(p.top_left_px, p.size_px)
+    other = fraction(q.top_left_px, q.size_px)
+    theirs = (ref_t[:, 2] * ref_t[:, 3] / area).numpy()
+    assert stats.ks_2samp(ours, theirs).pvalue > 1e-3
+    assert stats.ks_2samp(other, theirs).pvalue < 1e-6
+    for column, ref_column in ((0, 0), (1, 1)):  # top, left against torchvision's
+        assert stats.ks_2samp(p.top_left_px[:, column].numpy(), ref_t[:, ref_column]).pvalue > 1e-3
+
+
+def test_validation_resizes_the_short_side_of_the_full_image_then_centre_crops(tmp_path):
+    """Against torchvision's ``Resize`` + ``CenterCrop`` of the full image: measured 0.5 grey
+    levels apart at most (bound: 1)."""
+    root = _tree(tmp_path / "d", SIZES)
+    cfg = RecipeConfig(kind="eval", size=16, resize_size=20)
+    loader = _loader(root, EvalRecipe(cfg), shuffle=False)
+    worst = 0.0
+    for step, (x, _) in enumerate(loader):
+        got = _grey_levels(x)
+        for i, index in enumerate(loader.replay(0, step).indices.tolist()):
+            full = load_image(loader.dataset.samples[index][0], None)
+            expected = TF.center_crop(TF.resize(full, 20, antialias=True), [16, 16])
+            worst = max(worst, float((got[i] - expected.float()).abs().max()))
+    assert worst <= 1.0 + 1e-3
+
+
+def test_describe_says_each_image_keeps_its_size(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    text = _loader(root, _recipe(), max_side=64).describe()
+    assert "each at its own size, the long side capped at 64 px" in text
+    assert "packed uint8 buffer" in text and "TrainRecipe" in text
+    assert "RandomResizedCrop" in text
+    assert _loader(root, _recipe()).stats()["target_size"] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_side": 0}, "`max_side` must be a positive"),
+        ({"max_side": -3}, "`max_side` must be a positive"),
+        ({"max_side": 2.5}, "`max_side` must be an int"),
+        ({"max_side": 64, "target_size": (32, 32)}, "`max_side`=64 caps .* needs target_size=None"),
+        ({"recipe": None}, "`target_size`=None .* needs a `recipe`"),
+        ({"augment": "strong"}, "`recipe` replaces `augment`"),
+        ({"keep_aspect_ratio": True}, "`keep_aspect_ratio`=True .* needs a `target_size`"),
+        ({"cache": "device"}, "`cache`='device' holds images of one size"),
+        ({"color_mode": "grayscale"}, "`recipe` normalises 3 channels"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, message):
+    root = _tree(tmp_path / "d", SIZES[:3])
+    recipe = kwargs.pop("recipe", _recipe())
+    with pytest.raises((ValueError, TypeError), match=message):
+        _loader(root, recipe, **kwargs)
+
+
+def test_mixing_is_the_recipes_own_not_loader_mix(tmp_path):
+    from gpuaug.augment.mixup import Mixup
+
+    root = _tree(tmp_path / "d", SIZES[:4])
+    loader = _loader(root, _recipe(mixup_alpha=0.8, num_classes=2))
+    x, soft = next(iter(loader))
+    assert soft.shape == (4, 2) and torch.allclose(soft.sum(1), torch.ones(4))
+    with pytest.raises(ValueError, match="`mix` is for the Keras-style augmentation"):
+        loader.mix = Mixup(mixup_alpha=0.8, num_classes=2)
+    with pytest.raises(ValueError, match="needs class labels"):
+        _loader(root, _recipe(mixup_alpha=0.8, num_classes=2), class_mode=None)
