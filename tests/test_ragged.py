@@ -268,3 +268,46 @@ def test_mixing_is_the_recipes_own_not_loader_mix(tmp_path):
         loader.mix = Mixup(mixup_alpha=0.8, num_classes=2)
     with pytest.raises(ValueError, match="needs class labels"):
         _loader(root, _recipe(mixup_alpha=0.8, num_classes=2), class_mode=None)
+
+
+# ---------------------------------------------------------------------- caches
+@pytest.mark.parametrize("cache", ["host", "disk"])
+def test_a_cache_holds_the_capped_images_and_serves_the_same_batches(tmp_path, cache):
+    from gpuaug.data.ragged_cache import RaggedCache
+
+    root = _tree(tmp_path / "d", SIZES)
+    plain = [(x, y) for x, y in _loader(root, _recipe(re_prob=0.5), max_side=48)]
+    kwargs = {"max_side": 48, "cache": cache, "cache_dir": tmp_path / "cache"}
+    loader = _loader(root, _recipe(re_prob=0.5), **kwargs)
+    assert isinstance(loader.cache, RaggedCache) and loader.cache.built
+    table = loader.cache.table
+    assert table[:, 1:].max() == 48 and len(table) == len(SIZES)
+    for i, (path, _) in enumerate(loader.dataset.samples):  # as decoded, capped: no one size
+        with Image.open(path) as im:
+            w, h = im.size
+        ph, pw = loader.dataset.load(i).shape[1:]
+        assert tuple(table[i, 1:]) == (ph, pw) and max(ph, pw) == min(48, max(h, w))
+    cached = list(loader)
+    assert len(cached) == len(plain) == len(loader)
+    for (a, ya), (b, yb) in zip(plain, cached, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert "cache=" in loader.describe()
+    if cache == "disk":  # a second loader opens it, and reads the same pixels
+        again = _loader(root, _recipe(re_prob=0.5), **kwargs)
+        assert not again.cache.built
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, again, strict=True))
+
+
+def test_a_changed_byte_of_a_ragged_disk_cache_is_found_on_its_first_read(tmp_path):
+    from gpuaug.data.cache import CacheCorruptedError
+
+    root = _tree(tmp_path / "d", SIZES[:4])
+    kwargs = {"cache": "disk", "cache_dir": tmp_path / "cache", "shuffle": False}
+    path = _loader(root, _recipe(), **kwargs).cache.path
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    loader = _loader(root, _recipe(), **kwargs)
+    with pytest.raises(CacheCorruptedError, match="is corrupted: image 0"):
+        list(loader)
+    assert not path.with_suffix(".json").exists()  # the next start rebuilds

@@ -77,6 +77,7 @@ from gpuaug.augment.recipe import EvalRecipe
 from gpuaug.augment.rrc import center_crop_params
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
+from gpuaug.data.ragged_cache import RaggedCache
 from gpuaug.device import resolve_device
 from gpuaug.loader.agreement import check_rank_agreement, data_digest, rank_slot
 from gpuaug.loader.config import DTYPES, LoaderConfig
@@ -152,7 +153,8 @@ class GPULoader:
             ``set_epoch``.
         device: where batches are augmented and returned.
         seed: the base seed (drawn at random when none was given).
-        cache: an `ImageCache` or ``None``.
+        cache: an `ImageCache` (a `gpuaug.data.ragged_cache.RaggedCache` with
+            ``target_size=None``) or ``None``.
         last_skipped: ``[(path, reason), ...]`` of the last epoch, ``on_error="skip"``.
         skip_rule: ``"shrink"`` in one process, ``"replace"`` under DDP; see
             `gpuaug.loader.stages.skip`. Keras' iterator names too: ``n``, ``samples``,
@@ -258,7 +260,7 @@ class GPULoader:
         # The running iterations, outermost first: [epoch, failures, batches handed out] each
         # (a peek inside a loop is a second one; state_dict() reports the first).
         self._lives: list[list[Any]] = []
-        self.cache: ImageCache | None = None
+        self.cache: ImageCache | RaggedCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
             share = rank_share(dataset, self.sampler)  # cache_per_rank: this rank's samples
