@@ -311,3 +311,54 @@ def test_a_changed_byte_of_a_ragged_disk_cache_is_found_on_its_first_read(tmp_pa
     with pytest.raises(CacheCorruptedError, match="is corrupted: image 0"):
         list(loader)
     assert not path.with_suffix(".json").exists()  # the next start rebuilds
+
+
+# ---------------------------------------------------------------------- decode="gpu"
+def test_the_batched_jpeg_decoder_packs_images_at_their_own_capped_sizes(tmp_path):
+    """`gpuaug.data.nvjpeg.decode_jpegs` without a target size, on the CPU decoder (the same
+    plumbing nvJPEG's output goes through)."""
+    from gpuaug.data.jpeg import read_file_bytes
+    from gpuaug.data.nvjpeg import decode_jpeg_batch, decode_jpegs
+
+    paths = []
+    for i, (h, w) in enumerate([(40, 90), (60, 30), (20, 20)]):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(_checkerboard(h, w, i)).save(paths[-1], quality=95)
+    data = [read_file_bytes(p) for p in paths]
+    out = decode_jpegs(data, "cpu", None, interpolation="bilinear", max_side=45)
+    assert out.table is not None and out.table[:, 1:].tolist() == [[20, 45], [45, 22], [20, 20]]
+    images, _ = unpack(out.images, out.table, 3)
+    listed = decode_jpeg_batch(data, "cpu", None, interpolation="bilinear")
+    full = listed[2]
+    assert isinstance(full, torch.Tensor)
+    assert torch.equal(images[2, :, :20, :20], full)  # under the cap: as decoded
+
+
+@pytest.fixture
+def cpu_gpu_decode(monkeypatch):
+    """decode='gpu' run by torchvision's CPU JPEG decoder (no CUDA here): the loader's nvJPEG
+    path (workers read bytes, the batched decoder packs, one unpack) without nvJPEG."""
+    monkeypatch.setattr("gpuaug.loader.gpu_loader.check_decode", lambda *a, **k: None)
+
+
+def test_decode_gpu_ships_jpeg_bytes_and_the_batch_matches_the_cpu_decode(tmp_path, cpu_gpu_decode):
+    root = tmp_path / "d"
+    _tree(root, SIZES[:6], ext="jpg")
+    Image.fromarray(_checkerboard(30, 50, 1)).save(root / "a" / "z_png.png")  # decoded by PIL
+    kwargs = {"max_side": 48, "interpolation": "bilinear", "batch_size": 7, "shuffle": False}
+    gpu = _loader(root, EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=20)),
+                  decode="gpu", **kwargs)  # fmt: skip
+    cpu = _loader(root, EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=20)), **kwargs)
+    raw = next(gpu._workers.epoch_batches(0))
+    assert raw.num_jpegs == 6 and raw.packed_table is not None and len(raw.packed_table) == 1
+    batch = gpu._to_device(raw, [])
+    reference = cpu._to_device(next(cpu._workers.epoch_batches(0)), [])
+    assert torch.equal(batch.sizes, reference.sizes) and torch.equal(
+        batch.indices, reference.indices
+    )
+    # same files, same sizes; the pixels may differ by the resize (torch's antialias vs PIL's):
+    # measured 1 grey level at most here
+    diff = (batch.images.float() - reference.images.float()).abs()
+    assert float(diff.max()) <= 2
+    (xg, _), (xc, _) = next(iter(gpu)), next(iter(cpu))
+    assert xg.shape == xc.shape == (7, 3, 16, 16)
