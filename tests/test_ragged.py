@@ -362,3 +362,81 @@ def test_decode_gpu_ships_jpeg_bytes_and_the_batch_matches_the_cpu_decode(tmp_pa
     assert float(diff.max()) <= 2
     (xg, _), (xc, _) = next(iter(gpu)), next(iter(cpu))
     assert xg.shape == xc.shape == (7, 3, 16, 16)
+
+
+# ---------------------------------------------------------------------- failures
+def test_an_unreadable_file_leaves_its_ragged_batch_with_the_sizes_of_the_others(tmp_path):
+    root = _tree(tmp_path / "d", SIZES[:4])
+    Image.fromarray(_checkerboard(40, 40, 0)).save(root / "a" / "cut.jpg")
+    loader = _loader(root, _recipe(), on_error="skip", batch_size=5, shuffle=False)
+    data = (root / "a" / "cut.jpg").read_bytes()
+    (root / "a" / "cut.jpg").write_bytes(data[: len(data) // 2])  # broken after indexing
+    raw = next(loader._workers.epoch_batches(0))
+    failures: list = []
+    batch = loader._to_device(raw, failures)
+    assert [Path(loader.dataset.samples[i][0]).name for i, _ in failures] == ["cut.jpg"]
+    assert batch is not None and len(batch.indices) == 4 and batch.sizes is not None
+    for row, index in enumerate(batch.indices.tolist()):
+        h, w = loader.dataset.load(index).shape[1:]
+        assert batch.sizes[row].tolist() == [h, w]
+
+
+def test_the_replace_rule_copies_each_rows_size_with_its_image():
+    from gpuaug.loader.stages.batch import DeviceBatch
+    from gpuaug.loader.stages.skip import replace_failed
+
+    images = torch.zeros((2, 3, 5, 6), dtype=torch.uint8)
+    sizes = torch.tensor([[5, 2], [3, 6]])
+    batch = DeviceBatch(images, torch.tensor([4, 7]), torch.tensor([0, 1]), sizes)
+    out = replace_failed(batch, 5, 4, None, torch.zeros(10, dtype=torch.int64), torch.device("cpu"))
+    assert out is not None and out.sizes is not None
+    assert out.sizes.tolist() == [[5, 2], [3, 6], [5, 2], [3, 6], [5, 2]]
+    assert out.indices.tolist() == [4, 7, 4, 7, 4]
+
+
+# ---------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+def test_cuda_ragged_epoch_is_sync_free_and_matches_the_cpu(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    cpu = [(x, y) for x, y in _loader(root, _recipe(re_prob=0.5), max_side=64)]
+    loader = _loader(root, _recipe(re_prob=0.5), max_side=64, device="cuda")
+    list(loader)  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with SyncCheck() as check:
+            got = [(x, y) for x, y in loader]  # epoch 1
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    check.assert_clean()
+    loader.set_epoch(0)
+    again = [(x, y) for x, y in loader]
+    assert len(got) == len(again) == len(cpu)
+    for (a, ya), (b, yb) in zip(cpu, again, strict=True):
+        assert torch.equal(ya, yb.cpu())
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=2e-3)  # float32 matmul order
+
+
+@pytest.mark.cuda
+def test_cuda_unpack_equals_the_per_image_loop():
+    g = torch.Generator().manual_seed(1)
+    images = [
+        torch.randint(0, 256, (3, int(h), int(w)), dtype=torch.uint8, generator=g)
+        for h, w in torch.randint(1, 300, (32, 2), generator=g)
+    ]
+    data, table = pack_images(images)
+    out, _ = unpack(data.cuda(), table, 3)
+    assert torch.equal(out.cpu(), unpack_reference(data, table, 3)[0])
+
+
+@pytest.mark.cuda
+def test_cuda_nvjpeg_ragged_batch_has_the_cpu_decodes_sizes(tmp_path):
+    root = _tree(tmp_path / "d", SIZES, ext="jpg")
+    kwargs = {"max_side": 48, "interpolation": "bilinear", "batch_size": 9, "shuffle": False}
+    recipe = EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=20))
+    gpu = _loader(root, recipe, decode="gpu", device="cuda", **kwargs)
+    cpu = _loader(root, recipe, **kwargs)
+    batch = gpu._to_device(next(gpu._workers.epoch_batches(0)), [])
+    reference = cpu._to_device(next(cpu._workers.epoch_batches(0)), [])
+    assert torch.equal(batch.sizes, reference.sizes)
+    diff = (batch.images.cpu().float() - reference.images.float()).abs()
+    assert float(diff.mean()) < 3  # nvJPEG's IDCT and torch's resize against PIL's
