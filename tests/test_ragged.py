@@ -440,3 +440,30 @@ def test_cuda_nvjpeg_ragged_batch_has_the_cpu_decodes_sizes(tmp_path):
     assert torch.equal(batch.sizes, reference.sizes)
     diff = (batch.images.cpu().float() - reference.images.float()).abs()
     assert float(diff.mean()) < 3  # nvJPEG's IDCT and torch's resize against PIL's
+
+
+def test_the_docs_training_loop_runs_on_a_folder(tmp_path):
+    """docs/recipes.md's loop, small: a ragged training loader with a mixing recipe and a
+    ragged validation loader with the eval recipe."""
+    import torch.nn.functional as F
+
+    root = _tree(tmp_path / "d", SIZES)
+    train_recipe = TrainRecipe(
+        RecipeConfig(size=16, re_prob=0.25, re_mode="pixel", mixup_alpha=0.8, cutmix_alpha=1.0,
+                     mixup_mode="elem", num_classes=2)
+    )  # fmt: skip
+    common = {"max_side": 64, "draft": True, "interpolation": "bilinear"}
+    train = _loader(root, train_recipe, **common)
+    val = _loader(root, "imagenet_rrc_val", shuffle=False, **common)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    steps = 0
+    for x, soft in train:
+        assert x.shape[1:] == (3, 16, 16) and soft.shape[1] == 2
+        loss = torch.sum(-soft * F.log_softmax(model(x), dim=-1), dim=-1).mean()
+        loss.backward()
+        steps += 1
+    assert steps == len(train) and torch.isfinite(loss)
+    with torch.no_grad():
+        x, labels = next(iter(val))
+        assert x.shape == (4, 3, 224, 224)  # the preset: short side 256, centre crop 224
+        assert labels.dtype == torch.int64

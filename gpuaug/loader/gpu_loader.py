@@ -13,6 +13,12 @@ Nothing on the per-batch path makes the host wait for the GPU (no ``.item()``, `
 ``nonzero``, boolean masks or blocking copies); `gpuaug.sync_check.SyncCheck` checks it in the
 test suite.
 
+With ``target_size=None`` each image keeps its own size (capped by the data set's
+``max_side``): a batch travels as one packed uint8 buffer and an ``(offset, H, W)`` table,
+one gather on the device makes the zero-padded batch (`gpuaug.loader.stages.ragged`), and the
+loader's ``recipe`` (a `gpuaug.augment.recipe.TrainRecipe` or ``EvalRecipe``, in place of
+``augment``) crops each image from its own pixels with the batch's seed.
+
 With a cache (``cache="device" | "host" | "disk"``) the images are decoded once and every
 later epoch is a gather plus the augmentation, with no worker process. With ``decode="gpu"``
 the workers only read file bytes and JPEGs are decoded in batches by nvJPEG.
@@ -117,6 +123,8 @@ class ReplayBatch(NamedTuple):
         x: the augmented images, as the loader yielded them.
         y: the targets (``None`` for ``class_mode=None``; ``x`` for ``"input"``).
         params: the augmentation parameters; row ``i`` (``params.index(i)``) is sample ``i``.
+            With a ``recipe``: its `gpuaug.augment.recipe.RecipeParams` (an ``EvalRecipe``:
+            the centre crops' `gpuaug.augment.rrc.CropParams`).
         indices: the data set indices of the rows (CPU int64); ``dataset.samples[j]`` names the
             file.
         kornia_params: the kornia stages' parameters (kornia's ``_params``, a list of
@@ -139,11 +147,15 @@ class GPULoader:
 
     Args:
         dataset: a `gpuaug.DirectoryDataset`, or any object with the members listed in
-            `gpuaug.loader.stages` (the data set protocol), with a fixed ``target_size``.
+            `gpuaug.loader.stages` (the data set protocol); ``target_size=None`` (images at
+            their own sizes) needs a ``recipe``.
         augment: an `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` (used as is:
             fit it first for featurewise statistics) or ``None`` (no augmentation: a float
             conversion).
         config: a :class:`LoaderConfig`.
+        recipe: a `gpuaug.augment.recipe.TrainRecipe` / ``EvalRecipe`` (or a recipe preset
+            name, YAML path or ``RecipeConfig``) run on each uint8 batch instead of
+            ``augment`` (which must then be ``None``); see :attr:`recipe`.
 
     Attributes:
         dataset: the data set it batches.
@@ -169,7 +181,8 @@ class GPULoader:
         x itself (input), absent (None). ``B = batch_size`` except the last batch of a pass.
 
     Raises:
-        ValueError: a data set without ``target_size``; ``decode="gpu"`` without CUDA or with
+        ValueError: ``target_size=None`` without a ``recipe``, a ``recipe`` with an
+            ``augment`` or another channel count; ``decode="gpu"`` without CUDA or with
             an interpolation the GPU lacks; ``drop_last`` with a batch larger than the data.
         TypeError: a bad ``augment`` or ``config``.
     """
