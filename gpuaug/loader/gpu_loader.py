@@ -651,6 +651,7 @@ class GPULoader:
         if self.recipe is not None:
             params = self._recipe_params(batch)
         else:
+            assert draws is not None  # the Keras-style augmentation returns its draws
             params = draws.params(self.augment.config, *batch.images.shape[-2:])
         kp = self.augment.last_kornia_params
         if self.dataset.class_mode is None:
@@ -694,7 +695,7 @@ class GPULoader:
         self.batch_index = 0
         self._resume = None  # from its first batch, even after load_state_dict
 
-    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws, DeviceBatch]:
+    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws | None, DeviceBatch]:
         """Batch ``step`` of ``epoch`` made again in the main process: what the iteration
         yields, its draws and its device batch."""
         idx = self.sampler.batch(epoch, step)

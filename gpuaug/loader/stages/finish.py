@@ -241,11 +241,12 @@ class Finisher:
             return (labels[:, None] == self.classes).to(torch.float32)
         return encode_targets(labels, mode, self.dataset.num_classes)
 
-    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws]:
+    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws | None]:
         """``(x, y)`` (or ``x``, per ``class_mode``) and the draws made with ``seed``
-        (``draws.params(config, H, W)`` gives the batch's params)."""
+        (``draws.params(config, H, W)`` gives the batch's params; ``None`` with a recipe,
+        whose ``last_params`` hold them)."""
         if self.recipe is not None:
-            return self.run_recipe(batch, seed), None  # type: ignore[return-value]
+            return self.run_recipe(batch, seed), None
         images = batch.images
         mask_bytes = getattr(self.dataset, "mask_bytes", 0)
         if mask_bytes:  # gpuaug.data.paired: the mask rides as the last uint8 channel(s)

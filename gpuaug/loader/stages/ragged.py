@@ -105,6 +105,7 @@ def unpack(
         return torch.empty((0, channels, 0, 0), dtype=torch.uint8, device=data.device), sizes
     t = table.numpy()
     hmax, wmax = int(t[:, 1].max()), int(t[:, 2].max())
+    data = data.reshape(-1).contiguous()  # the view below reads it as flat bytes
     need = packed_nbytes(table, channels)
     if data.numel() < need:  # no spare bytes at the end (a buffer packed elsewhere)
         data = torch.cat([data, data.new_zeros(need - data.numel())])
