@@ -467,3 +467,17 @@ def test_the_docs_training_loop_runs_on_a_folder(tmp_path):
         x, labels = next(iter(val))
         assert x.shape == (4, 3, 224, 224)  # the preset: short side 256, centre crop 224
         assert labels.dtype == torch.int64
+
+
+def test_a_resumed_ragged_loader_continues_at_the_next_batch(tmp_path):
+    root = _tree(tmp_path / "d", SIZES)
+    loader = _loader(root, _recipe(re_prob=0.5))
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    expected = [x for x, _ in it]
+    resumed = _loader(root, _recipe(re_prob=0.5))
+    resumed.load_state_dict(state)
+    got = [x for x, _ in resumed]
+    assert len(got) == len(expected) == len(loader) - 1
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))

@@ -229,7 +229,9 @@ def flow_from_directory(
         max_side: with ``target_size=None``, images whose long side is longer are resized
             (``interpolation``) to a long side of ``max_side`` pixels when decoded, aspect
             ratio kept (with ``draft=True`` large JPEGs first decode at a reduced DCT scale
-            that keeps the long side ``>= max_side``). ``None``: full size.
+            that keeps the long side ``>= max_side``). ``None``: full size. The cap shrinks
+            with ``interpolation``: Keras' default ``"nearest"`` aliases, so pass
+            ``"bilinear"`` (or a better filter) with it.
         recipe: a `gpuaug.augment.recipe.TrainRecipe` or ``EvalRecipe`` (or a recipe preset
             name: ``"imagenet_rrc"``, ``"imagenet_rrc_val"``, a YAML path, a ``RecipeConfig``)
             run on each uint8 batch in place of ``augment``, with the batch's seed (so
