@@ -176,7 +176,7 @@ def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
     settings = {
         "version": CACHE_VERSION,
         "root": str(Path(dataset.root).resolve()),
-        "target_size": list(dataset.target_size),
+        "target_size": None if dataset.target_size is None else list(dataset.target_size),
         "color_mode": dataset.color_mode,
         "interpolation": dataset.interpolation,
         "decoder": decoder,
@@ -186,6 +186,8 @@ def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
         settings["keep_aspect_ratio"] = True
     if getattr(dataset, "draft", False):  # other pixels than a full-size decode
         settings["draft"] = True
+    if getattr(dataset, "max_side", None) is not None:  # images at their own, capped, size
+        settings["max_side"] = int(dataset.max_side)
     return settings
 
 

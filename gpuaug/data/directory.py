@@ -77,6 +77,7 @@ from gpuaug.data.image import (
     _check_color_mode,
     _check_interpolation,
     _check_target_size,
+    check_max_side,
     load_image,
 )
 from gpuaug.data.index import (
@@ -476,7 +477,11 @@ class DirectoryDataset(Dataset):
             resizing, as Keras' ``keep_aspect_ratio=True`` (else the image is stretched).
         draft: decode JPEGs much larger than ``target_size`` at 1/2, 1/4 or 1/8 scale first
             (``gpuaug.data.image.load_image``'s ``draft``: several times faster on large photos,
-            but not Keras' pixels). Off by default.
+            but not Keras' pixels). Off by default. With ``max_side``: at the smallest scale
+            whose long side is still at least ``max_side``.
+        max_side: with ``target_size=None``, images whose long side is longer are resized to
+            a long side of ``max_side`` (aspect ratio kept; ``gpuaug.data.image.capped_size``);
+            ``None``: every image at its file's size.
 
     Attributes:
         root: the root folder. classes, class_to_idx: class names and indices.
@@ -519,6 +524,7 @@ class DirectoryDataset(Dataset):
         keep_aspect_ratio: bool = False,
         draft: bool = False,
         *,
+        max_side: int | None = None,
         include_hidden: bool = False,
         index_cache: bool | None = None,
         check_workers: int | None = None,
@@ -528,6 +534,7 @@ class DirectoryDataset(Dataset):
             raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
         self.keep_aspect_ratio = keep_aspect_ratio
         self.target_size = _check_target_size(target_size)
+        self.max_side = check_max_side(max_side, self.target_size)
         _check_color_mode(color_mode)
         _check_interpolation(interpolation)
         if class_mode not in CLASS_MODES:
@@ -686,6 +693,7 @@ class DirectoryDataset(Dataset):
             self.interpolation,
             keep_aspect_ratio=self.keep_aspect_ratio,
             draft=self.draft,
+            max_side=self.max_side,
         )
 
     def __getitem__(self, index: int):
@@ -715,7 +723,9 @@ class DirectoryDataset(Dataset):
             f"{type(self).__name__}(root={str(self.root)!r}",
             f"  {len(self)} images, {self.num_classes} classes: {self.counts()}",
             f"  subset={self.subset!r}, validation_split={self.validation_split}",
-            f"  target_size={self.target_size}, color_mode={self.color_mode!r}, "
+            f"  target_size={self.target_size}, "
+            + (f"max_side={self.max_side}, " if self.max_side is not None else "")
+            + f"color_mode={self.color_mode!r}, "
             f"interpolation={self.interpolation!r}, class_mode={self.class_mode!r}",
         ]
         if self.skipped:

@@ -49,7 +49,9 @@ __all__ = [
     "KERAS_IMAGE_EXTENSIONS",
     "ImageLoadError",
     "aspect_crop_box",
+    "capped_size",
     "check_image_header",
+    "check_max_side",
     "decode_check",
     "load_image",
     "open_image",
@@ -324,6 +326,40 @@ def _draft(img: Image.Image, target_size: tuple[int, int]) -> None:
     img.draft(None, (width, height))
 
 
+def check_max_side(max_side: int | None, target_size: tuple[int, int] | None) -> int | None:
+    """``max_side`` checked: ``None``, or an int >= 1 with ``target_size=None``.
+
+    Raises:
+        TypeError: not an int.
+        ValueError: ``max_side <= 0``, or given with a ``target_size`` (the image is then
+            resized to that size and ``max_side`` would mean nothing).
+    """
+    if max_side is None:
+        return None
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)):
+        raise TypeError(f"`max_side` must be an int (pixels) or None; got {max_side!r}")
+    if max_side <= 0:
+        raise ValueError(f"`max_side` must be a positive number of pixels; got {max_side!r}")
+    if target_size is not None:
+        raise ValueError(
+            f"`max_side`={max_side!r} caps the long side of images kept at their own size; it "
+            f"needs target_size=None (got target_size={tuple(target_size)!r})"
+        )
+    return int(max_side)
+
+
+def capped_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """``(width, height)`` with the long side brought down to ``max_side`` (the short side
+    ``max(1, round(short * max_side / long))``); unchanged when the long side fits."""
+    long_side = max(width, height)
+    if long_side <= max_side:
+        return width, height
+    scale = max_side / long_side
+    if width >= height:
+        return max_side, max(1, round(height * scale))
+    return max(1, round(width * scale)), max_side
+
+
 def load_image(
     path: str | os.PathLike[str],
     target_size: tuple[int, int] | None,
@@ -331,6 +367,7 @@ def load_image(
     interpolation: str = "nearest",
     keep_aspect_ratio: bool = False,
     draft: bool = False,
+    max_side: int | None = None,
 ) -> torch.Tensor:
     """Decodes an image file to a uint8 tensor, resized as Keras' ``load_img`` does.
 
@@ -358,6 +395,11 @@ def load_image(
             before resizing (Keras' ``keep_aspect_ratio=True``; :func:`aspect_crop_box`),
             instead of stretching it. No effect without ``target_size``.
         draft: decode a large JPEG at a reduced scale first (see above); off by default.
+            With ``max_side``, the scale kept is the smallest whose long side is still
+            ``>= max_side``.
+        max_side: with ``target_size=None``: an image whose long side is longer is resized
+            (``interpolation``) so that its long side is ``max_side``, keeping its aspect
+            ratio (:func:`capped_size`); smaller images keep their size.
 
     Returns:
         The image, contiguous and ready for pinned memory.
@@ -366,7 +408,8 @@ def load_image(
         file -> ``(C, H, W)`` uint8, CPU; ``(H, W) = target_size`` when given.
 
     Raises:
-        ValueError: bad ``color_mode`` or ``interpolation``.
+        ValueError: bad ``color_mode`` or ``interpolation``; ``max_side <= 0`` or given with
+            a ``target_size``.
         TypeError: ``target_size`` is not a pair of ints.
         ImageLoadError: the file cannot be opened or decoded (missing, empty, not an image,
             truncated, corrupt, decompression bomb, unsupported mode); names the file.
@@ -376,9 +419,10 @@ def load_image(
     _check_interpolation(interpolation)
     if not isinstance(keep_aspect_ratio, bool):
         raise TypeError(f"`keep_aspect_ratio` must be a bool; got {keep_aspect_ratio!r}")
+    max_side = check_max_side(max_side, target_size)
     with open_image(path) as img:
         return _decode_opened(
-            img, path, target_size, color_mode, interpolation, keep_aspect_ratio, draft
+            img, path, target_size, color_mode, interpolation, keep_aspect_ratio, draft, max_side
         )
 
 
@@ -390,11 +434,14 @@ def _decode_opened(
     interpolation: str,
     keep_aspect_ratio: bool,
     draft: bool,
+    max_side: int | None = None,
 ) -> torch.Tensor:
     """:func:`load_image`'s steps after the header: decode, orient, convert, resize."""
     try:
         if draft and target_size is not None:
             _draft(img, target_size)
+        elif draft and max_side is not None and img.format == "JPEG":
+            img.draft(None, capped_size(*img.size, max_side))  # the file's axes: no turn needed
         img.load()
         out = img
         if _orientation(out) in range(2, 9):
@@ -405,6 +452,10 @@ def _decode_opened(
             if out.size != size:
                 box = aspect_crop_box(out.size, target_size) if keep_aspect_ratio else None
                 out = out.resize(size, INTERPOLATIONS[interpolation], box=box)
+        elif max_side is not None:
+            size = capped_size(*out.size, max_side)
+            if out.size != size:
+                out = out.resize(size, INTERPOLATIONS[interpolation])
         return pil_to_tensor(out)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error...
         raise ImageLoadError(name, _reason(exc)) from exc

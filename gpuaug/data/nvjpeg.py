@@ -59,7 +59,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from gpuaug.data.image import ImageLoadError, _check_color_mode, load_image
+from gpuaug.data.image import ImageLoadError, _check_color_mode, capped_size, load_image
 from gpuaug.data.jpeg import _Frame, _walk_jpeg
 from gpuaug.device import host_to_device
 
@@ -220,13 +220,18 @@ class DecodedJpegs:
 
     Attributes:
         images: ``(n, C, H, W)`` uint8 on the decoder's device, in input order; the row of a
-            failed image is left unset (not meaningful).
+            failed image is left unset (not meaningful). Without a ``target_size``: the
+            images at their own sizes packed into one ``(nbytes,)`` buffer
+            (`gpuaug.loader.stages.ragged` layout), described by ``table``.
         failed: ``(position in the input, ImageLoadError)`` for each file neither nvJPEG nor
             the CPU could decode, in input order.
+        table: without a ``target_size``: ``(n, 3)`` int64 CPU ``(offset, H, W)`` of each
+            image in ``images`` (zeros for a failed one); else ``None``.
     """
 
     images: torch.Tensor
     failed: tuple[tuple[int, ImageLoadError], ...]
+    table: torch.Tensor | None = None
 
 
 def _chunks(pixels: Sequence[int], budget: int) -> list[range]:
@@ -264,8 +269,10 @@ class _Batch:
         interpolation: str,
         orientations: Sequence[int],
         paths: Sequence[str] | None,
+        max_side: int | None = None,
     ) -> None:
         self.data, self.device, self.target_size = data, device, target_size
+        self.max_side = max_side
         self.color_mode, self.interpolation = color_mode, interpolation
         self.orientations, self.paths = orientations, paths
         self.mode = _read_mode(color_mode)
@@ -300,7 +307,10 @@ class _Batch:
         try:
             if self.paths is None:
                 raise ImageLoadError(path, "decode_jpeg failed and no path to retry on the CPU")
-            image = load_image(path, self.target_size, self.color_mode, self.interpolation)
+            image = load_image(
+                path, self.target_size, self.color_mode, self.interpolation,
+                max_side=self.max_side,
+            )  # fmt: skip
         except ImageLoadError as exc:
             self.failed[i] = exc
             return
@@ -319,6 +329,9 @@ class _Batch:
             stack = apply_orientation(stack, orientation)
             if self.target_size is not None and tuple(stack.shape[-2:]) != self.target_size:
                 stack = _resize(stack, list(self.target_size), self.resize_mode)
+            elif self.max_side is not None and max(stack.shape[-2:]) > self.max_side:
+                w, h = capped_size(stack.shape[-1], stack.shape[-2], self.max_side)
+                stack = _resize(stack, [h, w], self.resize_mode)
             if self.color_mode == "rgba":  # JPEG has no alpha: opaque, as PIL's RGB -> RGBA
                 alpha = torch.full_like(stack[:, :1], 255)
                 stack = torch.cat([stack, alpha], dim=1)
@@ -390,13 +403,14 @@ def _run(batch: _Batch, budget: int) -> None:
 def decode_jpegs(
     data: Sequence[torch.Tensor],
     device: torch.device | str,
-    target_size: tuple[int, int],
+    target_size: tuple[int, int] | None,
     color_mode: str = "rgb",
     interpolation: str = "nearest",
     *,
     orientations: Sequence[int] | None = None,
     paths: Sequence[str] | None = None,
     pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+    max_side: int | None = None,
 ) -> DecodedJpegs:
     """Decodes a batch of JPEGs on ``device`` into one ``(n, C, H, W)`` tensor, on this thread.
 
@@ -406,12 +420,15 @@ def decode_jpegs(
     Args:
         data: the encoded files (:func:`read_file_bytes`), on the CPU.
         device: where to decode and resize (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo).
-        target_size: ``(height, width)`` of every output image.
+        target_size: ``(height, width)`` of every output image; ``None``: each image at its
+            own (upright) size, packed into one buffer (see :class:`DecodedJpegs`).
         color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"`` (opaque alpha added).
         interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
         orientations: EXIF orientation per image (:func:`inspect_jpeg`); default all 1.
         paths: the files, for the CPU fallback and error messages.
         pixel_budget: the most full-resolution pixels decoded by one ``decode_jpeg`` call.
+        max_side: with ``target_size=None``, images whose long side is longer are resized
+            to a long side of ``max_side`` (`gpuaug.data.image.capped_size`).
 
     Returns:
         The images and the failures (:class:`DecodedJpegs`).
@@ -427,14 +444,36 @@ def decode_jpegs(
     data = list(data)
     _check_args(len(data), color_mode, interpolation, orientations, paths, pixel_budget)
     device = torch.device(device)
-    target_size = (int(target_size[0]), int(target_size[1]))
     orientations = [1] * len(data) if orientations is None else orientations
+    if target_size is None:
+        batch = _Batch(data, device, None, color_mode, interpolation, orientations, paths, max_side)
+        _run(batch, pixel_budget)
+        return _packed(batch)
+    target_size = (int(target_size[0]), int(target_size[1]))
     batch = _Batch(data, device, target_size, color_mode, interpolation, orientations, paths)
     _run(batch, pixel_budget)
     if batch.out is None:  # empty, or every image failed
         c = {"grayscale": 1, "rgb": 3, "rgba": 4}[color_mode]
         batch.out = torch.empty((len(data), c, *target_size), dtype=torch.uint8, device=device)
     return DecodedJpegs(batch.out, tuple(sorted(batch.failed.items())))
+
+
+def _packed(batch: _Batch) -> DecodedJpegs:
+    """The kept images of a ``target_size=None`` decode, packed (one ``torch.cat``)."""
+    table = torch.zeros((len(batch.data), 3), dtype=torch.int64)
+    parts, offset, wmax = [], 0, 0
+    for i, image in enumerate(batch.kept):
+        if image is None or i in batch.failed:
+            continue
+        _, h, w = image.shape
+        table[i] = torch.tensor([offset, h, w])
+        parts.append(image.reshape(-1))
+        offset += image.numel()
+        wmax = max(wmax, w)
+    parts.append(torch.zeros(wmax, dtype=torch.uint8, device=batch.device))  # ragged.unpack's
+    packed = torch.cat(parts)
+    batch.kept = [None] * len(batch.data)
+    return DecodedJpegs(packed, tuple(sorted(batch.failed.items())), table)
 
 
 def decode_jpeg_batch(
@@ -548,21 +587,26 @@ class JpegDecoder:
 
     Args:
         device: where to decode (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo, for tests).
-        target_size, color_mode, interpolation, pixel_budget: see :func:`decode_jpegs`.
+        target_size, color_mode, interpolation, pixel_budget, max_side: see
+            :func:`decode_jpegs`.
     """
 
     def __init__(
         self,
         device: torch.device | str,
-        target_size: tuple[int, int],
+        target_size: tuple[int, int] | None,
         color_mode: str = "rgb",
         interpolation: str = "nearest",
         *,
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        max_side: int | None = None,
     ) -> None:
         _check_args(0, color_mode, interpolation, None, None, pixel_budget)
         self.device = torch.device(device)
-        self.target_size = (int(target_size[0]), int(target_size[1]))
+        self.target_size = (
+            None if target_size is None else (int(target_size[0]), int(target_size[1]))
+        )
+        self.max_side = max_side
         self.color_mode = color_mode
         self.interpolation = interpolation
         self.pixel_budget = pixel_budget
@@ -620,6 +664,7 @@ class JpegDecoder:
             orientations=orientations,
             paths=paths,
             pixel_budget=self.pixel_budget,
+            max_side=self.max_side,
         )
 
     def close(self) -> None:

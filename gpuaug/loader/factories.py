@@ -124,7 +124,7 @@ def unknown_keywords_message(function: str, unknown: Sequence[str], names: Seque
 def flow_from_directory(
     directory: PathLike,
     augment: AugmentSpec = None,
-    target_size: tuple[int, int] = (256, 256),
+    target_size: tuple[int, int] | None = (256, 256),
     color_mode: str = "rgb",
     classes: Sequence[str] | None = None,
     class_mode: str | None = "categorical",
@@ -149,6 +149,8 @@ def flow_from_directory(
     draft: bool = False,
     augment_validation: bool = False,
     augment_seed: int | None = None,
+    max_side: int | None = None,
+    recipe: Any = None,
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -173,7 +175,10 @@ def flow_from_directory(
             ``"none"``), a YAML path, an `AugmentConfig` (``AugmentConfig.from_keras(...)``
             takes Keras' arguments), a `GPUAugment`, or ``None`` for none at all (not even a
             rescale; ``"none"`` rescales by 1/255).
-        target_size: ``(height, width)`` every image is resized to when decoded.
+        target_size: ``(height, width)`` every image is resized to when decoded; ``None``:
+            each image keeps its own size (capped by ``max_side``) and is cropped from its
+            own pixels by ``recipe`` on the device (a *ragged* batch: the workers ship one
+            packed buffer and an ``(offset, H, W)`` table; `gpuaug.loader.stages.ragged`).
         color_mode: ``"rgb"`` (3 channels), ``"grayscale"`` (1) or ``"rgba"`` (4).
         classes: class folder names in index order (default: the sorted sub-folders); only
             these folders are read.
@@ -221,6 +226,18 @@ def flow_from_directory(
             preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`).
         augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
             ``None``: ``seed`` seeds both.
+        max_side: with ``target_size=None``, images whose long side is longer are resized
+            (``interpolation``) to a long side of ``max_side`` pixels when decoded, aspect
+            ratio kept (with ``draft=True`` large JPEGs first decode at a reduced DCT scale
+            that keeps the long side ``>= max_side``). ``None``: full size. The cap shrinks
+            with ``interpolation``: Keras' default ``"nearest"`` aliases, so pass
+            ``"bilinear"`` (or a better filter) with it.
+        recipe: a `gpuaug.augment.recipe.TrainRecipe` or ``EvalRecipe`` (or a recipe preset
+            name: ``"imagenet_rrc"``, ``"imagenet_rrc_val"``, a YAML path, a ``RecipeConfig``)
+            run on each uint8 batch in place of ``augment``, with the batch's seed (so
+            ``replay`` and the epochs stay exact); x is then ``(B, C, *recipe size)`` float32
+            normalised, y per ``class_mode`` (soft targets when the recipe mixes). Needed by
+            ``target_size=None``.
 
     Returns:
         A `GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
@@ -234,6 +251,16 @@ def flow_from_directory(
             names).
         FileNotFoundError: ``directory`` does not exist.
     """
+    if recipe is not None and augment is not None:
+        raise ValueError(
+            "`recipe` replaces `augment` (the recipe crops, augments and normalises); pass "
+            f"augment=None; got augment={augment!r}"
+        )
+    if keep_aspect_ratio and target_size is None:
+        raise ValueError(
+            "`keep_aspect_ratio`=True crops to target_size's aspect ratio; it needs a "
+            "`target_size` (got None)"
+        )
     module = factory_module(augment, dtype)  # the one place `augment` is normalised
     validation_split = validation_split_of(module, validation_split)
     dataset = DirectoryDataset(
@@ -249,6 +276,7 @@ def flow_from_directory(
         on_error=on_error,
         keep_aspect_ratio=keep_aspect_ratio,
         draft=draft,
+        max_side=max_side,
     )
     config = LoaderConfig.from_arguments(
         batch_size=batch_size,
@@ -267,7 +295,11 @@ def flow_from_directory(
     )
     if not isinstance(augment_validation, bool):
         raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
-    notes = []
+    notes: list[str] = []
+    if recipe is not None:
+        loader = GPULoader(dataset, None, config, recipe=recipe)
+        loader.augment_notes = notes
+        return loader
     if subset == "validation" and not augment_validation:
         module = validation_module(module)
         notes.append(note("subset='validation'", "pass augment_validation=True"))

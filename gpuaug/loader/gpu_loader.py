@@ -13,6 +13,12 @@ Nothing on the per-batch path makes the host wait for the GPU (no ``.item()``, `
 ``nonzero``, boolean masks or blocking copies); `gpuaug.sync_check.SyncCheck` checks it in the
 test suite.
 
+With ``target_size=None`` each image keeps its own size (capped by the data set's
+``max_side``): a batch travels as one packed uint8 buffer and an ``(offset, H, W)`` table,
+one gather on the device makes the zero-padded batch (`gpuaug.loader.stages.ragged`), and the
+loader's ``recipe`` (a `gpuaug.augment.recipe.TrainRecipe` or ``EvalRecipe``, in place of
+``augment``) crops each image from its own pixels with the batch's seed.
+
 With a cache (``cache="device" | "host" | "disk"``) the images are decoded once and every
 later epoch is a gather plus the augmentation, with no worker process. With ``decode="gpu"``
 the workers only read file bytes and JPEGs are decoded in batches by nvJPEG.
@@ -73,8 +79,11 @@ import torch
 
 from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import AugmentDraws, AugmentParams, GPUAugment
+from gpuaug.augment.recipe import EvalRecipe
+from gpuaug.augment.rrc import center_crop_params
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.nvjpeg import JpegDecoder, check_decode
+from gpuaug.data.ragged_cache import RaggedCache
 from gpuaug.device import resolve_device
 from gpuaug.loader.agreement import check_rank_agreement, data_digest, rank_slot
 from gpuaug.loader.config import DTYPES, LoaderConfig
@@ -86,10 +95,12 @@ from gpuaug.loader.stages.cache_source import CacheSource, build_cache, rank_sha
 from gpuaug.loader.stages.finish import (
     Finisher,
     augment_module,
+    check_recipe,
+    recipe_module,
 )
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
-from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool
 from gpuaug.loader.state import Resume, check_state, make_state
 
 if TYPE_CHECKING:
@@ -112,6 +123,8 @@ class ReplayBatch(NamedTuple):
         x: the augmented images, as the loader yielded them.
         y: the targets (``None`` for ``class_mode=None``; ``x`` for ``"input"``).
         params: the augmentation parameters; row ``i`` (``params.index(i)``) is sample ``i``.
+            With a ``recipe``: its `gpuaug.augment.recipe.RecipeParams` (an ``EvalRecipe``:
+            the centre crops' `gpuaug.augment.rrc.CropParams`).
         indices: the data set indices of the rows (CPU int64); ``dataset.samples[j]`` names the
             file.
         kornia_params: the kornia stages' parameters (kornia's ``_params``, a list of
@@ -134,11 +147,15 @@ class GPULoader:
 
     Args:
         dataset: a `gpuaug.DirectoryDataset`, or any object with the members listed in
-            `gpuaug.loader.stages` (the data set protocol), with a fixed ``target_size``.
+            `gpuaug.loader.stages` (the data set protocol); ``target_size=None`` (images at
+            their own sizes) needs a ``recipe``.
         augment: an `AugmentConfig`, a preset name, a YAML path, a `GPUAugment` (used as is:
             fit it first for featurewise statistics) or ``None`` (no augmentation: a float
             conversion).
         config: a :class:`LoaderConfig`.
+        recipe: a `gpuaug.augment.recipe.TrainRecipe` / ``EvalRecipe`` (or a recipe preset
+            name, YAML path or ``RecipeConfig``) run on each uint8 batch instead of
+            ``augment`` (which must then be ``None``); see :attr:`recipe`.
 
     Attributes:
         dataset: the data set it batches.
@@ -148,7 +165,8 @@ class GPULoader:
             ``set_epoch``.
         device: where batches are augmented and returned.
         seed: the base seed (drawn at random when none was given).
-        cache: an `ImageCache` or ``None``.
+        cache: an `ImageCache` (a `gpuaug.data.ragged_cache.RaggedCache` with
+            ``target_size=None``) or ``None``.
         last_skipped: ``[(path, reason), ...]`` of the last epoch, ``on_error="skip"``.
         skip_rule: ``"shrink"`` in one process, ``"replace"`` under DDP; see
             `gpuaug.loader.stages.skip`. Keras' iterator names too: ``n``, ``samples``,
@@ -163,7 +181,8 @@ class GPULoader:
         x itself (input), absent (None). ``B = batch_size`` except the last batch of a pass.
 
     Raises:
-        ValueError: a data set without ``target_size``; ``decode="gpu"`` without CUDA or with
+        ValueError: ``target_size=None`` without a ``recipe``, a ``recipe`` with an
+            ``augment`` or another channel count; ``decode="gpu"`` without CUDA or with
             an interpolation the GPU lacks; ``drop_last`` with a batch larger than the data.
         TypeError: a bad ``augment`` or ``config``.
     """
@@ -173,16 +192,19 @@ class GPULoader:
         dataset: Any,
         augment: AugmentConfig | GPUAugment | str | os.PathLike[str] | None = None,
         config: LoaderConfig | None = None,
+        recipe: Any = None,
     ) -> None:
         if config is None:
             config = LoaderConfig()
         if not isinstance(config, LoaderConfig):
             raise TypeError(f"`config` must be a LoaderConfig; got {type(config).__name__}")
-        if getattr(dataset, "target_size", None) is None:
-            raise ValueError(
-                "the loader batches images of one size: the dataset needs a `target_size`; got None"
-            )
+        recipe = recipe_module(recipe)
+        ragged = getattr(dataset, "target_size", None) is None
+        check_recipe(recipe, augment, dataset, config, ragged)
         self.dataset = dataset
+        #: ``target_size=None``: each image at its own size, batches packed by the workers and
+        #: unpacked on the device (`gpuaug.loader.stages.ragged`), cropped by the recipe.
+        self.ragged = ragged
         self.config = config
         self.device = resolve_device(config.device)  # LOCAL_RANK under torchrun; names `device`
         check_decode(
@@ -226,13 +248,22 @@ class GPULoader:
         )
         self._prefetcher = Prefetcher(self.device)
         self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
-            JpegDecoder(self.device, dataset.target_size, dataset.color_mode, dataset.interpolation)
+            JpegDecoder(
+                self.device,
+                dataset.target_size,
+                dataset.color_mode,
+                dataset.interpolation,
+                max_side=getattr(dataset, "max_side", None),
+            )  # fmt: skip
             if config.decode == "gpu"
             else None
         )
         self._finisher = Finisher(self.augment, dataset, self.device)
+        self._finisher.recipe = None if recipe is None else recipe.to(self.device)
         # the fused kernels compile (or load from Triton's cache) while the first batch decodes
-        self.compiling_ahead = self.augment.prepare(self.image_shape, self.device)
+        self.compiling_ahead = (
+            None if recipe is not None else self.augment.prepare(self.image_shape, self.device)
+        )
         self.last_skipped: list[tuple[str, str]] = []
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
         self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller
@@ -242,7 +273,7 @@ class GPULoader:
         # The running iterations, outermost first: [epoch, failures, batches handed out] each
         # (a peek inside a loop is a second one; state_dict() reports the first).
         self._lives: list[list[Any]] = []
-        self.cache: ImageCache | None = None
+        self.cache: ImageCache | RaggedCache | None = None
         self._cache_source: CacheSource | None = None
         if config.cache is not None:
             share = rank_share(dataset, self.sampler)  # cache_per_rank: this rank's samples
@@ -266,6 +297,14 @@ class GPULoader:
             )
 
     @property
+    def recipe(self) -> Any:
+        """The `TrainRecipe` or `EvalRecipe` run on each batch in place of ``augment``
+        (``GPULoader(..., recipe=...)``), or None. Its params are drawn from the batch's seed,
+        so ``replay`` and the epochs stay exact; ``replay(e, s).params`` is its
+        `gpuaug.augment.recipe.RecipeParams` (the crop params alone for an `EvalRecipe`)."""
+        return self._finisher.recipe
+
+    @property
     def mix(self) -> Any:
         """MixUp / CutMix applied after the augmentation (a `gpuaug.augment.mixup.Mixup`), or
         None. Set it to mix each batch: y becomes ``(B, num_classes)`` float32 soft targets,
@@ -276,6 +315,11 @@ class GPULoader:
     @mix.setter
     def mix(self, mix: Any) -> None:
         if mix is not None:
+            if self.recipe is not None:
+                raise ValueError(
+                    "`mix` is for the Keras-style augmentation; this loader runs a `recipe`: "
+                    "set mixup_alpha / cutmix_alpha in its RecipeConfig instead"
+                )
             if self.dataset.class_mode not in ("sparse", "categorical"):
                 raise ValueError(
                     "`mix` needs class labels: class_mode 'sparse' or 'categorical'; got "
@@ -372,7 +416,12 @@ class GPULoader:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``)."""
+        """One yielded image's shape ``(C, H, W)`` (Keras gives ``(H, W, C)``): the recipe's
+        output size when there is a recipe."""
+        recipe = self._finisher.recipe if hasattr(self, "_finisher") else None
+        if recipe is not None:
+            h, w = recipe.config.output_size
+            return (self.dataset.channels, h, w)
         h, w = self.dataset.target_size
         return (self.dataset.channels, h, w)
 
@@ -599,11 +648,26 @@ class GPULoader:
             ValueError: ``step`` not in ``[0, len(loader))``, or every file of the batch failed.
         """
         out, draws, batch = self._rebuild(epoch, step)
-        params = draws.params(self.augment.config, *batch.images.shape[-2:])
+        if self.recipe is not None:
+            params = self._recipe_params(batch)
+        else:
+            assert draws is not None  # the Keras-style augmentation returns its draws
+            params = draws.params(self.augment.config, *batch.images.shape[-2:])
         kp = self.augment.last_kornia_params
         if self.dataset.class_mode is None:
             return ReplayBatch(out, None, params, batch.indices, kp)
         return ReplayBatch(out[0], out[1], params, batch.indices, kp)
+
+    def _recipe_params(self, batch: DeviceBatch) -> Any:
+        """The params of the recipe's last batch: a training recipe keeps them; an eval
+        recipe's centre crops are recomputed from the batch's sizes."""
+        recipe = self.recipe
+        if isinstance(recipe, EvalRecipe):
+            b, _, h, w = batch.images.shape
+            sizes = batch.sizes if batch.sizes is not None else torch.tensor([[h, w]] * b)
+            cfg = recipe.config
+            return center_crop_params(sizes[:, 0], sizes[:, 1], cfg.resize_size, cfg.output_size)
+        return recipe.last_params
 
     def __getitem__(self, index: int) -> Any:
         """Keras' ``iterator[i]``: batch ``i`` of the current epoch (:attr:`epoch`), as the
@@ -631,7 +695,7 @@ class GPULoader:
         self.batch_index = 0
         self._resume = None  # from its first batch, even after load_state_dict
 
-    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws, DeviceBatch]:
+    def _rebuild(self, epoch: int, step: int) -> tuple[Any, AugmentDraws | None, DeviceBatch]:
         """Batch ``step`` of ``epoch`` made again in the main process: what the iteration
         yields, its draws and its device batch."""
         idx = self.sampler.batch(epoch, step)
@@ -644,7 +708,8 @@ class GPULoader:
             batch = self._to_device(source.host_batch(k), failures)
         else:
             view = self._workers.view()
-            batch = self._to_device(collate([view[i] for i in idx.numpy().tolist()]), failures)
+            raw = self._workers.collate([view[i] for i in idx.numpy().tolist()])
+            batch = self._to_device(raw, failures)
         batch = self._complete(batch, epoch, step)
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")

@@ -46,7 +46,11 @@ def loader_stats(loader: Any) -> dict[str, Any]:
         "cache_bytes": loader.cache.nbytes if loader.cache is not None else 0,
         "decode": loader.config.decode,
         "num_workers": loader.num_workers if loader.cache is None else 0,
-        "target_size": tuple(loader.dataset.target_size),
+        "target_size": None
+        if loader.dataset.target_size is None
+        else tuple(loader.dataset.target_size),
+        "max_side": getattr(loader.dataset, "max_side", None),
+        "recipe": None if getattr(loader, "recipe", None) is None else type(loader.recipe).__name__,
         "channels": loader.dataset.channels,
         "class_mode": loader.dataset.class_mode,
     }
@@ -81,15 +85,35 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             f"  {len(skipped)} unreadable file(s) left out when indexing (on_error='skip'; "
             "see dataset.skipped)"
         )
-    h, w = st["target_size"]
-    if loader.dataset.color_mode == "array":  # gpuaug.data.arrays: the images as given
-        size = "as given (nothing is resized)"
+    if st["target_size"] is None:  # ragged batches (gpuaug.loader.stages.ragged)
+        cap = st["max_side"]
+        shape = "each at its own size" + (
+            f", the long side capped at {cap} px (resized with "
+            f"{loader.dataset.interpolation!r}"
+            + (", JPEGs drafted" if loader.dataset.draft else "")
+            + ")"
+            if cap is not None
+            else " (the file's)"
+        )
+        lines.append(
+            f"  images: {shape}, {loader.dataset.color_mode} ({st['channels']} channels); "
+            f"class_mode={st['class_mode']!r}"
+        )
+        lines.append(
+            "  a batch travels as one packed uint8 buffer and an (offset, H, W) table; on the "
+            "device one gather makes the zero-padded (B, C, Hmax, Wmax) batch and the recipe "
+            "crops each image from its own pixels"
+        )
     else:
-        size = f"resized with {loader.dataset.interpolation!r}"
-    lines.append(
-        f"  images: {h}x{w}, {loader.dataset.color_mode} ({st['channels']} channels), {size}; "
-        f"class_mode={st['class_mode']!r}"
-    )
+        h, w = st["target_size"]
+        if loader.dataset.color_mode == "array":  # gpuaug.data.arrays: the images as given
+            size = "as given (nothing is resized)"
+        else:
+            size = f"resized with {loader.dataset.interpolation!r}"
+        lines.append(
+            f"  images: {h}x{w}, {loader.dataset.color_mode} ({st['channels']} channels), "
+            f"{size}; class_mode={st['class_mode']!r}"
+        )
     lines.append("Epoch:")
     shard = n
     if s.num_replicas > 1:
@@ -133,14 +157,22 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
         )
     lines.append(f"  len(loader) = {len(loader)}; next epoch: {s.epoch}")
     lines.append(f"Augmentation (per sample, on {loader.device}):")
-    lines.extend("  " + line for line in loader.augment.config.describe().splitlines())
+    recipe = getattr(loader, "recipe", None)
+    if recipe is not None:  # in place of the Keras-style augmentation
+        lines.append(f"  {type(recipe).__name__} (output {recipe.config.output_size}):")
+        lines.extend("    " + line for line in recipe.describe().splitlines())
+    else:
+        lines.extend("  " + line for line in loader.augment.config.describe().splitlines())
     lines.extend("  " + line for line in getattr(loader, "augment_notes", ()))
     mix = getattr(loader, "mix", None)
     if mix is not None:  # GPULoader.mix: after the augmentation, soft targets
         lines.append(f"  then {type(mix).__name__}({mix.extra_repr()}): y = soft targets")
     aug = loader.augment
-    backend = describe_backend(aug.backend, loader.device, aug.dtype, aug.memory_format, aug.config)
-    lines.append("  " + backend)
+    if recipe is None:
+        backend = describe_backend(
+            aug.backend, loader.device, aug.dtype, aug.memory_format, aug.config
+        )
+        lines.append("  " + backend)
     ahead = getattr(loader, "compiling_ahead", None)
     if ahead is not None:
         if not ahead.done():
@@ -164,6 +196,8 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
         order = f"Each pass visits the images in file order (seed {s.seed})"
     seed_text = f"seed {s.seed}{seed_note}"
     random = _is_random(loader.augment.config) or getattr(loader, "mix", None) is not None
+    if recipe is not None:
+        random = type(recipe).__name__ == "TrainRecipe"  # an EvalRecipe draws nothing
     if random:
         lines.append(
             f"  {order}; each visit draws fresh augmentation parameters and nothing is "
@@ -189,7 +223,12 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             f"  Order of pass p: torch.randperm({n}) with a CPU generator seeded "
             f"mix_seed(seed, {PERMUTATION_STREAM:#x}, p); batch (E, step): CPU generator "
             f"seeded mix_seed({_augment_base(loader)}, {AUGMENT_STREAM:#x}, E, step, rank), "
-            "torch.rand((B, 12)); row i's parameters: loader.replay(E, step).params.index(i)."
+            + (
+                "torch.rand((B, 12)); row i's parameters: loader.replay(E, step).params.index(i)."
+                if recipe is None
+                else "the recipe's sample_params (sizes from the batch's table); "
+                "loader.replay(E, step).params holds every step's per-image values."
+            )
         )
     if aug.kornia is not None:
         lines.append(

@@ -16,6 +16,8 @@ run
   in the workers), crash detection (`WorkerCrashError`) and shutdown.
 - :mod:`gpuaug.loader.stages.cache_source`: building an `ImageCache` and gathering batches from it.
 - :mod:`gpuaug.loader.stages.jpeg_decode`: the batched nvJPEG step of ``decode="gpu"``.
+- :mod:`gpuaug.loader.stages.ragged`: images of different sizes as one packed buffer and an
+  ``(offset, H, W)`` table, unpacked on the device by one gather (``target_size=None``).
 - :mod:`gpuaug.loader.stages.transfer`: host -> device copies (pinned, ``non_blocking``), the pinned
   ring of the host / disk caches, and prefetch on a side stream.
 - :mod:`gpuaug.loader.stages.finish`: the augmentation and the targets; `augment_module` turns a
@@ -30,9 +32,11 @@ any object with these members works):
 - ``samples``: ``[(path, class_index), ...]``, one per sample (the path names the file in
   messages; ``decode="gpu"`` reads its bytes).
 - ``targets``: ``[class_index, ...]`` (int), one per sample.
-- ``load(i)``: sample ``i`` decoded and resized: ``(C, H, W)`` uint8 CPU tensor; raises
+- ``load(i)``: sample ``i`` decoded (and resized): ``(C, H, W)`` uint8 CPU tensor; raises
   `gpuaug.ImageLoadError` (naming the file) for a bad file.
-- ``target_size``: ``(H, W)`` every image is resized to (required by the loader).
+- ``target_size``: ``(H, W)`` every image is resized to, or ``None``: each image at its own
+  size (ragged batches, `gpuaug.loader.stages.ragged`; the loader then needs a ``recipe``);
+  ``max_side`` (optional) then caps the long side.
 - ``channels``: ``C`` (1, 3 or 4).
 - ``color_mode``: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
 - ``interpolation``: the resize filter (Keras name).

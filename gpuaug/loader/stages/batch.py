@@ -61,6 +61,11 @@ class HostBatch:
         decode_job: the JPEGs' decode already submitted to the loader's
             `gpuaug.data.nvjpeg.JpegDecoder` (`gpuaug.loader.stages.jpeg_decode.decode_ahead`), or
             ``None``.
+        packed: a ragged batch (``target_size=None``): the decoded images of different sizes
+            as one ``(nbytes,)`` uint8 CPU buffer (`gpuaug.loader.stages.ragged`), ``images``
+            then ``None``; else ``None``.
+        packed_table: ``(k, 3)`` int64 CPU ``(offset, H, W)`` of each image of ``packed``
+            (row ``i`` for ``image_pos[i]``).
     """
 
     indices: torch.Tensor
@@ -73,6 +78,8 @@ class HostBatch:
     failures: list[tuple[int, str]] = field(default_factory=list)
     on_copied: Any = None
     decode_job: Any = None
+    packed: torch.Tensor | None = None
+    packed_table: torch.Tensor | None = None
 
     @classmethod
     def decoded(
@@ -109,6 +116,8 @@ class HostBatch:
         (nvJPEG reads host memory itself)."""
         if self.images is not None:
             self.images = self.images.pin_memory()
+        if self.packed is not None:
+            self.packed = self.packed.pin_memory()
         self.indices = self.indices.pin_memory()
         return self
 
@@ -120,8 +129,12 @@ class DeviceBatch(NamedTuple):
         images: ``(b, C, H, W)`` uint8 on the device.
         indices: ``(b,)`` int64 CPU: the data set index of each row.
         labels: ``(b,)`` int64 on the device: the class index of each row.
+        sizes: a ragged batch: ``(b, 2)`` int64 CPU, each row's own ``(h, w)``; the image lies
+            top-left in ``images`` (``H, W`` the largest), zero beyond. ``None``: every row is
+            ``(H, W)``.
     """
 
     images: torch.Tensor
     indices: torch.Tensor
     labels: torch.Tensor
+    sizes: torch.Tensor | None = None

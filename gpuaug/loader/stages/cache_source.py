@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 from gpuaug.data.cache import ImageCache, cache_key, resolve_cache_dir
+from gpuaug.data.ragged_cache import RaggedCache
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
+from gpuaug.loader.stages.ragged import unpack
 from gpuaug.loader.stages.skip import fill_positions, next_good
 from gpuaug.loader.stages.transfer import PinnedRing, host_to_device
 from gpuaug.loader.stages.workers import WorkerPool
@@ -141,7 +143,7 @@ class CacheSource:
 
     def __init__(
         self,
-        cache: ImageCache,
+        cache: ImageCache | RaggedCache,
         sampler: EpochBatchSampler,
         device: torch.device,
         targets: torch.Tensor,
@@ -200,9 +202,14 @@ class CacheSource:
         if len(idx) == 0:
             return None
         cpu = torch.from_numpy(plan.served[lo : lo + len(idx)])
-        images = self.cache.take(self._rows(lo, lo + len(idx)))
         assert self.device_targets is not None  # a device cache keeps its targets there
-        return DeviceBatch(images, cpu, self.device_targets.index_select(0, idx))
+        labels = self.device_targets.index_select(0, idx)
+        if isinstance(self.cache, RaggedCache):  # device="cpu" with a host / disk cache
+            data, table = self.cache.take_packed(self._rows(lo, lo + len(idx)))
+            images, sizes = unpack(data, table, self.cache.channels)
+            return DeviceBatch(images, cpu, labels, sizes)
+        images = self.cache.take(self._rows(lo, lo + len(idx)))
+        return DeviceBatch(images, cpu, labels)
 
     def host_batch(self, k: int) -> HostBatch:
         """Global batch ``k`` of a host or disk cache, gathered on the CPU (into a pinned
@@ -212,6 +219,15 @@ class CacheSource:
         if len(idx) == 0:
             return HostBatch.decoded(idx, None, failures)
         rows = self._rows(lo, lo + len(idx))
+        if isinstance(self.cache, RaggedCache):  # one packed buffer, as the workers ship it
+            ring = self.ring
+            allocate = None if ring is None else (lambda n: ring.acquire((n,)))
+            data, table = self.cache.take_packed(rows, allocate)
+            return HostBatch(
+                indices=idx, images=None, image_pos=list(range(len(idx))), failures=failures,
+                on_copied=None if ring is None else ring.release, packed=data,
+                packed_table=table,
+            )  # fmt: skip
         if self.ring is None:
             return HostBatch.decoded(idx, self.cache.take(rows), failures)
         stored = self.cache.images
@@ -274,7 +290,7 @@ def build_cache(
     batch_size: int,
     rank: int,
     share: RankShare | None = None,
-) -> ImageCache:
+) -> ImageCache | RaggedCache:
     """Opens an up-to-date disk cache, or decodes every sample once into a new cache.
 
     Args:
@@ -299,6 +315,9 @@ def build_cache(
                 "already in memory (flow(x, y)): pass cache_per_rank=False"
             )
         return in_memory(config.cache, device)
+    if getattr(dataset, "target_size", ()) is None:  # images at their own sizes
+        return _build_ragged(config, dataset, pool, load, batch_size=batch_size, rank=rank,
+                             share=share)  # fmt: skip
     target = device if config.cache == "device" else torch.device("cpu")
     rows = None
     if share is not None:  # the share's own workers; indices mapped back to the data set's
@@ -352,3 +371,49 @@ def build_cache(
         if found is not None:
             return found
         return build()
+
+
+def _build_ragged(
+    config: Any,
+    dataset: Any,
+    pool: WorkerPool,
+    load: Callable[[HostBatch, list[tuple[int, str]], torch.device], DeviceBatch | None],
+    *,
+    batch_size: int,
+    rank: int,
+    share: RankShare | None,
+) -> RaggedCache:
+    """`build_cache` for ``target_size=None``: a `RaggedCache` (host or disk) of the decoded,
+    capped images at their own sizes."""
+    if share is not None:
+        raise ValueError(
+            "`cache_per_rank`=True is not built for images at their own sizes "
+            "(target_size=None); pass cache_per_rank=False"
+        )
+    cpu = torch.device("cpu")
+
+    def batches() -> Iterator[tuple[torch.Tensor, list[torch.Tensor], list[tuple[int, str]]]]:
+        for raw in pool.all_batches(batch_size):
+            failures: list[tuple[int, str]] = []
+            batch = load(raw, failures, cpu)
+            if batch is None:
+                yield torch.empty(0, dtype=torch.int64), [], failures
+                continue
+            assert batch.sizes is not None  # a ragged batch knows its sizes
+            hw = batch.sizes.tolist()
+            images = [batch.images[i, :, :h, :w] for i, (h, w) in enumerate(hw)]
+            yield batch.indices, images, failures
+
+    def build() -> RaggedCache:
+        return RaggedCache.build(
+            config.cache, dataset, batches(), cache_dir=config.cache_dir,
+            decoder=config.decode, progress=config.progress and rank == 0,
+        )  # fmt: skip
+
+    if config.cache != "disk":
+        return build()
+    folder = resolve_cache_dir(config.cache_dir)
+    lock = folder / f"{cache_key(dataset, config.decode)}.ragged.lock"
+    with _file_lock(lock):
+        found = RaggedCache.open(dataset, cache_dir=config.cache_dir, decoder=config.decode)
+        return found if found is not None else build()

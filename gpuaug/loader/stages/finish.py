@@ -20,6 +20,7 @@ from gpuaug.augment.module import (
     params_from_draws,
     sample_draws,
 )
+from gpuaug.augment.recipe import EvalRecipe, RecipeConfig, TrainRecipe, load_recipe
 from gpuaug.augment.targets import apply_boxes, apply_mask
 from gpuaug.data.directory import encode_targets
 from gpuaug.data.paired import unpack_mask
@@ -31,8 +32,10 @@ __all__ = [
     "KORNIA_STREAM",
     "Finisher",
     "augment_module",
+    "check_recipe",
     "factory_module",
     "kornia_seed",
+    "recipe_module",
     "validation_split_of",
 ]
 
@@ -72,6 +75,85 @@ def augment_module(
         f"or None; got {type(augment).__name__} (kornia augmentations go in "
         "GPUAugment(config, kornia=[...]), after the Keras stage)"
     )
+
+
+def recipe_module(
+    recipe: TrainRecipe | EvalRecipe | RecipeConfig | str | os.PathLike[str] | None,
+) -> TrainRecipe | EvalRecipe | None:
+    """A user's ``recipe`` argument as a module: a `TrainRecipe` or `EvalRecipe` as is, a
+    `RecipeConfig`, preset name (``"imagenet_rrc"``, ``"imagenet_rrc_val"``) or YAML path by
+    its ``kind``.
+
+    Raises:
+        TypeError: any other type.
+        ValueError: an unknown preset or a bad YAML file.
+    """
+    if recipe is None or isinstance(recipe, TrainRecipe | EvalRecipe):
+        return recipe
+    if isinstance(recipe, RecipeConfig | str | os.PathLike):
+        config = load_recipe(recipe)
+        return TrainRecipe(config) if config.kind == "train" else EvalRecipe(config)
+    raise TypeError(
+        "`recipe` must be a TrainRecipe, an EvalRecipe, a RecipeConfig, a recipe preset name, "
+        f"a YAML path or None; got {type(recipe).__name__}"
+    )
+
+
+def check_recipe(
+    recipe: TrainRecipe | EvalRecipe | None,
+    augment: Any,
+    dataset: Any,
+    config: Any,
+    ragged: bool,
+) -> None:
+    """Checks a loader's ``recipe`` against its other arguments (`gpuaug.GPULoader`).
+
+    Raises:
+        ValueError: ``target_size=None`` without a recipe; a recipe with an ``augment``, with
+            masks, boxes or a data set's own outputs, with another channel count than its
+            ``mean``, mixing without class labels or with another class count; a ragged
+            batch with ``cache="device"``.
+    """
+    if recipe is None:
+        if ragged:
+            raise ValueError(
+                "`target_size`=None keeps each image at its own size; the loader then needs a "
+                "`recipe` (gpuaug.augment.recipe.TrainRecipe / EvalRecipe, or a recipe preset "
+                "name) that crops every image to one size"
+            )
+        return
+    if augment is not None:
+        raise ValueError(
+            "`recipe` replaces `augment` (the recipe crops, augments and normalises); pass "
+            f"augment=None; got augment={augment!r}"
+        )
+    if (
+        getattr(dataset, "mask_bytes", 0)
+        or getattr(dataset, "box_valid", None) is not None
+        or getattr(dataset, "batch_outputs", None) is not None
+    ):
+        raise ValueError("`recipe` is for class labels; this data set has masks, boxes or outputs")
+    if len(recipe.config.mean) != dataset.channels:
+        raise ValueError(
+            f"`recipe` normalises {len(recipe.config.mean)} channels (mean / std); the images "
+            f"have {dataset.channels} (color_mode={getattr(dataset, 'color_mode', None)!r})"
+        )
+    if isinstance(recipe, TrainRecipe) and recipe.mixup is not None:
+        if dataset.class_mode not in ("sparse", "categorical"):
+            raise ValueError(
+                "a `recipe` that mixes (MixUp / CutMix) needs class labels: class_mode "
+                f"'sparse' or 'categorical'; got {dataset.class_mode!r}"
+            )
+        if recipe.config.num_classes != dataset.num_classes:
+            raise ValueError(
+                f"`recipe`'s num_classes={recipe.config.num_classes} must be the data's "
+                f"{dataset.num_classes} classes"
+            )
+    if ragged and getattr(config, "cache", None) == "device":
+        raise ValueError(
+            "`cache`='device' holds images of one size; with target_size=None use cache='host' "
+            "or 'disk' (or None)"
+        )
 
 
 def factory_module(
@@ -136,6 +218,8 @@ class Finisher:
         self.outputs = getattr(dataset, "batch_outputs", None)
         # MixUp / CutMix after the augmentation (GPULoader.mix): soft targets from the labels
         self.mix: Any = None
+        # A TrainRecipe / EvalRecipe in place of `augment` (GPULoader's `recipe`)
+        self.recipe: TrainRecipe | EvalRecipe | None = None
 
     def draws(self, images: torch.Tensor, seed: int) -> AugmentDraws:
         """A batch's ``B x 12`` uniforms, drawn from a CPU generator seeded ``seed`` and moved
@@ -157,9 +241,12 @@ class Finisher:
             return (labels[:, None] == self.classes).to(torch.float32)
         return encode_targets(labels, mode, self.dataset.num_classes)
 
-    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws]:
+    def __call__(self, batch: DeviceBatch, seed: int) -> tuple[Any, AugmentDraws | None]:
         """``(x, y)`` (or ``x``, per ``class_mode``) and the draws made with ``seed``
-        (``draws.params(config, H, W)`` gives the batch's params)."""
+        (``draws.params(config, H, W)`` gives the batch's params; ``None`` with a recipe,
+        whose ``last_params`` hold them)."""
+        if self.recipe is not None:
+            return self.run_recipe(batch, seed), None
         images = batch.images
         mask_bytes = getattr(self.dataset, "mask_bytes", 0)
         if mask_bytes:  # gpuaug.data.paired: the mask rides as the last uint8 channel(s)
@@ -204,3 +291,28 @@ class Finisher:
         if self.mix is not None:  # drawn after the augmentation's draws, from the same seed
             return self.mix(x, batch.labels, generator=self.generator), draws
         return (x, self.targets(batch.labels)), draws
+
+    def run_recipe(self, batch: DeviceBatch, seed: int) -> Any:
+        """``(x, y)`` (per ``class_mode``) of the loader's recipe: each image cropped from its
+        own pixels (``batch.sizes`` of a ragged batch), the params drawn from a CPU generator
+        seeded ``seed`` (``recipe.last_params`` holds them). A training recipe that mixes
+        gives soft targets as ``y``."""
+        recipe = self.recipe
+        assert recipe is not None  # called with a recipe only
+        if isinstance(recipe, EvalRecipe):
+            x = recipe(batch.images, sizes=batch.sizes)
+            y = None
+        else:
+            g = self.generator.manual_seed(seed)
+            mixing = recipe.mixup is not None
+            x, y = recipe(
+                batch.images, batch.labels if mixing else None, generator=g, sizes=batch.sizes
+            )
+            if mixing:
+                return x, y
+        mode = self.dataset.class_mode
+        if mode is None:
+            return x
+        if mode == "input":
+            return x, x
+        return x, self.targets(batch.labels)

@@ -24,8 +24,9 @@ import torch
 from gpuaug.data import nvjpeg as jpeg
 from gpuaug.device import host_to_device
 from gpuaug.loader.stages.batch import HostBatch
+from gpuaug.loader.stages.ragged import unpack
 
-__all__ = ["decode_ahead", "decode_jpegs"]
+__all__ = ["decode_ahead", "decode_jpegs", "decode_jpegs_ragged"]
 
 
 def _paths(raw: HostBatch, dataset: Any) -> list[str]:
@@ -87,6 +88,7 @@ def _decode_call(
         dataset.interpolation,
         orientations=raw.orient,
         paths=paths,
+        max_side=getattr(dataset, "max_side", None),
     )
 
 
@@ -133,3 +135,39 @@ def decode_jpegs(
         full = full.index_select(0, _rows(keep, device))
         indices = torch.from_numpy(index[keep])
     return full, indices, bad
+
+
+def decode_jpegs_ragged(
+    raw: HostBatch, packed: torch.Tensor | None, dataset: Any, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """:func:`decode_jpegs` for a ragged batch (``target_size=None``).
+
+    The decoder packs its JPEGs into one buffer; the workers' own images (``packed``, already
+    on ``device``) are appended to it and both tables merged into one in batch order, so one
+    `gpuaug.loader.stages.ragged.unpack` makes the padded batch (failed rows left out).
+
+    Returns:
+        ``(images, sizes, indices, failures)``: ``(b', C, Hmax, Wmax)`` uint8 on ``device``,
+        ``(b', 2)`` int64 CPU, ``(b',)`` int64 CPU and ``[(index, reason), ...]``.
+    """
+    indices = raw.indices
+    decoded = _decode_call(raw, dataset, device, _paths(raw, dataset))
+    assert decoded.table is not None  # a decoder without target_size packs its images
+    n = len(indices)
+    table = torch.zeros((n, 3), dtype=torch.int64)
+    table[raw.jpeg_pos] = decoded.table
+    data = decoded.images
+    if packed is not None and raw.packed_table is not None:
+        own = raw.packed_table.clone()
+        own[:, 0] += data.numel()
+        table[raw.image_pos] = own
+        data = torch.cat([data, packed])
+    index = indices.numpy()
+    bad = [(int(index[raw.jpeg_pos[i]]), err.reason or str(err)) for i, err in decoded.failed]
+    if bad:
+        dropped = {raw.jpeg_pos[i] for i, _ in decoded.failed}
+        keep = [p for p in range(n) if p not in dropped]
+        table = table[keep]
+        indices = torch.from_numpy(index[keep])
+    images, sizes = unpack(data, table, dataset.channels)
+    return images, sizes, indices, bad

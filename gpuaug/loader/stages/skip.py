@@ -117,12 +117,18 @@ def replace_failed(
     ):  # views and one cat per tensor: no index tensor to copy to the device
         pos = fill_positions(kept, size)
         idx = batch.indices.numpy()
+        sizes = batch.sizes  # a ragged batch: each copy keeps its row's (h, w)
         return DeviceBatch(
             torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]),
             torch.from_numpy(np.concatenate([idx, idx[pos]])),
             torch.cat([batch.labels] + [batch.labels[p : p + 1] for p in pos]),
+            None if sizes is None else torch.cat([sizes, sizes[pos]]),
         )
     index, image = _next_loadable(dataset, first)
     images = host_to_device(image[None].expand(size, *image.shape).contiguous(), device)
     indices = torch.full((size,), index, dtype=torch.int64)
-    return DeviceBatch(images, indices, host_to_device(targets.index_select(0, indices), device))
+    labels = host_to_device(targets.index_select(0, indices), device)
+    if getattr(dataset, "target_size", ()) is None:  # ragged: the image's own size
+        sizes = torch.tensor([list(image.shape[-2:])] * size, dtype=torch.int64)
+        return DeviceBatch(images, indices, labels, sizes)
+    return DeviceBatch(images, indices, labels)

@@ -19,7 +19,8 @@ import torch
 
 from gpuaug.device import host_to_device
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
-from gpuaug.loader.stages.jpeg_decode import decode_jpegs
+from gpuaug.loader.stages.jpeg_decode import decode_jpegs, decode_jpegs_ragged
+from gpuaug.loader.stages.ragged import unpack
 
 __all__ = ["PinnedRing", "Prefetcher", "host_to_device", "to_device"]
 
@@ -48,18 +49,28 @@ def to_device(
     indices = raw.indices
     bad = list(raw.failures)
     images = raw.images
+    sizes = None
+    where = decode_device if raw.jpeg_data is not None else device
     if images is not None:
-        images = host_to_device(images, decode_device if raw.jpeg_data is not None else device)
+        images = host_to_device(images, where)
+    packed = None if raw.packed is None else host_to_device(raw.packed, where)
     if raw.on_copied is not None:
         raw.on_copied()
-    if raw.jpeg_data is not None:
+    if raw.jpeg_data is not None and getattr(dataset, "target_size", ()) is None:
+        images, sizes, indices, jpeg_bad = decode_jpegs_ragged(raw, packed, dataset, decode_device)
+        images = images.to(device)
+        bad += jpeg_bad
+    elif raw.jpeg_data is not None:
         images, indices, jpeg_bad = decode_jpegs(raw, images, dataset, decode_device)
         images = images.to(device)
         bad += jpeg_bad
+    elif packed is not None:  # a ragged batch: one gather into the padded batch
+        assert raw.packed_table is not None  # packed with its table
+        images, sizes = unpack(packed, raw.packed_table, dataset.channels)
     if images is None or len(indices) == 0:
         return None, bad
     labels = host_to_device(targets.index_select(0, indices), device)
-    return DeviceBatch(images, indices, labels), bad
+    return DeviceBatch(images, indices, labels, sizes), bad
 
 
 class PinnedRing:

@@ -9,6 +9,7 @@ worker (`WorkerCrashError` naming the file it was reading) and of shutdown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from gpuaug.data.image import ImageLoadError
 from gpuaug.data.jpeg import read_gpu_jpeg
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import FailureReason, HostBatch
+from gpuaug.loader.stages.ragged import pack_images
 
 __all__ = ["EpochView", "WorkerCrashError", "WorkerPool", "WorkerView", "collate"]
 
@@ -95,8 +97,11 @@ def _shared_bytes(n: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (n,), (1,))
 
 
-def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
+def collate(items: list[tuple[int, int, Any, int]], ragged: bool = False) -> HostBatch:
     """Worker-side collate: stack the decoded images, concatenate the JPEG files.
+
+    ``ragged`` (images of different sizes, ``target_size=None``): the images are packed into
+    one buffer with an ``(offset, H, W)`` table instead (`gpuaug.loader.stages.ragged`).
 
     Every tensor of the result travels to the main process as one shared-memory file
     descriptor, so a batch costs a handful of them whatever its size (one per JPEG file
@@ -127,9 +132,15 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
         sizes = [0] + [len(j) for j in jpegs]
         jpeg_offsets = torch.tensor(sizes, dtype=torch.int64).cumsum(0)
         jpeg_data = torch.cat(jpegs, out=_shared_bytes(sum(sizes)))
+    packed = packed_table = None
+    if ragged and images:
+        packed, packed_table = pack_images(images, _shared_bytes)
+        images = []
     return HostBatch(
         indices=torch.tensor(indices, dtype=torch.int64),
         images=default_collate(images) if images else None,  # straight into shared memory
+        packed=packed,
+        packed_table=packed_table,
         image_pos=image_pos,
         jpeg_data=jpeg_data,
         jpeg_offsets=jpeg_offsets,
@@ -215,6 +226,9 @@ class WorkerPool:
         self.seed = seed
         self.device = device
         self.pin_memory = device.type == "cuda"
+        # target_size=None: images of their own sizes, packed (gpuaug.loader.stages.ragged)
+        self.ragged = getattr(dataset, "target_size", ()) is None
+        self.collate = functools.partial(collate, ragged=self.ragged)
         self._epoch_view = EpochView(sampler)
         self._dataloader: DataLoader | None = None
         self._owner: object | None = None  # the iteration holding the persistent workers
@@ -237,7 +251,7 @@ class WorkerPool:
             self.view(slots),
             batch_sampler=batch_sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate,
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(self.seed % 2**63),
             prefetch_factor=self.prefetch_factor,
@@ -248,7 +262,7 @@ class WorkerPool:
     def _in_main_process(self, batches: Iterator[list[int]]) -> Iterator[HostBatch]:
         view = self.view()
         for idx in batches:
-            raw = collate([view[i] for i in idx])
+            raw = self.collate([view[i] for i in idx])
             if self.pin_memory:
                 with self._on_device():
                     raw = raw.pin_memory()
