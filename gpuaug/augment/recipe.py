@@ -37,6 +37,7 @@ __all__ = [
     "RecipeConfig",
     "RecipeParams",
     "TrainRecipe",
+    "is_preset_name",
     "load_recipe",
 ]
 
@@ -167,17 +168,43 @@ class RecipeConfig:
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def load_recipe(name_or_path: str | os.PathLike[str] | RecipeConfig) -> RecipeConfig:
-    """A recipe from a preset name ("imagenet_rrc", "imagenet_rrc_val") or a YAML path."""
+def load_recipe(
+    name_or_path: str | os.PathLike[str] | RecipeConfig, **overrides: Any
+) -> RecipeConfig:
+    """A recipe from a preset name ("imagenet_rrc", "imagenet_rrc_val") or a YAML path, with
+    any of its fields replaced: ``load_recipe("imagenet_rrc", num_classes=10)``.
+
+    Raises:
+        ValueError: an unknown preset, or an override that names no `RecipeConfig` field.
+    """
     if isinstance(name_or_path, RecipeConfig):
-        return name_or_path
-    text = str(name_or_path)
-    if os.sep not in text and not text.endswith((".yaml", ".yml")):
-        path = preset_dir() / f"{text}.yaml"
-        if not path.is_file():
-            raise ValueError(f"unknown recipe preset {text!r}; the presets are in {preset_dir()}")
-        return RecipeConfig.from_yaml(path)
-    return RecipeConfig.from_yaml(Path(name_or_path))
+        config = name_or_path
+    else:
+        text = str(name_or_path)
+        if is_preset_name(text):
+            path = preset_dir() / f"{text}.yaml"
+            if not path.is_file():
+                raise ValueError(
+                    f"unknown recipe preset {text!r}; the presets are in {preset_dir()}"
+                )
+            config = RecipeConfig.from_yaml(path)
+        else:
+            config = RecipeConfig.from_yaml(Path(name_or_path))
+    if not overrides:
+        return config
+    fields = {f.name for f in dataclasses.fields(RecipeConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"`load_recipe` got {', '.join(map(repr, unknown))}, which no RecipeConfig field "
+            f"is named; the fields are {', '.join(sorted(fields))}"
+        )
+    return dataclasses.replace(config, **overrides)
+
+
+def is_preset_name(text: str) -> bool:
+    """Whether ``text`` names a recipe preset (no folder, no YAML suffix), not a file."""
+    return os.sep not in text and "/" not in text and not text.endswith((".yaml", ".yml"))
 
 
 @dataclass(frozen=True)

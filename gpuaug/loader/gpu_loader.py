@@ -198,7 +198,7 @@ class GPULoader:
             config = LoaderConfig()
         if not isinstance(config, LoaderConfig):
             raise TypeError(f"`config` must be a LoaderConfig; got {type(config).__name__}")
-        recipe = recipe_module(recipe)
+        recipe = recipe_module(recipe, getattr(dataset, "num_classes", None))
         ragged = getattr(dataset, "target_size", None) is None
         check_recipe(recipe, augment, dataset, config, ragged)
         self.dataset = dataset

@@ -20,7 +20,13 @@ from gpuaug.augment.module import (
     params_from_draws,
     sample_draws,
 )
-from gpuaug.augment.recipe import EvalRecipe, RecipeConfig, TrainRecipe, load_recipe
+from gpuaug.augment.recipe import (
+    EvalRecipe,
+    RecipeConfig,
+    TrainRecipe,
+    is_preset_name,
+    load_recipe,
+)
 from gpuaug.augment.targets import apply_boxes, apply_mask
 from gpuaug.data.directory import encode_targets
 from gpuaug.data.paired import unpack_mask
@@ -79,10 +85,15 @@ def augment_module(
 
 def recipe_module(
     recipe: TrainRecipe | EvalRecipe | RecipeConfig | str | os.PathLike[str] | None,
+    num_classes: int | None = None,
 ) -> TrainRecipe | EvalRecipe | None:
     """A user's ``recipe`` argument as a module: a `TrainRecipe` or `EvalRecipe` as is, a
     `RecipeConfig`, preset name (``"imagenet_rrc"``, ``"imagenet_rrc_val"``) or YAML path by
     its ``kind``.
+
+    A training recipe named by its *preset* takes the data's ``num_classes`` (the preset's
+    1000 is ImageNet's); one from a file, a `RecipeConfig` or a module keeps its own, and
+    `check_recipe` refuses it when it differs from the data's.
 
     Raises:
         TypeError: any other type.
@@ -92,6 +103,9 @@ def recipe_module(
         return recipe
     if isinstance(recipe, RecipeConfig | str | os.PathLike):
         config = load_recipe(recipe)
+        named = isinstance(recipe, str) and is_preset_name(recipe)
+        if named and config.kind == "train" and num_classes is not None:
+            config = load_recipe(config, num_classes=num_classes)
         return TrainRecipe(config) if config.kind == "train" else EvalRecipe(config)
     raise TypeError(
         "`recipe` must be a TrainRecipe, an EvalRecipe, a RecipeConfig, a recipe preset name, "
