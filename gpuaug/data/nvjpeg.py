@@ -61,6 +61,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from gpuaug.data.image import ImageLoadError, _check_color_mode, load_image
 from gpuaug.data.jpeg import _Frame, _walk_jpeg
+from gpuaug.data.pixel_layout import LAYOUTS, empty_batch
 from gpuaug.device import host_to_device
 
 __all__ = [
@@ -264,8 +265,10 @@ class _Batch:
         interpolation: str,
         orientations: Sequence[int],
         paths: Sequence[str] | None,
+        layout: str = "planar",
     ) -> None:
         self.data, self.device, self.target_size = data, device, target_size
+        self.layout = layout
         self.color_mode, self.interpolation = color_mode, interpolation
         self.orientations, self.paths = orientations, paths
         self.mode = _read_mode(color_mode)
@@ -330,11 +333,10 @@ class _Batch:
             for i, image in zip(positions, images.unbind(0), strict=True):
                 self.kept[i] = image.contiguous()
             return
-        if self.out is None:
+        if self.out is None:  # the resize's copy into it is the one that interleaves RGBX
             c = images.shape[1]
-            self.out = torch.empty(
-                (len(self.data), c, *self.target_size), dtype=torch.uint8, device=self.device
-            )
+            shape = (len(self.data), c, *self.target_size)
+            self.out = empty_batch(self.layout, shape, device=self.device)
         if positions == list(range(positions[0], positions[0] + len(positions))):
             self.out[positions[0] : positions[0] + len(positions)] = images
             return
@@ -361,6 +363,13 @@ def _check_args(
     for name, seq in (("orientations", orientations), ("paths", paths)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{name}` must have one entry per image ({n}); got {len(seq)}")
+
+
+def _check_layout(layout: str, color_mode: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"`layout` must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+    if layout == "rgbx" and color_mode != "rgb":
+        raise ValueError(f"`layout`='rgbx' needs color_mode='rgb'; got {color_mode!r}")
 
 
 #: What replaces a decoded image once it is resized (an empty tensor, so nothing is kept).
@@ -397,6 +406,7 @@ def decode_jpegs(
     orientations: Sequence[int] | None = None,
     paths: Sequence[str] | None = None,
     pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+    layout: str = "planar",
 ) -> DecodedJpegs:
     """Decodes a batch of JPEGs on ``device`` into one ``(n, C, H, W)`` tensor, on this thread.
 
@@ -412,6 +422,8 @@ def decode_jpegs(
         orientations: EXIF orientation per image (:func:`inspect_jpeg`); default all 1.
         paths: the files, for the CPU fallback and error messages.
         pixel_budget: the most full-resolution pixels decoded by one ``decode_jpeg`` call.
+        layout: ``"planar"`` or ``"rgbx"`` (``color_mode="rgb"``): the output's layout
+            (`gpuaug.data.pixel_layout`).
 
     Returns:
         The images and the failures (:class:`DecodedJpegs`).
@@ -426,14 +438,17 @@ def decode_jpegs(
     """
     data = list(data)
     _check_args(len(data), color_mode, interpolation, orientations, paths, pixel_budget)
+    _check_layout(layout, color_mode)
     device = torch.device(device)
     target_size = (int(target_size[0]), int(target_size[1]))
     orientations = [1] * len(data) if orientations is None else orientations
-    batch = _Batch(data, device, target_size, color_mode, interpolation, orientations, paths)
+    batch = _Batch(
+        data, device, target_size, color_mode, interpolation, orientations, paths, layout
+    )
     _run(batch, pixel_budget)
     if batch.out is None:  # empty, or every image failed
         c = {"grayscale": 1, "rgb": 3, "rgba": 4}[color_mode]
-        batch.out = torch.empty((len(data), c, *target_size), dtype=torch.uint8, device=device)
+        batch.out = empty_batch(layout, (len(data), c, *target_size), device=device)
     return DecodedJpegs(batch.out, tuple(sorted(batch.failed.items())))
 
 
@@ -548,7 +563,8 @@ class JpegDecoder:
 
     Args:
         device: where to decode (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo, for tests).
-        target_size, color_mode, interpolation, pixel_budget: see :func:`decode_jpegs`.
+        target_size, color_mode, interpolation, pixel_budget, layout: see
+            :func:`decode_jpegs`.
     """
 
     def __init__(
@@ -559,8 +575,11 @@ class JpegDecoder:
         interpolation: str = "nearest",
         *,
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+        layout: str = "planar",
     ) -> None:
         _check_args(0, color_mode, interpolation, None, None, pixel_budget)
+        _check_layout(layout, color_mode)
+        self.layout = layout
         self.device = torch.device(device)
         self.target_size = (int(target_size[0]), int(target_size[1]))
         self.color_mode = color_mode
@@ -620,6 +639,7 @@ class JpegDecoder:
             orientations=orientations,
             paths=paths,
             pixel_budget=self.pixel_budget,
+            layout=self.layout,
         )
 
     def close(self) -> None:
@@ -639,5 +659,5 @@ class JpegDecoder:
         return (
             f"JpegDecoder(device={str(self.device)!r}, target_size={self.target_size}, "
             f"color_mode={self.color_mode!r}, interpolation={self.interpolation!r}, "
-            f"pixel_budget={self.pixel_budget})"
+            f"pixel_budget={self.pixel_budget}, layout={self.layout!r})"
         )

@@ -149,6 +149,7 @@ def flow_from_directory(
     draft: bool = False,
     augment_validation: bool = False,
     augment_seed: int | None = None,
+    layout: str = "auto",
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -221,6 +222,9 @@ def flow_from_directory(
             preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`).
         augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
             ``None``: ``seed`` seeds both.
+        layout: how the uint8 batches lie in memory before the augmentation: ``"auto"``
+            (RGBX where the fused Triton kernel reads them, planar elsewhere), ``"planar"``
+            or ``"rgbx"`` (see `LoaderConfig`); the batches' values do not depend on it.
 
     Returns:
         A `GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
@@ -264,6 +268,7 @@ def flow_from_directory(
         dtype=dtype,
         progress=progress,
         augment_seed=augment_seed,
+        layout=layout,
     )
     if not isinstance(augment_validation, bool):
         raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")

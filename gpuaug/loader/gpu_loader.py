@@ -87,9 +87,10 @@ from gpuaug.loader.stages.finish import (
     Finisher,
     augment_module,
 )
+from gpuaug.loader.stages.layout import choose_layout
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
-from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool, collate
+from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool
 from gpuaug.loader.state import Resume, check_state, make_state
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ class GPULoader:
         device: where batches are augmented and returned.
         seed: the base seed (drawn at random when none was given).
         cache: an `ImageCache` or ``None``.
+        layout: the pixel layout of the uint8 batches it assembles, ``"planar"`` or
+            ``"rgbx"`` (``LoaderConfig.layout``; ``layout_reason`` says why).
         last_skipped: ``[(path, reason), ...]`` of the last epoch, ``on_error="skip"``.
         skip_rule: ``"shrink"`` in one process, ``"replace"`` under DDP; see
             `gpuaug.loader.stages.skip`. Keras' iterator names too: ``n``, ``samples``,
@@ -193,6 +196,9 @@ class GPULoader:
             draft=bool(getattr(dataset, "draft", False)),
         )
         self.augment = augment_module(augment, DTYPES[config.dtype]).to(self.device)
+        self.layout, self.layout_reason = choose_layout(
+            config.layout, self.augment, dataset, self.device, config.cache
+        )
         self.sampler = EpochBatchSampler(
             len(dataset),
             config.batch_size,
@@ -223,13 +229,17 @@ class GPULoader:
             timeout=config.timeout,
             seed=self.seed,
             device=self.device,
+            layout=self.layout,
         )
         self._prefetcher = Prefetcher(self.device)
         self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
-            JpegDecoder(self.device, dataset.target_size, dataset.color_mode, dataset.interpolation)
+            JpegDecoder(
+                self.device, dataset.target_size, dataset.color_mode, dataset.interpolation,
+                layout=self.layout,
+            )
             if config.decode == "gpu"
             else None
-        )
+        )  # fmt: skip
         self._finisher = Finisher(self.augment, dataset, self.device)
         # the fused kernels compile (or load from Triton's cache) while the first batch decodes
         self.compiling_ahead = self.augment.prepare(self.image_shape, self.device)
@@ -255,6 +265,7 @@ class GPULoader:
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
                 share=share,
+                layout=self.layout,
             )
             self._cache_source = CacheSource(
                 self.cache,
@@ -263,6 +274,7 @@ class GPULoader:
                 self._targets,
                 self.skip_rule,
                 None if share is None else share.indices,
+                self.layout,
             )
 
     @property
@@ -488,7 +500,7 @@ class GPULoader:
         failures: list[tuple[int, str]],
         device: torch.device | None = None,
     ) -> DeviceBatch | None:
-        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device)
+        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device, self.layout)
         settle_failures(bad, self.dataset, failures)  # raises under on_error="raise"
         return batch
 
@@ -501,7 +513,9 @@ class GPULoader:
             return batch
         size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
         first = int(self.sampler.batch(epoch, step).numpy()[0])
-        return replace_failed(batch, size, first, self.dataset, self._targets, self.device)
+        return replace_failed(
+            batch, size, first, self.dataset, self._targets, self.device, self.layout
+        )
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""
@@ -644,7 +658,8 @@ class GPULoader:
             batch = self._to_device(source.host_batch(k), failures)
         else:
             view = self._workers.view()
-            batch = self._to_device(collate([view[i] for i in idx.numpy().tolist()]), failures)
+            raw = self._workers.collate([view[i] for i in idx.numpy().tolist()])
+            batch = self._to_device(raw, failures)
         batch = self._complete(batch, epoch, step)
         if batch is None:
             raise ValueError(f"every file of epoch {epoch} step {step} failed to load")

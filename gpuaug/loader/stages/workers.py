@@ -9,6 +9,7 @@ worker (`WorkerCrashError` naming the file it was reading) and of shutdown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from gpuaug.data.image import ImageLoadError
 from gpuaug.data.jpeg import read_gpu_jpeg
+from gpuaug.data.pixel_layout import empty_batch, interleave
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import FailureReason, HostBatch
 
@@ -95,12 +97,27 @@ def _shared_bytes(n: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (n,), (1,))
 
 
-def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
+def _stack(images: list[torch.Tensor], layout: str) -> torch.Tensor:
+    """The decoded images as one batch in ``layout``, in shared memory inside a worker."""
+    if layout == "planar":
+        return default_collate(images)  # straight into shared memory
+    _, h, w = images[0].shape
+    out = empty_batch(
+        "rgbx", (len(images), 3, h, w), out=_shared_bytes(len(images) * h * w * 4),
+        zero_padding=False,
+    )  # fmt: skip
+    for i, image in enumerate(images):  # the copy default_collate makes, interleaving
+        interleave(image[None], out[i : i + 1])
+    return out
+
+
+def collate(items: list[tuple[int, int, Any, int]], layout: str = "planar") -> HostBatch:
     """Worker-side collate: stack the decoded images, concatenate the JPEG files.
 
     Every tensor of the result travels to the main process as one shared-memory file
     descriptor, so a batch costs a handful of them whatever its size (one per JPEG file
-    exhausted ``ulimit -n`` at batch 256 with 4 workers).
+    exhausted ``ulimit -n`` at batch 256 with 4 workers). ``layout``: the images' pixel layout
+    (`gpuaug.data.pixel_layout`; ``"rgbx"``: written into a 4-byte-per-pixel buffer).
     """
     indices: list[int] = []
     images: list[torch.Tensor] = []
@@ -129,7 +146,7 @@ def collate(items: list[tuple[int, int, Any, int]]) -> HostBatch:
         jpeg_data = torch.cat(jpegs, out=_shared_bytes(sum(sizes)))
     return HostBatch(
         indices=torch.tensor(indices, dtype=torch.int64),
-        images=default_collate(images) if images else None,  # straight into shared memory
+        images=_stack(images, layout) if images else None,
         image_pos=image_pos,
         jpeg_data=jpeg_data,
         jpeg_offsets=jpeg_offsets,
@@ -192,6 +209,7 @@ class WorkerPool:
         seed: seeds the DataLoader's own generator (worker seeds).
         device: the loader's device; with CUDA the batches are pinned (by the DataLoader's
             pin-memory thread, made current on this device, not on GPU 0).
+        layout: the pixel layout the workers assemble batches in (``"planar"`` or ``"rgbx"``).
     """
 
     def __init__(
@@ -205,8 +223,10 @@ class WorkerPool:
         timeout: float,
         seed: int,
         device: torch.device,
+        layout: str = "planar",
     ) -> None:
         self.dataset = dataset
+        self.layout = layout
         self.sampler = sampler
         self.decode = decode
         self.num_workers = num_workers
@@ -237,7 +257,7 @@ class WorkerPool:
             self.view(slots),
             batch_sampler=batch_sampler,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate,
             pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(self.seed % 2**63),
             prefetch_factor=self.prefetch_factor,
@@ -245,10 +265,15 @@ class WorkerPool:
             timeout=self.timeout,
         )
 
+    @property
+    def collate(self) -> Any:
+        """`collate` in this pool's layout (picklable, for the worker processes)."""
+        return functools.partial(collate, layout=self.layout)
+
     def _in_main_process(self, batches: Iterator[list[int]]) -> Iterator[HostBatch]:
         view = self.view()
         for idx in batches:
-            raw = collate([view[i] for i in idx])
+            raw = self.collate([view[i] for i in idx])
             if self.pin_memory:
                 with self._on_device():
                     raw = raw.pin_memory()
