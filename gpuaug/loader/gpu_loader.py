@@ -242,7 +242,7 @@ class GPULoader:
         )  # fmt: skip
         self._finisher = Finisher(self.augment, dataset, self.device)
         # the fused kernels compile (or load from Triton's cache) while the first batch decodes
-        self.compiling_ahead = self.augment.prepare(self.image_shape, self.device)
+        self.compiling_ahead = self.augment.prepare(self.image_shape, self.device, self.layout)
         self.last_skipped: list[tuple[str, str]] = []
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
         self.saver: Any = None  # a gpuaug.keras.saving.BatchSaver (save_to_dir), set by its caller

@@ -62,7 +62,13 @@ def _why_not_rgbx(dataset: Any) -> str | None:
 
 
 def choose_layout(
-    asked: str, augment: GPUAugment, dataset: Any, device: torch.device, cache: str | None
+    asked: str,
+    augment: GPUAugment,
+    dataset: Any,
+    device: torch.device,
+    cache: str | None,
+    *,
+    backend: str | None = None,
 ) -> LayoutChoice:
     """The layout of a loader's batches (see the module docstring).
 
@@ -72,6 +78,8 @@ def choose_layout(
         dataset: the data set (``channels``; ``mask_bytes``, an array's ``images``).
         device: the loader's device.
         cache: ``LoaderConfig.cache``.
+        backend: the backend ``augment`` resolves to on ``device``, if already known (else
+            resolved here; the kernel model passes ``"triton"`` for a CUDA machine).
 
     Raises:
         ValueError: ``"rgbx"`` for images that cannot be RGBX (naming why).
@@ -85,8 +93,9 @@ def choose_layout(
         return LayoutChoice("rgbx", "layout='rgbx' was asked for")
     if impossible is not None:
         return LayoutChoice("planar", impossible)
-    dtype = torch.float32 if augment.kornia is not None else augment.dtype
-    backend = resolve_backend(augment.backend, device, dtype)
+    if backend is None:
+        dtype = torch.float32 if augment.kornia is not None else augment.dtype
+        backend = resolve_backend(augment.backend, device, dtype)
     if backend != "triton" or device.type != "cuda":
         return LayoutChoice(
             "planar",
