@@ -346,6 +346,24 @@ def test_decoded_jpegs_come_out_in_rgbx_equal_to_planar(mixed_tree):
     assert is_rgbx(rgbx.images) and torch.equal(rgbx.images, planar.images)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_gpu_decode_loader_hands_rgbx_batches_equal_to_planar(
+    mixed_tree, monkeypatch, num_workers
+):
+    # decode="gpu" on the CPU (torchvision's CPU decoder), as tests/test_sync_check.py runs it
+    import gpuaug.loader.gpu_loader as loader_mod
+
+    monkeypatch.setattr(loader_mod, "check_decode", lambda *args, **kwargs: None)
+    kw = {"decode": "gpu", "interpolation": "bilinear", "num_workers": num_workers}
+    planar, rgbx = make(mixed_tree, "planar", **kw), make(mixed_tree, "rgbx", **kw)
+    assert rgbx._jpeg_decoder.layout == "rgbx"
+    for a, b in zip(uint8_batches(rgbx), uint8_batches(planar), strict=True):
+        assert fused._rgbx(a) and torch.equal(a, b)
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(rgbx, planar, strict=True))
+    rgbx.close()
+    planar.close()
+
+
 def test_the_decoder_thread_decodes_into_rgbx(mixed_tree):
     paths = sorted(str(p) for p in Path(mixed_tree).rglob("*.jpg"))
     data = [read_file_bytes(p) for p in paths]
