@@ -24,6 +24,11 @@ plus, per extra dependent kernel (the prologue, a channel shift's first pass), a
 `PROLOGUE_CYCLES_PER_INSTRUCTION`). The host side is measured on this CPU
 (`benchmarks.sm90.host_seconds`: everything of a launch but the driver call).
 
+Which source the kernel reads depends on the loader path: `loader_paths` asks the loader's own
+rule (`gpuaug.loader.stages.layout.choose_layout`, ``layout="auto"``, as it decides on a CUDA
+machine where the ``"auto"`` backend is the fused kernel) for each path, and the headline table
+gives each path's modelled kernel row and the bytes it copies and caches.
+
 Regenerate ``benchmarks/results/kernel_model.{json,md}`` with::
 
     python -m benchmarks.kernel_model
@@ -48,6 +53,7 @@ __all__ = [
     "HARDWARE",
     "Hardware",
     "lines_per_gather",
+    "loader_paths",
     "main",
     "model",
     "warp_footprints",
@@ -174,6 +180,86 @@ def _book_matrices(batch: int, height: int, width: int, config: Any) -> np.ndarr
     draws = sample_draws(batch, generator=torch.Generator().manual_seed(0))
     params = params_from_draws(config, draws, height, width)
     return affine_matrix(params, height, width).double().numpy()
+
+
+# ----------------------------------------------------------------------------- loader paths
+
+#: (path, ``LoaderConfig.cache``, an in-memory array?, ``LoaderConfig.layout``), book settings.
+#: An assumed host -> device copy rate (PCIe 5 x16 in practice, pinned memory), for the copy
+#: times of `loader_paths` only.
+PCIE_BYTES_PER_S = 25e9
+
+LOADER_PATHS: tuple[tuple[str, str | None, bool, str], ...] = (
+    ("workers, decode='cpu' (PIL)", None, False, "auto"),
+    ("workers + nvJPEG, decode='gpu'", "jpeg", False, "auto"),
+    ("cache='host'", "host", False, "auto"),
+    ("cache='device'", "device", False, "auto"),
+    ("cache='disk'", "disk", False, "auto"),
+    ("flow(x) uint8, cache='device'", "device", True, "auto"),
+    ("flow(x) uint8, cache='host'", "host", True, "auto"),
+    ("cache='disk', layout='rgbx'", "disk", False, "rgbx"),
+    ("any path, layout='planar'", None, False, "planar"),
+)
+
+
+class _Images:
+    """The members of a data set the layout rule reads: 3-channel uint8 images, no masks."""
+
+    channels = 3
+    mask_bytes = 0
+
+
+class _Arrays(_Images):
+    """An in-memory array (`gpuaug.data.arrays`): the rule reads only that it has ``as_cache``."""
+
+    def as_cache(self, kind: str, device: Any, layout: str = "planar") -> Any:
+        raise NotImplementedError
+
+
+def loader_paths(rows: dict[str, dict[str, Any]], hardware: str = "H100 SXM") -> list[dict]:
+    """Per loader path: the layout the loader assembles (its own rule, on CUDA with the fused
+    kernel), the kernel row that reads it and what the path moves per batch and keeps.
+
+    Args:
+        rows: `model`'s rows by variant name (``book_fp32`` and ``book_fp32_rgbx`` needed).
+        hardware: Which modelled GPU's numbers to give.
+    """
+    import torch
+
+    from gpuaug.augment.config import AugmentConfig
+    from gpuaug.augment.module import GPUAugment
+    from gpuaug.loader.stages.layout import choose_layout
+
+    planar, rgbx = rows["book_fp32"], rows["book_fp32_rgbx"]
+    h, w = (int(v) for v in planar["image"].split("x"))
+    batch = planar["batch"]
+    aug = GPUAugment(AugmentConfig())
+    out = []
+    for path, cache, array, asked in LOADER_PATHS:
+        images = _Arrays() if array else _Images()
+        jpeg = cache == "jpeg"  # decode="gpu": the files are copied, decoded on the device
+        kept = None if jpeg else cache
+        # "auto" resolves to the fused kernel on a CUDA machine with triton
+        choice = choose_layout(asked, aug, images, torch.device("cuda"), kept, backend="triton")
+        row = rgbx if choice.layout == "rgbx" else planar
+        per_pixel = 4 if choice.layout == "rgbx" else 3
+        copied = None if jpeg else 0 if cache == "device" else batch * h * w * per_pixel
+        copy_us = None if copied is None else round(copied / PCIE_BYTES_PER_S * 1e6, 1)
+        m = row["models"][hardware]
+        out.append(
+            {
+                "path": path,
+                "layout": choice.layout,
+                "why": choice.reason,
+                "variant": row["variant"],
+                "modelled_us": m["modelled_us"],
+                "fraction_of_roofline": m["fraction_of_roofline"],
+                "host_to_device_bytes_per_batch": copied,  # None: the JPEG files
+                "copy_us_at_assumed_rate": copy_us,
+                "cache_bytes_per_image": h * w * per_pixel if kept is not None else 0,
+            }
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- the model
@@ -351,6 +437,9 @@ def model(
         "variants": rows,
         "layouts": layouts,
     }
+    by_name = {row["variant"]: row for row in rows}
+    if "book_fp32" in by_name and "book_fp32_rgbx" in by_name:
+        result["loader_paths"] = loader_paths(by_name)
     if host:
         seconds = sm90.host_seconds("book_fp32", batch)
         result["host"] = {
@@ -370,6 +459,41 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['note']} Regenerate: `{result['command']}` (triton {result['triton']}, "
         f"torch {result['torch']}). Method: `benchmarks/kernel_model.py`.",
+        "",
+    ]
+    if "loader_paths" in result:
+        paths = result["loader_paths"]
+        batch = result["variants"][0]["batch"]
+        lines += [
+            f"## What each loader path hands the kernel (book settings, float32 out, {batch} x "
+            f"150 x 150, {hw_names[0]})",
+            "",
+            "The layout is the loader's own choice (`LoaderConfig.layout='auto'` on a CUDA "
+            "machine where the augmentation runs the fused kernel; "
+            "`gpuaug.loader.stages.layout`). Copied: host -> device per batch, on a side "
+            "stream, off the training stream (its time at an assumed "
+            f"{PCIE_BYTES_PER_S / 1e9:g} GB/s; decode='gpu' copies the JPEG files and writes "
+            "the decoded pixels on the device); cache: bytes kept per image.",
+            "",
+            "| loader path | layout | kernel row | modelled kernel us | % of fp32 copy roofline | "
+            "copied MB / batch (us) | cache B / image |",
+            "|---" * 7 + "|",
+        ]
+        for p in paths:
+            copied = p["host_to_device_bytes_per_batch"]
+            copy = (
+                "the JPEG files"
+                if copied is None
+                else f"{copied / 1e6:.2f} ({p['copy_us_at_assumed_rate']:.0f})"
+            )
+            lines.append(
+                f"| {p['path']} | {p['layout']} | {p['variant']} | {p['modelled_us']} | "
+                f"{100 * p['fraction_of_roofline']:.0f}% | {copy} | "
+                f"{p['cache_bytes_per_image'] or '-'} |"
+            )
+        lines += [""]
+    lines += [
+        "## Every variant",
         "",
         "| variant | dtype | main kernel regs | instr / px | gathers / px | lines / gather | "
         "wavefronts / 32 px | "

@@ -414,7 +414,8 @@ def compile_ahead_then_launch(name: str = "book_fp32", *, ahead: bool = True) ->
         fused._compiles_on = lambda device: True
         try:
             aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
-            future = aug.prepare(tuple(images.shape[1:]), images.device) if ahead else None
+            layout = "rgbx" if fused._rgbx(images) else "planar"  # as the loader's batches
+            future = aug.prepare(tuple(images.shape[1:]), images.device, layout) if ahead else None
             done = future.result() if future is not None else []
             kernels = [fused._matrix_kernel, fused._augment_kernel]
             before = sum(len(c[0]) for k in kernels for c in k.device_caches.values())

@@ -175,7 +175,8 @@ _AHEAD = """
 import json
 from benchmarks import sm90
 print(json.dumps([sm90.compile_ahead_then_launch("constant_fp32", ahead=False),
-                  sm90.compile_ahead_then_launch("wrap_fp32", ahead=True)]))
+                  sm90.compile_ahead_then_launch("wrap_fp32", ahead=True),
+                  sm90.compile_ahead_then_launch("book_fp32_rgbx", ahead=True)]))
 """
 
 
@@ -188,6 +189,7 @@ def test_kernels_compiled_ahead_leave_nothing_to_compile_at_the_first_batch():
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    cold, warm = json.loads(done.stdout.splitlines()[-1])
+    cold, warm, rgbx = json.loads(done.stdout.splitlines()[-1])
     assert cold["ahead"] == 0 and cold["compiled_at_launch"] == 2  # the prologue, the pass
     assert warm == {"ahead": 2, "compiled_at_launch": 0}
+    assert rgbx == {"ahead": 2, "compiled_at_launch": 0}  # a loader's RGBX batches too

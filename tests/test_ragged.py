@@ -481,3 +481,12 @@ def test_a_resumed_ragged_loader_continues_at_the_next_batch(tmp_path):
     got = [x for x, _ in resumed]
     assert len(got) == len(expected) == len(loader) - 1
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_images_at_their_own_sizes_travel_planar_and_rgbx_is_refused_by_name(tmp_path):
+    root = _tree(tmp_path / "d", SIZES[:4])
+    loader = _loader(root, _recipe())
+    assert loader.layout == "planar"
+    assert "own sizes" in loader.layout_reason
+    with pytest.raises(ValueError, match=r"`layout`='rgbx'.*own sizes \(target_size=None\)"):
+        _loader(root, _recipe(), layout="rgbx")

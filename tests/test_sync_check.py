@@ -161,6 +161,10 @@ MODES = [
     pytest.param({"cache": "host"}, id="host-cache"),
     pytest.param({"cache": "disk"}, id="disk-cache"),
     pytest.param({"decode": "gpu", "num_workers": 2}, id="decode-gpu"),
+    pytest.param({"num_workers": 2, "layout": "rgbx"}, id="rgbx-workers"),
+    pytest.param({"cache": "device", "layout": "rgbx"}, id="rgbx-device-cache"),
+    pytest.param({"cache": "host", "layout": "rgbx"}, id="rgbx-host-cache"),
+    pytest.param({"decode": "gpu", "num_workers": 2, "layout": "rgbx"}, id="rgbx-decode-gpu"),
 ]
 
 

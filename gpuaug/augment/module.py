@@ -291,9 +291,13 @@ class GPUAugment(nn.Module):
         x = standardize(x, self._tail_config, self.stats)
         return x.to(dtype=self.dtype, memory_format=self.memory_format)
 
-    def prepare(self, image_shape: tuple[int, int, int], device: torch.device | str) -> Any:
+    def prepare(
+        self, image_shape: tuple[int, int, int], device: torch.device | str, layout: str = "planar"
+    ) -> Any:
         """Start compiling, on a background thread, what batches of ``image_shape`` (C, H, W)
-        on ``device`` will launch (the fused kernels; nothing for the other backends).
+        on ``device`` in pixel ``layout`` (``"planar"`` or ``"rgbx"``,
+        `gpuaug.data.pixel_layout`) will launch (the fused kernels; nothing for the other
+        backends).
 
         Returns:
             A ``concurrent.futures.Future`` (its result: the compiled kernels), or None when
@@ -309,10 +313,12 @@ class GPUAugment(nn.Module):
             name = resolve_backend(self.backend, device, torch.float32)
             return prepare_backend(
                 name, self._keras_config, shape, torch.float32, torch.contiguous_format,
-                device, None,
+                device, None, rgbx=layout == "rgbx",
             )  # fmt: skip
         name = self._resolved_backend(device)
-        return prepare_backend(name, c, shape, self.dtype, self.memory_format, device, stats)
+        return prepare_backend(
+            name, c, shape, self.dtype, self.memory_format, device, stats, rgbx=layout == "rgbx"
+        )
 
     def _resolved_backend(self, device: torch.device) -> str:
         """`resolve_backend` for this module's backend and dtype, once per device (every call

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from gpuaug.data.cache import ImageCache
 from gpuaug.data.directory import check_split
+from gpuaug.data.pixel_layout import as_layout, rgbx_pixels
 from gpuaug.device import host_to_device
 
 __all__ = ["DATA_FORMATS", "ArrayDataset", "as_image_tensor"]
@@ -272,19 +273,19 @@ class ArrayDataset(Dataset):
         """Bytes the images take (``N * C * H * W * itemsize``)."""
         return self.images.numel() * self.images.element_size()
 
-    def as_cache(self, kind: str, device: torch.device) -> ImageCache:
+    def as_cache(self, kind: str, device: torch.device, layout: str = "planar") -> ImageCache:
         """The images as a cache: on ``device`` (``"device"``, one copy, once, in slices of
-        about 64 MiB, so the host never holds a second copy of the array) or in host
-        memory (``"host"``/``"disk"``: the stored tensor itself, pageable: batches are gathered
-        into the loader's few pinned buffers, so pinning the whole array, a full copy that
-        the caching host allocator rounds up to a power of two, would buy nothing)."""
-        if kind == "device":
-            images = _place(self.images, device)
-            kind_used = "device"
-        else:
-            images = self.images
-            kind_used = "host"
-        return ImageCache(kind_used, images, torch.ones(len(self), dtype=torch.bool))
+        about 64 MiB, so the host never holds a second copy of the array; in ``layout``, an
+        RGBX copy for 3-channel uint8 images, see `gpuaug.data.pixel_layout`) or in host
+        memory (``"host"``/``"disk"``: the stored tensor itself, pageable and planar: batches
+        are gathered into the loader's few pinned buffers, so pinning the whole array, a full
+        copy that the caching host allocator rounds up to a power of two, would buy nothing)."""
+        valid = torch.ones(len(self), dtype=torch.bool)
+        if kind != "device":
+            return ImageCache("host", self.images, valid)
+        if layout == "rgbx":
+            return ImageCache("device", _place_rgbx(self.images, device), valid, layout="rgbx")
+        return ImageCache("device", _place(self.images, device), valid)
 
     def batch_outputs(self, x: torch.Tensor, indices: torch.Tensor) -> Any:
         """What a batch yields: ``x``, ``(x, y)`` or ``(x, y, sample_weight)`` (Keras' order).
@@ -332,6 +333,27 @@ def _widen_unsigned(labels: torch.Tensor, name: str) -> torch.Tensor:
 
 #: rows per slice when an array is placed on the device (about 64 MiB of host scratch)
 _PLACE_BYTES = 64 * 2**20
+
+
+def _place_rgbx(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images`` (3 uint8 channels) as an ``(N, H, W, 4)`` RGBX buffer on ``device``, made
+    slice by slice as `_place` does.
+
+    Raises:
+        ValueError: not 3 uint8 channels.
+    """
+    n, c, h, w = images.shape
+    if c != 3 or images.dtype != torch.uint8:
+        raise ValueError(
+            f"`layout`='rgbx' needs 3-channel uint8 images; got {c} channel(s) of {images.dtype}"
+        )
+    out = torch.empty((n, h, w, 4), dtype=torch.uint8, device=device)
+    step = max(1, _PLACE_BYTES // max(1, h * w * 4))
+    for start in range(0, n, step):
+        out[start : start + step].copy_(
+            rgbx_pixels(as_layout(images[start : start + step], "rgbx"))
+        )
+    return out
 
 
 def _place(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -45,6 +45,12 @@ How the disk cache stays honest:
 - *A tampered manifest.* One that fails to parse or to check (wrong types, indices out of
   range, a size that does not match the data file) counts as missing: the cache is rebuilt.
 
+Layout: a cache keeps its images planar (``(N, C, H, W)``) or, for the loader's ``layout="rgbx"``
+(`gpuaug.data.pixel_layout`), as one ``(N, H, W, 4)`` buffer of RGB plus a padding byte, 4/3
+the bytes, so that each batch is a gather of whole rows already in the layout the fused kernel
+reads fastest. A disk cache's layout is part of its key and manifest: a planar and an RGBX
+cache of one folder are two files.
+
 Files that fail to decode while the cache is built follow the data set's ``on_error``: an
 ``ImageLoadError`` (``"raise"``), or (``"skip"``) they are marked invalid and left out of every
 batch, keeping labels aligned.
@@ -66,6 +72,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gpuaug.data.pixel_layout import LAYOUTS, as_layout, rgbx_pixels, rgbx_view
 
 __all__ = [
     "CACHE_KINDS",
@@ -163,16 +171,17 @@ def file_manifest(dataset: Any) -> list[list[Any]]:
 
 
 def image_checksums(images: np.ndarray) -> np.ndarray:
-    """CRC-32 (``zlib.crc32``) of each image's bytes.
+    """CRC-32 (``zlib.crc32``) of each image's bytes (a row of a cache's stored array).
 
     Shape:
-        images ``(b, C, H, W)`` uint8 numpy, C-contiguous -> ``(b,)`` uint32.
+        images ``(b, C, H, W)`` (or ``(b, H, W, 4)``) uint8 numpy, C-contiguous -> ``(b,)``
+        uint32.
     """
     images = np.ascontiguousarray(images)
     return np.fromiter((zlib.crc32(row) for row in images), dtype=np.uint32, count=len(images))
 
 
-def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
+def _settings(dataset: Any, decoder: str, layout: str = "planar") -> dict[str, Any]:
     settings = {
         "version": CACHE_VERSION,
         "root": str(Path(dataset.root).resolve()),
@@ -188,12 +197,15 @@ def _settings(dataset: Any, decoder: str) -> dict[str, Any]:
         settings["draft"] = True
     if getattr(dataset, "max_side", None) is not None:  # images at their own, capped, size
         settings["max_side"] = int(dataset.max_side)
+    if layout != "planar":  # only when not planar: older caches stay valid
+        settings["layout"] = layout
     return settings
 
 
-def cache_key(dataset: Any, decoder: str = "cpu") -> str:
-    """The file stem of a data set's disk cache: a hash of its root, subset and settings."""
-    settings = _settings(dataset, decoder)
+def cache_key(dataset: Any, decoder: str = "cpu", layout: str = "planar") -> str:
+    """The file stem of a data set's disk cache: a hash of its root, subset and settings
+    (its pixel layout among them)."""
+    settings = _settings(dataset, decoder, layout)
     settings["subset"] = getattr(dataset, "subset", None)
     settings["validation_split"] = getattr(dataset, "validation_split", 0.0)
     text = json.dumps(settings, sort_keys=True)
@@ -210,12 +222,21 @@ def _shape(dataset: Any) -> tuple[int, int, int, int]:
     return len(dataset), channels, int(h), int(w)
 
 
+def _stored_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
+    """The shape of the array a cache of images ``shape`` (N, C, H, W) keeps in ``layout``."""
+    n, c, h, w = shape
+    return (n, h, w, 4) if layout == "rgbx" else (n, c, h, w)
+
+
 #: Device memory left free after a device cache (the batches, the augmentation, the model).
 DEVICE_HEADROOM = 0.1
 
 
-def check_device_cache_fits(shape: Sequence[int], device: torch.device | str) -> None:
-    """Raises if a ``cache="device"`` of ``shape`` uint8 would not fit in ``device``'s free memory.
+def check_device_cache_fits(
+    shape: Sequence[int], device: torch.device | str, layout: str = "planar"
+) -> None:
+    """Raises if a ``cache="device"`` of ``shape`` uint8 (kept in ``layout``) would not fit in
+    ``device``'s free memory.
 
     Allows at most ``1 - DEVICE_HEADROOM`` of the memory ``torch.cuda.mem_get_info`` reports
     free. A non-CUDA device is not checked.
@@ -227,12 +248,14 @@ def check_device_cache_fits(shape: Sequence[int], device: torch.device | str) ->
     device = torch.device(device)
     if device.type != "cuda":
         return
-    need = int(np.prod(shape))
+    need = int(np.prod(_stored_shape(shape, layout)))
     free, total = torch.cuda.mem_get_info(device)
     if need > (1 - DEVICE_HEADROOM) * free:
         n, c, h, w = shape
+        kept = "" if layout == "planar" else f" ({layout}: 4 bytes per pixel)"
         raise ValueError(
-            f"cache='device' needs {need / 2**30:.2f} GiB for {n} images of {c}x{h}x{w} uint8, "
+            f"cache='device' needs {need / 2**30:.2f} GiB for {n} images of {c}x{h}x{w} uint8"
+            f"{kept}, "
             f"but {device} has {free / 2**30:.2f} GiB free (of {total / 2**30:.2f} GiB; "
             f"{DEVICE_HEADROOM:.0%} is kept for the batches and the model); use cache='host' "
             "(host memory) or cache='disk' (a memory-mapped file), or a smaller `target_size`"
@@ -281,10 +304,19 @@ class ImageCache:
     Build one with :meth:`build` (or :meth:`open` an up-to-date disk cache); the loader does
     both. :meth:`gather` returns the images of a batch of sample indices.
 
+    Args:
+        kind: ``"device"``, ``"host"`` or ``"disk"``.
+        images: what the cache keeps: ``(N, C, H, W)`` (planar) or, with ``layout="rgbx"``,
+            the ``(N, H, W, 4)`` uint8 buffer; a tensor or a ``numpy.memmap``.
+        valid: see below.
+        layout: ``"planar"`` or ``"rgbx"`` (`gpuaug.data.pixel_layout`).
+
     Attributes:
         kind: ``"device"``, ``"host"`` or ``"disk"``.
         images: ``(N, C, H, W)`` uint8: a tensor (device or host) or a read-only
-            ``numpy.memmap`` (disk).
+            ``numpy.memmap`` (disk); for RGBX a strided view of :attr:`pixels`.
+        pixels: the array the bytes are in (:attr:`images` itself when planar).
+        layout: ``"planar"`` or ``"rgbx"``; :meth:`take` returns batches in it.
         valid: ``(N,)`` bool, CPU: False for files that failed to decode (``on_error="skip"``).
         failures: ``[(path, reason), ...]`` for those files.
         path: the data file of a disk cache (``None`` otherwise).
@@ -302,11 +334,21 @@ class ImageCache:
         built: bool = True,
         checksums: np.ndarray | None = None,
         sources: Sequence[tuple[str, int]] | None = None,
+        layout: str = "planar",
     ) -> None:
         if kind not in CACHE_KINDS:
             raise ValueError(f"`cache` must be one of {CACHE_KINDS} or None; got {kind!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be one of {LAYOUTS}; got {layout!r}")
         self.kind = kind
-        self.images = images
+        self.layout = layout
+        self.pixels = images
+        if layout == "planar":
+            self.images = images
+        elif isinstance(images, torch.Tensor):
+            self.images = rgbx_view(images)
+        else:
+            self.images = images.transpose(0, 3, 1, 2)[:, :3]
         self.valid = valid
         self.failures = list(failures)
         self.path = path
@@ -321,8 +363,8 @@ class ImageCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held (``N * C * H * W``)."""
-        return int(np.prod(self.images.shape))
+        """Bytes held (``N * C * H * W``; ``N * H * W * 4`` for RGBX)."""
+        return int(np.prod(self.pixels.shape))
 
     @property
     def device(self) -> torch.device:
@@ -360,21 +402,29 @@ class ImageCache:
                 copied once on the CPU); ``None`` allocates.
 
         Shape:
-            indices ``(b,)`` int64 -> ``(b, C, H, W)`` uint8 on :attr:`device` (or ``out``).
+            indices ``(b,)`` int64 -> ``(b, C, H, W)`` uint8 on :attr:`device` (or ``out``),
+            in :attr:`layout` (``out`` must have it too).
         """
-        if isinstance(self.images, torch.Tensor):
-            if out is None:
-                return self.images.index_select(0, indices)
-            return torch.index_select(self.images, 0, indices, out=out)
+        rgbx = self.layout == "rgbx"
+        target = None if out is None else (rgbx_pixels(out) if rgbx else out)
+        if isinstance(self.pixels, torch.Tensor):
+            if out is None or target is None:
+                gathered = self.pixels.index_select(0, indices)
+                return rgbx_view(gathered) if rgbx else gathered
+            torch.index_select(self.pixels, 0, indices, out=target)
+            return out
         idx = indices.numpy()
-        if out is None:
-            rows = np.take(self.images, idx, axis=0)
+        if target is None:
+            rows = np.take(self.pixels, idx, axis=0)
         else:
-            rows = out.numpy()
-            np.take(self.images, idx, axis=0, out=rows)
+            rows = target.numpy()
+            np.take(self.pixels, idx, axis=0, out=rows)
         if self.checksums is not None:  # a disk cache: first reads are checked
             self._check_rows(idx, rows)
-        return out if out is not None else torch.from_numpy(rows)
+        if out is not None:
+            return out
+        batch = torch.from_numpy(rows)
+        return rgbx_view(batch) if rgbx else batch
 
     def _check_rows(self, indices: np.ndarray, rows: np.ndarray) -> None:
         """Compare the images read for the first time with their stored CRC-32.
@@ -418,7 +468,7 @@ class ImageCache:
         for start in range(0, len(self), step):
             idx = np.arange(start, min(start + step, len(self)))
             idx = idx[valid[idx]]
-            self._check_rows(idx, np.ascontiguousarray(self.images[idx]))
+            self._check_rows(idx, np.ascontiguousarray(self.pixels[idx]))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -433,6 +483,7 @@ class ImageCache:
         decoder: str = "cpu",
         pin_memory: bool = False,
         progress: bool = True,
+        layout: str = "planar",
     ) -> ImageCache:
         """Fills a cache from decoded batches that cover every sample once.
 
@@ -448,29 +499,37 @@ class ImageCache:
             pin_memory: pin a ``"host"`` cache (the loader does not: it gathers into a few
                 pinned buffers instead, see the module docstring).
             progress: show a tqdm bar.
+            layout: ``"planar"`` or ``"rgbx"`` (3 channels): how the cache keeps the images
+                (batches in either layout are taken).
 
         Raises:
-            ValueError: unknown ``kind``; a data set without a fixed ``target_size``; batches
-                that leave samples out; a device cache that does not fit
-                (:func:`check_device_cache_fits`, checked before anything is decoded).
+            ValueError: unknown ``kind`` or ``layout``; RGBX for other than 3 channels; a data
+                set without a fixed ``target_size``; batches that leave samples out; a device
+                cache that does not fit (:func:`check_device_cache_fits`, checked before
+                anything is decoded).
         """
         if kind not in CACHE_KINDS:
             raise ValueError(f"`cache` must be one of {CACHE_KINDS} or None; got {kind!r}")
         shape = _shape(dataset)
+        if layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be one of {LAYOUTS}; got {layout!r}")
+        if layout == "rgbx" and shape[1] != 3:
+            raise ValueError(f"an RGBX cache holds 3 channels; got {shape[1]}")
         if kind == "device":
-            check_device_cache_fits(shape, device)
+            check_device_cache_fits(shape, device, layout)
         n = shape[0]
+        stored = _stored_shape(shape, layout)
         path = tmp = None
         if kind == "device":
-            images: Any = torch.empty(shape, dtype=torch.uint8, device=device)
-        elif kind == "host":
-            images = torch.empty(shape, dtype=torch.uint8, pin_memory=pin_memory)
+            images: Any = torch.empty(stored, dtype=torch.uint8, device=device)
+        elif kind == "host":  # every row is written whole (an RGBX one with its padding)
+            images = torch.empty(stored, dtype=torch.uint8, pin_memory=pin_memory)
         else:
             folder = resolve_cache_dir(cache_dir)
-            path = folder / f"{cache_key(dataset, decoder)}.u8"
+            path = folder / f"{cache_key(dataset, decoder, layout)}.u8"
             tmp = path.with_name(f"{path.name}.tmp-{_host()}-{os.getpid()}")
             remove_stale_temp_files(folder)
-            images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+            images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=stored)
         seen = torch.zeros(n, dtype=torch.bool)
         valid = torch.ones(n, dtype=torch.bool)
         failures: list[tuple[str, str]] = []
@@ -482,6 +541,8 @@ class ImageCache:
                 indices = indices.to("cpu", torch.int64)
                 if len(indices):
                     assert batch is not None  # images come with their indices
+                    if layout == "rgbx":  # whole pixels (a planar batch is interleaved here)
+                        batch = rgbx_pixels(as_layout(batch, "rgbx"))
                     if isinstance(images, torch.Tensor):
                         images.index_copy_(0, indices.to(images.device), batch.to(images.device))
                     else:
@@ -504,7 +565,7 @@ class ImageCache:
             missing = int((~seen).sum())
             raise ValueError(f"the cache batches left {missing} of {n} samples out")
         if kind != "disk":
-            return cls(kind, images, valid, failures=failures)
+            return cls(kind, images, valid, failures=failures, layout=layout)
         assert isinstance(images, np.memmap) and checksums is not None
         assert path is not None and tmp is not None
         images.flush()
@@ -513,14 +574,14 @@ class ImageCache:
         path.with_suffix(".json").unlink(missing_ok=True)
         os.replace(tmp, path)
         manifest = {
-            **_settings(dataset, decoder),
+            **_settings(dataset, decoder, layout),
             "shape": list(shape),
             "files": file_manifest(dataset),
             "failed": failed_idx,
             "checksums": checksums.tolist(),
         }
         _write_json(path.with_suffix(".json"), manifest)
-        mm = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+        mm = np.memmap(path, dtype=np.uint8, mode="r", shape=stored)
         return cls(
             "disk",
             mm,
@@ -529,6 +590,7 @@ class ImageCache:
             path=path,
             checksums=checksums,
             sources=dataset.samples,
+            layout=layout,
         )
 
     @classmethod
@@ -538,8 +600,10 @@ class ImageCache:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         decoder: str = "cpu",
+        layout: str = "planar",
     ) -> ImageCache | None:
-        """An up-to-date disk cache of ``dataset``, or ``None`` (missing, stale or damaged).
+        """An up-to-date disk cache of ``dataset`` kept in ``layout``, or ``None`` (missing,
+        stale or damaged).
 
         A manifest that does not parse or check (wrong types, indices out of range, a data
         file of the wrong size, a checksum list of the wrong length) counts as missing, so
@@ -552,26 +616,27 @@ class ImageCache:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         if folder.exists() and not folder.is_dir():
             resolve_cache_dir(cache_dir)  # raises, naming the setting
-        path = folder / f"{cache_key(dataset, decoder)}.u8"
+        path = folder / f"{cache_key(dataset, decoder, layout)}.u8"
         manifest_path = path.with_suffix(".json")
         if not (path.is_file() and manifest_path.is_file()):
             return None
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            checked = _check_manifest(manifest, dataset, decoder)
+            checked = _check_manifest(manifest, dataset, decoder, layout)
         except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError):
             return None
         if checked is None:
             return None
         shape, failed, checksums = checked
-        if path.stat().st_size != int(np.prod(shape)):
+        stored = _stored_shape(shape, layout)
+        if path.stat().st_size != int(np.prod(stored)):
             return None
         valid = torch.ones(shape[0], dtype=torch.bool)
         failures = []
         for index, reason in failed:
             valid[index] = False
             failures.append((dataset.samples[index][0], reason))
-        mm = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+        mm = np.memmap(path, dtype=np.uint8, mode="r", shape=stored)
         return cls(
             "disk",
             mm,
@@ -581,19 +646,21 @@ class ImageCache:
             built=False,
             checksums=checksums,
             sources=dataset.samples,
+            layout=layout,
         )
 
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         where = self.path if self.kind == "disk" else self.device
         return (
-            f"{type(self).__name__}(kind={self.kind!r}, {n} x {c}x{h}x{w} uint8 = "
+            f"{type(self).__name__}(kind={self.kind!r}, {n} x {c}x{h}x{w} uint8 "
+            f"{self.layout} = "
             f"{self.nbytes / 1e6:.1f} MB, at {where}, {int((~self.valid).sum())} invalid)"
         )
 
 
 def _check_manifest(
-    manifest: Any, dataset: Any, decoder: str
+    manifest: Any, dataset: Any, decoder: str, layout: str = "planar"
 ) -> tuple[tuple[int, ...], list[tuple[int, str]], np.ndarray] | None:
     """``(shape, failed, checksums)`` of a manifest that matches ``dataset``; else ``None``.
 
@@ -602,8 +669,10 @@ def _check_manifest(
     """
     if not isinstance(manifest, dict):
         return None
-    settings = _settings(dataset, decoder)
-    if any(manifest.get(k) != v for k, v in settings.items()):
+    settings = _settings(dataset, decoder, layout)
+    if any(manifest.get(k) != v for k, v in settings.items()) or (
+        layout == "planar" and "layout" in manifest
+    ):
         return None
     shape = list(_shape(dataset))
     if manifest.get("shape") != shape:

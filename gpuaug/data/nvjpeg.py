@@ -61,6 +61,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from gpuaug.data.image import ImageLoadError, _check_color_mode, capped_size, load_image
 from gpuaug.data.jpeg import _Frame, _walk_jpeg
+from gpuaug.data.pixel_layout import LAYOUTS, empty_batch
 from gpuaug.device import host_to_device
 
 __all__ = [
@@ -270,9 +271,11 @@ class _Batch:
         orientations: Sequence[int],
         paths: Sequence[str] | None,
         max_side: int | None = None,
+        layout: str = "planar",
     ) -> None:
         self.data, self.device, self.target_size = data, device, target_size
         self.max_side = max_side
+        self.layout = layout
         self.color_mode, self.interpolation = color_mode, interpolation
         self.orientations, self.paths = orientations, paths
         self.mode = _read_mode(color_mode)
@@ -343,11 +346,10 @@ class _Batch:
             for i, image in zip(positions, images.unbind(0), strict=True):
                 self.kept[i] = image.contiguous()
             return
-        if self.out is None:
+        if self.out is None:  # the resize's copy into it is the one that interleaves RGBX
             c = images.shape[1]
-            self.out = torch.empty(
-                (len(self.data), c, *self.target_size), dtype=torch.uint8, device=self.device
-            )
+            shape = (len(self.data), c, *self.target_size)
+            self.out = empty_batch(self.layout, shape, device=self.device)
         if positions == list(range(positions[0], positions[0] + len(positions))):
             self.out[positions[0] : positions[0] + len(positions)] = images
             return
@@ -374,6 +376,13 @@ def _check_args(
     for name, seq in (("orientations", orientations), ("paths", paths)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{name}` must have one entry per image ({n}); got {len(seq)}")
+
+
+def _check_layout(layout: str, color_mode: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"`layout` must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+    if layout == "rgbx" and color_mode != "rgb":
+        raise ValueError(f"`layout`='rgbx' needs color_mode='rgb'; got {color_mode!r}")
 
 
 #: What replaces a decoded image once it is resized (an empty tensor, so nothing is kept).
@@ -411,6 +420,7 @@ def decode_jpegs(
     paths: Sequence[str] | None = None,
     pixel_budget: int = DEFAULT_PIXEL_BUDGET,
     max_side: int | None = None,
+    layout: str = "planar",
 ) -> DecodedJpegs:
     """Decodes a batch of JPEGs on ``device`` into one ``(n, C, H, W)`` tensor, on this thread.
 
@@ -429,6 +439,8 @@ def decode_jpegs(
         pixel_budget: the most full-resolution pixels decoded by one ``decode_jpeg`` call.
         max_side: with ``target_size=None``, images whose long side is longer are resized
             to a long side of ``max_side`` (`gpuaug.data.image.capped_size`).
+        layout: ``"planar"`` or ``"rgbx"`` (``color_mode="rgb"``): the output's layout
+            (`gpuaug.data.pixel_layout`).
 
     Returns:
         The images and the failures (:class:`DecodedJpegs`).
@@ -443,18 +455,26 @@ def decode_jpegs(
     """
     data = list(data)
     _check_args(len(data), color_mode, interpolation, orientations, paths, pixel_budget)
+    _check_layout(layout, color_mode)
     device = torch.device(device)
     orientations = [1] * len(data) if orientations is None else orientations
     if target_size is None:
+        if layout != "planar":
+            raise ValueError(
+                f"`layout` must be 'planar' without a target_size (images packed at their own "
+                f"sizes); got {layout!r}"
+            )
         batch = _Batch(data, device, None, color_mode, interpolation, orientations, paths, max_side)
         _run(batch, pixel_budget)
         return _packed(batch)
     target_size = (int(target_size[0]), int(target_size[1]))
-    batch = _Batch(data, device, target_size, color_mode, interpolation, orientations, paths)
+    batch = _Batch(
+        data, device, target_size, color_mode, interpolation, orientations, paths, layout=layout
+    )
     _run(batch, pixel_budget)
     if batch.out is None:  # empty, or every image failed
         c = {"grayscale": 1, "rgb": 3, "rgba": 4}[color_mode]
-        batch.out = torch.empty((len(data), c, *target_size), dtype=torch.uint8, device=device)
+        batch.out = empty_batch(layout, (len(data), c, *target_size), device=device)
     return DecodedJpegs(batch.out, tuple(sorted(batch.failed.items())))
 
 
@@ -587,7 +607,7 @@ class JpegDecoder:
 
     Args:
         device: where to decode (``"cuda"``: nvJPEG; ``"cpu"``: libjpeg-turbo, for tests).
-        target_size, color_mode, interpolation, pixel_budget, max_side: see
+        target_size, color_mode, interpolation, pixel_budget, max_side, layout: see
             :func:`decode_jpegs`.
     """
 
@@ -600,8 +620,11 @@ class JpegDecoder:
         *,
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         max_side: int | None = None,
+        layout: str = "planar",
     ) -> None:
         _check_args(0, color_mode, interpolation, None, None, pixel_budget)
+        _check_layout(layout, color_mode)
+        self.layout = layout
         self.device = torch.device(device)
         self.target_size = (
             None if target_size is None else (int(target_size[0]), int(target_size[1]))
@@ -665,6 +688,7 @@ class JpegDecoder:
             paths=paths,
             pixel_budget=self.pixel_budget,
             max_side=self.max_side,
+            layout=self.layout,
         )
 
     def close(self) -> None:
@@ -684,5 +708,5 @@ class JpegDecoder:
         return (
             f"JpegDecoder(device={str(self.device)!r}, target_size={self.target_size}, "
             f"color_mode={self.color_mode!r}, interpolation={self.interpolation!r}, "
-            f"pixel_budget={self.pixel_budget})"
+            f"pixel_budget={self.pixel_budget}, layout={self.layout!r})"
         )

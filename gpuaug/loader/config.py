@@ -11,6 +11,7 @@ import torch
 
 from gpuaug.data.cache import CACHE_KINDS
 from gpuaug.data.nvjpeg import DECODERS
+from gpuaug.data.pixel_layout import LAYOUT_CHOICES
 from gpuaug.device import resolve_device
 
 __all__ = ["DTYPES", "LoaderConfig", "dtype_name", "resolve_device"]
@@ -78,6 +79,13 @@ class LoaderConfig:
             work and memory of a full cache), as DALI's ``stick_to_shard``: every pass is
             shuffled *within* each rank's share, samples never move between ranks (see
             `gpuaug.loader.sampler`). Needs ``cache``.
+        layout: how the uint8 batches' pixels lie in memory (`gpuaug.data.pixel_layout`):
+            ``"planar"`` (``(B, C, H, W)`` contiguous), ``"rgbx"`` (each pixel's R, G, B and a
+            padding byte in one 4-byte word, which the fused Triton kernel reads with one
+            load per tap: 4/3 the bytes over PCIe and in a cache; 3-channel images only) or
+            ``"auto"``: RGBX where it is modelled to pay, planar elsewhere (see
+            `gpuaug.loader.stages.layout`; ``describe()`` says which and why). The values
+            of the batches do not depend on it.
 
     Raises:
         ValueError: a value out of range or not among the allowed ones.
@@ -102,6 +110,7 @@ class LoaderConfig:
     rank: int | None = None
     augment_seed: int | None = None
     cache_per_rank: bool = False
+    layout: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
@@ -146,6 +155,11 @@ class LoaderConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as exc:
                 raise ValueError(f"`device` must name a torch device; got {self.device!r}") from exc
+        if self.layout not in LAYOUT_CHOICES:
+            raise ValueError(
+                f"`layout` must be one of {', '.join(map(repr, LAYOUT_CHOICES))}; "
+                f"got {self.layout!r}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(
                 f"`dtype` must be one of {', '.join(map(repr, DTYPES))}; got {self.dtype!r}"

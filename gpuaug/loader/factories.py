@@ -151,6 +151,7 @@ def flow_from_directory(
     augment_seed: int | None = None,
     max_side: int | None = None,
     recipe: Any = None,
+    layout: str = "auto",
 ) -> GPULoader:
     """Keras' ``ImageDataGenerator(...).flow_from_directory(...)``, augmented on the GPU.
 
@@ -238,6 +239,9 @@ def flow_from_directory(
             ``replay`` and the epochs stay exact); x is then ``(B, C, *recipe size)`` float32
             normalised, y per ``class_mode`` (soft targets when the recipe mixes). Needed by
             ``target_size=None``.
+        layout: how the uint8 batches lie in memory before the augmentation: ``"auto"``
+            (RGBX where the fused Triton kernel reads them, planar elsewhere), ``"planar"``
+            or ``"rgbx"`` (see `LoaderConfig`); the batches' values do not depend on it.
 
     Returns:
         A `GPULoader`: iterate it for ``(x, y)`` batches (x ``(B, C, H, W)`` ``dtype``
@@ -292,6 +296,7 @@ def flow_from_directory(
         dtype=dtype,
         progress=progress,
         augment_seed=augment_seed,
+        layout=layout,
     )
     if not isinstance(augment_validation, bool):
         raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")

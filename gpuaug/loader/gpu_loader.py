@@ -98,6 +98,7 @@ from gpuaug.loader.stages.finish import (
     check_recipe,
     recipe_module,
 )
+from gpuaug.loader.stages.layout import choose_layout
 from gpuaug.loader.stages.skip import replace_failed, settle_failures
 from gpuaug.loader.stages.transfer import Prefetcher, to_device
 from gpuaug.loader.stages.workers import WorkerCrashError, WorkerPool
@@ -167,6 +168,8 @@ class GPULoader:
         seed: the base seed (drawn at random when none was given).
         cache: an `ImageCache` (a `gpuaug.data.ragged_cache.RaggedCache` with
             ``target_size=None``) or ``None``.
+        layout: the pixel layout of the uint8 batches it assembles, ``"planar"`` or
+            ``"rgbx"`` (``LoaderConfig.layout``; ``layout_reason`` says why).
         last_skipped: ``[(path, reason), ...]`` of the last epoch, ``on_error="skip"``.
         skip_rule: ``"shrink"`` in one process, ``"replace"`` under DDP; see
             `gpuaug.loader.stages.skip`. Keras' iterator names too: ``n``, ``samples``,
@@ -215,6 +218,9 @@ class GPULoader:
             draft=bool(getattr(dataset, "draft", False)),
         )
         self.augment = augment_module(augment, DTYPES[config.dtype]).to(self.device)
+        self.layout, self.layout_reason = choose_layout(
+            config.layout, self.augment, dataset, self.device, config.cache
+        )
         self.sampler = EpochBatchSampler(
             len(dataset),
             config.batch_size,
@@ -245,6 +251,7 @@ class GPULoader:
             timeout=config.timeout,
             seed=self.seed,
             device=self.device,
+            layout=self.layout,
         )
         self._prefetcher = Prefetcher(self.device)
         self._jpeg_decoder = (  # nvJPEG on a background thread, batches decoded ahead
@@ -254,15 +261,18 @@ class GPULoader:
                 dataset.color_mode,
                 dataset.interpolation,
                 max_side=getattr(dataset, "max_side", None),
+                layout=self.layout,
             )  # fmt: skip
             if config.decode == "gpu"
             else None
-        )
+        )  # fmt: skip
         self._finisher = Finisher(self.augment, dataset, self.device)
         self._finisher.recipe = None if recipe is None else recipe.to(self.device)
         # the fused kernels compile (or load from Triton's cache) while the first batch decodes
         self.compiling_ahead = (
-            None if recipe is not None else self.augment.prepare(self.image_shape, self.device)
+            None
+            if recipe is not None
+            else self.augment.prepare(self.image_shape, self.device, self.layout)
         )
         self.last_skipped: list[tuple[str, str]] = []
         self.batch_index = 0  # Keras' name: the step the running epoch reaches next
@@ -286,6 +296,7 @@ class GPULoader:
                 batch_size=self.batch_size,
                 rank=self.sampler.rank,
                 share=share,
+                layout=self.layout,
             )
             self._cache_source = CacheSource(
                 self.cache,
@@ -294,6 +305,7 @@ class GPULoader:
                 self._targets,
                 self.skip_rule,
                 None if share is None else share.indices,
+                self.layout,
             )
 
     @property
@@ -537,7 +549,7 @@ class GPULoader:
         failures: list[tuple[int, str]],
         device: torch.device | None = None,
     ) -> DeviceBatch | None:
-        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device)
+        batch, bad = to_device(raw, self.dataset, self._targets, self.device, device, self.layout)
         settle_failures(bad, self.dataset, failures)  # raises under on_error="raise"
         return batch
 
@@ -550,7 +562,9 @@ class GPULoader:
             return batch
         size = self.sampler.batch_size_at(epoch * self.steps_per_epoch + step)
         first = int(self.sampler.batch(epoch, step).numpy()[0])
-        return replace_failed(batch, size, first, self.dataset, self._targets, self.device)
+        return replace_failed(
+            batch, size, first, self.dataset, self._targets, self.device, self.layout
+        )
 
     def augment_seed(self, epoch: int, step: int) -> int:
         """The seed of the augmentation generator of batch ``step`` of ``epoch`` on this rank."""

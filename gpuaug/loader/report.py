@@ -45,6 +45,7 @@ def loader_stats(loader: Any) -> dict[str, Any]:
         "cache": loader.config.cache,
         "cache_bytes": loader.cache.nbytes if loader.cache is not None else 0,
         "decode": loader.config.decode,
+        "layout": getattr(loader, "layout", "planar"),
         "num_workers": loader.num_workers if loader.cache is None else 0,
         "target_size": None
         if loader.dataset.target_size is None
@@ -267,6 +268,14 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             + f"; uint8 batches copied to {loader.device}"
             + (" on a side CUDA stream, one batch ahead" if loader.device.type == "cuda" else "")
         )
+    layout = st["layout"]
+    what = (
+        "RGB + a padding byte per pixel, (B, H, W, 4) viewed as (B, 3, H, W)"
+        if layout == "rgbx"
+        else "(B, C, H, W) contiguous"
+    )
+    reason = getattr(loader, "layout_reason", "")
+    lines.append(f"  uint8 batches {layout!r}: {what}" + (f"; {reason}" if reason else ""))
     if loader.dataset.on_error == "skip":
         lines.append(
             "  unreadable files (on_error='skip') "

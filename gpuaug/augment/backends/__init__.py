@@ -153,16 +153,19 @@ def prepare_backend(
     memory_format: torch.memory_format,
     device: torch.device | str,
     stats: Any = None,
+    rgbx: bool = False,
 ) -> Any:
     """Start what a resolved backend can do ahead of its first batch (the fused kernel compiles
-    on a background thread); returns its future, or None when the backend has nothing to do."""
+    on a background thread; ``rgbx``: for RGBX batches, `gpuaug.data.pixel_layout`); returns
+    its future, or None when the backend has nothing to do."""
     entry = BACKEND_TABLE[name]
     if entry.prepare is None:
         return None
     prepare = getattr(_module(name), entry.prepare)
     return prepare(
-        config, image_shape, dtype=dtype, memory_format=memory_format, device=device, stats=stats
-    )
+        config, image_shape, dtype=dtype, memory_format=memory_format, device=device, stats=stats,
+        rgbx=rgbx,
+    )  # fmt: skip
 
 
 def check_backend(backend: Any) -> str:

@@ -1103,15 +1103,16 @@ def compile_ahead(
     memory_format: torch.memory_format = torch.contiguous_format,
     device: torch.device | str = "cuda",
     stats: FitStats | None = None,
+    rgbx: bool = False,
 ) -> Future | None:
     """Compile (or load from Triton's cache) the kernels a batch of this kind will launch, on a
     background thread, so that the first batch does not wait 1-3 s for the compiler.
 
     The kernels depend on the config, the image size (tile height), the channel count, the
     output dtype and which fitted statistics exist, not on the batch size or the strides (they
-    are not specialised on): this compiles them with a batch of one. A planar uint8 source is
-    assumed (an RGBX one compiles on first use). Under ``TRITON_INTERPRET=1`` or off CUDA
-    nothing compiles.
+    are not specialised on): this compiles them with a batch of one, from a planar uint8 source
+    or (``rgbx``) an RGBX one (`_rgbx`: another kernel, reading words). Under
+    ``TRITON_INTERPRET=1`` or off CUDA nothing compiles.
 
     Args:
         config: The settings.
@@ -1120,6 +1121,7 @@ def compile_ahead(
         memory_format: The output's memory format.
         device: Where the batches will be.
         stats: The fitted statistics, if any (a later ``fit`` may compile another variant).
+        rgbx: The batches will be RGBX (a `gpuaug.GPULoader` with ``layout="rgbx"``).
 
     Returns:
         A future whose result is the list of compiled kernels (the prologue, then each pass),
@@ -1132,7 +1134,7 @@ def compile_ahead(
         if not _AHEAD:
             _AHEAD.append(ThreadPoolExecutor(1, thread_name_prefix="gpuaug-compile"))
     return _AHEAD[0].submit(
-        _compile_kinds, config, _shape3(image_shape), dtype, memory_format, device, stats
+        _compile_kinds, config, _shape3(image_shape), dtype, memory_format, device, stats, rgbx
     )
 
 
@@ -1148,9 +1150,14 @@ def _compile_kinds(
     memory_format: torch.memory_format,
     device: torch.device,
     stats: FitStats | None,
+    rgbx: bool = False,
 ) -> list[Any]:
     c, height, width = image_shape
-    images = torch.zeros((1, c, height, width), dtype=torch.uint8, device=device)
+    if rgbx:  # the first channels of a (1, H, W, 4) buffer, as the loader hands them
+        pixels = torch.zeros((1, height, width, 4), dtype=torch.uint8, device=device)
+        images = pixels.permute(0, 3, 1, 2)[:, :c]
+    else:
+        images = torch.zeros((1, c, height, width), dtype=torch.uint8, device=device)
     tail = _unfused_tail(config)
     out = torch.empty(
         (1, c, height, width),

@@ -20,6 +20,8 @@ run
   ``(offset, H, W)`` table, unpacked on the device by one gather (``target_size=None``).
 - :mod:`gpuaug.loader.stages.transfer`: host -> device copies (pinned, ``non_blocking``), the pinned
   ring of the host / disk caches, and prefetch on a side stream.
+- :mod:`gpuaug.loader.stages.layout`: the pixel layout the sources assemble batches in
+  (planar, or RGBX where the fused kernel reads them; ``LoaderConfig.layout``).
 - :mod:`gpuaug.loader.stages.finish`: the augmentation and the targets; `augment_module` turns a
   user's ``augment`` argument into a `GPUAugment`, once, at the boundary.
 

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from gpuaug.data.pixel_layout import pinned
+
 __all__ = ["DeviceBatch", "FailureReason", "HostBatch", "failed_path"]
 
 
@@ -45,7 +47,8 @@ class HostBatch:
     Attributes:
         indices: ``(b,)`` int64 CPU: the data set indices of the samples that did not fail, in
             batch order.
-        images: ``(k, C, H, W)`` uint8 CPU, the decoded images, or ``None`` when ``k == 0``.
+        images: ``(k, C, H, W)`` uint8 CPU, the decoded images, or ``None`` when ``k == 0``;
+            planar, or an RGBX view (`gpuaug.data.pixel_layout`) in the loader's layout.
         image_pos: the row of ``indices`` each image belongs to (``k`` ints).
         jpeg_data: the encoded JPEGs still to decode (``decode="gpu"``), concatenated: one
             ``(nbytes,)`` uint8 CPU tensor per batch (one shared-memory file descriptor, not
@@ -114,8 +117,8 @@ class HostBatch:
     def pin_memory(self) -> HostBatch:
         """The DataLoader's pin-memory hook: pins the images and indices, not the JPEG bytes
         (nvJPEG reads host memory itself)."""
-        if self.images is not None:
-            self.images = self.images.pin_memory()
+        if self.images is not None:  # in its pixel layout (an RGBX batch as its whole buffer)
+            self.images = pinned(self.images)
         if self.packed is not None:
             self.packed = self.packed.pin_memory()
         self.indices = self.indices.pin_memory()
@@ -126,7 +129,7 @@ class DeviceBatch(NamedTuple):
     """One batch on the loader's device, ready to augment.
 
     Attributes:
-        images: ``(b, C, H, W)`` uint8 on the device.
+        images: ``(b, C, H, W)`` uint8 on the device, in the loader's pixel layout.
         indices: ``(b,)`` int64 CPU: the data set index of each row.
         labels: ``(b,)`` int64 on the device: the class index of each row.
         sizes: a ragged batch: ``(b, 2)`` int64 CPU, each row's own ``(h, w)``; the image lies

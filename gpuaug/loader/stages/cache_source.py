@@ -6,7 +6,10 @@ indices each batch serves, with the samples that failed when the cache was built
 copies the pass's plan to the device once (pinned, ``non_blocking``) and each batch is a slice
 of it and one ``index_select`` there: nothing per batch makes the host wait for the GPU. A
 ``"host"`` or ``"disk"`` cache gathers each batch on the CPU straight into a pinned buffer of a
-`PinnedRing` (CUDA) for the transfer stage to copy.
+`PinnedRing` (CUDA) for the transfer stage to copy. Batches come out in the loader's pixel
+layout (`gpuaug.data.pixel_layout`): a cache built by the loader keeps its images in it, so a
+batch is a gather of whole rows; an in-memory array kept as given (planar) is interleaved into
+an RGBX buffer as it is gathered.
 
 A per-rank cache (``LoaderConfig.cache_per_rank``, a sampler with ``stick_to_shard``) holds
 only the samples of this rank's fixed share (`RankShare`, the share without its padding
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from gpuaug.data.cache import ImageCache, cache_key, resolve_cache_dir
+from gpuaug.data.pixel_layout import as_layout, empty_batch, interleave
 from gpuaug.data.ragged_cache import RaggedCache
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
@@ -139,6 +143,7 @@ class CacheSource:
         rule: ``"shrink"`` or ``"replace"`` (failed samples; see `gpuaug.loader.stages.skip`).
         share: a per-rank cache's sample indices (its rows, in order); ``None``: the cache
             holds every sample, row ``i`` for sample ``i``.
+        layout: the pixel layout of the batches (``"planar"`` or ``"rgbx"``).
     """
 
     def __init__(
@@ -149,8 +154,10 @@ class CacheSource:
         targets: torch.Tensor,
         rule: str,
         share: np.ndarray | None = None,
+        layout: str = "planar",
     ) -> None:
         self.cache = cache
+        self.layout = layout
         self.sampler = sampler
         self.device = device
         self.rule = rule
@@ -208,7 +215,7 @@ class CacheSource:
             data, table = self.cache.take_packed(self._rows(lo, lo + len(idx)))
             images, sizes = unpack(data, table, self.cache.channels)
             return DeviceBatch(images, cpu, labels, sizes)
-        images = self.cache.take(self._rows(lo, lo + len(idx)))
+        images = as_layout(self.cache.take(self._rows(lo, lo + len(idx))), self.layout)
         return DeviceBatch(images, cpu, labels)
 
     def host_batch(self, k: int) -> HostBatch:
@@ -229,12 +236,21 @@ class CacheSource:
                 packed_table=table,
             )  # fmt: skip
         if self.ring is None:
-            return HostBatch.decoded(idx, self.cache.take(rows), failures)
+            return HostBatch.decoded(idx, as_layout(self.cache.take(rows), self.layout), failures)
         stored = self.cache.images
         _, c, h, w = stored.shape
+        shape = (len(idx), c, h, w)
+        if self.layout == "rgbx":  # whole pixels are written: no padding to zero first
+            buffer = self.ring.acquire((len(idx) * h * w * 4,))
+            out = empty_batch("rgbx", shape, out=buffer, zero_padding=False)
+            if self.cache.layout == "rgbx":  # whole rows, one gather
+                images = self.cache.take(rows, out=out)
+            else:  # an in-memory array kept planar: interleaved as it is copied
+                images = interleave(self.cache.take(rows), out)
+            return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
         # uint8 (files; a disk cache is a numpy memmap) or the dtype of an array's cache
         dtype = stored.dtype if isinstance(stored, torch.Tensor) else torch.uint8
-        out = self.ring.acquire((len(idx), c, h, w), dtype=dtype)
+        out = self.ring.acquire(shape, dtype=dtype)
         images = self.cache.take(rows, out=out)
         return HostBatch.decoded(idx, images, failures, on_copied=self.ring.release)
 
@@ -290,6 +306,7 @@ def build_cache(
     batch_size: int,
     rank: int,
     share: RankShare | None = None,
+    layout: str = "planar",
 ) -> ImageCache | RaggedCache:
     """Opens an up-to-date disk cache, or decodes every sample once into a new cache.
 
@@ -303,6 +320,8 @@ def build_cache(
         rank: this process's rank (only rank 0 shows a progress bar).
         share: a per-rank cache's `RankShare`: only its samples are decoded (by workers of
             their own), row ``i`` for ``share.indices[i]``.
+        layout: the pixel layout the cache keeps (the loader's; an in-memory array's
+            device copy too, its host cache stays the array as given).
 
     Raises:
         ValueError: a device cache that does not fit in the free device memory.
@@ -314,7 +333,7 @@ def build_cache(
                 "`cache_per_rank`=True decodes each rank's share once; this data set is "
                 "already in memory (flow(x, y)): pass cache_per_rank=False"
             )
-        return in_memory(config.cache, device)
+        return in_memory(config.cache, device, layout)
     if getattr(dataset, "target_size", ()) is None:  # images at their own sizes
         return _build_ragged(config, dataset, pool, load, batch_size=batch_size, rank=rank,
                              share=share)  # fmt: skip
@@ -324,7 +343,7 @@ def build_cache(
         pool = WorkerPool(
             share, pool.sampler, decode=pool.decode, num_workers=pool.num_workers,
             prefetch_factor=pool.prefetch_factor, timeout=pool.timeout, seed=pool.seed,
-            device=pool.device,
+            device=pool.device, layout=pool.layout,
         )  # fmt: skip
         rows = np.full(len(dataset), -1, dtype=np.int64)
         rows[share.indices] = np.arange(len(share))
@@ -359,15 +378,18 @@ def build_cache(
             decoder=config.decode,
             pin_memory=False,
             progress=config.progress and rank == 0,
+            layout=layout,
         )
 
     if config.cache != "disk":
         return build()
     folder = resolve_cache_dir(config.cache_dir)  # names the setting if it is a file
     cached = dataset if share is None else share
-    lock = folder / f"{cache_key(cached, config.decode)}.lock"
+    lock = folder / f"{cache_key(cached, config.decode, layout)}.lock"
     with _file_lock(lock):
-        found = ImageCache.open(cached, cache_dir=config.cache_dir, decoder=config.decode)
+        found = ImageCache.open(
+            cached, cache_dir=config.cache_dir, decoder=config.decode, layout=layout
+        )
         if found is not None:
             return found
         return build()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from gpuaug.data import nvjpeg as jpeg
+from gpuaug.data.pixel_layout import empty_batch, take
 from gpuaug.device import host_to_device
 from gpuaug.loader.stages.batch import HostBatch
 from gpuaug.loader.stages.ragged import unpack
@@ -75,7 +76,7 @@ def decode_ahead(
 
 
 def _decode_call(
-    raw: HostBatch, dataset: Any, device: torch.device, paths: list[str]
+    raw: HostBatch, dataset: Any, device: torch.device, paths: list[str], layout: str
 ) -> jpeg.DecodedJpegs:
     """The one call site of the decoder: every JPEG of the batch, upright and resized."""
     if raw.decode_job is not None:  # submitted by decode_ahead; waits on this stream only
@@ -89,6 +90,7 @@ def _decode_call(
         orientations=raw.orient,
         paths=paths,
         max_side=getattr(dataset, "max_side", None),
+        layout=layout,
     )
 
 
@@ -98,7 +100,11 @@ def _rows(positions: list[int] | torch.Tensor, device: torch.device) -> torch.Te
 
 
 def decode_jpegs(
-    raw: HostBatch, images: torch.Tensor | None, dataset: Any, device: torch.device
+    raw: HostBatch,
+    images: torch.Tensor | None,
+    dataset: Any,
+    device: torch.device,
+    layout: str = "planar",
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
     """Decodes the JPEGs of ``raw`` on ``device`` and merges them with the decoded ``images``.
 
@@ -108,6 +114,8 @@ def decode_jpegs(
         dataset: the data set (``samples``, ``target_size``, ``channels``, ``color_mode``,
             ``interpolation``).
         device: where to decode.
+        layout: the batch's pixel layout (`gpuaug.data.pixel_layout`), as the workers' images
+            have it; a batch submitted ahead (``raw.decode_job``) was decoded in its decoder's.
 
     Returns:
         ``(images, indices, failures)``: the batch without the JPEGs that failed, their indices
@@ -117,13 +125,13 @@ def decode_jpegs(
         -> images ``(b', C, H, W)`` uint8 on ``device``; indices ``(b',)`` int64 CPU.
     """
     indices = raw.indices
-    decoded = _decode_call(raw, dataset, device, _paths(raw, dataset))
+    decoded = _decode_call(raw, dataset, device, _paths(raw, dataset), layout)
     n = len(indices)
     if images is None and raw.jpeg_pos == list(range(n)):
         full = decoded.images  # an all-JPEG batch: the decoder's output is the batch
     else:
         c, (h, w) = dataset.channels, dataset.target_size
-        full = torch.empty((n, c, h, w), dtype=torch.uint8, device=device)
+        full = empty_batch(layout, (n, c, h, w), device=device)
         if images is not None:
             full.index_copy_(0, _rows(raw.image_pos, device), images)
         full.index_copy_(0, _rows(raw.jpeg_pos, device), decoded.images)
@@ -132,7 +140,7 @@ def decode_jpegs(
     if bad:
         dropped = {raw.jpeg_pos[i] for i, _ in decoded.failed}
         keep = [p for p in range(n) if p not in dropped]
-        full = full.index_select(0, _rows(keep, device))
+        full = take(full, _rows(keep, device))
         indices = torch.from_numpy(index[keep])
     return full, indices, bad
 
@@ -151,7 +159,7 @@ def decode_jpegs_ragged(
         ``(b', 2)`` int64 CPU, ``(b',)`` int64 CPU and ``[(index, reason), ...]``.
     """
     indices = raw.indices
-    decoded = _decode_call(raw, dataset, device, _paths(raw, dataset))
+    decoded = _decode_call(raw, dataset, device, _paths(raw, dataset), "planar")
     assert decoded.table is not None  # a decoder without target_size packs its images
     n = len(indices)
     table = torch.zeros((n, 3), dtype=torch.int64)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gpuaug.data.image import ImageLoadError
+from gpuaug.data.pixel_layout import as_layout, move
 from gpuaug.loader.stages.batch import DeviceBatch, failed_path
 from gpuaug.loader.stages.transfer import host_to_device
 
@@ -94,6 +95,7 @@ def replace_failed(
     dataset: Any,
     targets: torch.Tensor,
     device: torch.device,
+    layout: str = "planar",
 ) -> DeviceBatch | None:
     """The ``"replace"`` rule: ``batch`` filled back to ``size`` rows (see the module docstring).
 
@@ -105,6 +107,7 @@ def replace_failed(
         dataset: the data set (``load``, for that search).
         targets: ``(n,)`` int64 CPU, every sample's class index.
         device: the loader's device.
+        layout: the loader's pixel layout (`gpuaug.data.pixel_layout`), kept by the result.
 
     Shape:
         -> images ``(size, C, H, W)``, indices ``(size,)``, labels ``(size,)``.
@@ -119,13 +122,13 @@ def replace_failed(
         idx = batch.indices.numpy()
         sizes = batch.sizes  # a ragged batch: each copy keeps its row's (h, w)
         return DeviceBatch(
-            torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]),
+            as_layout(torch.cat([batch.images] + [batch.images[p : p + 1] for p in pos]), layout),
             torch.from_numpy(np.concatenate([idx, idx[pos]])),
             torch.cat([batch.labels] + [batch.labels[p : p + 1] for p in pos]),
             None if sizes is None else torch.cat([sizes, sizes[pos]]),
         )
     index, image = _next_loadable(dataset, first)
-    images = host_to_device(image[None].expand(size, *image.shape).contiguous(), device)
+    images = move(as_layout(image[None].expand(size, *image.shape), layout), device)
     indices = torch.full((size,), index, dtype=torch.int64)
     labels = host_to_device(targets.index_select(0, indices), device)
     if getattr(dataset, "target_size", ()) is None:  # ragged: the image's own size

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 
 import torch
 
+from gpuaug.data.pixel_layout import move
 from gpuaug.device import host_to_device
 from gpuaug.loader.stages.batch import DeviceBatch, HostBatch
 from gpuaug.loader.stages.jpeg_decode import decode_jpegs, decode_jpegs_ragged
@@ -31,8 +32,9 @@ def to_device(
     targets: torch.Tensor,
     decode_device: torch.device,
     device: torch.device | None = None,
+    layout: str = "planar",
 ) -> tuple[DeviceBatch | None, list[tuple[int, str]]]:
-    """A source's batch on ``device``: copied, its JPEGs decoded.
+    """A source's batch on ``device``: copied (in its pixel layout), its JPEGs decoded.
 
     Args:
         raw: the host batch.
@@ -40,6 +42,8 @@ def to_device(
         targets: ``(n,)`` int64 CPU, the class index of every sample.
         decode_device: where JPEGs are decoded (the loader's device).
         device: where the batch goes (default ``decode_device``).
+        layout: the loader's pixel layout (`gpuaug.data.pixel_layout`): the JPEGs are decoded
+            into it; a host batch is moved in the layout it has.
 
     Returns:
         ``(batch, failures)``: the batch of the samples that did not fail (``None`` if none)
@@ -52,7 +56,7 @@ def to_device(
     sizes = None
     where = decode_device if raw.jpeg_data is not None else device
     if images is not None:
-        images = host_to_device(images, where)
+        images = move(images, where)
     packed = None if raw.packed is None else host_to_device(raw.packed, where)
     if raw.on_copied is not None:
         raw.on_copied()
@@ -61,8 +65,8 @@ def to_device(
         images = images.to(device)
         bad += jpeg_bad
     elif raw.jpeg_data is not None:
-        images, indices, jpeg_bad = decode_jpegs(raw, images, dataset, decode_device)
-        images = images.to(device)
+        images, indices, jpeg_bad = decode_jpegs(raw, images, dataset, decode_device, layout)
+        images = move(images, device)
         bad += jpeg_bad
     elif packed is not None:  # a ragged batch: one gather into the padded batch
         assert raw.packed_table is not None  # packed with its table

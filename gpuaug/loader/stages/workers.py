@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from gpuaug.data.image import ImageLoadError
 from gpuaug.data.jpeg import read_gpu_jpeg
+from gpuaug.data.pixel_layout import empty_batch, interleave
 from gpuaug.loader.sampler import EpochBatchSampler
 from gpuaug.loader.stages.batch import FailureReason, HostBatch
 from gpuaug.loader.stages.ragged import pack_images
@@ -97,7 +98,23 @@ def _shared_bytes(n: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (n,), (1,))
 
 
-def collate(items: list[tuple[int, int, Any, int]], ragged: bool = False) -> HostBatch:
+def _stack(images: list[torch.Tensor], layout: str) -> torch.Tensor:
+    """The decoded images as one batch in ``layout``, in shared memory inside a worker."""
+    if layout == "planar":
+        return default_collate(images)  # straight into shared memory
+    _, h, w = images[0].shape
+    out = empty_batch(
+        "rgbx", (len(images), 3, h, w), out=_shared_bytes(len(images) * h * w * 4),
+        zero_padding=False,
+    )  # fmt: skip
+    for i, image in enumerate(images):  # the copy default_collate makes, interleaving
+        interleave(image[None], out[i : i + 1])
+    return out
+
+
+def collate(
+    items: list[tuple[int, int, Any, int]], ragged: bool = False, layout: str = "planar"
+) -> HostBatch:
     """Worker-side collate: stack the decoded images, concatenate the JPEG files.
 
     ``ragged`` (images of different sizes, ``target_size=None``): the images are packed into
@@ -105,7 +122,8 @@ def collate(items: list[tuple[int, int, Any, int]], ragged: bool = False) -> Hos
 
     Every tensor of the result travels to the main process as one shared-memory file
     descriptor, so a batch costs a handful of them whatever its size (one per JPEG file
-    exhausted ``ulimit -n`` at batch 256 with 4 workers).
+    exhausted ``ulimit -n`` at batch 256 with 4 workers). ``layout``: the images' pixel layout
+    (`gpuaug.data.pixel_layout`; ``"rgbx"``: written into a 4-byte-per-pixel buffer).
     """
     indices: list[int] = []
     images: list[torch.Tensor] = []
@@ -138,7 +156,7 @@ def collate(items: list[tuple[int, int, Any, int]], ragged: bool = False) -> Hos
         images = []
     return HostBatch(
         indices=torch.tensor(indices, dtype=torch.int64),
-        images=default_collate(images) if images else None,  # straight into shared memory
+        images=_stack(images, layout) if images else None,
         packed=packed,
         packed_table=packed_table,
         image_pos=image_pos,
@@ -203,6 +221,7 @@ class WorkerPool:
         seed: seeds the DataLoader's own generator (worker seeds).
         device: the loader's device; with CUDA the batches are pinned (by the DataLoader's
             pin-memory thread, made current on this device, not on GPU 0).
+        layout: the pixel layout the workers assemble batches in (``"planar"`` or ``"rgbx"``).
     """
 
     def __init__(
@@ -216,8 +235,10 @@ class WorkerPool:
         timeout: float,
         seed: int,
         device: torch.device,
+        layout: str = "planar",
     ) -> None:
         self.dataset = dataset
+        self.layout = layout
         self.sampler = sampler
         self.decode = decode
         self.num_workers = num_workers
@@ -228,7 +249,6 @@ class WorkerPool:
         self.pin_memory = device.type == "cuda"
         # target_size=None: images of their own sizes, packed (gpuaug.loader.stages.ragged)
         self.ragged = getattr(dataset, "target_size", ()) is None
-        self.collate = functools.partial(collate, ragged=self.ragged)
         self._epoch_view = EpochView(sampler)
         self._dataloader: DataLoader | None = None
         self._owner: object | None = None  # the iteration holding the persistent workers
@@ -258,6 +278,12 @@ class WorkerPool:
             persistent_workers=persistent,
             timeout=self.timeout,
         )
+
+    @property
+    def collate(self) -> Any:
+        """`collate` for this pool's data (ragged or not) in its pixel layout (picklable, for
+        the worker processes)."""
+        return functools.partial(collate, ragged=self.ragged, layout=self.layout)
 
     def _in_main_process(self, batches: Iterator[list[int]]) -> Iterator[HostBatch]:
         view = self.view()
