@@ -125,7 +125,7 @@ class Mixup(nn.Module):
         cutmix_alpha: CutMix's Beta parameter; CutMix is on when > 0.
         cutmix_minmax: CutMix box side range, fractions of the image (timm's
             ``rand_bbox_minmax``); CutMix is on and ``cutmix_alpha`` is forced to 1 (as timm).
-        prob: Probability of mixing an image ("elem") or the batch ("batch").
+        prob: Probability of mixing an image ("elem"), a pair ("pair") or the batch ("batch").
         switch_prob: Probability of CutMix rather than MixUp when both are on.
         mode: "elem" (per image), "pair" (per pair of images, each mixed with the other) or
             "batch" (one lambda for the batch).
