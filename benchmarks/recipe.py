@@ -29,6 +29,12 @@ a normalised float32 batch and its targets on ``--device``:
 
 Timing as `benchmarks.bench.time_runner` (warm-up, then ``--repeats`` runs of ``--steps``
 batches); the report gives images/s and each pipeline's ratio to gpuaug, from one run.
+
+``--threads N`` sets torch's intra-op threads of the main process (``torch.set_num_threads``)
+for every pipeline; without it torch's default stays. It matters on the CPU: the main process
+shares the cores with the decode workers, and gpuaug's recipe runs there (the other pipelines
+run their transforms in the workers, which DataLoader gives one thread each). The settings
+record the thread count used.
 """
 
 from __future__ import annotations
@@ -207,6 +213,11 @@ PIPELINES = {
 
 def run(args) -> dict:
     """Time each pipeline; returns the results (images/s and ratios to gpuaug)."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"`--threads` must be >= 1; got {threads}")
+        torch.set_num_threads(threads)
     with contextlib.ExitStack() as stack:
         folder = Path(args.folder) if args.folder else None
         if folder is None:
@@ -225,7 +236,8 @@ def run(args) -> dict:
                     "repeats",
                     "device",
                 )
-            },  # fmt: skip
+            }
+            | {"threads": torch.get_num_threads()},  # fmt: skip
             "torch": torch.__version__,
             "pipelines": {},
         }
@@ -252,7 +264,8 @@ def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
         f"Recipe end to end: {s['images']} JPEGs, batch {s['batch_size']}, {s['workers']} "
-        f"workers, output {s['size']} px, device {s['device']}, torch {results['torch']}",
+        f"workers, output {s['size']} px, device {s['device']}, torch {results['torch']}"
+        + (f", main-process intra-op threads {s['threads']}" if "threads" in s else ""),
         "",
         "| pipeline | images/s (median) | / gpuaug | runs |",
         "|---|---|---|---|",
@@ -283,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pipelines", default="", help="comma-separated subset")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads of the main process"
+    )
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/recipe-<device>)")
     args = parser.parse_args(argv)
     results = run(args)

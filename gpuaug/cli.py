@@ -5,14 +5,18 @@ Usage::
 
     gpuaug inspect DIR [--config CONFIG] [--batch-size 32] [--validation-split 0.2]
                    [--follow-links] [--full]
-    gpuaug preview DIR [--config chollet_cats_dogs] [--out grid.png] [--n 16] [--rows 4]
-                   [--seed 0]
+    gpuaug preview DIR [--config chollet_cats_dogs | --recipe imagenet_rrc] [--out grid.png]
+                   [--n 16] [--rows 4] [--seed 0]
     gpuaug bench [benchmark options...]
     gpuaug shard DIR OUT [--samples-per-shard 1000]
 
 Errors print ``gpuaug: error: <message>`` to stderr and exit with status 2 (bad usage,
 bad config, missing folder) or 1 (a failure while running). Set ``GPUAUG_TRACEBACK=1`` to
 see the Python traceback as well.
+
+Why one module (over 600 lines): the commands share the parser conventions, the image
+options, the config and folder checks and the error guard that turns a bad argument into one
+line and an exit status; each command is one ``_add_NAME`` function and its handler.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ examples:
   gpuaug preview data/train                  # --config chollet_cats_dogs --out grid.png
   gpuaug preview data/train --config configs/strong.yaml --out grid.png --n 24 --rows 3
   gpuaug preview data/train --config my.yaml --out grid.png --seed 1 --target-size 64 64
+  gpuaug preview data/train --recipe imagenet_rrc --out recipe.png   # the training recipe
 
 Each row is one source image (classes taken in turn): the first column is the image as the
 loader decodes it, the others are fresh augmentations captioned with their sampled
@@ -81,6 +86,12 @@ parameters (rotation, shifts in pixels, shear, zoom, flips). The same --seed giv
 PNG. Normalisation (rescale, centring, ZCA) is not shown. Without --config the grid shows
 the chollet_cats_dogs preset (the book's settings: rotation 40, shifts 0.2, shear 0.2, zoom
 0.2, horizontal flip); --config none shows the images as decoded.
+
+With --recipe (a training recipe: a preset name such as imagenet_rrc, or a YAML file) the
+tiles are the recipe's outputs instead, all in one batch: each captioned with its crop box
+and flip, op and magnitude, erased boxes, and MixUp / CutMix partner (another tile, r<row>c<col>)
+and lambda. Images are then decoded at 256 256 unless --target-size says otherwise, and the
+recipe runs on the CPU.
 """
 
 _BENCH_EPILOG = """\
@@ -203,9 +214,15 @@ def _add_preview(commands) -> None:
         default=16,
         help="augmented tiles in the grid, spread over the rows (default: 16)",
     )
+    preview.add_argument(
+        "--recipe",
+        default=None,
+        help="preview a training recipe instead of --config: a preset name (imagenet_rrc) or "
+        "a YAML file",
+    )
     preview.add_argument("--rows", type=int, default=4, help="source images, one per row (4)")
     preview.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    _add_image_options(preview)
+    _add_image_options(preview, target_default=None)
     preview.add_argument(
         "--device",
         default="cpu",
@@ -316,15 +333,21 @@ def _os_message(err: OSError) -> str:
     return str(err)
 
 
-def _add_image_options(parser: argparse.ArgumentParser) -> None:
-    """--target-size and --color-mode: how images are decoded, the same for every command."""
+def _add_image_options(
+    parser: argparse.ArgumentParser, target_default: tuple[int, int] | None = (150, 150)
+) -> None:
+    """--target-size and --color-mode: how images are decoded, the same for every command.
+
+    ``target_default=None``: the command picks the size (preview: 150 150, 256 256 with
+    --recipe)."""
     parser.add_argument(
         "--target-size",
         type=int,
         nargs=2,
-        default=(150, 150),
+        default=target_default,
         metavar=("H", "W"),
-        help="size images are resized to, height width (default: 150 150)",
+        help="size images are resized to, height width (default: 150 150"
+        + (")" if target_default else "; 256 256 with --recipe)"),
     )
     parser.add_argument(
         "--color-mode",
@@ -447,6 +470,10 @@ def _preview(args: argparse.Namespace) -> int:
     directory = _existing_dir(args.directory)
     _check_positive("--n", args.n)
     _check_positive("--rows", args.rows)
+    if args.recipe is not None:
+        return _preview_recipe(args, directory)
+    if args.target_size is None:
+        args.target_size = (150, 150)
     _check_target(args.target_size)
     config_name = args.config
     if config_name is None:
@@ -481,6 +508,47 @@ def _preview(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
     print(f"wrote {out.resolve()} ({image.width}x{image.height} PNG)")
+    return EXIT_OK
+
+
+def _preview_recipe(args: argparse.Namespace, directory: Path) -> int:
+    """``preview --recipe``: the training recipe's outputs, captioned with their draws."""
+    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.preview import make_recipe_preview
+
+    if args.config is not None:
+        raise CLIError("--config and --recipe preview different things: give one of them")
+    if args.device != "cpu":
+        raise CLIError(f"--recipe previews run on the CPU; got --device {args.device!r}")
+    target = (256, 256) if args.target_size is None else tuple(args.target_size)
+    _check_target(target)
+    name = args.recipe
+    if _looks_like_path(name) and not Path(name).exists():
+        raise CLIError(f"recipe file not found: {name!r}")
+    try:
+        recipe = TrainRecipe(name)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"invalid recipe {name!r}: {err}") from err
+    out = args.out
+    if out.parent and not out.parent.exists():
+        raise CLIError(f"output folder does not exist: {str(out.parent)!r}")
+    shown = Path(name).stem if _looks_like_path(name) else name
+    image = make_recipe_preview(
+        directory,
+        recipe,
+        n=args.n,
+        rows=args.rows,
+        seed=args.seed,
+        target_size=target,
+        color_mode=args.color_mode,
+        title=f"gpuaug recipe preview: {shown}  seed={args.seed}",
+    )
+    try:
+        image.save(out, format="PNG")
+    except OSError as err:
+        raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
+    print(f"wrote {out.resolve()} ({image.width}x{image.height} PNG)")
+    print(recipe.describe())
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""Host-to-device copies that never make the host wait, and which CUDA device ``"cuda"`` means."""
+"""Host-to-device copies that never make the host wait, which CUDA device ``"cuda"`` means, and
+whether the host can read a tensor for free."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["cuda_index", "host_to_device", "params_to_device", "resolve_device"]
+__all__ = [
+    "cuda_index",
+    "host_reads_free",
+    "host_to_device",
+    "params_to_device",
+    "resolve_device",
+]
 
 _P = TypeVar("_P")
 
@@ -93,6 +100,22 @@ def resolve_device(
     if warning is not None:
         warnings.warn(warning, stacklevel=3)
     return torch.device("cuda", index)
+
+
+def host_reads_free(t: torch.Tensor) -> bool:
+    """Whether the host can read ``t``'s values without waiting for a device (a CPU tensor).
+
+    The one place the augmentation steps choose between their two forms: on the CPU they read
+    their per-sample draws on the host and work only where a draw asks for it (the images an op
+    applies to, the pixels a box erases); on a device they keep fixed-shape passes over the
+    batch, which read nothing back.
+    """
+    return t.device.type == "cpu" and not _DEVICE_FORMS[0]
+
+
+#: ``[n]``: while ``n > 0`` (a `gpuaug.sync_check.SyncCheck` is active) `host_reads_free` says
+#: no on the CPU too, so that the check sees the forms a device runs.
+_DEVICE_FORMS = [0]
 
 
 def host_to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -16,8 +16,13 @@ Example:
     >>> img = make_preview("data/train", "chollet_cats_dogs", n=16, rows=4, seed=0)
     >>> img.save("grid.png")
 
-Why one module (over 600 lines): the image, mask and box previews share the layout, the
-augmenter and the captioned canvas; each preview function is what differs.
+`make_recipe_preview` shows a training recipe (`gpuaug.augment.recipe.TrainRecipe`) instead:
+all its tiles are one batch, so MixUp / CutMix partners are other tiles, and each tile is
+captioned with its own draws (crop box and flip, op and magnitude, erased boxes, partner and
+lambda); the normalisation is undone for display.
+
+Why one module (over 600 lines): the image, mask, box and recipe previews share the layout,
+the source picking and the captioned canvas; each preview function is what differs.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from gpuaug.augment.auto_augment import OPS
 from gpuaug.augment.config import AugmentConfig, load_config
 from gpuaug.augment.module import AugmentParams, GPUAugment
 from gpuaug.data.directory import DirectoryDataset
@@ -45,7 +51,9 @@ __all__ = [
     "make_detection_preview",
     "make_paired_preview",
     "make_preview",
+    "make_recipe_preview",
     "overlay_mask",
+    "recipe_caption_lines",
 ]
 
 MIN_TILE = 128
@@ -699,4 +707,168 @@ def make_detection_preview(
             tile = draw_boxes(tiles[j], out[j], ok[j], labels)
             lines = caption_lines(params, j, extras=extras) + _kornia_line(kornia, j)
             _draw_cell(draw, canvas, layout, font, j + 1, y, tile, lines)
+    return canvas
+
+
+# ----------------------------------------------------------------------------- recipes
+
+#: Caption lines under a recipe tile: crop, auto-augment, erasing, mixing.
+RECIPE_CAPTION_LINES = 4
+
+_NO_MAGNITUDE = ("Identity", "AutoContrast", "Equalize")
+
+
+def recipe_caption_lines(params: Any, i: int, per_row: int) -> list[str]:
+    """Tile ``i``'s draws of a `gpuaug.augment.recipe.RecipeParams`, one short line per step.
+
+    Args:
+        params: The recipe's params of the whole grid (one batch, row after row).
+        i: The tile (row ``i // per_row``, augmented column ``i % per_row + 1``).
+        per_row: Augmented tiles per row, to name a MixUp / CutMix partner by its place.
+
+    Returns:
+        Lines such as ``["crop 120x96 at 10,40 flip", "Rotate -23.4", "erase 40x30 at 5,6",
+        "CutMix r2c3 lam 0.63"]`` (rows x columns, top,left in the decoded image's pixels;
+        erased boxes in the output's pixels); steps that are off are left out.
+    """
+    crop = params.crop
+    top, left = crop.top_left_px[i].tolist()
+    h, w = crop.size_px[i].tolist()
+    lines = [f"crop {h}x{w} at {top},{left}" + (" flip" if bool(crop.flip_h[i]) else "")]
+    if params.auto_augment is not None:
+        a = params.auto_augment
+        ops = zip(a.op[i].tolist(), a.magnitude[i].tolist(), strict=True)
+        lines.append(", ".join(OPS[k] if OPS[k] in _NO_MAGNITUDE else f"{OPS[k]} {m:+.3g}"
+                               for k, m in ops))  # fmt: skip
+    if params.erasing is not None:
+        e = params.erasing
+        boxes = [
+            "{2}x{3} at {0},{1}".format(*e.box_tlhw_px[i, k].tolist())
+            for k in range(e.active.shape[1])
+            if bool(e.active[i, k])
+        ]
+        lines.append("erase " + "; ".join(boxes) if boxes else "not erased")
+    if params.mix is not None:
+        m = params.mix
+        partner, lam = int(m.partner[i]), float(m.lam[i])
+        if partner == i or lam == 1.0:
+            lines.append("not mixed")
+        else:
+            kind = "CutMix" if bool(m.use_cutmix[i]) else "MixUp"
+            place = f"r{partner // per_row + 1}c{partner % per_row + 1}"
+            lines.append(f"{kind} {place} lam {lam:.2f}")
+    return lines
+
+
+def make_recipe_preview(
+    directory: str | Path | DirectoryDataset,
+    recipe: Any = "imagenet_rrc",
+    *,
+    n: int = 16,
+    rows: int = 4,
+    seed: int = 0,
+    target_size: tuple[int, int] = (256, 256),
+    color_mode: str = "rgb",
+    interpolation: str = "bilinear",
+    title: str | None = None,
+) -> Image.Image:
+    """Render a grid of source images and the training recipe's outputs, each captioned with
+    its own draws.
+
+    As `make_preview` (rows of source images picked with the seed, classes in turn), but the
+    tiles are a `gpuaug.augment.recipe.TrainRecipe` batch: every row's source repeated
+    ``ceil(n / rows)`` times, all rows in one batch with the row's class as the label, run
+    with ``seed``. So each tile draws its own crop, flip, op, erasing and mixing, and a
+    MixUp / CutMix partner is another tile (named ``r<row>c<column>`` in the caption, the
+    column counted from the first augmented one). The recipe runs on the CPU.
+
+    Args:
+        directory: Folder with one subfolder per class, or a `DirectoryDataset` (its size,
+            colour mode and interpolation are used).
+        recipe: A `TrainRecipe`, a `RecipeConfig` of kind "train", a preset name
+            ("imagenet_rrc") or a YAML path.
+        n: Recipe outputs in the grid; each row gets ``ceil(n / rows)``.
+        rows: Source images, one per row.
+        seed: Seeds the choice of source images and the recipe's draws.
+        target_size: (height, width) images are decoded to, as the loader would; the recipe
+            crops from that image.
+        color_mode: "rgb" (the recipe's mean and std have one value per channel).
+        interpolation: Resize interpolation (Keras names).
+        title: Header text; defaults to the recipe's name and the seed.
+
+    Returns:
+        An RGB ``PIL.Image``: tiles at the recipe's output size (the first column the decoded
+        image, resized to it for display).
+
+    Raises:
+        ValueError: as `make_preview`; an evaluation recipe; a folder with more classes than
+            the recipe's ``num_classes`` when it mixes.
+    """
+    from gpuaug.augment.recipe import RecipeConfig, TrainRecipe
+
+    if isinstance(recipe, TrainRecipe):
+        name = "custom recipe"
+    else:
+        name = "custom recipe" if isinstance(recipe, RecipeConfig) else str(recipe)
+        recipe = TrainRecipe(recipe)
+    cfg = recipe.config
+    if isinstance(directory, DirectoryDataset):
+        if directory.target_size is None:
+            raise ValueError("the dataset to preview needs a `target_size`; got None")
+        dataset, directory = directory, directory.root
+    else:
+        dataset = DirectoryDataset(
+            directory,
+            target_size=_check_target_size(target_size),
+            color_mode=color_mode,
+            class_mode=None,
+            interpolation=interpolation,
+            on_error="skip",
+        )
+    if cfg.mixes and cfg.num_classes is not None and len(dataset.classes) > cfg.num_classes:
+        raise ValueError(
+            f"the recipe mixes with `num_classes`={cfg.num_classes}, but {str(directory)!r} "
+            f"has {len(dataset.classes)} classes"
+        )
+    layout = grid_layout(n, rows, cfg.output_size)
+    layout = dataclasses.replace(layout, caption_lines=RECIPE_CAPTION_LINES)
+    select = torch.Generator().manual_seed(seed)
+    sources, failures = _pick_sources(dataset, layout.rows, select)
+    if not sources:
+        failed = [*dataset.skipped, *failures]
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
+        raise ValueError(
+            f"no readable image in {str(directory)!r} to preview"
+            + (f" (skipped: {reasons})" if reasons else "")
+        )
+    layout = dataclasses.replace(layout, rows=len(sources))
+    k = layout.per_row
+    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(k, dim=0)
+    labels = torch.tensor([dataset.classes.index(label) for _, label, _ in sources])
+    with torch.no_grad():
+        out, _ = recipe(batch, labels.repeat_interleave(k), seed=seed)
+    params = recipe.last_params
+    assert params is not None  # set by the call above
+    mean = torch.tensor(cfg.mean).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std).view(1, -1, 1, 1)
+    tiles = _to_uint8((out * std + mean) * 255.0)
+    decoded = tuple(batch.shape[-2:])
+    shown = torch.nn.functional.interpolate(
+        torch.stack([image for _, _, image in sources]).float(), size=cfg.output_size,
+        mode="bilinear", antialias=True, align_corners=False,
+    )  # fmt: skip
+    originals = _to_uint8(shown)
+    canvas, draw, font = _start_canvas(
+        layout,
+        title or f"gpuaug recipe preview: {name}  seed={seed}",
+        f"first column: original ({decoded[0]}x{decoded[1]}, shown at the output size); then "
+        f"{k} recipe outputs each, one batch (partners are other tiles); normalisation undone",
+    )
+    for row, (path, label, _) in enumerate(sources):
+        y = layout.header_height + row * layout.cell_height
+        original = ["original", label, Path(path).name]
+        _draw_cell(draw, canvas, layout, font, 0, y, originals[row], original)
+        for j in range(k):
+            lines = recipe_caption_lines(params, row * k + j, k)
+            _draw_cell(draw, canvas, layout, font, j + 1, y, tiles[row * k + j], lines)
     return canvas

@@ -19,8 +19,10 @@ CPU tensor counts too: a value read on the host to take a decision is a sync on 
 a copy to another device (``"meta"`` stands in for a GPU in tests) is judged by its source
 (pinned or not) and its ``non_blocking`` flag. What it cannot see: ``torch.cuda.synchronize()``,
 ``Event.synchronize()``, ``Stream.synchronize()`` (no aten op) and work done in other processes
-(DataLoader workers). On a GPU, ``torch.cuda.set_sync_debug_mode("error")`` is the
-complementary check (`benchmarks.gpu_check`).
+(DataLoader workers). While it is active, the augmentation steps take the forms they take on
+a device even on the CPU (`gpuaug.device.host_reads_free` says no): on the CPU they would
+otherwise read their draws on the host, which is free there. On a GPU,
+``torch.cuda.set_sync_debug_mode("error")`` is the complementary check (`benchmarks.gpu_check`).
 
 Recorded (the ``reason`` of each `SyncEvent`):
 
@@ -45,6 +47,8 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from gpuaug.device import _DEVICE_FORMS
 
 __all__ = ["SyncCheck", "SyncEvent", "sync_reason"]
 
@@ -181,26 +185,32 @@ class SyncCheck(TorchDispatchMode):
     Args:
         raise_now: raise ``AssertionError`` at the first offending op (its traceback shows the
             caller) instead of recording it.
+        device_forms: run the augmentation steps' device forms on the CPU too (the default:
+            what a GPU would run); ``False`` records what their CPU forms read on the host.
 
     Attributes:
         events: the recorded `SyncEvent` s, in order.
     """
 
-    def __init__(self, *, raise_now: bool = False) -> None:
+    def __init__(self, *, raise_now: bool = False, device_forms: bool = True) -> None:
         super().__init__()
         self.raise_now = raise_now
+        self.device_forms = device_forms
         self.events: list[SyncEvent] = []
         self._tolist = _TolistMode(self)
 
     def __enter__(self) -> SyncCheck:
         self._tolist.__enter__()
         try:
-            return super().__enter__()
+            out = super().__enter__()
         except BaseException:
             self._tolist.__exit__(None, None, None)
             raise
+        _DEVICE_FORMS[0] += self.device_forms  # the forms a device runs, on the CPU too
+        return out
 
     def __exit__(self, *exc: object) -> None:
+        _DEVICE_FORMS[0] -= self.device_forms
         try:
             super().__exit__(*exc)
         finally:

@@ -13,8 +13,11 @@ from gpuaug.augment.auto_augment import (
     RandAugment,
     TrivialAugmentWide,
     apply_round,
+    apply_round_grouped,
+    apply_round_reference,
     magnitude_table,
 )
+from gpuaug.sync_check import SyncCheck
 
 TV = v2.TrivialAugmentWide()
 
@@ -33,11 +36,16 @@ def _images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def _batched_vs_torchvision(name: str, magnitudes: list[float], height=23, width=31):
+IMPLEMENTATIONS = [apply_round_grouped, apply_round_reference]
+
+
+def _batched_vs_torchvision(
+    name: str, magnitudes: list[float], height=23, width=31, apply=apply_round
+):
     x = _images(len(magnitudes), height, width)
     op = torch.full((len(magnitudes),), OPS.index(name))
     mag = torch.tensor(magnitudes, dtype=torch.float64)
-    ours = apply_round(x, op, mag)
+    ours = apply(x, op, mag)
     expected = torch.stack([_torchvision(x[i], name, m) for i, m in enumerate(magnitudes)])
     return ours, expected
 
@@ -65,19 +73,59 @@ def _wide_magnitudes(name: str) -> list[float]:
         "Equalize",
     ],
 )
-def test_each_op_equals_torchvisions_functional_op(name):
-    ours, expected = _batched_vs_torchvision(name, _wide_magnitudes(name))
+@pytest.mark.parametrize("apply", IMPLEMENTATIONS, ids=lambda f: f.__name__)
+def test_each_op_equals_torchvisions_functional_op(name, apply):
+    ours, expected = _batched_vs_torchvision(name, _wide_magnitudes(name), apply=apply)
     assert torch.equal(ours, expected)
 
 
 @pytest.mark.parametrize("name", ["ShearX", "ShearY", "Rotate"])
-def test_each_geometric_op_equals_torchvisions_functional_op(name):
+@pytest.mark.parametrize("apply", IMPLEMENTATIONS, ids=lambda f: f.__name__)
+def test_each_geometric_op_equals_torchvisions_functional_op(name, apply):
     magnitudes = _wide_magnitudes(name)
     if name == "Rotate":
         magnitudes += [90.0, -90.0, 180.0, 33.3]
     for height, width in ((29, 29), (23, 31)):
-        ours, expected = _batched_vs_torchvision(name, magnitudes, height, width)
+        ours, expected = _batched_vs_torchvision(name, magnitudes, height, width, apply=apply)
         assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("policy", [TrivialAugmentWide, RandAugment], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("batch", [1, 3, 8, 40])
+def test_the_grouped_path_equals_the_all_ops_reference_bit_for_bit(policy, batch):
+    module = policy()
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randint(0, 256, (batch, 3, 26, 33), generator=gen, dtype=torch.uint8)
+    x[0] = x[0] // 3 + 70  # low contrast: autocontrast and equalize change it
+    params = module.sample_params(batch, 26, 33, generator=gen)
+    drawn = set(params.op.flatten().tolist())
+    if batch < len(OPS):
+        assert len(drawn) < len(OPS)  # some ops are drawn by no image
+    for r in range(params.op.shape[1]):
+        op, mag = params.op[:, r], params.magnitude[:, r]
+        for images in (x, x.float(), x[:, :1].contiguous()):
+            fast = apply_round_grouped(images, op, mag, fill=7.0)
+            reference = apply_round_reference(images, op, mag, fill=7.0)
+            assert fast.dtype == reference.dtype == images.dtype
+            assert torch.equal(fast, reference)
+
+
+def test_the_grouped_path_leaves_its_input_unchanged():
+    x = _images(6, 20, 20).float()
+    before = x.clone()
+    apply_round_grouped(x, torch.arange(6) + 6, torch.full((6,), 0.5, dtype=torch.float64))
+    assert torch.equal(x, before)
+
+
+def test_apply_round_groups_on_the_cpu_and_the_reference_reads_nothing_on_the_host():
+    x = _images(8, 16, 16)
+    op, mag = torch.arange(8), torch.full((8,), 0.3, dtype=torch.float64)
+    with SyncCheck(device_forms=False) as grouped:
+        apply_round(x, op, mag)
+    with SyncCheck() as reference:
+        apply_round_reference(x, op, mag)
+    assert grouped.events and all("auto_augment.py" in e.where for e in grouped.events)
+    reference.assert_clean()
 
 
 def test_the_one_pixel_border_reads_the_edge_as_grid_sample_does():

@@ -35,3 +35,25 @@ def test_an_unavailable_pipeline_is_skipped_with_its_reason(make_tree, monkeypat
     )  # fmt: skip
     results = bench_recipe.run(_args(make_tree({"a": 2, "b": 2}), "dali-cpu"))
     assert results["pipelines"]["dali-cpu"]["skipped"] == "nvidia-dali is not installed"
+
+
+def test_threads_sets_the_main_processs_intra_op_threads_and_is_recorded(make_tree, monkeypatch):
+    import torch
+
+    monkeypatch.setitem(
+        bench_recipe.PIPELINES, "dali-cpu",
+        (None, lambda a: "nvidia-dali is not installed", "RRC+flip+normalise only"),
+    )  # fmt: skip
+    before = torch.get_num_threads()
+    args = _args(make_tree({"a": 2, "b": 2}), "dali-cpu")
+    try:
+        args.threads = 1
+        results = bench_recipe.run(args)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert results["settings"]["threads"] == 1
+    assert "main-process intra-op threads 1" in bench_recipe.markdown(results)
+    args.threads = 0
+    with pytest.raises(ValueError, match="`--threads` must be >= 1"):
+        bench_recipe.run(args)

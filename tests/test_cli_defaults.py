@@ -41,3 +41,27 @@ def test_a_command_is_one_function_listed_in_commands(monkeypatch, capsys):
     monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, add_hello])
     assert cli.main(["hello", "world"]) == 0
     assert capsys.readouterr().out == "hello world\n"
+
+
+def test_preview_with_a_recipe_writes_its_grid_and_prints_the_steps(image_tree, tmp_path, capsys):
+    target = tmp_path / "recipe.png"
+    args = ["preview", str(image_tree), "--recipe", "imagenet_rrc", "--out", str(target)]
+    assert cli.main([*args, "--n", "2", "--rows", "1", "--target-size", "24", "32"]) == 0
+    out = capsys.readouterr().out
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.width > 3 * 224  # 224 px tiles, 3 columns
+    assert f"wrote {target.resolve()}" in out
+    assert "TrivialAugmentWide" in out and "RandomErasing" in out and "Mixup" in out
+
+
+def test_preview_refuses_a_config_and_a_recipe_together(image_tree, tmp_path, capsys):
+    args = ["preview", str(image_tree), "--recipe", "imagenet_rrc", "--config", "none"]
+    assert cli.main([*args, "--out", str(tmp_path / "g.png")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_preview_names_an_unknown_recipe(image_tree, tmp_path, capsys):
+    args = ["preview", str(image_tree), "--recipe", "no_such_recipe"]
+    assert cli.main([*args, "--out", str(tmp_path / "g.png")]) == 2
+    assert "no_such_recipe" in capsys.readouterr().err

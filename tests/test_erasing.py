@@ -101,6 +101,32 @@ def test_pixel_mode_fills_the_boxes_with_fresh_normals_and_leaves_the_rest():
     assert abs(float(out[erased].std()) - 1.0) < 0.1
 
 
+@pytest.mark.parametrize("count", [1, 3])
+def test_pixel_mode_hashing_only_the_erased_pixels_equals_the_whole_batch_hash(count, monkeypatch):
+    import gpuaug.augment.erasing as erasing
+
+    erase = RandomErasing(re_prob=0.5, re_mode="pixel", re_count=count)
+    gen = torch.Generator().manual_seed(count)
+    images = torch.randn(16, 3, 30, 37, generator=gen)
+    params = erase.sample_params(16, 3, 30, 37, generator=gen)
+    assert params.active.any() and not params.active.all()
+    cpu_form = erase.apply(images, params)
+    monkeypatch.setattr(erasing, "host_reads_free", lambda t: False)  # the device form
+    whole_batch = erase.apply(images, params)
+    assert torch.equal(cpu_form, whole_batch)
+    assert not torch.equal(cpu_form, images)
+
+
+def test_hashed_normals_at_picks_elements_of_the_whole_tensor():
+    from gpuaug.augment.erasing import hashed_normals, hashed_normals_at
+
+    seed = torch.tensor([5, 2**61 + 3, 11])
+    whole = hashed_normals(seed, (3, 2, 7, 9)).flatten(1)
+    image = torch.tensor([0, 2, 1, 1, 0])
+    index = torch.tensor([0, 125, 64, 3, 77])
+    assert torch.equal(hashed_normals_at(seed, image, index), whole[image, index])
+
+
 def test_replay_with_the_last_params_reproduces_the_batch():
     erase = RandomErasing(re_prob=0.5, re_mode="rand", re_count=2)
     images = torch.randn(8, 3, 16, 16)

@@ -21,12 +21,15 @@ def _timm_params(timm, batch: int, shape, seed: int) -> MixParams:
     if timm.mode == "elem":
         lam, use = timm._params_per_elem(batch)
         lam = lam.astype(np.float64)
+    elif timm.mode == "pair":  # one draw per pair (i, B-1-i), i in the first half
+        lam, use = timm._params_per_elem(batch // 2)
+        lam = lam.astype(np.float64)
     else:
         lam_b, use_b = timm._params_per_batch()
         lam, use = np.full(batch, lam_b), np.full(batch, use_b)
     use = use & (lam != 1)  # timm mixes only where lam != 1
     boxes = np.zeros((batch, 4), dtype=np.int64)
-    for i in range(batch) if timm.mode == "elem" else range(1):
+    for i in range(len(lam)) if timm.mode != "batch" else range(1):
         if use[i]:
             box, new_lam = timm_mixup.cutmix_bbox_and_lam(
                 shape,
@@ -37,12 +40,16 @@ def _timm_params(timm, batch: int, shape, seed: int) -> MixParams:
             boxes[i], lam[i] = [int(v) for v in box], new_lam
     if timm.mode == "batch":
         boxes[:], lam[:] = boxes[0], lam[0]
+    if timm.mode == "pair":  # image B-1-i takes its pair's method, lambda and box
+        half = batch // 2
+        lam, use = np.concatenate([lam, lam[::-1]]), np.concatenate([use, use[::-1]])
+        boxes[half:] = boxes[:half][::-1]
     return MixParams(
         torch.tensor(lam, dtype=torch.float32), flip, torch.tensor(use), torch.tensor(boxes)
     )
 
 
-@pytest.mark.parametrize("mode", ["elem", "batch"])
+@pytest.mark.parametrize("mode", ["elem", "pair", "batch"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mixing_and_soft_targets_match_timm_on_timms_params(mode, seed):
     timm = timm_mixup.Mixup(mode=mode, **KW)
@@ -68,6 +75,43 @@ def test_cutmix_minmax_boxes_match_timm():
     x_ours, y_ours = ours.apply(x, y, params)
     assert torch.equal(x_ours, x_timm)
     torch.testing.assert_close(y_ours, y_timm, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [8, 9])
+def test_pair_mode_pairs_images_both_ways_and_each_pair_shares_its_draws(batch):
+    params = Mixup(mode="pair", **KW).sample_params(
+        batch, 24, 24, generator=torch.Generator().manual_seed(batch)
+    )
+    partner = params.partner
+    assert torch.equal(partner[partner], torch.arange(batch))  # i's partner has i as partner
+    alone = (partner == torch.arange(batch)).nonzero().flatten().tolist()
+    assert len(alone) == batch % 2  # only an odd batch leaves one image unmixed
+    for i in alone:
+        assert float(params.lam[i]) == 1.0 and not bool(params.use_cutmix[i])
+    assert torch.equal(params.lam[partner], params.lam)
+    assert torch.equal(params.use_cutmix[partner], params.use_cutmix)
+    assert torch.equal(params.box_yyxx_px[partner], params.box_yyxx_px)
+    assert params.lam.unique().numel() == batch // 2 + batch % 2
+
+
+def test_pair_mode_swaps_the_cutmix_boxes_of_a_pair_and_blends_mixup_both_ways():
+    mix = Mixup(mode="pair", **KW)
+    x = torch.rand(16, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    out, soft = mix(x, y, generator=torch.Generator().manual_seed(2))
+    p = mix.last_params
+    assert p.use_cutmix.any() and (~p.use_cutmix).any()
+    for i in range(16):
+        j, lam = int(p.partner[i]), float(p.lam[i])
+        if bool(p.use_cutmix[i]):
+            yl, yh, xl, xh = p.box_yyxx_px[i].tolist()
+            assert torch.equal(out[i, :, yl:yh, xl:xh], x[j, :, yl:yh, xl:xh])
+            assert torch.equal(out[j, :, yl:yh, xl:xh], x[i, :, yl:yh, xl:xh])
+        else:
+            torch.testing.assert_close(out[i], lam * x[i] + (1 - lam) * x[j])
+        # lam y_i + (1 - lam) y_j and lam y_j + (1 - lam) y_i: the pair's targets sum to both
+        smooth = torch.full((2, 10), 0.01).scatter_(1, y[[i, j]][:, None], 0.91)
+        torch.testing.assert_close(soft[i] + soft[j], smooth.sum(0))
 
 
 def test_each_image_draws_its_own_lambda_in_elem_mode_and_one_in_batch_mode():
@@ -173,7 +217,7 @@ def test_a_mask_with_mixup_on_is_refused():
         ({"cutmix_minmax": (0.8, 0.2)}, "`cutmix_minmax` must be a pair"),
         ({"prob": 2.0}, "`prob` must be in"),
         ({"switch_prob": -0.1}, "`switch_prob` must be in"),
-        ({"mode": "pair"}, "`mode` must be one of"),
+        ({"mode": "pairs"}, "`mode` must be one of"),
         ({"label_smoothing": 1.0}, "`label_smoothing` must be in"),
         ({"num_classes": 0}, "`num_classes` must be an int >= 1"),
     ],

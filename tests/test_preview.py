@@ -6,6 +6,7 @@ import dataclasses
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -213,3 +214,100 @@ def test_the_largest_allowed_grids_fit_the_pixel_bound():
 def test_make_preview_refuses_before_reading_the_folder(tmp_path):
     with pytest.raises(ValueError, match="`n` must be at most"):
         make_preview(tmp_path / "never-read", GEOMETRIC, n=100_000, rows=1)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _recipe_config():
+    from gpuaug.augment.recipe import RecipeConfig
+
+    return RecipeConfig(
+        size=32, re_prob=0.6, re_mode="pixel", mixup_alpha=0.8, cutmix_alpha=1.0,
+        mixup_mode="elem", num_classes=2,
+    )  # fmt: skip
+
+
+def _recipe_preview(root: Path, **kwargs) -> Image.Image:
+    from gpuaug.preview import make_recipe_preview
+
+    options = {"n": 6, "rows": 2, "seed": 0, "target_size": (24, 32)} | kwargs
+    return make_recipe_preview(root, _recipe_config(), **options)
+
+
+def test_a_recipe_preview_has_the_layout_of_its_output_size_and_replays_by_seed(image_tree):
+    from gpuaug.preview import RECIPE_CAPTION_LINES
+
+    first, again, other = (_recipe_preview(image_tree, seed=s) for s in (0, 0, 1))
+    layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
+    assert first.size == layout.size
+    assert png_bytes(first) == png_bytes(again)
+    assert png_bytes(first) != png_bytes(other)
+
+
+def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
+    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources
+
+    picture = np.asarray(_recipe_preview(image_tree, seed=3))
+    # the same sources and batch as the preview, run by hand
+    dataset = DirectoryDataset(image_tree, target_size=(24, 32), class_mode=None)
+    sources, _ = _pick_sources(dataset, 2, torch.Generator().manual_seed(3))
+    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(3, dim=0)
+    labels = torch.tensor([dataset.classes.index(c) for _, c, _ in sources]).repeat_interleave(3)
+    recipe = TrainRecipe(_recipe_config())
+    out, _ = recipe(batch, labels, seed=3)
+    cfg = recipe.config
+    shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
+    layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
+    for i in range(6):
+        row, column = divmod(i, 3)
+        x = PAD + (column + 1) * layout.cell_width
+        y = layout.header_height + row * layout.cell_height + PAD
+        tile = picture[y : y + layout.tile_height : layout.scale, x : x + layout.tile_width]
+        tile = tile[:, :: layout.scale]
+        assert np.array_equal(tile, expected[i].permute(1, 2, 0).numpy())
+
+
+def test_recipe_captions_name_each_tiles_own_draws():
+    from gpuaug.augment.auto_augment import OPS
+    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.preview import recipe_caption_lines
+
+    recipe = TrainRecipe(_recipe_config())
+    x = torch.randint(0, 256, (8, 3, 40, 48), generator=torch.Generator().manual_seed(0))
+    recipe(x.to(torch.uint8), torch.arange(8) % 2, seed=5)
+    p = recipe.last_params
+    mixed = erased = 0
+    for i in range(8):
+        crop, op, erase, mix = recipe_caption_lines(p, i, per_row=4)
+        h, w = p.crop.size_px[i].tolist()
+        top, left = p.crop.top_left_px[i].tolist()
+        assert crop.startswith(f"crop {h}x{w} at {top},{left}")
+        assert crop.endswith(" flip") == bool(p.crop.flip_h[i])
+        assert op.startswith(OPS[int(p.auto_augment.op[i, 0])])
+        if bool(p.erasing.active[i, 0]):
+            erased += 1
+            t, left_, eh, ew = p.erasing.box_tlhw_px[i, 0].tolist()
+            assert erase == f"erase {eh}x{ew} at {t},{left_}"
+        else:
+            assert erase == "not erased"
+        j = int(p.mix.partner[i])
+        if j != i and float(p.mix.lam[i]) < 1:
+            mixed += 1
+            kind = "CutMix" if bool(p.mix.use_cutmix[i]) else "MixUp"
+            assert mix == f"{kind} r{j // 4 + 1}c{j % 4 + 1} lam {float(p.mix.lam[i]):.2f}"
+    assert mixed and erased  # both kinds of caption were checked
+
+
+def test_a_recipe_preview_refuses_an_eval_recipe_and_too_many_classes(image_tree):
+    from gpuaug.augment.recipe import RecipeConfig
+    from gpuaug.preview import make_recipe_preview
+
+    with pytest.raises(ValueError, match="must be a training recipe"):
+        make_recipe_preview(image_tree, "imagenet_rrc_val", n=2, rows=1)
+    one_class = dataclasses.replace(_recipe_config(), num_classes=1)
+    assert isinstance(one_class, RecipeConfig)
+    with pytest.raises(ValueError, match="`num_classes`=1.*has 2 classes"):
+        make_recipe_preview(image_tree, one_class, n=2, rows=1, target_size=(24, 32))

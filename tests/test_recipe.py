@@ -77,10 +77,29 @@ def test_without_erasing_or_mixing_the_steps_are_crop_then_trivialaugment_then_n
     assert torch.equal(labels, y)
 
 
-def test_a_training_batch_makes_no_host_sync():
+def test_a_training_batch_makes_no_host_sync_in_the_device_form(monkeypatch):
+    import gpuaug.augment.auto_augment as auto_augment
+    import gpuaug.augment.erasing as erasing
+    import gpuaug.augment.rrc as rrc
+
+    # the form a device takes: what would sync there is recorded on the CPU all the same
+    for module in (auto_augment, erasing, rrc):
+        monkeypatch.setattr(module, "host_reads_free", lambda t: False)
     recipe = TrainRecipe(SMALL)
     x, y = _batch()
     with SyncCheck() as check:
+        recipe(x, y, seed=1)
+    check.assert_clean()
+
+
+def test_on_the_cpu_only_the_crops_op_groups_and_erased_pixels_are_read_on_the_host():
+    recipe = TrainRecipe(SMALL)
+    x, y = _batch()
+    with SyncCheck(device_forms=False) as check:
+        recipe(x, y, seed=1)
+    places = {e.where.split(":")[0] for e in check.events}
+    assert places == {"rrc.py", "auto_augment.py", "erasing.py"}
+    with SyncCheck() as check:  # the forms a device runs read nothing back
         recipe(x, y, seed=1)
     check.assert_clean()
 

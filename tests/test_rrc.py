@@ -14,8 +14,12 @@ from gpuaug.augment.rrc import (
     RandomResizedCrop,
     center_crop_params,
     resized_crop,
+    resized_crop_matrices,
+    resized_crop_per_crop,
     sample_crop_params,
 )
+
+FORMS = [resized_crop_per_crop, resized_crop_matrices]
 
 
 def _torchvision_crops(n: int, height: int, width: int, scale, seed: int = 0):
@@ -71,24 +75,26 @@ def _params(crops, size) -> CropParams:
     )
 
 
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("antialias", [True, False])
-def test_resizing_equals_torchvisions_resized_crop_on_float_images(antialias):
+def test_resizing_equals_torchvisions_resized_crop_on_float_images(antialias, form):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 48, 64, generator=gen) * 255
     crops = [(0, 0, 48, 64), (5, 7, 30, 20), (10, 3, 9, 12), (20, 40, 28, 24)]  # shrink and grow
     size = (16, 18)
-    ours = resized_crop(x, _params(crops, size), size, antialias=antialias)
+    ours = form(x, _params(crops, size), size, antialias=antialias)
     expected = torch.stack(
         [TF.resized_crop(x[i], *c, list(size), antialias=antialias) for i, c in enumerate(crops)]
     )
     torch.testing.assert_close(ours, expected, rtol=0, atol=2e-3)
 
 
-def test_uint8_images_stay_within_one_grey_level_of_torchvision():
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
+def test_uint8_images_stay_within_one_grey_level_of_torchvision(form):
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (2, 3, 64, 64), generator=gen, dtype=torch.uint8)
     crops = [(3, 4, 50, 40), (0, 0, 64, 64)]
-    ours = resized_crop(x, _params(crops, (24, 24)), (24, 24)).round().clamp(0, 255)
+    ours = form(x, _params(crops, (24, 24)), (24, 24)).round().clamp(0, 255)
     expected = torch.stack(
         [TF.resized_crop(x[i], *c, [24, 24], antialias=True) for i, c in enumerate(crops)]
     )
@@ -96,19 +102,21 @@ def test_uint8_images_stay_within_one_grey_level_of_torchvision():
     assert (ours - expected.float()).abs().max() <= 1
 
 
-def test_the_flip_mirrors_the_resized_crop():
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
+def test_the_flip_mirrors_the_resized_crop(form):
     x = (torch.rand(1, 3, 20, 30) * 255).expand(2, 3, 20, 30)
     p = _params([(2, 3, 15, 20), (2, 3, 15, 20)], (10, 10))
     p = CropParams(p.top_left_px, p.size_px, p.out_total, p.out_offset, torch.tensor([False, True]))
-    out = resized_crop(x, p, (10, 10))
+    out = form(x, p, (10, 10))
     torch.testing.assert_close(out[1], out[0].flip(-1))
 
 
-def test_validation_params_equal_torchvisions_resize_then_centre_crop():
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
+def test_validation_params_equal_torchvisions_resize_then_centre_crop(form):
     x = torch.rand(2, 3, 30, 45) * 255
     eval_tf = v2.Compose([v2.Resize(20, antialias=True), v2.CenterCrop(16)])
     sizes = torch.tensor([30, 30]), torch.tensor([45, 45])
-    ours = resized_crop(x, center_crop_params(*sizes, 20, 16), (16, 16))
+    ours = form(x, center_crop_params(*sizes, 20, 16), (16, 16))
     expected = torch.stack([eval_tf(x[i]) for i in range(2)])
     torch.testing.assert_close(ours, expected, rtol=0, atol=2e-3)
 
@@ -122,6 +130,42 @@ def test_validation_of_a_padded_batch_reads_each_image_at_its_own_size():
     torch.testing.assert_close(
         resized_crop(padded, params, (16, 16))[0], eval_tf(small), rtol=0, atol=2e-3
     )
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_the_per_crop_and_matrix_forms_agree_on_random_shared_flipped_and_ragged_crops(
+    antialias, dtype
+):
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.rand(12, 3, 70, 90, generator=gen) * 255).to(dtype)
+    sizes = torch.tensor([[70, 90], [64, 51], [33, 88]] * 4)  # ragged: padded top-left
+    p = sample_crop_params(
+        12, sizes[:, 0], sizes[:, 1], (40, 36), scale=(0.05, 1.0), flip_p=0.5, generator=gen
+    )
+    shared = [0, 3, 6]  # three images with the same crop: resized together
+    p = CropParams(
+        p.top_left_px.index_copy(0, torch.tensor(shared[1:]), p.top_left_px[[0, 0]]),
+        p.size_px.index_copy(0, torch.tensor(shared[1:]), p.size_px[[0, 0]]),
+        p.out_total, p.out_offset, p.flip_h,
+    )  # fmt: skip
+    assert p.flip_h.any() and not p.flip_h.all()
+    matrices = resized_crop_matrices(x, p, (40, 36), antialias=antialias)
+    per_crop = resized_crop_per_crop(x, p, (40, 36), antialias=antialias)
+    assert per_crop.dtype == matrices.dtype == torch.float32
+    torch.testing.assert_close(per_crop, matrices, rtol=0, atol=1e-2)  # grey levels
+    val = center_crop_params(sizes[:, 0], sizes[:, 1], 40, 32)
+    torch.testing.assert_close(
+        resized_crop_per_crop(x, val, (32, 32), antialias=antialias),
+        resized_crop_matrices(x, val, (32, 32), antialias=antialias),
+        rtol=0, atol=1e-2,
+    )  # fmt: skip
+
+
+def test_resized_crop_takes_the_per_crop_form_on_the_cpu():
+    x = torch.rand(3, 3, 30, 40) * 255
+    p = sample_crop_params(3, 30, 40, (12, 12), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(resized_crop(x, p, (12, 12)), resized_crop_per_crop(x, p, (12, 12)))
 
 
 def test_replay_with_the_last_params_reproduces_the_batch():

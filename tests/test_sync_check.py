@@ -191,3 +191,18 @@ def test_two_epochs_dispatch_no_host_sync(mixed_tree, tmp_path, monkeypatch, mod
     loader.close()
     assert n == 2 * 11
     check.assert_clean()
+
+
+def test_under_the_check_the_steps_take_their_device_forms_and_the_cpu_form_returns_after():
+    from gpuaug.device import host_reads_free
+
+    t = torch.zeros(2)
+    assert host_reads_free(t)
+    with SyncCheck():
+        assert not host_reads_free(t)
+        with SyncCheck():  # nested
+            assert not host_reads_free(t)
+        assert not host_reads_free(t)
+    assert host_reads_free(t)
+    with SyncCheck(device_forms=False):
+        assert host_reads_free(t)

@@ -21,13 +21,22 @@ Each op is torchvision's functional op on uint8 images (``torchvision.transforms
   that reproduces torchvision's ``grid_sample(mode="nearest", padding_mode="zeros",
   align_corners=False)``, where a point up to half a pixel outside the image still reads the
   edge pixel;
-- colour ops run on the whole batch and each image keeps the result of its own op
-  (``torch.where``): brightness, color (saturation), contrast and sharpness blend with a
-  per-image factor as torchvision's ``_blend``; posterize with a per-image bit mask; solarize
-  with a per-image threshold; autocontrast per channel; equalize with per-channel histograms
+- colour ops take a per-image factor: brightness, color (saturation), contrast and sharpness
+  blend as torchvision's ``_blend``; posterize with a per-image bit mask; solarize with a
+  per-image threshold; autocontrast per channel; equalize with per-channel histograms
   (torchvision's batched LUT).
 
-So one round costs one warp of the batch and one pass of each colour op, whatever the ops drawn.
+A round has two forms with the same result (`apply_round` picks by device, in
+`gpuaug.device.host_reads_free`):
+
+- on the CPU, `apply_round_grouped`: the images are grouped by op (a loop over the 14 ops, not
+  over images), the geometric ops share one warp of their images and each colour op runs only
+  on the images that drew it;
+- on a device, `apply_round_reference`: every op runs on the whole batch and each image keeps
+  its own op's result (``torch.where``): fixed shapes, nothing read back to the host, at the
+  cost of one warp and one pass of each colour op per round. It is also the reference the
+  grouped form is tested against, bit for bit.
+
 Only ``interpolation="nearest"`` (torchvision's default) is implemented. The ops run on the
 uint8 batch before `gpuaug.augment.module.GPUAugment`'s warp and normalisation.
 """
@@ -41,13 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpuaug.augment.warp import warp_affine
-from gpuaug.device import params_to_device
+from gpuaug.device import host_reads_free, params_to_device
 
 __all__ = [
     "OPS",
     "AutoAugmentParams",
     "RandAugment",
     "TrivialAugmentWide",
+    "apply_round",
+    "apply_round_grouped",
+    "apply_round_reference",
     "magnitude_table",
 ]
 
@@ -72,6 +84,7 @@ _OP = {name: i for i, name in enumerate(OPS)}
 _SIGNED: tuple[str, ...] = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _SIGNED += ("Brightness", "Color", "Contrast", "Sharpness")
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_COLOUR = OPS[6:]  # Brightness .. Equalize
 
 
 def magnitude_table(policy: str, num_bins: int, height: int, width: int) -> torch.Tensor:
@@ -267,10 +280,107 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(step[..., None] != 0, equalized, x)
 
 
+def _colour_op(name: str, x: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """Colour op ``name`` on float32 images holding whole values, one magnitude per image.
+
+    Shape:
+        x: (n, C, H, W) float32; mag: (n,) float64, same device -> (n, C, H, W) float32.
+    """
+    factor = 1.0 + mag
+    if name == "Brightness":
+        return x.mul(factor.to(torch.float32)[:, None, None, None]).clamp_(0, 255)
+    if name == "Color":
+        if x.shape[1] != 3:  # adjust_saturation leaves a one-channel image as it is
+            return x
+        return _blend(x, _grey(x), factor)
+    if name == "Contrast":
+        mean = torch.mean(_grey(x) if x.shape[1] == 3 else x, dim=(-3, -2, -1), keepdim=True)
+        return _blend(x, mean, factor)
+    if name == "Sharpness":
+        return _sharpness(x, factor)
+    if name == "Posterize":
+        bits = mag.to(torch.int64).clamp(0, 8)
+        mask = (((1 << bits) - 1) << (8 - bits))[:, None, None, None]
+        return (x.to(torch.int64) & mask).to(torch.float32)
+    if name == "Solarize":
+        threshold = (255.0 * mag).to(torch.float32)[:, None, None, None]
+        return torch.where(x >= threshold, 255.0 - x, x)
+    if name == "AutoContrast":
+        return _autocontrast(x)
+    if name == "Equalize":
+        return _equalize(x)
+    raise ValueError(f"`name` must be a colour op of {list(_COLOUR)}; got {name!r}")
+
+
+def _to_dtype(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return out.to(torch.uint8)  # whole values in 0..255 (truncated as torchvision's .to)
+    return out.trunc().to(dtype)
+
+
+def apply_round_reference(
+    images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, fill: float = 0.0
+) -> torch.Tensor:
+    """`apply_round` computing every op for every image, each keeping its own (``torch.where``).
+
+    The obviously-correct form, and the device path: fixed shapes, nothing read back to the
+    host. Same arguments and result as `apply_round`.
+    """
+    dtype = images.dtype
+    x = images.to(torch.float32)
+    _, _, height, width = x.shape
+    mag = magnitude.to(torch.float64)
+    is_geo = torch.zeros_like(op, dtype=torch.bool)
+    for name in _GEOMETRIC:
+        is_geo = is_geo | (op == _OP[name])
+    matrix = geometric_matrix(op, mag, height, width)
+    out = torch.where(is_geo[:, None, None, None], _warp_nearest_zeros(x, matrix, fill), x)
+    for name in _COLOUR:  # a loop over ops, not over images
+        out = torch.where((op == _OP[name])[:, None, None, None], _colour_op(name, x, mag), out)
+    return _to_dtype(out, dtype)
+
+
+def apply_round_grouped(
+    images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, fill: float = 0.0
+) -> torch.Tensor:
+    """`apply_round` computing each op only for the images that drew it.
+
+    The images are grouped by op (one sort, the group sizes read on the host); the geometric
+    ops share one warp of their images, each colour op runs on its own images, and each result
+    is written back in place. Every op treats each image on its own, so the result equals
+    `apply_round_reference`. Reading the group sizes is a host sync when ``op`` lives on a
+    device: `apply_round` takes this path only for CPU tensors.
+    """
+    dtype = images.dtype
+    x = images.to(torch.float32)
+    _, _, height, width = x.shape
+    mag = magnitude.to(torch.float64)
+    counts = torch.bincount(op, minlength=len(OPS)).tolist()  # host read: a CPU tensor
+    groups = dict(zip(OPS, torch.argsort(op, stable=True).split(counts), strict=True))
+    out = x.clone()
+    geo = torch.cat([groups[name] for name in _GEOMETRIC])
+    if geo.numel():
+        matrix = geometric_matrix(op[geo], mag[geo], height, width)
+        out.index_copy_(0, geo, _warp_nearest_zeros(x.index_select(0, geo), matrix, fill))
+    for name in _COLOUR:  # a loop over ops, not over images
+        index = groups[name]
+        if index.numel():
+            result = _colour_op(name, x.index_select(0, index), mag[index])
+            out.index_copy_(0, index, result)
+    if dtype == torch.uint8:
+        return out.to(torch.uint8)
+    return out.trunc_().to(dtype)
+
+
 def apply_round(
     images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, fill: float = 0.0
 ) -> torch.Tensor:
     """One op per image, torchvision's ``_apply_image_or_video_transform`` for the batch.
+
+    On the CPU (``op`` a CPU tensor, readable on the host for free) each op runs only on the
+    images that drew it (`apply_round_grouped`); on a device every op runs on the whole batch
+    and each image keeps its own (`apply_round_reference`: fixed shapes, no host sync). Both
+    give the same result.
 
     Args:
         images: The batch, uint8 (or float holding whole values 0..255).
@@ -285,39 +395,9 @@ def apply_round(
         images: (B, C, H, W); op: (B,) int64; magnitude: (B,) float64, same device
         -> (B, C, H, W), same dtype and device.
     """
-    dtype = images.dtype
-    x = images.to(torch.float32)
-    _, _, height, width = x.shape
-    mag = magnitude.to(torch.float64)
-
-    def select(name: str) -> torch.Tensor:
-        return (op == _OP[name])[:, None, None, None]
-
-    is_geo = torch.zeros_like(op, dtype=torch.bool)
-    for name in _GEOMETRIC:
-        is_geo = is_geo | (op == _OP[name])
-    matrix = geometric_matrix(op, mag, height, width)
-    out = torch.where(is_geo[:, None, None, None], _warp_nearest_zeros(x, matrix, fill), x)
-
-    factor = 1.0 + mag
-    brightness = x.mul(factor.to(torch.float32)[:, None, None, None]).clamp_(0, 255)
-    out = torch.where(select("Brightness"), brightness, out)
-    if x.shape[1] == 3:  # adjust_saturation leaves a one-channel image as it is
-        out = torch.where(select("Color"), _blend(x, _grey(x), factor), out)
-    mean = torch.mean(_grey(x) if x.shape[1] == 3 else x, dim=(-3, -2, -1), keepdim=True)
-    out = torch.where(select("Contrast"), _blend(x, mean, factor), out)
-    out = torch.where(select("Sharpness"), _sharpness(x, factor), out)
-    bits = mag.to(torch.int64).clamp(0, 8)
-    mask = (((1 << bits) - 1) << (8 - bits))[:, None, None, None]
-    posterized = (x.to(torch.int64) & mask).to(torch.float32)
-    out = torch.where(select("Posterize"), posterized, out)
-    threshold = (255.0 * mag).to(torch.float32)[:, None, None, None]
-    out = torch.where(select("Solarize"), torch.where(x >= threshold, 255.0 - x, x), out)
-    out = torch.where(select("AutoContrast"), _autocontrast(x), out)
-    out = torch.where(select("Equalize"), _equalize(x), out)
-    if dtype == torch.uint8:
-        return out.to(torch.uint8)  # whole values in 0..255 (truncated as torchvision's .to)
-    return out.trunc().to(dtype)
+    if host_reads_free(op):
+        return apply_round_grouped(images, op, magnitude, fill)
+    return apply_round_reference(images, op, magnitude, fill)
 
 
 # ----------------------------------------------------------------------------- modules

@@ -21,7 +21,9 @@ per sample: ``2 + 22 * re_count`` uniforms per image, plus ``re_count * C`` norm
 mode and one 62-bit seed per image in "pixel" mode. The "pixel" noise is computed on the images'
 device from those seeds (`hashed_normals`: a SplitMix64 hash of (seed, pixel index), then
 Box-Muller), not drawn from a device generator, so the params stay small, no value is read back
-to the host, and the same seed gives the same noise on every device.
+to the host, and the same seed gives the same noise on every device. On a device the hash runs
+over the whole batch (a fixed shape) and each erased pixel keeps its value; on the CPU only the
+erased pixels are listed and hashed (`hashed_normals_at`), with the same values.
 
 The erasing runs after the normalisation (as timm), as a separate pass over the batch; it is
 not fused into the augmentation kernel's write.
@@ -35,9 +37,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpuaug.device import params_to_device
+from gpuaug.device import host_reads_free, params_to_device
 
-__all__ = ["RE_MODES", "ErasingParams", "RandomErasing", "erasing_boxes", "hashed_normals"]
+__all__ = [
+    "RE_MODES",
+    "ErasingParams",
+    "RandomErasing",
+    "erasing_boxes",
+    "hashed_normals",
+    "hashed_normals_at",
+]
 
 #: timm's ``mode`` values: a constant 0, a random colour per box, random per pixel.
 RE_MODES = ("const", "rand", "pixel")
@@ -105,12 +114,47 @@ def hashed_normals(seed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     for n in shape[1:]:
         count *= n
     index = torch.arange(count, device=seed.device, dtype=torch.int64)
-    z = _splitmix64(_splitmix64(seed)[:, None] + index[None, :])
+    return _normals_from_keys(_splitmix64(seed)[:, None] + index[None, :]).reshape(shape)
+
+
+def hashed_normals_at(seed: torch.Tensor, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Elements of `hashed_normals` picked one by one: the normal of element ``index[n]`` (the
+    flat index within one image) of image ``image[n]``; equal to those of the whole tensor.
+
+    Shape:
+        seed: (B,) int64; image, index: (N,) int64, same device -> (N,) float32.
+    """
+    return _normals_from_keys(_splitmix64(seed)[image] + index)
+
+
+def _normals_from_keys(keys: torch.Tensor) -> torch.Tensor:
+    """Box-Muller of the two 24-bit halves of ``splitmix64(keys)``, float32, same shape."""
+    z = _splitmix64(keys)
     scale = 2.0**-24
     u1 = (_shift_right(z, 40).to(torch.float32) + 0.5) * scale  # (0, 1): log is finite
     u2 = (((z >> 8) & 0xFFFFFF).to(torch.float32) + 0.5) * scale
-    normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
-    return normal.reshape(shape)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
+
+
+def _fill_pixels(images: torch.Tensor, covered: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """``images`` with each covered pixel (every channel) set to its `hashed_normals` value,
+    hashing only those pixels: the same result as the whole-batch hash and a ``torch.where``.
+
+    The covered pixels are listed on the host (``nonzero``), so this is the CPU form.
+
+    Shape:
+        images: (B, C, H, W) float; covered: (B, H, W) bool; seed: (B,) int64 -> like images.
+    """
+    batch, channels, height, width = images.shape
+    image, row, col = torch.nonzero(covered, as_tuple=True)
+    plane = height * width
+    channel = torch.arange(channels, device=images.device, dtype=torch.int64)[:, None]
+    index = channel * plane + (row * width + col)[None, :]  # (C, N) within an image
+    image = image.expand(channels, -1)
+    out = images.clone()
+    flat = out.view(batch, channels * plane)
+    flat[image, index] = hashed_normals_at(seed, image, index).to(images.dtype)
+    return out
 
 
 def erasing_boxes(
@@ -350,8 +394,10 @@ class RandomErasing(nn.Module):
         in_rows = in_rows & params.active[..., None]
         if self.re_mode == "pixel":
             assert params.noise_seed is not None  # drawn for "pixel"
-            fill = hashed_normals(params.noise_seed, tuple(images.shape))
             covered = (in_rows[..., :, None] & in_cols[..., None, :]).any(dim=1)
+            if host_reads_free(covered):  # the CPU: hash only the erased pixels
+                return _fill_pixels(images, covered, params.noise_seed)
+            fill = hashed_normals(params.noise_seed, tuple(images.shape))
             return torch.where(covered[:, None], fill.to(images.dtype), images)
         out = images
         colour = params.colour.to(images.dtype)

@@ -11,7 +11,11 @@ mixes one image at a time in Python; each image is paired with its mirror in the
 - "elem": per image, CutMix with probability ``switch_prob`` when both ``mixup_alpha`` and
   ``cutmix_alpha`` are > 0 (else whichever is on), ``lam ~ Beta(alpha, alpha)`` of that
   method, and the mix happens with probability ``prob`` (else ``lam = 1``); "batch": the same
-  draws once for the whole batch (timm's order: ``prob`` first);
+  draws once for the whole batch (timm's order: ``prob`` first); "pair": the same draws once
+  per pair of images, the pairs taken from the permutation (``perm[0]`` with ``perm[1]``,
+  ``perm[2]`` with ``perm[3]``, ...; timm pairs i with B-1-i): both images of a pair share
+  the method, lambda and box, and each is mixed with the other (with an odd batch the last
+  image of the permutation is left as it is);
 - MixUp: ``lam * x + (1 - lam) * x[partner]``;
 - CutMix: timm's ``rand_bbox`` (a box of ``int(H sqrt(1 - lam))`` x ``int(W sqrt(1 - lam))``
   about a uniform centre, clipped to the image) or, with ``cutmix_minmax``, its
@@ -38,8 +42,8 @@ from gpuaug.device import params_to_device
 
 __all__ = ["MIX_MODES", "MixParams", "Mixup", "mixup_target"]
 
-#: timm's modes this module implements ("pair" is not one of them).
-MIX_MODES = ("batch", "elem")
+#: timm's modes: one draw for the batch, one per pair of images, one per image.
+MIX_MODES = ("batch", "pair", "elem")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,22 @@ class MixParams:
     def to(self, device: torch.device | str) -> MixParams:
         """The same params on ``device`` (no host sync for a CPU -> CUDA move)."""
         return params_to_device(self, device)
+
+
+def _pairs(perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The partner and the pair index of each image, pairing ``perm[2k]`` with ``perm[2k + 1]``.
+
+    With an odd batch the last image of ``perm`` is its own partner, with pair index B // 2.
+
+    Shape:
+        perm: (B,) int64 -> (B,) int64, (B,) int64, same device.
+    """
+    batch = perm.shape[0]
+    position = torch.empty_like(perm)
+    position[perm] = torch.arange(batch, device=perm.device)
+    other = position ^ 1  # the other place of the pair
+    other = torch.where(other < batch, other, position)
+    return perm[other], position // 2
 
 
 def mixup_target(
@@ -105,9 +125,10 @@ class Mixup(nn.Module):
         cutmix_alpha: CutMix's Beta parameter; CutMix is on when > 0.
         cutmix_minmax: CutMix box side range, fractions of the image (timm's
             ``rand_bbox_minmax``); CutMix is on and ``cutmix_alpha`` is forced to 1 (as timm).
-        prob: Probability of mixing an image ("elem") or the batch ("batch").
+        prob: Probability of mixing an image ("elem"), a pair ("pair") or the batch ("batch").
         switch_prob: Probability of CutMix rather than MixUp when both are on.
-        mode: "elem" (per image) or "batch" (one lambda for the batch).
+        mode: "elem" (per image), "pair" (per pair of images, each mixed with the other) or
+            "batch" (one lambda for the batch).
         correct_lam: Correct CutMix's lambda to the clipped box's area.
         label_smoothing: Label smoothing of the soft targets.
         num_classes: The number of classes of the targets.
@@ -193,13 +214,13 @@ class Mixup(nn.Module):
     ) -> MixParams:
         """Draw a batch's pairing, methods, lambdas and boxes (on the generator's device).
 
-        Consumption per batch is fixed: a permutation of B, then ``n`` = B ("elem") or 1
-        ("batch") of each: a switch uniform, a CutMix and a MixUp Beta, a ``prob`` uniform, and
-        four box uniforms.
+        Consumption per batch is fixed: a permutation of B, then ``n`` = B ("elem"), B // 2
+        ("pair") or 1 ("batch") of each: a switch uniform, a CutMix and a MixUp Beta, a
+        ``prob`` uniform, and four box uniforms.
         """
         draw_device = generator.device if generator is not None else torch.device("cpu")
-        n = batch_size if self.mode == "elem" else 1
-        partner = torch.randperm(batch_size, generator=generator, device=draw_device)
+        n = {"elem": batch_size, "pair": batch_size // 2, "batch": 1}[self.mode]
+        perm = torch.randperm(batch_size, generator=generator, device=draw_device)
         switch = torch.rand(n, generator=generator, device=draw_device, dtype=torch.float64)
         lam_cut = self._beta(self.cutmix_alpha or 1.0, n, generator, draw_device)
         lam_mix = self._beta(self.mixup_alpha or 1.0, n, generator, draw_device)
@@ -210,8 +231,8 @@ class Mixup(nn.Module):
         else:
             use_cutmix = torch.full((n,), self.cutmix_alpha > 0, device=draw_device)
         lam = torch.where(use_cutmix, lam_cut, lam_mix)
-        # timm keeps "elem" lambdas in float32, the "batch" lambda as a Python float
-        work = torch.float32 if self.mode == "elem" else torch.float64
+        # timm keeps "elem" / "pair" lambdas in float32, the "batch" lambda as a Python float
+        work = torch.float64 if self.mode == "batch" else torch.float32
         lam = torch.where(mixes < self.prob, lam.to(work), torch.ones((), dtype=work))
         box = self._boxes(lam, box_u, height, width)
         use_cutmix = use_cutmix & (lam < 1)
@@ -220,12 +241,19 @@ class Mixup(nn.Module):
             area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
             cut_lam = 1.0 - area.to(torch.float64) / float(height * width)
             lam = torch.where(use_cutmix, cut_lam.to(work), lam)
+        partner = perm
         if self.mode == "batch":
             lam, use_cutmix, box = (
                 lam.expand(batch_size),
                 use_cutmix.expand(batch_size),
                 box.expand(batch_size, 4),
             )
+        elif self.mode == "pair":
+            partner, pair = _pairs(perm)
+            # one row more, unmixed, for the image left alone in an odd batch
+            lam = torch.cat([lam, torch.ones(1, dtype=lam.dtype, device=lam.device)])[pair]
+            use_cutmix = torch.cat([use_cutmix, use_cutmix.new_zeros(1)])[pair]
+            box = torch.cat([box, box.new_zeros(1, 4)])[pair]
         params = MixParams(
             lam.to(torch.float32).contiguous(),
             partner,
@@ -311,11 +339,11 @@ class Mixup(nn.Module):
                 )
         partner = params.partner
         other = images[partner]
-        lam = params.lam.to(images.dtype)[:, None, None, None]
+        # a CutMix image blends with weight 1 (itself, exactly), then takes the box from `other`
+        lam = torch.where(params.use_cutmix, 1.0, params.lam).to(images.dtype)[:, None, None, None]
         blended = images * lam + other * (1.0 - lam)
-        inside = self._in_box(params, height, width, images.device)
-        cut = torch.where(inside[:, None], other, images)
-        out = torch.where(params.use_cutmix[:, None, None, None], cut, blended)
+        inside = self._in_box(params, height, width, images.device)  # False unless CutMix
+        out = torch.where(inside[:, None], other, blended)
         soft = mixup_target(target, self.num_classes, params.lam, partner, self.label_smoothing)
         if mask is None:
             return out, soft

@@ -74,7 +74,7 @@ class RecipeConfig:
         cutmix_minmax: CutMix's box range, or None.
         mixup_prob: timm's ``prob`` (``--mixup-prob``).
         mixup_switch_prob: timm's ``switch_prob``.
-        mixup_mode: "batch" or "elem".
+        mixup_mode: "batch", "pair" or "elem".
         label_smoothing: Soft targets' smoothing.
         num_classes: Classes of the soft targets (needed when mixing).
         resize_size: "eval": the short side before the centre crop.

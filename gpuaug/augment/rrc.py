@@ -14,8 +14,12 @@ ten tries at once, from a ``torch.Generator``:
 Each image may have its own size (``heights``, ``widths``), so a batch of different sizes held
 in one padded tensor is cropped from each image's own pixels.
 
-The crop is resized (and flipped) by `resized_crop`: separable per-image resampling matrices, one
-per axis (``(B, S, H)`` and ``(B, S, W)``), applied with two batched matrix products. The weights
+The crop is resized (and flipped) by `resized_crop`, in one of two forms chosen by device
+(`gpuaug.device.host_reads_free`). On the CPU, `resized_crop_per_crop`: torch's ``interpolate``
+once per distinct crop, reading only the crop's pixels; it is what torchvision's
+``resized_crop`` runs on a float image. On a device, `resized_crop_matrices`: separable
+per-image resampling matrices, one per axis (``(B, S, H)`` and ``(B, S, W)``), applied with two
+batched matrix products, with fixed shapes and nothing read back to the host. The weights
 are torchvision's bilinear ones: with ``antialias=True`` the triangle filter widened by the
 shrink factor (torchvision's / PIL's ``antialias=True``), else plain bilinear
 (``align_corners=False``); reads are limited to the crop (as when torchvision crops, then
@@ -34,9 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from gpuaug.device import params_to_device
+from gpuaug.device import host_reads_free, params_to_device
 
 __all__ = [
     "CropParams",
@@ -44,6 +49,8 @@ __all__ = [
     "axis_weights",
     "center_crop_params",
     "resized_crop",
+    "resized_crop_matrices",
+    "resized_crop_per_crop",
     "sample_crop_params",
 ]
 
@@ -258,6 +265,77 @@ def resized_crop(
     *,
     antialias: bool = True,
 ) -> torch.Tensor:
+    """Crop, resize and flip each image by its params.
+
+    On a device: `resized_crop_matrices` (two batched matrix products, nothing read back to the
+    host). On the CPU (params readable on the host for free): `resized_crop_per_crop` (torch's
+    ``interpolate`` once per distinct crop, reading only the crop's pixels), which is
+    torchvision's own resampling of a float image; the two agree within the float rounding of
+    their sums (`tests/test_rrc.py`).
+
+    Same arguments, result and shapes as `resized_crop_matrices`.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
+    if len(params) != images.shape[0]:
+        raise ValueError(f"`params` are for {len(params)} images; the batch has {images.shape[0]}")
+    if host_reads_free(params.size_px):
+        return resized_crop_per_crop(images, params, size, antialias=antialias)
+    return resized_crop_matrices(images, params, size, antialias=antialias)
+
+
+def resized_crop_per_crop(
+    images: torch.Tensor,
+    params: CropParams,
+    size: tuple[int, int],
+    *,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """`resized_crop` with torch's ``interpolate`` (bilinear, ``align_corners=False``), once
+    per distinct crop (a loop over crops: the images sharing a crop, e.g. a validation batch of
+    one size, are resized together).
+
+    The crop box, output size and window are read on the host (``tolist``), so this is the CPU
+    form. Only each crop's pixels are read and cast to float32. Same arguments, result and
+    shapes as `resized_crop_matrices`.
+    """
+    rows, cols = size
+    batch, channels = images.shape[:2]
+    p = params
+    boxes = torch.cat([p.top_left_px, p.size_px, p.out_total, p.out_offset], dim=1).tolist()
+    crops: dict[tuple[int, ...], list[int]] = {}
+    for i, box in enumerate(boxes):
+        crops.setdefault(tuple(box), []).append(i)
+    out = torch.empty((batch, channels, rows, cols), dtype=torch.float32, device=images.device)
+    for (top, left, h, w, total_h, total_w, off_h, off_w), members in crops.items():
+        region = images[:, :, top : top + h, left : left + w]
+        if len(members) == 1:
+            region = region[members[0] : members[0] + 1]
+        else:
+            region = region.index_select(0, torch.tensor(members, device=images.device))
+        resized = F.interpolate(
+            region.to(torch.float32), size=(total_h, total_w), mode="bilinear",
+            align_corners=False, antialias=antialias,
+        )  # fmt: skip
+        window = resized[:, :, off_h : off_h + rows, off_w : off_w + cols]
+        if len(members) == 1:
+            out[members[0]] = window[0]
+        else:
+            out.index_copy_(0, torch.tensor(members, device=images.device), window)
+    flipped = [i for i, f in enumerate(p.flip_h.tolist()) if f]
+    if flipped:
+        index = torch.tensor(flipped, device=images.device)
+        out.index_copy_(0, index, out.index_select(0, index).flip(-1))
+    return out
+
+
+def resized_crop_matrices(
+    images: torch.Tensor,
+    params: CropParams,
+    size: tuple[int, int],
+    *,
+    antialias: bool = True,
+) -> torch.Tensor:
     """Crop, resize and flip each image by its params: two batched matrix products.
 
     Args:
@@ -274,10 +352,6 @@ def resized_crop(
         images: (B, C, H, W), any device; params on the same device
         -> (B, C, size[0], size[1]) float32, same device.
     """
-    if images.ndim != 4:
-        raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
-    if len(params) != images.shape[0]:
-        raise ValueError(f"`params` are for {len(params)} images; the batch has {images.shape[0]}")
     rows, cols = size
     _, _, height, width = images.shape
     p = params
