@@ -1,17 +1,19 @@
-"""Host-to-device copies that never make the host wait, and which CUDA device ``"cuda"`` means."""
+"""Host-to-device copies that never make the host wait (`host_to_device`, `PinnedStaging` for
+a copy repeated every batch), and which CUDA device ``"cuda"`` means."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import TypeVar
 
 import torch
 
-__all__ = ["cuda_index", "host_to_device", "params_to_device", "resolve_device"]
+__all__ = ["PinnedStaging", "cuda_index", "host_to_device", "params_to_device", "resolve_device"]
 
 _P = TypeVar("_P")
 
@@ -128,3 +130,70 @@ def params_to_device(params: _P, device: torch.device | str) -> _P:
         for v in (getattr(params, f.name),)
     }
     return dataclasses.replace(params, **moved)  # type: ignore[type-var]
+
+
+class PinnedStaging:
+    """Reused pinned host buffers for a host -> CUDA copy made again and again (the draws of
+    every batch), instead of a pinned block from torch's caching host allocator per copy.
+
+    `to_device` fills the next buffer of a ring of ``depth`` (one ring per shape, dtype and
+    device) on the host, copies it into a new device tensor with ``non_blocking=True`` and
+    records a CUDA event on the current stream after the copy. A buffer is filled again only
+    after its event has completed (the host waits on it, `torch.cuda.Event.synchronize`), so it
+    is never overwritten while the copy that reads it may still be in flight; with two buffers
+    that is the copy of two calls ago. The device tensor is new each call (the caller may keep
+    it). Thread-safe; copied or pickled, it starts empty.
+
+    Args:
+        depth: Buffers per ring (at least 1).
+    """
+
+    _RINGS_MAX = 4
+
+    def __init__(self, depth: int = 2) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"`depth` must be an int >= 1; got {depth!r}")
+        self.depth = depth
+        self._rings: dict[tuple, list[list]] = {}  # key -> [[buffer, event, ...], next index]
+        self._lock = threading.Lock()
+
+    def to_device(
+        self,
+        fill: Callable[[torch.Tensor], object],
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """A new tensor on CUDA ``device`` holding what ``fill`` wrote into a pinned buffer.
+
+        Shape:
+            -> ``shape`` ``dtype`` on ``device``.
+        """
+        key = (shape, dtype, device)
+        with self._lock:
+            ring = self._rings.get(key)
+            if ring is None:
+                if len(self._rings) >= self._RINGS_MAX:
+                    self._rings.pop(next(iter(self._rings)))
+                ring = self._rings[key] = [[None, None] for _ in range(self.depth)] + [[0]]
+            position = ring[-1]
+            slot = ring[position[0]]
+            position[0] = (position[0] + 1) % self.depth
+            if slot[0] is None:
+                with torch.cuda.device(device):  # the pinned block belongs to this device
+                    slot[0] = torch.empty(shape, dtype=dtype, pin_memory=True)
+                    slot[1] = torch.cuda.Event()
+            else:
+                slot[1].synchronize()  # the copy that last read this buffer has run
+            host = slot[0]
+            fill(host)
+            out = torch.empty(shape, dtype=dtype, device=device)
+            out.copy_(host, non_blocking=True)
+            slot[1].record(torch.cuda.current_stream(device))
+            return out
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"depth": self.depth}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["depth"])  # type: ignore[misc]

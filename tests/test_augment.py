@@ -31,6 +31,7 @@ from gpuaug.augment.module import (
     sample_params,
     standardize,
 )
+from gpuaug.device import PinnedStaging
 
 FULL = AugmentConfig(
     rotation_range=30,
@@ -559,7 +560,45 @@ def test_fitted_stats_are_buffers_that_follow_the_module():
     assert aug.double().mean.dtype == torch.float64
 
 
+def test_pinned_staging_refuses_a_depth_below_one():
+    with pytest.raises(ValueError, match="`depth` must be an int >= 1; got 0"):
+        PinnedStaging(0)
+
+
+def test_pinned_staging_pickles_empty():
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(PinnedStaging(3)))
+    assert clone.depth == 3 and clone._rings == {}
+
+
 # ----------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+def test_staged_draws_are_the_cpu_generators_draws_and_each_batch_keeps_its_own():
+    # two pinned buffers reused in turn (each after its copy's event); every device tensor new
+    staging = PinnedStaging(2)
+    got = [
+        sample_draws(6, generator=_gen(seed), device="cuda", staging=staging) for seed in range(5)
+    ]
+    torch.cuda.synchronize()
+    for seed, draws in enumerate(got):
+        assert draws.device.type == "cuda"
+        assert torch.equal(draws.uniforms.cpu(), sample_draws(6, generator=_gen(seed)).uniforms)
+    (ring,) = staging._rings.values()
+    assert sum(slot[0] is not None for slot in ring[:-1]) == 2  # two pinned buffers, reused
+    assert all(slot[0].is_pinned() for slot in ring[:-1])
+
+
+@pytest.mark.cuda
+def test_a_module_stages_its_cpu_draws_through_pinned_buffers():
+    aug = GPUAugment(FULL)
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8, device="cuda")
+    out = aug(x, generator=_gen(3))
+    assert aug._staging._rings  # the draws went through the module's pinned buffers
+    assert torch.equal(aug.last_draws.uniforms.cpu(), sample_draws(4, generator=_gen(3)).uniforms)
+    assert torch.equal(aug.apply(x, aug.last_draws), out)
 
 
 @pytest.mark.cuda
