@@ -132,6 +132,7 @@ for first, later in zip(batches[0], batches[2]):
                           for i, v in enumerate(call) if i != 7]
     same.append(plain(first) == plain(later) and len(first) == len(later))
 print(json.dumps({"same": same, "kernels": [c[0] for c in batches[2]],
+                  "calls": sm90.steady_state_calls("book_fp32"),
                   "host": sm90.host_seconds("book_fp32", 256, repeat=100)}))
 """
 
@@ -156,12 +157,36 @@ def test_a_later_batch_hands_the_launcher_what_tritons_own_launch_does(host):
     assert host["same"] == [True, True]
 
 
+def test_a_steady_state_call_runs_a_bounded_number_of_python_calls(host):
+    # counted, not timed: the Python functions a planned GPUAugment call enters. 12 of
+    # gpuaug's (forward, the plan lookup, the draws, the plan, its launches), 1 of Triton's (the
+    # active driver) and 4 of torch's (nn.Module's call, is_compiling) when this was written;
+    # through Triton's compiled-kernel runner and the per-call checks it was 37 / 18 / 12.
+    calls = host["calls"]
+    assert calls["launches"] == 2, calls
+    assert calls["by_file"].get("gpuaug", 0) <= 14, calls
+    assert calls["by_file"].get("triton", 0) <= 2, calls
+    assert calls["by_file"].get("torch", 0) <= 6, calls
+    # the draws, the output and the prologue's table: no other torch operator per call
+    assert calls["torch_ops"] == ["rand", "empty", "empty"], calls
+
+
 def test_the_host_time_of_a_batch_stays_within_its_budget(host):
     # gpuaug's and Triton's Python per GPUAugment call at B = 256 (the draws' torch.rand and
-    # the output's torch.empty excluded), as a multiple of that torch.empty in the same run:
-    # a count of work, not a wall-clock threshold. Measured 6-18 on a loaded 2-core machine.
+    # the output's torch.empty excluded), as a multiple of that torch.empty in the same run: a
+    # ratio, not a wall-clock threshold (sm90.host_seconds; docs/kernel.md, host time).
+    # With the output's block cached as a CUDA batch's is, the goal of 30 us is ~9 torch.empty
+    # of ~3.4 us on the 2-core machine this was written on: measured 8-9 there when quiet and
+    # up to 19 with twice as many busy processes as cores. The bound, 25, leaves that margin
+    # for a loaded machine; the code before the per-module plans measured 20-21 quiet and 25-33
+    # loaded, so this bound alone would not catch a return to it: the count above is the
+    # sharper guard. With the default (mmap'd) output the Python measured 2-6 x the
+    # torch.empty (before: 6-12).
     h = host["host"]
-    assert h["python"] / h["empty"] <= 30, h
+    assert h["python"] / h["empty"] <= 15, h
+    cached = h["cached"]
+    if cached is not None:
+        assert cached["python"] / cached["empty"] <= 25, h
 
 
 def test_an_rgbx_source_takes_one_load_per_tap_for_every_channel():
