@@ -124,7 +124,12 @@ def test_the_other_variants_stay_within_their_budgets():
 _HOST = """
 import json, sys
 from benchmarks import sm90
+from gpuaug.augment.backends import triton as fused
+through = []  # launches through Triton's JITFunction.run (kernel[grid](...))
+for kernel in (fused._matrix_kernel, fused._augment_kernel):
+    kernel.run = (lambda run: lambda *a, **k: through.append(1) or run(*a, **k))(kernel.run)
 batches = sm90.recorded_launches("book_fp32", 3)
+through_triton = len(through)
 same = []
 for first, later in zip(batches[0], batches[2]):
     # name, grid, stream, function, packed metadata, launch metadata, hooks, then the arguments
@@ -132,6 +137,7 @@ for first, later in zip(batches[0], batches[2]):
                           for i, v in enumerate(call) if i != 7]
     same.append(plain(first) == plain(later) and len(first) == len(later))
 print(json.dumps({"same": same, "kernels": [c[0] for c in batches[2]],
+                  "through_triton": through_triton,
                   "calls": sm90.steady_state_calls("book_fp32"),
                   "host": sm90.host_seconds("book_fp32", 256, repeat=100)}))
 """
@@ -155,6 +161,7 @@ def test_a_later_batch_hands_the_launcher_what_tritons_own_launch_does(host):
     # kernel[grid](...): the launcher gets the same grid, function, metadata and arguments
     assert host["kernels"] == ["_matrix_kernel", "_augment_kernel"]
     assert host["same"] == [True, True]
+    assert host["through_triton"] == 2  # the first batch's two launches; none after it
 
 
 def test_a_steady_state_call_runs_a_bounded_number_of_python_calls(host):

@@ -156,6 +156,12 @@ class GPUAugment(nn.Module):
     ``aug(x, params=p)`` or ``aug.apply(x, p)`` reproduces it exactly on the same backend, and
     a CPU generator seeded the same way reproduces the params on every device.
 
+    A backend with plans (the fused kernel) is checked and planned once per kind of batch
+    (shape, strides, dtype, device, alignment; the module's settings and fitted statistics):
+    a later ``forward`` of the kind draws, allocates and launches, nothing else
+    (docs/kernel.md, host time per call). CPU draws for a CUDA batch go through the module's
+    reused pinned buffers (`gpuaug.device.PinnedStaging`).
+
     Args:
         config: An `AugmentConfig`, a preset name or a YAML path (`load_config`); None gives
             no augmentation (a float conversion).
@@ -171,7 +177,7 @@ class GPUAugment(nn.Module):
         config: The settings.
         dtype: The output dtype.
         memory_format: The output memory format.
-        backend: The backend asked for (resolved per call by `resolve_backend`).
+        backend: The backend asked for (resolved once per device by `resolve_backend`).
         last_params: The params of the last ``forward`` call (None before one).
         last_draws: The draws of the last ``forward`` call that drew them (None otherwise).
         kornia: The `KorniaStages` (None without kornia stages).
