@@ -130,6 +130,19 @@ for kernel in (fused._matrix_kernel, fused._augment_kernel):
     kernel.run = (lambda run: lambda *a, **k: through.append(1) or run(*a, **k))(kernel.run)
 batches = sm90.recorded_launches("book_fp32", 3)
 through_triton = len(through)
+from triton import knobs
+from gpuaug.augment.module import GPUAugment
+config, images, dtype, fmt = sm90._variant_inputs("book_fp32", 8)
+with sm90._stand_in_launches():
+    aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+    aug(images)
+    hook = lambda metadata: None
+    knobs.runtime.launch_enter_hook.add(hook)  # a profiler's hook: it reads the launch metadata
+    sm90._Launcher.RECORD, before = [], len(through)
+    aug(images)
+    hooked, hooked_through_triton = sm90._Launcher.RECORD, len(through) - before
+    knobs.runtime.launch_enter_hook.remove(hook)
+    sm90._Launcher.RECORD = None
 same = []
 for first, later in zip(batches[0], batches[2]):
     # name, grid, stream, function, packed metadata, launch metadata, hooks, then the arguments
@@ -138,6 +151,8 @@ for first, later in zip(batches[0], batches[2]):
     same.append(plain(first) == plain(later) and len(first) == len(later))
 print(json.dumps({"same": same, "kernels": [c[0] for c in batches[2]],
                   "through_triton": through_triton,
+                  "hooked": [call[7] is not None for call in hooked],
+                  "hooked_through_triton": hooked_through_triton,
                   "calls": sm90.steady_state_calls("book_fp32"),
                   "host": sm90.host_seconds("book_fp32", 256, repeat=100)}))
 """
@@ -162,6 +177,11 @@ def test_a_later_batch_hands_the_launcher_what_tritons_own_launch_does(host):
     assert host["kernels"] == ["_matrix_kernel", "_augment_kernel"]
     assert host["same"] == [True, True]
     assert host["through_triton"] == 2  # the first batch's two launches; none after it
+
+
+def test_a_launch_hook_gets_the_launch_metadata_on_the_kept_path(host):
+    # with a hook set (a profiler's), the kept launch builds the metadata Triton would
+    assert host["hooked"] == [True, True] and host["hooked_through_triton"] == 0
 
 
 def test_a_steady_state_call_runs_a_bounded_number_of_python_calls(host):

@@ -610,11 +610,6 @@ def _active_driver() -> Any:
     return _DRIVER.active
 
 
-def _idle(hook: Any) -> bool:
-    """Whether a launch hook (a HookChain in triton 3.4+, else a function or None) is a no-op."""
-    return hook is None or (hasattr(hook, "calls") and not hook.calls)
-
-
 # ----------------------------------------------------------------------------- planning
 
 
@@ -792,25 +787,15 @@ class _Launches:
             if self.channel
             else table
         )
+        # the kept compiled kernels (`_kept_launcher`) once every launch of the kind is kept;
+        # it launches nothing and says False when this batch does not fit them
+        fast = self.slots["prologue"].get("fast")
         if device.type == "cuda":
             with torch.cuda.device(device):
-                if not self._launch_kept(images, rows, table, parts, out):
+                if fast is None or not fast(images, rows, table, parts, out):
                     self._launch_through_triton(images, rows, table, parts, out)
-        elif not self._launch_kept(images, rows, table, parts, out):
+        elif fast is None or not fast(images, rows, table, parts, out):
             self._launch_through_triton(images, rows, table, parts, out)
-
-    def _launch_kept(
-        self,
-        images: torch.Tensor,
-        rows: torch.Tensor,
-        table: torch.Tensor,
-        parts: torch.Tensor,
-        out: torch.Tensor,
-    ) -> bool:
-        """Launch the batch's kernels as kept (`_kept_launcher`); False (nothing launched)
-        when they are not all kept yet or the batch does not fit them."""
-        fast = self.slots["prologue"].get("fast")
-        return fast is not None and fast(images, rows, table, parts, out)
 
     def _launch_through_triton(
         self,
@@ -901,7 +886,10 @@ def _kept_launcher(
         stream = drv.get_current_stream(drv.get_current_device())
         runtime = _KNOBS.runtime
         enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
-        idle = _idle(enter) and _idle(leave)  # then nothing reads the launch metadata
+        # no hook, or an empty hook chain (triton 3.4+), never reads the launch metadata
+        idle = not (enter and getattr(enter, "calls", True)) and not (
+            leave and getattr(leave, "calls", True)
+        )
         args = p_args.copy()
         args[i_rows] = rows
         args[i_table] = table
