@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -558,6 +559,17 @@ def test_fitted_stats_are_buffers_that_follow_the_module():
     aug = GPUAugment(AugmentConfig(featurewise_center=True)).fit(torch.rand(4, 3, 4, 4))
     assert "mean" in dict(aug.named_buffers())
     assert aug.double().mean.dtype == torch.float64
+
+
+def test_a_module_call_on_fake_tensors_reads_no_data_pointer():
+    # the plan's key reads a pointer's alignment only for an interleaved (RGBX-like) source;
+    # a FakeTensor warns (and will refuse) when its data pointer is read
+    aug = GPUAugment(FULL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with FakeTensorMode():
+            out = aug(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), generator=_gen())
+    assert out.shape == (2, 3, 8, 8)
 
 
 def test_pinned_staging_refuses_a_depth_below_one():

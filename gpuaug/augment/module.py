@@ -414,9 +414,9 @@ class GPUAugment(nn.Module):
         sight and kept: None for a backend without plans, or while ``torch.compile`` traces.
 
         The key is everything a plan depends on: the batch's shape, strides, dtype, device and
-        pointer alignment (4 bytes: an RGBX source), this module's settings (which may be
-        reassigned) and the fitted statistics' identity and version (refit or changed in
-        place). A call that finds its plan runs it without any other check.
+        pointer alignment (4 bytes, for an interleaved source: RGBX), this module's settings
+        (which may be reassigned) and the fitted statistics' identity and version (refit or
+        changed in place). A call that finds its plan runs it without any other check.
         """
         if not isinstance(images, torch.Tensor) or torch.compiler.is_compiling():
             return None
@@ -428,7 +428,8 @@ class GPUAugment(nn.Module):
             images.stride(),
             images.dtype,
             images.device,
-            images.data_ptr() % 4 == 0,
+            # an RGBX source (uint8, channels 1 byte apart) is read in words only when aligned
+            images.data_ptr() % 4 == 0 if images.stride(1) == 1 else None,
             id(c),
             self.dtype,
             self.memory_format,

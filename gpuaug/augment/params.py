@@ -348,7 +348,12 @@ def sample_draws(
     elif not isinstance(device, torch.device):
         device = torch.device(device)
     shape = (int(batch_size), _N_DRAWS)
-    if staging is not None and device.type == "cuda" and draw_device.type == "cpu":
+    if (
+        staging is not None
+        and device.type == "cuda"
+        and draw_device.type == "cpu"
+        and torch.cuda.is_available()  # not for fake CUDA tensors (tracing, tests)
+    ):
         u = staging.to_device(
             lambda out: torch.rand(shape, generator=generator, out=out),
             shape,
