@@ -3,13 +3,14 @@ a copy repeated every batch), and which CUDA device ``"cuda"`` means."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -136,25 +137,27 @@ class PinnedStaging:
     """Reused pinned host buffers for a host -> CUDA copy made again and again (the draws of
     every batch), instead of a pinned block from torch's caching host allocator per copy.
 
-    `to_device` fills the next buffer of a ring of ``depth`` (one ring per shape, dtype and
-    device) on the host, copies it into a new device tensor with ``non_blocking=True`` and
-    records a CUDA event on the current stream after the copy. A buffer is filled again only
-    after its event has completed (the host waits on it, `torch.cuda.Event.synchronize`), so it
-    is never overwritten while the copy that reads it may still be in flight; with two buffers
-    that is the copy of two calls ago. The device tensor is new each call (the caller may keep
-    it). Thread-safe; copied or pickled, it starts empty.
+    `to_device` fills a pinned buffer on the host, copies it into a new device tensor with
+    ``non_blocking=True`` and records a CUDA event on the current stream after the copy. The
+    buffer it fills is the oldest of its ring (one ring per shape, dtype and device) whose event
+    has completed (`torch.cuda.Event.query`, which does not wait), so a buffer is never
+    overwritten while the copy that reads it may still be in flight. When the host runs ahead
+    of the device and no buffer is free, the ring grows, up to ``max_depth`` buffers; past that
+    the host waits for the oldest copy (`torch.cuda.Event.synchronize`). The device tensor is
+    new each call (the caller may keep it). Thread-safe; copied or pickled, it starts empty.
 
     Args:
-        depth: Buffers per ring (at least 1).
+        max_depth: The most buffers per ring (at least 1).
     """
 
     _RINGS_MAX = 4
 
-    def __init__(self, depth: int = 2) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"`depth` must be an int >= 1; got {depth!r}")
-        self.depth = depth
-        self._rings: dict[tuple, list[list]] = {}  # key -> [[buffer, event, ...], next index]
+    def __init__(self, max_depth: int = 4) -> None:
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+            raise ValueError(f"`max_depth` must be an int >= 1; got {max_depth!r}")
+        self.max_depth = max_depth
+        # key -> [pinned buffer, event after its last copy], oldest copy first
+        self._rings: dict[tuple, collections.deque[tuple[torch.Tensor, Any]]] = {}
         self._lock = threading.Lock()
 
     def to_device(
@@ -175,25 +178,25 @@ class PinnedStaging:
             if ring is None:
                 if len(self._rings) >= self._RINGS_MAX:
                     self._rings.pop(next(iter(self._rings)))
-                ring = self._rings[key] = [[None, None] for _ in range(self.depth)] + [[0]]
-            position = ring[-1]
-            slot = ring[position[0]]
-            position[0] = (position[0] + 1) % self.depth
-            if slot[0] is None:
+                ring = self._rings[key] = collections.deque()
+            if ring and ring[0][1].query():  # its copy has run: free to fill again
+                host, event = ring.popleft()
+            elif len(ring) < self.max_depth:
                 with torch.cuda.device(device):  # the pinned block belongs to this device
-                    slot[0] = torch.empty(shape, dtype=dtype, pin_memory=True)
-                    slot[1] = torch.cuda.Event()
-            else:
-                slot[1].synchronize()  # the copy that last read this buffer has run
-            host = slot[0]
+                    host = torch.empty(shape, dtype=dtype, pin_memory=True)
+                    event = torch.cuda.Event()
+            else:  # the host is max_depth copies ahead: wait for the oldest
+                host, event = ring.popleft()
+                event.synchronize()
             fill(host)
             out = torch.empty(shape, dtype=dtype, device=device)
             out.copy_(host, non_blocking=True)
-            slot[1].record(torch.cuda.current_stream(device))
+            event.record(torch.cuda.current_stream(device))
+            ring.append((host, event))
             return out
 
     def __getstate__(self) -> dict[str, int]:
-        return {"depth": self.depth}
+        return {"max_depth": self.max_depth}
 
     def __setstate__(self, state: dict[str, int]) -> None:
-        self.__init__(state["depth"])  # type: ignore[misc]
+        self.__init__(state["max_depth"])  # type: ignore[misc]
