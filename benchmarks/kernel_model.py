@@ -441,15 +441,35 @@ def model(
     if "book_fp32" in by_name and "book_fp32_rgbx" in by_name:
         result["loader_paths"] = loader_paths(by_name)
     if host:
-        seconds = sm90.host_seconds("book_fp32", batch)
-        result["host"] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-            "what": "one GPUAugment call, launches through Triton to a launcher that does nothing "
-            "(the driver call excluded), CPU tensors",
-            **{f"{key}_us": round(value * 1e6, 1) for key, value in seconds.items()},
-            "python_per_empty": round(seconds["python"] / seconds["empty"], 2),
-        }
+        result["host"] = host_section(batch)
     return result
+
+
+def host_section(batch: int = 256) -> dict[str, Any]:
+    """The host time of a call (`benchmarks.sm90.host_seconds`, both allocations) and what a
+    steady-state call runs, counted (`benchmarks.sm90.steady_state_calls`)."""
+    from . import sm90
+
+    seconds = sm90.host_seconds("book_fp32", batch)
+    calls = sm90.steady_state_calls("book_fp32")
+
+    def in_us(times: dict[str, float]) -> dict[str, float]:
+        return {
+            **{f"{key}_us": round(value * 1e6, 1) for key, value in times.items()},
+            "python_per_empty": round(times["python"] / times["empty"], 2),
+        }
+
+    cached = seconds.pop("cached")
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "what": "one GPUAugment call, launches through Triton to a launcher that does nothing "
+        "(the driver call excluded), CPU tensors",
+        **in_us(seconds),
+        "cached": None if cached is None else in_us(cached),
+        "python_calls": calls["python_calls"],
+        "python_calls_by_package": calls["by_file"],
+        "torch_ops": calls["torch_ops"],
+    }
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -538,16 +558,7 @@ def _markdown(result: dict[str, Any]) -> str:
             + f" | {lay['note']} |"
         )
     if "host" in result:
-        h = result["host"]
-        lines += [
-            "",
-            "## Host time per call (measured on this CPU)",
-            "",
-            f"{h['what']}; {h['machine']}: whole call {h['forward_us']} us, of which "
-            f"`torch.rand` of the draws {h['rand_us']} us and the output's `torch.empty` "
-            f"{h['empty_us']} us; the rest (gpuaug's and Triton's Python) {h['python_us']} us "
-            f"= {h['python_per_empty']} x that `torch.empty`.",
-        ]
+        lines += _host_markdown(result["host"])
     lines += [
         "",
         "Assumptions: " + "; ".join(f"{k}: {v}" for k, v in result["assumptions"].items()) + ".",
@@ -556,14 +567,63 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _host_markdown(h: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Host time per call (measured on this CPU)",
+        "",
+        f"{h['what']}; {h['machine']}: whole call {h['forward_us']} us, of which "
+        f"`torch.rand` of the draws {h['rand_us']} us and the output's `torch.empty` "
+        f"{h['empty_us']} us; the rest (gpuaug's and Triton's Python) {h['python_us']} us "
+        f"= {h['python_per_empty']} x that `torch.empty`.",
+    ]
+    c = h.get("cached")
+    if c is not None:
+        lines += [
+            "",
+            "With the output's 69 MB block served again from the heap (as torch's CUDA caching "
+            "allocator serves a batch's output; by default each CPU output is a fresh mmap whose "
+            f"munmap slows the Python after it): whole call {c['forward_us']} us, `torch.rand` "
+            f"{c['rand_us']} us, `torch.empty` {c['empty_us']} us, the Python {c['python_us']} us "
+            f"= {c['python_per_empty']} x that `torch.empty`.",
+        ]
+    if "python_calls" in h:
+        packages = ", ".join(f"{k} {v}" for k, v in sorted(h["python_calls_by_package"].items()))
+        lines += [
+            "",
+            f"Counted, one steady-state call: {h['python_calls']} Python function calls "
+            f"({packages}; the stand-in driver's are under benchmarks) and the torch operators "
+            f"{', '.join(h['torch_ops'])}.",
+        ]
+    return lines
+
+
+def _host_only(out: Path, batch: int) -> None:
+    """Measure the host section again into the committed results, leaving the rest as it is."""
+    path = out / "kernel_model.json"
+    result = json.loads(path.read_text())
+    result["host"] = host_section(batch)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    (out / "kernel_model.md").write_text(_markdown(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write ``kernel_model.json`` and ``kernel_model.md`` under ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--no-host", action="store_true", help="skip the host-time measurement")
+    parser.add_argument(
+        "--host-only",
+        action="store_true",
+        help="measure the host time again into the existing results, nothing else",
+    )
     parser.add_argument("variants", nargs="*", help="default: every variant of benchmarks.sm90")
     args = parser.parse_args(argv)
+    if args.host_only:
+        _host_only(Path(args.out), args.batch)
+        print((Path(args.out) / "kernel_model.md").read_text())
+        return 0
     result = model(args.variants or None, batch=args.batch, host=not args.no_host)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ __all__ = [
     "recorded_launches",
     "main",
     "sass_stats",
+    "steady_state_calls",
     "variant_stats",
 ]
 
@@ -426,15 +427,24 @@ def compile_ahead_then_launch(name: str = "book_fp32", *, ahead: bool = True) ->
     return {"ahead": len(done), "compiled_at_launch": after - before}
 
 
-def host_seconds(name: str = "book_fp32", batch: int = 256, repeat: int = 300) -> dict[str, float]:
+def host_seconds(name: str = "book_fp32", batch: int = 256, repeat: int = 300) -> dict[str, Any]:
     """Host time of one ``GPUAugment`` call (draws, checks, planning lookups, both launches up to
     the driver call) for a variant at ``batch``, with the stand-in driver, and of the things to
     compare it with, measured in the same run (best of 5 rounds of ``repeat`` calls each).
 
+    The tensors are CPU tensors, so the output (69 MB at B = 256, float32) is a fresh ``mmap``
+    per call under glibc's default malloc, and its ``munmap`` flushes the TLB: the Python after it
+    runs slower than it would next to a CUDA output, which torch's caching allocator hands out
+    without a system call. So the call is measured twice: with the default malloc (``python``)
+    and with the output's block served again from the heap (``cached``: glibc's mmap and trim
+    thresholds raised with ``mallopt``, put back afterwards), which is what a CUDA batch's
+    allocation looks like to the host. Elsewhere than glibc ``cached`` is None.
+
     Returns:
         Seconds per call: ``forward`` (the whole call), ``rand`` (its ``torch.rand`` of the
         B x 12 draws), ``empty`` (a ``torch.empty`` of the output), ``python`` (``forward``
-        less the draws and the output's allocation: gpuaug's and Triton's Python).
+        less the draws and the output's allocation: gpuaug's and Triton's Python); and
+        ``cached``, the same four with the cached allocation.
     """
     import torch
 
@@ -453,14 +463,103 @@ def host_seconds(name: str = "book_fp32", batch: int = 256, repeat: int = 300) -
             times.append((time.perf_counter() - start) / repeat)
         return min(times)
 
+    def measure() -> dict[str, float]:
+        forward = best(lambda: aug(images, generator=generator))
+        rand = best(lambda: torch.rand((batch, 12), generator=generator))
+        empty = best(lambda: torch.empty(shape, dtype=dtype, memory_format=fmt))
+        return {"forward": forward, "rand": rand, "empty": empty, "python": forward - rand - empty}
+
     with _stand_in_launches():
         aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
         for _ in range(3):  # compile, plan, keep the compiled kernels
             aug(images, generator=generator)
-        forward = best(lambda: aug(images, generator=generator))
-        rand = best(lambda: torch.rand((batch, 12), generator=generator))
-        empty = best(lambda: torch.empty(shape, dtype=dtype, memory_format=fmt))
-    return {"forward": forward, "rand": rand, "empty": empty, "python": forward - rand - empty}
+        result: dict[str, Any] = measure()
+        with _cached_allocation() as cached:
+            result["cached"] = measure() if cached else None
+    return result
+
+
+@contextlib.contextmanager
+def _cached_allocation() -> Iterator[bool]:
+    """glibc's malloc serving large blocks from the heap again (no mmap / munmap per block),
+    as torch's CUDA caching allocator does; yields False where that cannot be set."""
+    import ctypes
+
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
+        ok = ok and libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+    except (OSError, AttributeError):
+        yield False
+        return
+    try:
+        yield ok
+    finally:  # glibc's defaults (its dynamic mmap threshold stays off)
+        libc.mallopt(m_mmap_threshold, 128 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+
+
+def steady_state_calls(name: str = "book_fp32", batch: int = 8) -> dict[str, Any]:
+    """What one steady-state ``GPUAugment`` call runs on the host, counted (not timed): the
+    Python functions it enters (``sys.setprofile``: gpuaug's, Triton's, torch's Python, each
+    call once) and the torch operators it dispatches (``TorchDispatchMode``), with the
+    stand-in driver.
+
+    Returns:
+        ``python_calls``: Python function calls; ``by_file``: the same per top-level package
+        (``gpuaug``, ``triton``, ``torch``, ``benchmarks``); ``torch_ops``: the operators, in
+        order; ``launches``: the launcher calls.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from gpuaug.augment.module import GPUAugment
+
+    config, images, dtype, fmt = _variant_inputs(name, batch)
+    generator = torch.Generator().manual_seed(0)
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_filename)
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops.append(func._schema.name.split("::")[-1])
+            return func(*args, **(kwargs or {}))
+
+    with _stand_in_launches():
+        aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+        for _ in range(3):
+            aug(images, generator=generator)
+        _Launcher.RECORD = []
+        sys.setprofile(profile)
+        try:
+            aug(images, generator=generator)
+        finally:
+            sys.setprofile(None)
+        launches = len(_Launcher.RECORD)
+        _Launcher.RECORD = None
+        with Ops() as ops:
+            aug(images, generator=generator)
+    by_file: dict[str, int] = {}
+    for filename in calls:
+        parts = Path(filename).parts
+        package = next(
+            (p for p in ("gpuaug", "triton", "torch", "benchmarks") if p in parts), "other"
+        )
+        by_file[package] = by_file.get(package, 0) + 1
+    return {
+        "python_calls": len(calls),
+        "by_file": by_file,
+        "torch_ops": ops.ops,
+        "launches": launches,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,18 +1,22 @@
-"""Host-to-device copies that never make the host wait, which CUDA device ``"cuda"`` means, and
-whether the host can read a tensor for free."""
+"""Host-to-device copies that never make the host wait (`host_to_device`, `PinnedStaging` for
+a copy repeated every batch), which CUDA device ``"cuda"`` means, and whether the host can read
+a tensor for free."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 __all__ = [
+    "PinnedStaging",
     "cuda_index",
     "host_reads_free",
     "host_to_device",
@@ -151,3 +155,72 @@ def params_to_device(params: _P, device: torch.device | str) -> _P:
         for v in (getattr(params, f.name),)
     }
     return dataclasses.replace(params, **moved)  # type: ignore[type-var]
+
+
+class PinnedStaging:
+    """Reused pinned host buffers for a host -> CUDA copy made again and again (the draws of
+    every batch), instead of a pinned block from torch's caching host allocator per copy.
+
+    `to_device` fills a pinned buffer on the host, copies it into a new device tensor with
+    ``non_blocking=True`` and records a CUDA event on the current stream after the copy. The
+    buffer it fills is the oldest of its ring (one ring per shape, dtype and device) whose event
+    has completed (`torch.cuda.Event.query`, which does not wait), so a buffer is never
+    overwritten while the copy that reads it may still be in flight. When the host runs ahead
+    of the device and no buffer is free, the ring grows, up to ``max_depth`` buffers; past that
+    the host waits for the oldest copy (`torch.cuda.Event.synchronize`). The device tensor is
+    new each call (the caller may keep it). Thread-safe; copied or pickled, it starts empty.
+
+    Args:
+        max_depth: The most buffers per ring (at least 1).
+    """
+
+    _RINGS_MAX = 4
+
+    def __init__(self, max_depth: int = 4) -> None:
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+            raise ValueError(f"`max_depth` must be an int >= 1; got {max_depth!r}")
+        self.max_depth = max_depth
+        # key -> [pinned buffer, event after its last copy], oldest copy first
+        self._rings: dict[tuple, collections.deque[tuple[torch.Tensor, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def to_device(
+        self,
+        fill: Callable[[torch.Tensor], object],
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """A new tensor on CUDA ``device`` holding what ``fill`` wrote into a pinned buffer.
+
+        Shape:
+            -> ``shape`` ``dtype`` on ``device``.
+        """
+        key = (shape, dtype, device)
+        with self._lock:
+            ring = self._rings.get(key)
+            if ring is None:
+                if len(self._rings) >= self._RINGS_MAX:
+                    self._rings.pop(next(iter(self._rings)))
+                ring = self._rings[key] = collections.deque()
+            if ring and ring[0][1].query():  # its copy has run: free to fill again
+                host, event = ring.popleft()
+            elif len(ring) < self.max_depth:
+                with torch.cuda.device(device):  # the pinned block belongs to this device
+                    host = torch.empty(shape, dtype=dtype, pin_memory=True)
+                    event = torch.cuda.Event()
+            else:  # the host is max_depth copies ahead: wait for the oldest
+                host, event = ring.popleft()
+                event.synchronize()
+            fill(host)
+            out = torch.empty(shape, dtype=dtype, device=device)
+            out.copy_(host, non_blocking=True)
+            event.record(torch.cuda.current_stream(device))
+            ring.append((host, event))
+            return out
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"max_depth": self.max_depth}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["max_depth"])  # type: ignore[misc]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from gpuaug.augment.module import (
     sample_params,
     standardize,
 )
+from gpuaug.device import PinnedStaging
 
 FULL = AugmentConfig(
     rotation_range=30,
@@ -559,7 +561,59 @@ def test_fitted_stats_are_buffers_that_follow_the_module():
     assert aug.double().mean.dtype == torch.float64
 
 
+def test_a_module_call_on_fake_tensors_reads_no_data_pointer():
+    # the plan's key reads a pointer's alignment only for an interleaved (RGBX-like) source;
+    # a FakeTensor warns (and will refuse) when its data pointer is read
+    aug = GPUAugment(FULL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with FakeTensorMode():
+            out = aug(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), generator=_gen())
+    assert out.shape == (2, 3, 8, 8)
+
+
+def test_pinned_staging_refuses_a_depth_below_one():
+    with pytest.raises(ValueError, match="`max_depth` must be an int >= 1; got 0"):
+        PinnedStaging(0)
+
+
+def test_pinned_staging_pickles_empty():
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(PinnedStaging(3)))
+    assert clone.max_depth == 3 and clone._rings == {}
+
+
 # ----------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+def test_staged_draws_are_the_cpu_generators_draws_and_each_batch_keeps_its_own():
+    # at most two pinned buffers, each refilled after its copy's event; every device tensor new
+    staging = PinnedStaging(2)
+    got = [
+        sample_draws(6, generator=_gen(seed), device="cuda", staging=staging) for seed in range(5)
+    ]
+    torch.cuda.synchronize()
+    for seed, draws in enumerate(got):
+        assert draws.device.type == "cuda"
+        assert torch.equal(draws.uniforms.cpu(), sample_draws(6, generator=_gen(seed)).uniforms)
+    assert len({d.uniforms.data_ptr() for d in got}) == 5
+    (ring,) = staging._rings.values()
+    assert 1 <= len(ring) <= 2 and all(host.is_pinned() for host, _ in ring)
+    before = [host.data_ptr() for host, _ in ring]
+    sample_draws(6, generator=_gen(), device="cuda", staging=staging)  # all copies done: reused
+    assert sorted(host.data_ptr() for host, _ in ring) == sorted(before)
+
+
+@pytest.mark.cuda
+def test_a_module_stages_its_cpu_draws_through_pinned_buffers():
+    aug = GPUAugment(FULL)
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8, device="cuda")
+    out = aug(x, generator=_gen(3))
+    assert aug._staging._rings  # the draws went through the module's pinned buffers
+    assert torch.equal(aug.last_draws.uniforms.cpu(), sample_draws(4, generator=_gen(3)).uniforms)
+    assert torch.equal(aug.apply(x, aug.last_draws), out)
 
 
 @pytest.mark.cuda

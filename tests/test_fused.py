@@ -418,9 +418,10 @@ def test_the_book_settings_take_a_prologue_and_one_kernel_and_allocate_only_the_
     with _Recorder() as recorder:
         out = aug(x, generator=generator)
     assert [kw["kernel"] for kw in launches] == [fused._matrix_kernel, fused._augment_kernel]
-    # the B x 12 draws (on the generator's device; plus a pinned copy on CUDA), the prologue's
-    # B x 8 table (each image's matrix, once) and the output
-    allowed = {("rand", (256, 12)), ("_pin_memory", (256, 12)), ("_to_copy", (256, 12))}
+    # the B x 12 draws (on the generator's device; on CUDA drawn into a reused pinned buffer
+    # and copied into a new device tensor), the prologue's B x 8 table (each image's matrix,
+    # once) and the output
+    allowed = {("rand", (256, 12)), ("empty", (256, 12)), ("copy_", (256, 12))}
     extra = [op for op in recorder.ops if op not in allowed]
     assert extra == [("empty", (256, 3, 150, 150)), ("empty", (256, 8))], extra
     assert out.shape == (256, 3, 150, 150)
@@ -456,6 +457,70 @@ def test_a_second_batch_of_the_same_kind_reuses_the_planned_launch(monkeypatch):
     monkeypatch.setattr(fused, "_build_launches", lambda *a: built.append(1))
     apply(x, sample_draws(2, generator=_gen(2), device=DEVICE), BOOK, backend="triton")
     assert built == []
+
+
+def test_a_module_checks_and_plans_a_batch_kind_once(monkeypatch):
+    checked, built = [], []
+    check, build = fused.check_usable, fused._build_launches
+    monkeypatch.setattr(fused, "check_usable", lambda *a: checked.append(1) or check(*a))
+    monkeypatch.setattr(fused, "_build_launches", lambda *a: built.append(1) or build(*a))
+    aug = GPUAugment(BOOK, backend="triton")
+    x = _images(2, 5, 13)  # a size no other test plans (the launches are cached per process)
+    aug(x, generator=_gen())
+    first = len(checked)  # the backend's resolution and the plan
+    assert first >= 1 and built == [1]
+    for seed in range(1, 3):
+        aug(x, generator=_gen(seed))
+    assert len(checked) == first and built == [1]  # nothing checked or built per call
+    aug(_images(3, 5, 13), generator=_gen())  # another batch kind: planned once more
+    assert len(checked) > first and built == [1, 1]
+
+
+def test_the_planned_call_equals_apply_with_its_draws():
+    aug = GPUAugment(BOOK, backend="triton")
+    x = _images(3, 9, 11)
+    aug(x, generator=_gen())  # plans
+    out = aug(x, generator=_gen(4))
+    assert torch.equal(aug.last_draws.uniforms, sample_draws(3, generator=_gen(4)).uniforms)
+    assert torch.equal(out, apply(x, aug.last_draws, BOOK, backend="triton"))
+    assert torch.equal(aug(x, params=aug.last_draws), out)
+
+
+def test_statistics_changed_in_place_after_planning_are_read():
+    config = dataclasses.replace(BOOK, featurewise_center=True, rescale=None)
+    aug = GPUAugment(config, backend="triton").fit(_images(4, 6, 7).float())
+    x = _images(2, 6, 7)
+    draws = sample_draws(2, generator=_gen(1), device=DEVICE)
+    before = aug(x, params=draws)
+    aug.mean.add_(10.0)  # a new version of the same buffer: planned again
+    after = aug(x, params=draws)
+    torch.testing.assert_close(after, before - 10.0, rtol=0, atol=1e-4)
+
+
+def test_a_module_reassigned_another_dtype_writes_it():
+    aug = GPUAugment(BOOK, backend="triton")
+    x = _images(2, 6, 7)
+    aug(x, generator=_gen())
+    aug.dtype = torch.bfloat16
+    assert aug(x, generator=_gen()).dtype == torch.bfloat16
+
+
+def test_given_draws_of_another_length_are_refused_by_the_planned_path():
+    aug = GPUAugment(BOOK, backend="triton")
+    x = _images(2, 6, 7)
+    aug(x, generator=_gen())
+    with pytest.raises(ValueError, match="`params` has 3 rows but the batch has 2 images"):
+        aug(x, params=sample_draws(3, generator=_gen(), device=DEVICE))
+
+
+def test_a_planned_module_copies_without_its_plans():
+    import copy
+
+    aug = GPUAugment(BOOK, backend="triton")
+    x = _images(2, 6, 7)
+    out = aug(x, generator=_gen(2))
+    clone = copy.deepcopy(aug)
+    assert clone._plans == {} and torch.equal(clone(x, generator=_gen(2)), out)
 
 
 # ----------------------------------------------------------------------------- backend choice

@@ -124,7 +124,25 @@ def test_the_other_variants_stay_within_their_budgets():
 _HOST = """
 import json, sys
 from benchmarks import sm90
+from gpuaug.augment.backends import triton as fused
+through = []  # launches through Triton's JITFunction.run (kernel[grid](...))
+for kernel in (fused._matrix_kernel, fused._augment_kernel):
+    kernel.run = (lambda run: lambda *a, **k: through.append(1) or run(*a, **k))(kernel.run)
 batches = sm90.recorded_launches("book_fp32", 3)
+through_triton = len(through)
+from triton import knobs
+from gpuaug.augment.module import GPUAugment
+config, images, dtype, fmt = sm90._variant_inputs("book_fp32", 8)
+with sm90._stand_in_launches():
+    aug = GPUAugment(config, dtype, memory_format=fmt, backend="triton")
+    aug(images)
+    hook = lambda metadata: None
+    knobs.runtime.launch_enter_hook.add(hook)  # a profiler's hook: it reads the launch metadata
+    sm90._Launcher.RECORD, before = [], len(through)
+    aug(images)
+    hooked, hooked_through_triton = sm90._Launcher.RECORD, len(through) - before
+    knobs.runtime.launch_enter_hook.remove(hook)
+    sm90._Launcher.RECORD = None
 same = []
 for first, later in zip(batches[0], batches[2]):
     # name, grid, stream, function, packed metadata, launch metadata, hooks, then the arguments
@@ -132,6 +150,10 @@ for first, later in zip(batches[0], batches[2]):
                           for i, v in enumerate(call) if i != 7]
     same.append(plain(first) == plain(later) and len(first) == len(later))
 print(json.dumps({"same": same, "kernels": [c[0] for c in batches[2]],
+                  "through_triton": through_triton,
+                  "hooked": [call[7] is not None for call in hooked],
+                  "hooked_through_triton": hooked_through_triton,
+                  "calls": sm90.steady_state_calls("book_fp32"),
                   "host": sm90.host_seconds("book_fp32", 256, repeat=100)}))
 """
 
@@ -154,14 +176,45 @@ def test_a_later_batch_hands_the_launcher_what_tritons_own_launch_does(host):
     # kernel[grid](...): the launcher gets the same grid, function, metadata and arguments
     assert host["kernels"] == ["_matrix_kernel", "_augment_kernel"]
     assert host["same"] == [True, True]
+    assert host["through_triton"] == 2  # the first batch's two launches; none after it
+
+
+def test_a_launch_hook_gets_the_launch_metadata_on_the_kept_path(host):
+    # with a hook set (a profiler's), the kept launch builds the metadata Triton would
+    assert host["hooked"] == [True, True] and host["hooked_through_triton"] == 0
+
+
+def test_a_steady_state_call_runs_a_bounded_number_of_python_calls(host):
+    # counted, not timed: the Python functions a planned GPUAugment call enters. 9 of gpuaug's
+    # (forward, the plan lookup, 3 for the draws, the plan, its rows, its run, the launches),
+    # 1 of Triton's (the active driver) and 4 of torch's (nn.Module's call, is_compiling) when
+    # this was written; through Triton's compiled-kernel runner and the per-call checks it was
+    # 37 / 18 / 12.
+    calls = host["calls"]
+    assert calls["launches"] == 2, calls
+    assert calls["by_file"].get("gpuaug", 0) <= 12, calls
+    assert calls["by_file"].get("triton", 0) <= 2, calls
+    assert calls["by_file"].get("torch", 0) <= 6, calls
+    # the draws, the output and the prologue's table: no other torch operator per call
+    assert calls["torch_ops"] == ["rand", "empty", "empty"], calls
 
 
 def test_the_host_time_of_a_batch_stays_within_its_budget(host):
     # gpuaug's and Triton's Python per GPUAugment call at B = 256 (the draws' torch.rand and
-    # the output's torch.empty excluded), as a multiple of that torch.empty in the same run:
-    # a count of work, not a wall-clock threshold. Measured 6-18 on a loaded 2-core machine.
+    # the output's torch.empty excluded), as a multiple of that torch.empty in the same run: a
+    # ratio, not a wall-clock threshold (sm90.host_seconds; docs/kernel.md, host time).
+    # With the output's block cached as a CUDA batch's is, the goal of 30 us is ~9 torch.empty
+    # of ~3.4 us on the 2-core machine this was written on: measured 8-9 there when quiet and
+    # up to 19 with twice as many busy processes as cores. The bound, 25, leaves that margin
+    # for a loaded machine; the code before the per-module plans measured 20-21 quiet and 25-33
+    # loaded, so this bound alone would not catch a return to it: the count above is the
+    # sharper guard. With the default (mmap'd) output the Python measured 2-6 x the
+    # torch.empty (before: 6-12).
     h = host["host"]
-    assert h["python"] / h["empty"] <= 30, h
+    assert h["python"] / h["empty"] <= 15, h
+    cached = h["cached"]
+    if cached is not None:
+        assert cached["python"] / cached["empty"] <= 25, h
 
 
 def test_an_rgbx_source_takes_one_load_per_tap_for_every_channel():

@@ -28,6 +28,7 @@ from gpuaug.augment.backends import (
     backend_function,
     check_backend,
     describe_backend,
+    plan_backend,
     prepare_backend,
     resolve_backend,
 )
@@ -45,6 +46,7 @@ from gpuaug.augment.params import (
     sample_params,
 )
 from gpuaug.augment.reference import standardize
+from gpuaug.device import PinnedStaging
 
 __all__ = [
     "BACKENDS",
@@ -126,6 +128,25 @@ def _run_backend(
     return run(images, params, config, stats=stats, dtype=dtype, memory_format=memory_format)
 
 
+_PLANS_MAX = 16
+
+
+def _version(t: torch.Tensor | None) -> tuple[int, int] | None:
+    """A tensor's identity and in-place version (None for None)."""
+    return None if t is None else (id(t), t._version)
+
+
+class _Last:
+    """What the last ``forward`` call keeps for replay (plain attributes: a module's own
+    ``__setattr__`` costs microseconds per call)."""
+
+    __slots__ = ("draws", "params")
+
+    def __init__(self) -> None:
+        self.params: AugmentParams | None = None
+        self.draws: tuple[AugmentDraws, int, int] | None = None
+
+
 class GPUAugment(nn.Module):
     """Keras' ImageDataGenerator augmentation as a module: per-sample params, one batched warp.
 
@@ -134,6 +155,12 @@ class GPUAugment(nn.Module):
     (computed from the draws by the reference code when first read) replays the batch:
     ``aug(x, params=p)`` or ``aug.apply(x, p)`` reproduces it exactly on the same backend, and
     a CPU generator seeded the same way reproduces the params on every device.
+
+    A backend with plans (the fused kernel) is checked and planned once per kind of batch
+    (shape, strides, dtype, device, alignment; the module's settings and fitted statistics):
+    a later ``forward`` of the kind draws, allocates and launches, nothing else
+    (docs/kernel.md, host time per call). CPU draws for a CUDA batch go through the module's
+    reused pinned buffers (`gpuaug.device.PinnedStaging`).
 
     Args:
         config: An `AugmentConfig`, a preset name or a YAML path (`load_config`); None gives
@@ -150,7 +177,7 @@ class GPUAugment(nn.Module):
         config: The settings.
         dtype: The output dtype.
         memory_format: The output memory format.
-        backend: The backend asked for (resolved per call by `resolve_backend`).
+        backend: The backend asked for (resolved once per device by `resolve_backend`).
         last_params: The params of the last ``forward`` call (None before one).
         last_draws: The draws of the last ``forward`` call that drew them (None otherwise).
         kornia: The `KorniaStages` (None without kornia stages).
@@ -197,8 +224,9 @@ class GPUAugment(nn.Module):
         self.dtype = dtype
         self.memory_format = check_memory_format(memory_format)
         self.backend = check_backend(backend)
-        self._last_params: AugmentParams | None = None
-        self._last_draws: tuple[AugmentDraws, int, int] | None = None
+        self._last = _Last()
+        self._plans: dict[tuple[Any, ...], tuple[Any, AugmentConfig]] = {}
+        self._staging = PinnedStaging()
         self.register_buffer("mean", None)
         self.register_buffer("std", None)
         self.register_buffer("zca_matrix", None)
@@ -206,6 +234,13 @@ class GPUAugment(nn.Module):
         if config.kornia:
             self.kornia = KorniaStages(config.kornia)
             self._keras_config, self._tail_config = split_for_kornia(config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or pickle starts without the plans (compiled kernels, device tensors) and the
+        pinned buffers: it makes its own."""
+        state = super().__getstate__()
+        state.update(_plans={}, _resolved={}, _staging=PinnedStaging())
+        return state
 
     @property
     def stats(self) -> FitStats:
@@ -215,27 +250,30 @@ class GPUAugment(nn.Module):
     @property
     def last_params(self) -> AugmentParams | None:
         """The params of the last ``forward`` call (from its draws, by the reference code)."""
-        if self._last_params is None and self._last_draws is not None:
-            draws, height, width = self._last_draws
-            self._last_params = params_from_draws(self.config, draws, height, width)
-        return self._last_params
+        last = self._last
+        if last.params is None and last.draws is not None:
+            draws, height, width = last.draws
+            last.params = params_from_draws(self.config, draws, height, width)
+        return last.params
 
     @last_params.setter
     def last_params(self, params: AugmentParams | None) -> None:
-        self._last_params = params
-        self._last_draws = None
+        self._last.params = params
+        self._last.draws = None
 
     @property
     def last_draws(self) -> AugmentDraws | None:
         """The draws of the last ``forward`` call, if it drew them (None after given params)."""
-        return None if self._last_draws is None else self._last_draws[0]
+        return None if self._last.draws is None else self._last.draws[0]
 
     def sample_draws(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> AugmentDraws:
         """Draw this batch's uniforms on the generator's device, moved to the batch's."""
         check_batch(images)
-        return sample_draws(images.shape[0], generator=generator, device=images.device)
+        return sample_draws(
+            images.shape[0], generator=generator, device=images.device, staging=self._staging
+        )
 
     def sample_params(
         self, images: torch.Tensor, generator: torch.Generator | None = None
@@ -351,16 +389,84 @@ class GPUAugment(nn.Module):
             out = self.apply(images, params)
             self.last_params = params
             return out
+        planned = self._planned(images)
+        if planned is not None and (params is None or self._fits(images, params)):
+            b, _, height, width = images.shape
+            if params is None:
+                draws = sample_draws(
+                    b, generator=generator, device=images.device, staging=self._staging
+                )
+            else:
+                draws = params
+            out = planned(images, draws)  # the kernel reads the draws; params when asked
+            last = self._last
+            last.params = None
+            last.draws = (draws, height, width)
+            return out
         draws = self.sample_draws(images, generator) if params is None else params
         height, width = images.shape[2], images.shape[3]
+        last = self._last
         if self._resolved_backend(images.device) == "triton":
             out = self.apply(images, draws)  # the kernel reads the draws; params when asked
-            self._last_params = None
+            last.params = None
         else:  # the other backends need the params anyway: keep them
-            self._last_params = params_from_draws(self.config, draws, height, width)
-            out = self.apply(images, self._last_params)
-        self._last_draws = (draws, height, width)
+            last.params = params_from_draws(self.config, draws, height, width)
+            out = self.apply(images, last.params)
+        last.draws = (draws, height, width)
         return out
+
+    def _planned(self, images: Any) -> Any:
+        """The backend's plan (`plan_backend`) for draws and batches of this kind, made on first
+        sight and kept: None for a backend without plans, or while ``torch.compile`` traces.
+
+        The key is everything a plan depends on: the batch's shape, strides, dtype, device and
+        pointer alignment (4 bytes, for an interleaved source: RGBX), this module's settings
+        (which may be reassigned) and the fitted statistics' identity and version (refit or
+        changed in place). A call that finds its plan runs it without any other check.
+        """
+        if not isinstance(images, torch.Tensor) or torch.compiler.is_compiling():
+            return None
+        c = self.config
+        fitted = c.featurewise_center or c.featurewise_std_normalization or c.zca_whitening
+        stats = self.stats if fitted else None
+        key = (
+            images.shape,
+            images.stride(),
+            images.dtype,
+            images.device,
+            # an RGBX source (uint8, channels 1 byte apart) is read in words only when aligned
+            images.data_ptr() % 4 == 0 if images.stride(1) == 1 else None,
+            id(c),
+            self.dtype,
+            self.memory_format,
+            self.backend,
+            None
+            if stats is None
+            else tuple(map(_version, (stats.mean, stats.std, stats.zca_matrix))),
+        )
+        found = self._plans.get(key)
+        if found is None:
+            check_batch(images)
+            check_memory_format(self.memory_format)
+            if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+                raise TypeError(f"`dtype` must be a float dtype; got {self.dtype}")
+            name = self._resolved_backend(images.device)
+            plan = plan_backend(
+                name, images, c, stats, self.dtype, self.memory_format, from_draws=True
+            )
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.pop(next(iter(self._plans)))
+            found = self._plans[key] = (plan, c)  # the config kept alive: its id is in the key
+        return found[0]
+
+    @staticmethod
+    def _fits(images: torch.Tensor, draws: Any) -> bool:
+        """Whether given draws fit the batch (else `apply`'s checks say why)."""
+        return (
+            isinstance(draws, AugmentDraws)
+            and len(draws) == images.shape[0]
+            and draws.device == images.device
+        )
 
     def _forward_kornia(
         self,
@@ -379,8 +485,8 @@ class GPUAugment(nn.Module):
         if isinstance(keras, AugmentParams):
             self.last_params = keras
         else:
-            self._last_params = None
-            self._last_draws = (keras, images.shape[2], images.shape[3])
+            self._last.params = None
+            self._last.draws = (keras, images.shape[2], images.shape[3])
         return out
 
     @torch.no_grad()

@@ -50,6 +50,7 @@ __all__ = [
     "BackendEntry",
     "backend_function",
     "describe_backend",
+    "plan_backend",
     "prepare_backend",
     "resolve_backend",
 ]
@@ -67,6 +68,8 @@ class BackendEntry:
         note: What it is, in a few words (`describe_backend`).
         prepare: The module's function that starts compiling ahead what a batch kind will
             launch (`prepare_backend`), if it has one.
+        plan: The module's function that plans a batch kind once and returns the call that
+            runs a batch of it (`plan_backend`), if it has one.
     """
 
     module: str | None
@@ -74,6 +77,7 @@ class BackendEntry:
     takes_draws: bool
     note: str
     prepare: str | None = None
+    plan: str | None = None
 
 
 #: The resolved backends and where they live.
@@ -88,6 +92,7 @@ BACKEND_TABLE: dict[str, BackendEntry] = {
         "the fused Triton kernel: a per-image prologue and one pass per batch (within 1e-3 grey "
         "levels of the reference)",
         prepare="compile_ahead",
+        plan="plan_fused",
     ),
     "compile": BackendEntry(
         "gpuaug.augment.backends.compile",
@@ -166,6 +171,30 @@ def prepare_backend(
         config, image_shape, dtype=dtype, memory_format=memory_format, device=device, stats=stats,
         rgbx=rgbx,
     )  # fmt: skip
+
+
+def plan_backend(
+    name: str,
+    images: torch.Tensor,
+    config: AugmentConfig,
+    stats: Any,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    from_draws: bool,
+) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
+    """A resolved backend's plan for batches like ``images`` (same shape, strides, dtype,
+    device): a callable ``(images, params or draws) -> output`` that equals its ``apply``-shaped
+    function with these settings, checked and planned here once; None for a backend without
+    plans (the caller then calls `backend_function` per batch).
+
+    Raises:
+        ImportError, ValueError: the backend cannot run this kind of batch (as its function).
+    """
+    entry = BACKEND_TABLE[name]
+    if entry.plan is None:
+        return None
+    plan = getattr(_module(name), entry.plan)
+    return plan(images, config, stats, dtype, memory_format, from_draws)
 
 
 def check_backend(backend: Any) -> str:

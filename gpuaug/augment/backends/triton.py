@@ -40,8 +40,11 @@ shifts, shear, zoom, flip, fill, rescale) allocate the output and the B x 8 tabl
 
 Host side: what does not change from batch to batch (the scalars, constexprs, strides, the
 shift-choice tables, the featurewise vectors) is planned once per (config, stats, input and
-output shape / strides / dtype, device) and kept (`_Launches`); a batch allocates, fills in
-its pointers and launches.
+output shape / strides / dtype, device) and kept (`_Launches`); `GPUAugment` keeps a
+`FusedPlan` per batch kind (`plan_fused`: checked once). The first batch of a kind launches
+through Triton; later ones hand the kept compiled kernels' launchers the argument lists kept
+from it with the batch's tensors swapped in (`_kept_launcher`): a batch allocates its output
+and table, fills in its pointers and launches.
 
 Not fused (they run after the kernel with the reference code,
 `gpuaug.augment.reference.standardize`, on a float32 intermediate that is then cast to the
@@ -91,19 +94,24 @@ from gpuaug.augment.warp import EDGE_TOLERANCE
 try:
     import triton
     import triton.language as tl
+    from triton import knobs as _KNOBS
+    from triton.runtime.driver import driver as _DRIVER
 
     _TRITON_ERROR: Exception | None = None
 except Exception as err:  # pragma: no cover - triton missing or broken
     triton = None
     tl = None
+    _KNOBS = _DRIVER = None
     _TRITON_ERROR = err
 
 __all__ = [
     "FUSED_DTYPES",
+    "FusedPlan",
     "apply_fused",
     "check_usable",
     "compile_ahead",
     "matrix_table",
+    "plan_fused",
     "triton_available",
 ]
 
@@ -561,58 +569,45 @@ def _launch(
 
     ``kernel[grid](**kwargs)``: Triton binds the arguments, computes the specialisation and
     finds (or compiles) the kernel, ~40-85 us of Python for these ~40 arguments. It returns the
-    compiled kernel, which ``launch_slot`` (one per launch kind, in `_Launches`) keeps with
-    ``launch_guard`` (what Triton specialises on that can change between batches of one kind:
-    the pointers' 16-byte alignment) and the arguments in the kernel's order, so that a later
-    batch of the kind launches it with `_launch_kept`.
+    compiled kernel, which ``launch_slot`` (one per launch kind, in `_Launches`) keeps as a
+    `_Kept` with ``launch_guard`` (what Triton specialises on that can change between batches of
+    one kind: the pointers' 16-byte alignment, the draws' row stride) and the arguments in the
+    kernel's order, so that later batches of the kind launch it from there
+    (`_kept_launcher`).
     """
     compiled = kernel[grid](**kwargs)
     slot = launch_slot
     if slot is not None and not slot.get("slow") and hasattr(compiled, "function"):
-        slot.update(
-            compiled=compiled,
-            guard=launch_guard,
-            args=[kwargs[name] for name in kernel.arg_names],
-            index={name: i for i, name in enumerate(kernel.arg_names)},
-            via=_launch,  # a patched _launch (tests counting launches) never takes the kept path
-            kernel=kernel,
-        )
+        slot["kept"] = _Kept(compiled, launch_guard, kernel.arg_names, kwargs)
 
 
-def _kept(slot: dict[str, Any] | None, guard: tuple[Any, ...] | None) -> bool:
-    """Whether this launch can take the kept compiled kernel (`_launch_kept`)."""
-    return (
-        slot is not None
-        and slot.get("via") is _launch
-        and slot.get("guard") == guard
-        and not slot.get("slow")
-    )
+_POINTERS = ("rows_ptr", "src_ptr", "out_ptr", "mat_ptr", "part_ptr")
 
 
-def _launch_kept(
-    slot: dict[str, Any], grid: tuple[int, ...], changed: dict[str, Any], **kwargs: Any
-) -> None:
-    """Launch the compiled kernel a slot keeps, with this batch's ``changed`` arguments.
+class _Kept:
+    """A compiled kernel kept for one launch kind: what its launcher needs but the batch's
+    tensors and stream (`_kept_launcher` calls it)."""
 
-    What ``JITFunction.run`` does once it has found the kernel: the compiled kernel's launcher
-    gets the grid and every argument in the kernel's order (tests/test_kernel_budgets.py checks
-    that it gets what Triton's own launch hands it). If the launcher refuses them (another
-    triton's calling convention), the kind goes back to `_launch` for good.
-    """
-    args = slot["args"].copy()
-    index = slot["index"]
-    for name, value in changed.items():
-        args[index[name]] = value
-    try:
-        slot["compiled"][(*grid, 1, 1)[:3]](*args)
-    except (TypeError, ValueError):  # not this triton's launcher convention
-        slot.clear()
-        slot["slow"] = True
-        raise _Refused from None
+    __slots__ = ("args", "compiled", "driver", "function", "guard", "packed", "run", "via", "where")
+
+    def __init__(
+        self, compiled: Any, guard: tuple[Any, ...] | None, names: list[str], kwargs: dict
+    ) -> None:
+        self.compiled = compiled
+        self.guard = guard
+        self.args = [kwargs[name] for name in names]
+        # where a batch's tensors go, in `_POINTERS` order (the prologue: rows, table; the main
+        # kernel: source, output, table, partials)
+        self.where = tuple(names.index(name) for name in _POINTERS if name in names)
+        self.run = compiled.run  # the launcher (loads the module on first use)
+        self.function = compiled.function
+        self.packed = compiled.packed_metadata
+        self.driver = _active_driver()  # a kernel compiled under another driver is not launched
+        self.via = _launch  # a patched _launch (tests counting launches) never takes this path
 
 
-class _Refused(Exception):
-    """The kept compiled kernel's launcher refused the arguments: launch through Triton."""
+def _active_driver() -> Any:
+    return _DRIVER.active
 
 
 # ----------------------------------------------------------------------------- planning
@@ -760,8 +755,8 @@ class _Launches:
     """Everything about a batch's launches that does not change from batch to batch.
 
     Built once per (config, stats, input shape / strides / dtype, output dtype / strides,
-    device, draws or params) and kept in `_LAUNCHES`, so that a batch only allocates its
-    output and matrix table, fills in four pointers and launches.
+    device, draws or params) and kept in `_LAUNCHES` (and by a `FusedPlan`), so that a batch
+    only allocates its output and matrix table, fills in four pointers and launches (`run`).
     """
 
     keep: tuple[Any, ...]  # the objects whose ids are in the key: alive while cached
@@ -772,6 +767,152 @@ class _Launches:
     channel: bool
     unfit: tuple[str, ...]
     slots: dict[Any, dict[str, Any]]  # per launch (prologue, each pass): see `_launch`
+
+    def run(self, images: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
+        """Launch a batch's kernels: ``rows`` its draws (or params table), ``out`` its output.
+
+        The kernels kept from an earlier batch of the kind when every launch's guard matches
+        (`_Kept`), else through Triton (`_launch`), which keeps them for the next batch.
+        """
+        if self.unfit:
+            for message in self.unfit:
+                warnings.warn(message, UserWarning, stacklevel=4)
+        if rows.stride(1) != 1:
+            rows = rows.contiguous()
+        b = images.shape[0]
+        device = out.device
+        table = torch.empty((b, _MATRIX_COLUMNS), dtype=torch.float32, device=device)
+        parts = (
+            torch.empty((b, self.n_blocks, 2), dtype=torch.float32, device=device)
+            if self.channel
+            else table
+        )
+        # the kept compiled kernels (`_kept_launcher`) once every launch of the kind is kept;
+        # it launches nothing and says False when this batch does not fit them
+        fast = self.slots["prologue"].get("fast")
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                if fast is None or not fast(images, rows, table, parts, out):
+                    self._launch_through_triton(images, rows, table, parts, out)
+        elif fast is None or not fast(images, rows, table, parts, out):
+            self._launch_through_triton(images, rows, table, parts, out)
+
+    def _launch_through_triton(
+        self,
+        images: torch.Tensor,
+        rows: torch.Tensor,
+        table: torch.Tensor,
+        parts: torch.Tensor,
+        out: torch.Tensor,
+    ) -> None:
+        """Launch the batch with ``kernel[grid](...)`` (`_launch`), keeping the kernels (and,
+        once they are all kept, the batch's launcher: `_kept_launcher`)."""
+        b = images.shape[0]
+        self.slots["prologue"].pop("fast", None)
+        _prologue(rows, table, self.matrix_args, self.slots["prologue"])
+        for start in range(0, b, _MAX_GRID_Y):  # CUDA's grid y is at most 65535 images
+            stop = min(b, start + _MAX_GRID_Y)
+            whole = (start, stop) == (0, b)  # else views of the chunk: no copies
+            pointers = {
+                "src_ptr": images if whole else images[start:stop],
+                "out_ptr": out if whole else out[start:stop],
+                "mat_ptr": table if whole else table[start:stop],
+                "part_ptr": parts if whole else parts[start:stop],
+            }
+            guard = _aligned(*pointers.values()) if whole else None  # chunks: not kept
+            for p in self.passes:
+                _launch(
+                    _augment_kernel,
+                    (self.n_blocks, stop - start),
+                    launch_slot=self.slots[p] if whole else None,
+                    launch_guard=guard,
+                    PASS=p,
+                    **pointers,
+                    **self.main_args,
+                )
+        kept = [self.slots[k].get("kept") for k in ("prologue", *self.passes)]
+        if b <= _MAX_GRID_Y and all(kept):
+            first, *mains = (k for k in kept if k is not None)
+            fast = _kept_launcher(first, mains, self.n_blocks, b, self.slots)
+            if fast is not None:
+                self.slots["prologue"]["fast"] = fast
+
+
+def _kept_launcher(
+    prologue: _Kept, mains: list[_Kept], n_blocks: int, b: int, slots: dict[Any, dict[str, Any]]
+) -> Any:
+    """A batch's launches from the kept compiled kernels (the prologue, then each pass), built
+    once for a `_Launches`: None when they cannot be launched together.
+
+    What ``JITFunction.run`` does once it has found a kernel, without the binding and the
+    specialisation: each compiled kernel's launcher (``CompiledKernel.run``) gets the grid, the
+    stream, the function handle, the packed metadata, the launch metadata, the two launch hooks
+    and every argument in the kernel's order (tests/test_kernel_budgets.py checks that it gets
+    what Triton's own launch hands it); a batch only swaps its tensors into a copy of the kept
+    argument list. The returned ``launch(images, rows, table, parts, out)`` launches and returns
+    True, or launches nothing and returns False: another active driver, a patched `_launch`
+    (tests counting launches), or a pointer alignment / row stride other than the kept guards.
+    If a launcher refuses the arguments (another triton's calling convention), the kind goes
+    back to Triton's launch for good.
+    """
+    driver0 = prologue.driver
+    guard = mains[0].guard if mains else None
+    if any(k.guard != guard or k.driver is not driver0 for k in mains) or prologue.guard is None:
+        return None
+    p_run, p_function, p_packed = prologue.run, prologue.function, prologue.packed
+    p_args, (i_rows, i_table) = prologue.args, prologue.where
+    p_guard, p_grid = prologue.guard, (-(-b // _MATRIX_BLOCK), 1, 1)
+    m_grid = (n_blocks, b, 1)
+    passes = [(k.run, k.function, k.packed, k.args, k.where, k.compiled) for k in mains]
+
+    def launch(
+        images: torch.Tensor,
+        rows: torch.Tensor,
+        table: torch.Tensor,
+        parts: torch.Tensor,
+        out: torch.Tensor,
+    ) -> bool:
+        drv = _DRIVER.active
+        if drv is not driver0 or prologue.via is not _launch:
+            return False
+        table_aligned = table.data_ptr() % 16 == 0
+        if p_guard != (rows.data_ptr() % 16 == 0, table_aligned, rows.stride(0)) or guard != (
+            images.data_ptr() % 16 == 0,
+            out.data_ptr() % 16 == 0,
+            table_aligned,
+            parts.data_ptr() % 16 == 0,
+        ):
+            return False
+        stream = drv.get_current_stream(drv.get_current_device())
+        runtime = _KNOBS.runtime
+        enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+        # no hook, or an empty hook chain (triton 3.4+), never reads the launch metadata
+        idle = not (enter and getattr(enter, "calls", True)) and not (
+            leave and getattr(leave, "calls", True)
+        )
+        args = p_args.copy()
+        args[i_rows] = rows
+        args[i_table] = table
+        try:
+            metadata = None if idle else prologue.compiled.launch_metadata(p_grid, stream, *args)
+            p_run(*p_grid, stream, p_function, p_packed, metadata, enter, leave, *args)
+            for run, function, packed, kept_args, where, compiled in passes:
+                args = kept_args.copy()
+                i_src, i_out, i_mat, i_part = where
+                args[i_src] = images
+                args[i_out] = out
+                args[i_mat] = table
+                args[i_part] = parts
+                metadata = None if idle else compiled.launch_metadata(m_grid, stream, *args)
+                run(*m_grid, stream, function, packed, metadata, enter, leave, *args)
+        except (TypeError, ValueError):  # not this triton's launcher convention
+            for slot in slots.values():  # the whole batch again through Triton, from now on
+                slot.clear()
+                slot["slow"] = True
+            return False
+        return True
+
+    return launch
 
 
 _LAUNCHES: dict[tuple[Any, ...], _Launches] = {}
@@ -934,7 +1075,8 @@ def apply_fused(
     """Augment a batch with the fused kernel: `gpuaug.augment.module.apply`'s ``"triton"`` backend.
 
     Takes what `gpuaug.augment.module.apply` takes (already validated there: call that, with
-    ``backend="triton"`` or ``"auto"``, rather than this).
+    ``backend="triton"`` or ``"auto"``, rather than this). `plan_fused` is the same for a batch
+    kind planned once.
 
     Args:
         images: (B, C, H, W) uint8 or float on the 0..255 scale, any strides.
@@ -957,10 +1099,91 @@ def apply_fused(
         (b, c, height, width), dtype=kernel_dtype, device=images.device, memory_format=kernel_format
     )
     if b and c and height and width:
-        _run(images, params, config, stats, out, tail, isinstance(params, AugmentDraws))
+        from_draws = isinstance(params, AugmentDraws)
+        plan = _launches(images, config, stats, out, tail, from_draws)
+        plan.run(images, _rows(params), out)
     if tail:
         out = standardize(out, config, stats).to(dtype=dtype, memory_format=memory_format)
     return out
+
+
+def _rows(params: AugmentParams | AugmentDraws) -> torch.Tensor:
+    """What the prologue reads: the (B, 12) draws, or the params' (B, 10) table."""
+    return params.uniforms if isinstance(params, AugmentDraws) else _params_table(params)
+
+
+class FusedPlan:
+    """`apply_fused` for one kind of batch, planned once (`plan_fused`).
+
+    Checks that the kernel can run (`check_usable`) and builds the launches (`_Launches`) when
+    made, so that a call allocates the output, launches and returns: ``plan(images, params)``
+    equals ``apply_fused(images, params, config, stats=..., dtype=..., memory_format=...)``
+    for a batch of the kind it was planned for. The caller (`GPUAugment`) keys its plans on
+    what the kind is made of and checks nothing per call but the key.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        config: AugmentConfig,
+        stats: FitStats | None,
+        dtype: torch.dtype,
+        memory_format: torch.memory_format,
+        from_draws: bool,
+    ) -> None:
+        check_usable(images.device, dtype)
+        self.config = config
+        self.stats = stats
+        self.dtype = dtype
+        self.memory_format = memory_format
+        self.tail = _unfused_tail(config)
+        self.kernel_dtype = torch.float32 if self.tail else dtype
+        self.kernel_format = torch.contiguous_format if self.tail else memory_format
+        self.shape = tuple(images.shape)
+        self.device = images.device
+        self.from_draws = from_draws
+        self.launches: _Launches | None = None
+        if all(self.shape):
+            strides = torch.empty(  # the output's strides, nothing allocated
+                self.shape, dtype=self.kernel_dtype, device="meta", memory_format=self.kernel_format
+            )
+            self.launches = _launches(images, config, stats, strides, self.tail, from_draws)
+
+    def __call__(self, images: torch.Tensor, params: AugmentParams | AugmentDraws) -> torch.Tensor:
+        out = torch.empty(
+            self.shape,
+            dtype=self.kernel_dtype,
+            device=self.device,
+            memory_format=self.kernel_format,
+        )
+        if self.launches is not None:
+            if isinstance(params, AugmentDraws) != self.from_draws:
+                kind = "AugmentDraws" if self.from_draws else "AugmentParams"
+                raise TypeError(f"this plan reads {kind}; got {type(params).__name__}")
+            rows = _rows(params)
+            self.launches.run(images, rows, out)
+        if self.tail:
+            out = standardize(out, self.config, self.stats)
+            out = out.to(dtype=self.dtype, memory_format=self.memory_format)
+        return out
+
+
+def plan_fused(
+    images: torch.Tensor,
+    config: AugmentConfig,
+    stats: FitStats | None,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    from_draws: bool,
+) -> FusedPlan:
+    """The `FusedPlan` of batches like ``images`` (shape, strides, dtype, device, its pointer's
+    4-byte alignment), read through draws (``from_draws``) or params.
+
+    Raises:
+        ImportError, ValueError: as `check_usable`; ValueError for fitted statistics of
+            another channel count.
+    """
+    return FusedPlan(images, config, stats, dtype, memory_format, from_draws)
 
 
 def _aligned(*tensors: torch.Tensor) -> tuple[bool, ...]:
@@ -969,30 +1192,21 @@ def _aligned(*tensors: torch.Tensor) -> tuple[bool, ...]:
 
 
 def _prologue(
-    params: AugmentParams | AugmentDraws,
-    from_draws: bool,
+    rows: torch.Tensor,
     table: torch.Tensor,
     matrix_args: dict[str, Any],
     slot: dict[str, Any] | None = None,
 ) -> None:
-    """Launch the prologue: ``table`` gets one row of `_MATRIX_COLUMNS` floats per image."""
-    rows = params.uniforms if isinstance(params, AugmentDraws) else _params_table(params)
+    """Launch the prologue through Triton: ``table`` gets one row of `_MATRIX_COLUMNS` floats
+    per row of ``rows`` (draws or a params table)."""
     if rows.stride(1) != 1:
         rows = rows.contiguous()
     b = rows.shape[0]
-    grid = (-(-b // _MATRIX_BLOCK),)
-    guard = (*_aligned(rows, table), rows.stride(0))
-    if _kept(slot, guard):
-        try:
-            _launch_kept(slot, grid, {"rows_ptr": rows, "mat_ptr": table})  # type: ignore[arg-type]
-            return
-        except _Refused:
-            pass
     _launch(
         _matrix_kernel,
-        grid,
+        (-(-b // _MATRIX_BLOCK),),
         launch_slot=slot,
-        launch_guard=guard,
+        launch_guard=(*_aligned(rows, table), rows.stride(0)),
         rows_ptr=rows,
         mat_ptr=table,
         B=b,
@@ -1029,59 +1243,10 @@ def matrix_table(
             "FROM_DRAWS": isinstance(params, AugmentDraws),
             **plan["matrix"],
         }
-        _prologue(params, isinstance(params, AugmentDraws), table, matrix_args)
+        device = params.device
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            _prologue(_rows(params), table, matrix_args)
     return table
-
-
-def _run(
-    images: torch.Tensor,
-    params: AugmentParams | AugmentDraws,
-    config: AugmentConfig,
-    stats: FitStats | None,
-    out: torch.Tensor,
-    tail: bool,
-    from_draws: bool,
-) -> None:
-    plan = _launches(images, config, stats, out, tail, from_draws)
-    for message in plan.unfit:
-        warnings.warn(message, UserWarning, stacklevel=4)
-    b = images.shape[0]
-    device = images.device
-    table = torch.empty((b, _MATRIX_COLUMNS), dtype=torch.float32, device=device)
-    parts = (
-        torch.empty((b, plan.n_blocks, 2), dtype=torch.float32, device=device)
-        if plan.channel
-        else table
-    )
-    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-        _prologue(params, from_draws, table, plan.matrix_args, plan.slots["prologue"])
-        for start in range(0, b, _MAX_GRID_Y):  # CUDA's grid y is at most 65535 images
-            stop = min(b, start + _MAX_GRID_Y)
-            whole = (start, stop) == (0, b)  # else views of the chunk: no copies
-            pointers = {
-                "src_ptr": images if whole else images[start:stop],
-                "out_ptr": out if whole else out[start:stop],
-                "mat_ptr": table if whole else table[start:stop],
-                "part_ptr": parts if whole else parts[start:stop],
-            }
-            guard = _aligned(*pointers.values()) if whole else None  # chunks: through Triton
-            for p in plan.passes:
-                slot = plan.slots[p] if whole else None
-                if _kept(slot, guard):
-                    try:
-                        _launch_kept(slot, (plan.n_blocks, stop - start), pointers)  # type: ignore[arg-type]
-                        continue
-                    except _Refused:
-                        pass
-                _launch(
-                    _augment_kernel,
-                    (plan.n_blocks, stop - start),
-                    launch_slot=slot,
-                    launch_guard=guard,
-                    PASS=p,
-                    **pointers,
-                    **plan.main_args,
-                )
 
 
 # ----------------------------------------------------------------------------- compile ahead

@@ -30,6 +30,7 @@ from gpuaug.augment.recipe import (
 from gpuaug.augment.targets import apply_boxes, apply_mask
 from gpuaug.data.directory import encode_targets
 from gpuaug.data.paired import unpack_mask
+from gpuaug.device import PinnedStaging
 from gpuaug.loader.sampler import mix_seed
 from gpuaug.loader.stages.batch import DeviceBatch
 from gpuaug.loader.stages.transfer import host_to_device
@@ -221,6 +222,7 @@ class Finisher:
         self.dataset = dataset
         self.device = device
         self.generator = torch.Generator()  # CPU: the draws do not depend on the device
+        self.staging = PinnedStaging()  # the draws' pinned buffers, reused batch after batch
         self.classes = torch.arange(int(dataset.num_classes or 0), device=device)
         # gpuaug.data.detection: every sample's padded boxes, on the device once
         self.box_tables = None
@@ -237,9 +239,9 @@ class Finisher:
 
     def draws(self, images: torch.Tensor, seed: int) -> AugmentDraws:
         """A batch's ``B x 12`` uniforms, drawn from a CPU generator seeded ``seed`` and moved
-        to the loader's device (pinned, non_blocking)."""
+        to the loader's device (through reused pinned buffers, non_blocking)."""
         g = self.generator.manual_seed(seed)
-        return sample_draws(images.shape[0], generator=g, device=self.device)
+        return sample_draws(images.shape[0], generator=g, device=self.device, staging=self.staging)
 
     def params(self, images: torch.Tensor, seed: int) -> AugmentParams:
         """The augmentation parameters of a batch: its draws (:meth:`draws`) read by Keras'
