@@ -239,8 +239,8 @@ def augment_only_batches(
     """The decoded uint8 ``batch`` through ``fn.external_source`` -> augment ->
     DALIGenericIterator.
 
-    The same NHWC batch is fed every step: a numpy array on the CPU path, a CUDA tensor (DALI
-    reads it through ``__cuda_array_interface__``) on the GPU path.
+    The same NHWC batch is fed every step: a numpy array on the CPU path, a CUDA tensor
+    (``external_source`` takes PyTorch tensors) on the GPU path.
 
     Shape:
         ``batch``: ``(B, 3, H, W)`` uint8, CPU -> an endless iterator of ``(B, 3, H, W)``
