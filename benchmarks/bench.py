@@ -1,4 +1,4 @@
-"""Benchmark runner: gpuaug vs Keras ImageDataGenerator, torchvision and albumentations.
+"""Benchmark runner: gpuaug vs Keras ImageDataGenerator, torchvision, albumentations, kornia, DALI.
 
 Usage (from the repository root)::
 
@@ -251,6 +251,7 @@ def machine_info(device: torch.device) -> dict:
             "pillow",
             "albumentations",
             "opencv-python-headless",
+            "nvidia-dali-cuda120",
             "gpuaug",
         )
     }
@@ -365,7 +366,7 @@ def plan(config: BenchConfig, names: Sequence[str], workers: int, grid: dict) ->
             if P.PIPELINES[name].augment_only is not None:
                 add(_Job("augment_only", name, b, size, 0), "headline")
     for name in names:
-        if P.PIPELINES[name].augment_only is None:
+        if P.PIPELINES[name].augment_only is None or not P.PIPELINES[name].scanned:
             continue
         for b in grid["batch_size"]:
             add(_Job("augment_only", name, b, size, 0), "batch_size")
@@ -374,7 +375,12 @@ def plan(config: BenchConfig, names: Sequence[str], workers: int, grid: dict) ->
     for name in names:
         pipe = P.PIPELINES[name]
         # The cache makes the workers idle after the first epoch: nothing to scan.
-        if not pipe.uses_workers or pipe.end_to_end is None or name == "gpuaug-cache-device":
+        if (
+            not pipe.uses_workers
+            or pipe.end_to_end is None
+            or not pipe.scanned
+            or name == "gpuaug-cache-device"
+        ):
             continue
         for w in grid["num_workers"]:
             add(_Job("end_to_end", name, scan_batch, size, w), "num_workers")
@@ -787,6 +793,7 @@ def _measure(
                 context = P.PIPELINES[job.pipeline].end_to_end(job_settings)
             with context as runner:
                 record["warmup_batches"] = runner.warmup_batches
+                record.update(runner.measured)  # e.g. compile_seconds, outside the timings
                 record["images_per_s"] = time_runner(
                     runner, steps=steps, repeats=config.repeats, device=device
                 )
@@ -888,8 +895,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The benchmark's argument parser (also used by ``gpuaug bench``)."""
     parser = argparse.ArgumentParser(
         prog=prog or "python -m benchmarks.bench",
-        description="Throughput of gpuaug against Keras ImageDataGenerator, torchvision and "
-        "albumentations on one folder of generated JPEGs, with the same augmentation "
+        description="Throughput of gpuaug against Keras ImageDataGenerator, torchvision, "
+        "albumentations, kornia (eager and torch.compile) and NVIDIA DALI on one folder of "
+        "generated JPEGs, with the same augmentation "
         "(rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill nearest, "
         "rescale 1/255). Writes JSON, Markdown and PNG.",
         epilog="pipelines: " + ", ".join(P.PIPELINES),

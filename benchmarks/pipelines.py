@@ -32,6 +32,12 @@ How each peer expresses the settings (see :data:`PIPELINES` ``notes`` and the RE
 - ``kornia-randomaffine`` (augmentation-only): kornia's own ``AugmentationSequential(
   RandomAffine, RandomHorizontalFlip)``: independent x/y content scale, ``padding_mode="border"``
   (= Keras "nearest"), on a float batch scaled to [0, 1] on the device.
+- ``kornia-compiled`` (augmentation-only): the same module through ``torch.compile``
+  (:func:`compile_warmup`: compiled before the timed runs, its seconds reported apart in
+  ``Runner.measured``). Measured at the headline batch sizes only.
+- ``dali`` (optional, ``nvidia-dali``): NVIDIA DALI's own pipeline, Keras' draws and matrix
+  (:mod:`benchmarks.dali`, whose docstring lists where it differs); CPU operators, GPU ones
+  when the device is CUDA.
 - ``kornia-stages`` / ``gpuaug-kornia-stages`` (augmentation-only, a pair): the same ops in
   both, :data:`KORNIA_STAGES` (ColorJiggle, RandomGaussianBlur, RandomErasing, as the
   ``chollet_cats_dogs_kornia`` preset) after the book's affine + flip: kornia's
@@ -48,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +127,14 @@ class Runner:
         step: produce one augmented batch on its destination; returns the number of images.
         warmup_batches: batches to run untimed first (worker start-up, caches, kernels).
         batches_per_round: timed batches are a multiple of this.
+        measured: numbers the pipeline measured while it was built, outside the timed runs
+            (``compile_seconds`` of a compiled peer, ...); recorded beside its timings.
     """
 
     step: Callable[[], int]
     warmup_batches: int = 1
     batches_per_round: int = 1
+    measured: dict = field(default_factory=dict)
 
 
 PipelineFactory = Callable[..., contextlib.AbstractContextManager[Runner]]
@@ -143,6 +153,8 @@ class Pipeline:
         augment_only: ``factory(settings, batch)`` for the augmentation-only figure, or None.
         uses_workers: whether ``num_workers`` applies.
         unavailable: ``fn(settings) -> reason or None``: why it cannot run here.
+        scanned: measured in the scaling scans too; False: the headline table only (a
+            compiled peer compiles afresh for each measurement).
     """
 
     name: str
@@ -152,6 +164,7 @@ class Pipeline:
     augment_only: PipelineFactory | None
     uses_workers: bool
     unavailable: Callable[[Settings], str | None] = lambda settings: None
+    scanned: bool = True
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -611,6 +624,108 @@ def kornia_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Run
     yield Runner(step)
 
 
+def _kornia_compiled_unavailable(settings: Settings) -> str | None:
+    reason = _kornia_unavailable(settings)
+    if reason or settings.device.type != "cpu":
+        return reason
+    try:  # Inductor's CPU code is C++, built by the compiler it finds here
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as err:  # noqa: BLE001 - report and skip
+        return f"torch.compile on a CPU needs a C++ compiler: {type(err).__name__}: {err}"
+    return None
+
+
+#: Calls to try while a compiled peer still compiles (a new graph on the last call).
+COMPILE_MAX_CALLS = 10
+
+
+def compile_warmup(call: Callable[[], object], max_calls: int = COMPILE_MAX_CALLS) -> dict:
+    """Call a ``torch.compile``-d function until two calls in a row compile nothing new.
+
+    Dynamo is reset first and Inductor's on-disk caches (FX graph, AOTAutograd) are off, so
+    the seconds are those of a first run on a machine. Every call that compiled a graph counts
+    whole (capture + Inductor + the C++ build + the call itself).
+
+    Returns:
+        ``{"compile_seconds", "compile_graphs", "compile_calls"}``: seconds of the calls that
+        compiled, the graphs compiled, the calls made.
+
+    Raises:
+        RuntimeError: the compilation failed; the message gives the reason.
+    """
+    from torch._dynamo.utils import counters
+    from torch._functorch import config as functorch_config
+    from torch._inductor import config as inductor_config
+
+    torch._dynamo.reset()
+    seconds, calls, quiet = 0.0, 0, 0
+    start_graphs = graphs = counters["stats"]["unique_graphs"]
+    with (
+        inductor_config.patch(fx_graph_cache=False),
+        functorch_config.patch(enable_autograd_cache=False),
+    ):
+        while quiet < 2 and calls < max_calls:
+            start = time.perf_counter()
+            try:
+                call()
+            except Exception as err:  # noqa: BLE001 - say why instead of a traceback
+                first = (str(err).strip().splitlines() or [""])[0][:300]
+                raise RuntimeError(f"torch.compile failed: {type(err).__name__}: {first}") from err
+            elapsed = time.perf_counter() - start
+            calls += 1
+            now = counters["stats"]["unique_graphs"]
+            if now > graphs:
+                seconds, graphs, quiet = seconds + elapsed, now, 0
+            else:
+                quiet += 1
+    return {
+        "compile_seconds": round(seconds, 3),
+        "compile_graphs": int(graphs - start_graphs),
+        "compile_calls": calls,
+    }
+
+
+@contextlib.contextmanager
+def kornia_compiled_augment_only(settings: Settings, batch: torch.Tensor) -> Iterator[Runner]:
+    """``torch.compile(kornia-randomaffine's AugmentationSequential)`` on the device.
+
+    The same module and float [0, 1] input as :func:`kornia_augment_only`; compiled before the
+    runner is handed out (:func:`compile_warmup`: the compile seconds go to
+    ``Runner.measured``, not into the timings), then warmed up like the eager peer.
+    """
+    call, measured = kornia_compiled_step(settings, batch)
+
+    def step() -> int:
+        return int(call().shape[0])
+
+    yield Runner(step, warmup_batches=2, measured=measured)
+
+
+def kornia_compiled_step(
+    settings: Settings, batch: torch.Tensor
+) -> tuple[Callable[[], torch.Tensor], dict]:
+    """The compiled kornia module on ``batch``, compiled (:func:`compile_warmup`).
+
+    Returns:
+        ``(call, measured)``: ``call()`` augments the batch again, ``(B, 3, H, W)`` float32 in
+        [0, 1] on the device; ``measured`` the compile seconds, graphs and calls.
+
+    Raises:
+        RuntimeError: ``torch.compile`` failed; the message gives the reason.
+    """
+    augment = _kornia_augment().to(settings.device)
+    compiled = torch.compile(augment)
+    x = batch.to(settings.device)
+
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            return compiled(x.float().div_(255.0))
+
+    return call, compile_warmup(call)
+
+
 def kornia_stages() -> list:
     """:data:`KORNIA_STAGES` as fresh kornia modules."""
     import kornia.augmentation as K
@@ -745,6 +860,31 @@ def gpuaug_backend_augment_only(
     yield Runner(run, warmup_batches=2)
 
 
+# ----------------------------------------------------------------------------- DALI
+
+
+def _dali_unavailable(settings: Settings) -> str | None:
+    from . import dali
+
+    return dali.dali_unavailable(settings)
+
+
+def dali_end_to_end(settings: Settings) -> contextlib.AbstractContextManager[Runner]:
+    """NVIDIA DALI from the files (:func:`benchmarks.dali.dali_end_to_end`)."""
+    from . import dali
+
+    return dali.dali_end_to_end(settings)
+
+
+def dali_augment_only(
+    settings: Settings, batch: torch.Tensor
+) -> contextlib.AbstractContextManager[Runner]:
+    """NVIDIA DALI from the decoded batch (:func:`benchmarks.dali.dali_augment_only`)."""
+    from . import dali
+
+    return dali.dali_augment_only(settings, batch)
+
+
 # ----------------------------------------------------------------------------- registry
 
 _TV_NOTES = (
@@ -803,6 +943,39 @@ PIPELINES: dict[str, Pipeline] = {
             augment_only=kornia_augment_only,
             uses_workers=False,
             unavailable=_kornia_unavailable,
+        ),
+        Pipeline(
+            name="kornia-compiled",
+            augments_on="device",
+            notes="torch.compile(kornia-randomaffine's AugmentationSequential) with the default "
+            "Inductor backend (C++ on a CPU, Triton on CUDA), the same float [0, 1] input. "
+            "Compiled before timing: dynamo reset, Inductor's on-disk caches off, called until "
+            "two calls in a row compile nothing new; those seconds are reported apart "
+            "(compile_seconds), not in images/s. Augmentation-only, headline batch sizes only "
+            "(each measurement compiles afresh). Differs from Keras as kornia-randomaffine.",
+            end_to_end=None,
+            augment_only=kornia_compiled_augment_only,
+            uses_workers=False,
+            unavailable=_kornia_compiled_unavailable,
+            scanned=False,
+        ),
+        Pipeline(
+            name="dali",
+            augments_on="device",
+            notes="NVIDIA DALI: fn.readers.file over the same folder -> fn.decoders.image "
+            "('cpu'; 'mixed' on CUDA) -> fn.resize (nearest) -> per-sample Keras matrices "
+            "(fn.transforms.translation/scale/shear/rotation + combine from fn.random draws of "
+            "Keras' ranges) -> fn.warp_affine (bilinear, clamped border = 'nearest') -> "
+            "fn.crop_mirror_normalize(mirror=coin, std 255, CHW float32) -> "
+            "DALIGenericIterator; augmentation-only from the decoded batch via "
+            "fn.external_source. num_workers threads end to end (at least 1), torch's thread "
+            "count augmentation-only. Differs from Keras: the warp writes uint8 (within about "
+            "1 grey level of Keras' float warp), DALI's nearest resize and decoder, DALI's RNG. "
+            "On CUDA the resize, warp and normalisation run on the GPU.",
+            end_to_end=dali_end_to_end,
+            augment_only=dali_augment_only,
+            uses_workers=True,
+            unavailable=_dali_unavailable,
         ),
         Pipeline(
             name="kornia-stages",

@@ -106,7 +106,7 @@ def _unavailable_dali(_args) -> str | None:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
-        return "nvidia-dali is not installed"
+        return 'nvidia-dali is not installed (pip install "gpuaug[dali]")'
     return None
 
 

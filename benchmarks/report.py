@@ -47,6 +47,10 @@ _RATIOS = (
     ("gpuaug-decode-gpu", "keras-idg", "end_to_end", None),
     # the same kornia ops after gpuaug's Keras stage vs after kornia's RandomAffine
     ("gpuaug-kornia-stages", "kornia-stages", "augment_only", None),
+    ("gpuaug", "dali", "end_to_end", None),
+    ("gpuaug", "dali", "augment_only", None),
+    # kornia's AugmentationSequential through torch.compile vs the same module eager
+    ("kornia-compiled", "kornia-randomaffine", "augment_only", None),
 )
 
 
@@ -307,6 +311,7 @@ def _machine_lines(doc: dict) -> list[str]:
             "scipy",
             "albumentations",
             "opencv-python-headless",
+            "nvidia-dali-cuda120",
             "pillow",
         )
         if v.get(k)
@@ -329,6 +334,39 @@ def _machine_lines(doc: dict) -> list[str]:
             else "."
         ),
     ]
+
+
+def _compile_and_error_lines(doc: dict) -> list[str]:
+    """Under the headline table: compile seconds of compiled peers (kept out of images/s) and
+    the reason of each headline measurement that failed (its cell says "error")."""
+    headline = [r for r in doc["results"] if "headline" in r["scans"]]
+    compiled = [r for r in headline if "compile_seconds" in r]
+    failed = [r for r in headline if "error" in r]
+    lines = []
+    if compiled:
+        lines += [
+            "",
+            "Compiled before the timed runs (not in images/s; dynamo reset, Inductor's on-disk "
+            "caches off, until two calls in a row compiled nothing): "
+            + "; ".join(
+                f"{r['pipeline']} {FIGURES[r['figure']]} b={r['batch_size']}: "
+                f"{r['compile_seconds']:.1f} s ({r['compile_graphs']} graphs in "
+                f"{r['compile_calls']} calls)"
+                for r in compiled
+            )
+            + ".",
+        ]
+    if failed:
+        lines += [
+            "",
+            "Failed: "
+            + "; ".join(
+                f"{r['pipeline']} {FIGURES[r['figure']]} b={r['batch_size']} ({r['error']})"
+                for r in failed
+            )
+            + ".",
+        ]
+    return lines
 
 
 def _scan_table(doc: dict, scan: str, figure: str, key: str, values: list) -> list[str]:
@@ -385,6 +423,7 @@ def render_markdown(doc: dict, png_name: str | None = None) -> str:
     skipped = [(n, i["skipped_because"]) for n, i in doc["pipelines"].items() if not i["available"]]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped) + "."]
+    lines += _compile_and_error_lines(doc)
     lines += ["", summary_line(doc)]
 
     grid = s["grid_values"]

@@ -42,6 +42,9 @@ TINY_ARGS = [
     "--no-progress",
     "--backends", "reference,chunked",
     "--variants", "float32,bfloat16-channels_last",
+    # every pipeline but the compiled kornia one (half a minute of compiling per batch size;
+    # tests/test_bench_peers.py covers it)
+    "--pipelines", ",".join(name for name in P.PIPELINES if name != "kornia-compiled"),
 ]  # fmt: skip
 
 
@@ -244,9 +247,19 @@ def test_backend_speedups_compare_the_best_backend_with_the_reference_and_the_fa
 # ----------------------------------------------------------------------------- units
 
 
-def test_backend_speedups_read_the_reference_under_its_old_name_in_committed_results():
-    doc = json.loads((Path(bench.RESULTS_DIR) / "cpu.json").read_text())
-    assert {x["vs"] for x in report.backend_speedups(doc)} >= {"gpuaug[kornia, float32]"}
+def test_backend_speedups_read_the_reference_under_its_old_name_in_older_results():
+    def row(backend: str, median: float) -> dict:
+        rates = {"median": median, "min": median, "max": median, "runs": [median] * 3}
+        return {"backend": backend, "variant": "float32", "batch_size": 32, "images_per_s": rates}
+
+    doc = {  # the shape of a result file written before the reference backend's rename
+        "settings": {"batch_sizes": [32]},
+        "pipelines": {},
+        "results": [],
+        "backends": {"results": [row("kornia", 100.0), row("chunked", 150.0)]},
+    }
+    (x,) = report.backend_speedups(doc)
+    assert x["vs"] == "gpuaug[kornia, float32]" and x["ratio"] == 1.5
 
 
 def test_op_counter_counts_work_ops_and_their_bytes_but_not_views():
@@ -381,3 +394,17 @@ def test_gpuaug_kornia_stages_is_measured_against_kornia_alone_with_the_same_ops
     assert ("gpuaug-kornia-stages", "kornia-stages") in pairs
     assert not any(x["denominator"] == "kornia-stages" for x in doc["speedups"]
                    if x.get("fastest_peer"))  # fmt: skip
+
+
+def test_dali_is_measured_in_both_figures_or_skipped_with_the_reason(tiny_run):
+    _, doc, out = tiny_run
+    info = doc["pipelines"]["dali"]
+    if not info["available"]:
+        assert "nvidia-dali not importable" in info["skipped_because"]
+        assert "dali (nvidia-dali not importable" in out.with_suffix(".md").read_text()
+        return
+    for figure in ("end_to_end", "augment_only"):
+        for b in (4, 8):
+            assert "images_per_s" in report.find(doc, figure, "dali", b), (figure, b)
+    pairs = {(x["numerator"], x["denominator"], x["figure"]) for x in doc["speedups"]}
+    assert ("gpuaug", "dali", "end_to_end") in pairs and ("gpuaug", "dali", "augment_only") in pairs
