@@ -12,8 +12,10 @@ Checks, in order:
 
 - ``cuda_tests``: ``pytest -m cuda`` (the tests marked for a GPU).
 - ``sync_free_epochs``: two epochs of every loader mode (no cache, ``cache="device"``,
-  ``"host"``, ``"disk"``, ``decode="gpu"``) under ``torch.cuda.set_sync_debug_mode("error")``
-  after a warm-up epoch: any synchronising CUDA call in the hot path raises.
+  ``"host"``, ``"disk"``, ``decode="gpu"``, ``layout="planar"``, and images at their own sizes
+  cropped by the ImageNet recipe: alone, with ``cache="host"``, with ``decode="gpu"``) under
+  ``torch.cuda.set_sync_debug_mode("error")`` after a warm-up epoch: any synchronising CUDA
+  call in the hot path raises.
 - ``cpu_gpu_parity``: the same seeded, augmented epoch on the GPU and on the CPU, equal within
   1e-3 grey levels image for image, for every ``fill_mode`` (needs the augmentation's uniforms
   drawn on a CPU generator).
@@ -312,12 +314,20 @@ def check_cuda_tests(ctx: Context) -> dict[str, Any]:
     )
 
 
+_RAGGED: dict[str, Any] = {
+    "target_size": None, "max_side": 160, "recipe": "imagenet_rrc", "interpolation": "bilinear",
+}  # fmt: skip
 LOADER_MODES: dict[str, dict[str, Any]] = {
     "no cache": {},
     "cache=device": {"cache": "device"},
     "cache=host": {"cache": "host"},
     "cache=disk": {"cache": "disk"},
     "decode=gpu": {"decode": "gpu", "interpolation": "bilinear"},
+    "layout=planar": {"layout": "planar"},
+    # images at their own sizes, packed, cropped from the full image by the ImageNet recipe
+    "ragged + recipe": _RAGGED,
+    "ragged + recipe, cache=host": {**_RAGGED, "cache": "host"},
+    "ragged + recipe, decode=gpu": {**_RAGGED, "decode": "gpu"},
 }
 
 
@@ -329,7 +339,8 @@ def check_sync_free_epochs(ctx: Context) -> dict[str, Any]:
     for name, extra in LOADER_MODES.items():
         if extra.get("cache") == "disk":
             extra = {**extra, "cache_dir": ctx.work / "disk-cache"}
-        loader = _loader(ctx.small_folder(), ctx, augment=AugmentConfig(**AUGMENT), **extra)
+        augment = None if "recipe" in extra else AugmentConfig(**AUGMENT)
+        loader = _loader(ctx.small_folder(), ctx, augment=augment, **extra)
         try:
             _epochs(loader, 1)  # warm-up: caches, workers, cuDNN/kernel selection
             torch.cuda.synchronize()

@@ -152,6 +152,8 @@ def test_cuda_only_checks_run_end_to_end_with_cuda_faked_on_cpu(tmp_path):
         "tf32_warp",
     ):
         assert verdicts[name] == "pass", (name, doc["checks"][name])
+    modes = doc["checks"]["sync_free_epochs"]["metrics"]["modes"]
+    assert set(modes) == set(gpu_check.LOADER_MODES) and "ragged + recipe, decode=gpu" in modes
     # a CPU profile has no host-to-device copies: a clean verdict, not a crash
     profile = doc["checks"]["copy_overlap_profile"]
     assert profile["verdict"] == "fail" and profile["detail"].startswith("no host-to-device")
