@@ -275,15 +275,7 @@ def make_preview(
             interpolation=interpolation,
             on_error="skip",
         )
-    select = torch.Generator().manual_seed(seed)
-    sources, failures = _pick_sources(dataset, layout.rows, select)
-    if not sources:
-        failed = [*dataset.skipped, *failures]
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
-        raise ValueError(
-            f"no readable image in {str(directory)!r} to preview"
-            + (f" (skipped: {reasons})" if reasons else "")
-        )
+    sources = _pick_sources(dataset, layout.rows, torch.Generator().manual_seed(seed), directory)
     layout = dataclasses.replace(layout, rows=len(sources))
 
     device = torch.device(device)
@@ -352,10 +344,13 @@ def _start_canvas(layout: GridLayout, header: str, subtitle: str):
 
 
 def _pick_sources(
-    dataset: DirectoryDataset, rows: int, generator: torch.Generator
-) -> tuple[list[tuple[str, str, torch.Tensor]], list[tuple[str, str]]]:
-    """Up to ``rows`` readable (path, class name, uint8 image), classes taken in turn, and
-    the (path, reason) of the files that failed to decode on the way."""
+    dataset: DirectoryDataset, rows: int, generator: torch.Generator, directory: Any
+) -> list[tuple[str, str, torch.Tensor]]:
+    """Up to ``rows`` readable (path, class name, uint8 image), classes taken in turn.
+
+    Raises:
+        ValueError: no image of ``directory`` decodes (naming the first files skipped).
+    """
     per_class: dict[int, list[int]] = {}
     for index, (_, target) in enumerate(dataset.samples):
         per_class.setdefault(target, []).append(index)
@@ -378,7 +373,14 @@ def _pick_sources(
                 failures.append((path, err.reason or str(err)))
                 continue
             picked.append((path, dataset.classes[target], image))
-    return picked, failures
+    if not picked:
+        failed = [*dataset.skipped, *failures]
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
+        raise ValueError(
+            f"no readable image in {str(directory)!r} to preview"
+            + (f" (skipped: {reasons})" if reasons else "")
+        )
+    return picked
 
 
 def _draw_cell(
@@ -832,15 +834,7 @@ def make_recipe_preview(
         )
     layout = grid_layout(n, rows, cfg.output_size)
     layout = dataclasses.replace(layout, caption_lines=RECIPE_CAPTION_LINES)
-    select = torch.Generator().manual_seed(seed)
-    sources, failures = _pick_sources(dataset, layout.rows, select)
-    if not sources:
-        failed = [*dataset.skipped, *failures]
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
-        raise ValueError(
-            f"no readable image in {str(directory)!r} to preview"
-            + (f" (skipped: {reasons})" if reasons else "")
-        )
+    sources = _pick_sources(dataset, layout.rows, torch.Generator().manual_seed(seed), directory)
     layout = dataclasses.replace(layout, rows=len(sources))
     k = layout.per_row
     batch = torch.stack([image for _, _, image in sources]).repeat_interleave(k, dim=0)

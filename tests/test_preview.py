@@ -245,6 +245,14 @@ def test_a_recipe_preview_has_the_layout_of_its_output_size_and_replays_by_seed(
     assert png_bytes(first) != png_bytes(other)
 
 
+def test_a_recipe_preview_of_a_folder_whose_images_fail_to_decode_is_rejected(make_tree):
+    root = make_tree({"a": 1, "b": 1}, size=(16, 16))
+    for path in root.glob("*/img_000.png"):
+        path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(ValueError, match="no readable image in .*img_000.png"):
+        _recipe_preview(root)
+
+
 def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
     from gpuaug.augment.recipe import TrainRecipe
     from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources
@@ -252,7 +260,7 @@ def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(imag
     picture = np.asarray(_recipe_preview(image_tree, seed=3))
     # the same sources and batch as the preview, run by hand
     dataset = DirectoryDataset(image_tree, target_size=(24, 32), class_mode=None)
-    sources, _ = _pick_sources(dataset, 2, torch.Generator().manual_seed(3))
+    sources = _pick_sources(dataset, 2, torch.Generator().manual_seed(3), image_tree)
     batch = torch.stack([image for _, _, image in sources]).repeat_interleave(3, dim=0)
     labels = torch.tensor([dataset.classes.index(c) for _, c, _ in sources]).repeat_interleave(3)
     recipe = TrainRecipe(_recipe_config())
