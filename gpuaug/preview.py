@@ -804,7 +804,8 @@ def make_recipe_preview(
 
     Raises:
         ValueError: as `make_preview`; an evaluation recipe; a folder with more classes than
-            the recipe's ``num_classes`` when it mixes.
+            the recipe's ``num_classes`` when it mixes; a ``color_mode`` with another channel
+            count than the recipe's ``mean``.
     """
     from gpuaug.augment.recipe import RecipeConfig, TrainRecipe
 
@@ -831,6 +832,11 @@ def make_recipe_preview(
         raise ValueError(
             f"the recipe mixes with `num_classes`={cfg.num_classes}, but {str(directory)!r} "
             f"has {len(dataset.classes)} classes"
+        )
+    if len(cfg.mean) != dataset.channels:
+        raise ValueError(
+            f"the recipe normalises {len(cfg.mean)} channels (mean / std); "
+            f"`color_mode`={dataset.color_mode!r} gives {dataset.channels}"
         )
     layout = grid_layout(n, rows, cfg.output_size)
     layout = dataclasses.replace(layout, caption_lines=RECIPE_CAPTION_LINES)

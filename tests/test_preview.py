@@ -253,6 +253,11 @@ def test_a_recipe_preview_of_a_folder_whose_images_fail_to_decode_is_rejected(ma
         _recipe_preview(root)
 
 
+def test_a_recipe_preview_in_another_colour_mode_names_color_mode(image_tree):
+    with pytest.raises(ValueError, match="`color_mode`='grayscale' gives 1"):
+        _recipe_preview(image_tree, color_mode="grayscale")
+
+
 def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
     from gpuaug.augment.recipe import TrainRecipe
     from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources
