@@ -313,6 +313,29 @@ def test_a_changed_byte_of_a_ragged_disk_cache_is_found_on_its_first_read(tmp_pa
     assert not path.with_suffix(".json").exists()  # the next start rebuilds
 
 
+@pytest.mark.parametrize("damage", ["manifest", "data size", "max_side"])
+def test_a_damaged_or_stale_ragged_disk_cache_is_rebuilt(tmp_path, damage):
+    root = _tree(tmp_path / "d", SIZES[:4])
+    kwargs = {"cache": "disk", "cache_dir": tmp_path / "cache", "max_side": 48}
+    path = _loader(root, _recipe(), **kwargs).cache.path
+    if damage == "manifest":
+        path.with_suffix(".json").write_text("{not json")
+    elif damage == "data size":
+        path.write_bytes(path.read_bytes()[:-1])
+    else:  # other settings: another cache, this one left as it is
+        kwargs["max_side"] = 40
+    again = _loader(root, _recipe(), **kwargs)
+    assert again.cache.built
+    assert int(again.cache.table[:, 1:].max()) == kwargs["max_side"]
+
+
+def test_a_ragged_disk_cache_dir_that_is_a_file_is_refused_by_name(tmp_path):
+    root = _tree(tmp_path / "d", SIZES[:2])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cache_dir"):
+        _loader(root, _recipe(), cache="disk", cache_dir=tmp_path / "file")
+
+
 # ---------------------------------------------------------------------- decode="gpu"
 def test_the_batched_jpeg_decoder_packs_images_at_their_own_capped_sizes(tmp_path):
     """`gpuaug.data.nvjpeg.decode_jpegs` without a target size, on the CPU decoder (the same

@@ -19,7 +19,6 @@ a copy per image on the host (``k`` ``memcpy``), not on the device.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -36,8 +35,9 @@ from gpuaug.data.cache import (
     _settings,
     _write_json,
     cache_key,
-    default_cache_dir,
+    failed_rows,
     file_manifest,
+    open_manifest,
     remove_stale_temp_files,
     resolve_cache_dir,
 )
@@ -263,26 +263,15 @@ class RaggedCache:
     ) -> RaggedCache | None:
         """An up-to-date ragged disk cache of ``dataset``, or ``None`` (missing, stale or
         damaged: the caller rebuilds)."""
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        if folder.exists() and not folder.is_dir():
-            resolve_cache_dir(cache_dir)  # raises, naming the setting
-        path = folder / f"{cache_key(dataset, decoder)}.ragged.u8"
-        manifest_path = path.with_suffix(".json")
-        if not (path.is_file() and manifest_path.is_file()):
+        found = open_manifest(
+            cache_dir,
+            f"{cache_key(dataset, decoder)}.ragged.u8",
+            lambda manifest: _check_manifest(manifest, dataset, decoder),
+        )
+        if found is None or found[0].stat().st_size != found[1][0]:
             return None
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            checked = _check_manifest(manifest, dataset, decoder)
-        except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError):
-            return None
-        if checked is None or path.stat().st_size != checked[0]:
-            return None
-        nbytes, table, failed, checksums = checked
-        valid = torch.ones(len(table), dtype=torch.bool)
-        failures = []
-        for index, reason in failed:
-            valid[index] = False
-            failures.append((dataset.samples[index][0], reason))
+        path, (nbytes, table, failed, checksums) = found
+        valid, failures = failed_rows(dataset, failed)
         return cls(
             "disk", _memmap(path, nbytes), table, int(dataset.channels), valid,
             failures=failures, path=path, built=False, checksums=checksums,
