@@ -42,6 +42,7 @@ from gpuaug.augment.config import AugmentConfig, load_config
 from gpuaug.augment.module import AugmentParams, GPUAugment
 from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.image import ImageLoadError
+from gpuaug.loader.stages.ragged import pack_images, unpack
 
 __all__ = [
     "GridLayout",
@@ -786,7 +787,9 @@ def make_recipe_preview(
 
     Args:
         directory: Folder with one subfolder per class, or a `DirectoryDataset` (its size,
-            colour mode and interpolation are used).
+            colour mode and interpolation are used; with ``target_size=None`` each image
+            keeps its own size, capped by its ``max_side``, and is cropped from its own pixels
+            as the loader's ragged batches are).
         recipe: A `TrainRecipe`, a `RecipeConfig` of kind "train", a preset name
             ("imagenet_rrc") or a YAML path.
         n: Recipe outputs in the grid; each row gets ``ceil(n / rows)``.
@@ -815,9 +818,7 @@ def make_recipe_preview(
         name = "custom recipe" if isinstance(recipe, RecipeConfig) else str(recipe)
         recipe = TrainRecipe(recipe)
     cfg = recipe.config
-    if isinstance(directory, DirectoryDataset):
-        if directory.target_size is None:
-            raise ValueError("the dataset to preview needs a `target_size`; got None")
+    if isinstance(directory, DirectoryDataset):  # target_size=None: as the ragged loader
         dataset, directory = directory, directory.root
     else:
         dataset = DirectoryDataset(
@@ -843,25 +844,43 @@ def make_recipe_preview(
     sources = _pick_sources(dataset, layout.rows, torch.Generator().manual_seed(seed), directory)
     layout = dataclasses.replace(layout, rows=len(sources))
     k = layout.per_row
-    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(k, dim=0)
+    images = [image for _, _, image in sources]
+    if dataset.target_size is None:  # each at its own size: padded, with its sizes
+        padded, sizes = unpack(*pack_images(images), dataset.channels)
+        decoded = "each at its own size"
+    else:
+        padded, sizes = torch.stack(images), None
+        decoded = "x".join(map(str, padded.shape[-2:]))
+    batch = padded.repeat_interleave(k, dim=0)
     labels = torch.tensor([dataset.classes.index(label) for _, label, _ in sources])
     with torch.no_grad():
-        out, _ = recipe(batch, labels.repeat_interleave(k), seed=seed)
+        out, _ = recipe(
+            batch, labels.repeat_interleave(k), seed=seed,
+            sizes=None if sizes is None else sizes.repeat_interleave(k, dim=0),
+        )  # fmt: skip
     params = recipe.last_params
     assert params is not None  # set by the call above
     mean = torch.tensor(cfg.mean).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std).view(1, -1, 1, 1)
     tiles = _to_uint8((out * std + mean) * 255.0)
-    decoded = tuple(batch.shape[-2:])
-    shown = torch.nn.functional.interpolate(
-        torch.stack([image for _, _, image in sources]).float(), size=cfg.output_size,
-        mode="bilinear", antialias=True, align_corners=False,
-    )  # fmt: skip
-    originals = _to_uint8(shown)
+    originals = torch.cat(
+        [
+            _to_uint8(
+                torch.nn.functional.interpolate(
+                    image[None].float(),
+                    size=cfg.output_size,
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )  # fmt: skip
+            )
+            for image in images
+        ]
+    )
     canvas, draw, font = _start_canvas(
         layout,
         title or f"gpuaug recipe preview: {name}  seed={seed}",
-        f"first column: original ({decoded[0]}x{decoded[1]}, shown at the output size); then "
+        f"first column: original ({decoded}, shown at the output size); then "
         f"{k} recipe outputs each, one batch (partners are other tiles); normalisation undone",
     )
     for row, (path, label, _) in enumerate(sources):
