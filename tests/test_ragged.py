@@ -248,6 +248,8 @@ def test_describe_says_each_image_keeps_its_size(tmp_path):
         ({"keep_aspect_ratio": True}, "`keep_aspect_ratio`=True .* needs a `target_size`"),
         ({"cache": "device"}, "`cache`='device' holds images of one size"),
         ({"color_mode": "grayscale"}, "`recipe` normalises 3 channels"),
+        ({"dtype": torch.float16}, "`dtype`='float16' would not be applied"),
+        ({"dtype": torch.bfloat16, "target_size": (32, 32)}, "`dtype`='bfloat16' would not"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, message):
