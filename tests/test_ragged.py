@@ -515,3 +515,17 @@ def test_images_at_their_own_sizes_travel_planar_and_rgbx_is_refused_by_name(tmp
     assert "own sizes" in loader.layout_reason
     with pytest.raises(ValueError, match=r"`layout`='rgbx'.*own sizes \(target_size=None\)"):
         _loader(root, _recipe(), layout="rgbx")
+
+
+def test_a_training_recipe_on_the_validation_subset_is_refused_unless_asked_for(tmp_path):
+    """As the Keras-style augmentation is off there by default: random crops and mixing on
+    validation images are refused, an eval recipe runs, augment_validation=True allows it."""
+    root = _tree(tmp_path / "d", SIZES)
+    split = {"subset": "validation", "validation_split": 0.5}
+    with pytest.raises(ValueError, match="subset='validation' with a training `recipe`"):
+        _loader(root, _recipe(), **split)
+    evaluating = _loader(root, EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=20)),
+                         **split)  # fmt: skip
+    assert next(iter(evaluating))[0].shape[-2:] == (16, 16)
+    asked = _loader(root, _recipe(), augment_validation=True, **split)
+    assert isinstance(asked.recipe, TrainRecipe) and len(asked.dataset) < len(SIZES)
