@@ -10,6 +10,7 @@ negative control; the validation transform; bad arguments named.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -315,13 +316,17 @@ def test_a_changed_byte_of_a_ragged_disk_cache_is_found_on_its_first_read(tmp_pa
     assert not path.with_suffix(".json").exists()  # the next start rebuilds
 
 
-@pytest.mark.parametrize("damage", ["manifest", "data size", "max_side"])
+@pytest.mark.parametrize("damage", ["manifest", "failed entry", "data size", "max_side"])
 def test_a_damaged_or_stale_ragged_disk_cache_is_rebuilt(tmp_path, damage):
     root = _tree(tmp_path / "d", SIZES[:4])
     kwargs = {"cache": "disk", "cache_dir": tmp_path / "cache", "max_side": 48}
     path = _loader(root, _recipe(), **kwargs).cache.path
     if damage == "manifest":
         path.with_suffix(".json").write_text("{not json")
+    elif damage == "failed entry":  # a hand-edited manifest: a sample index out of range
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        manifest["failed"] = [[len(SIZES), "gone"]]
+        path.with_suffix(".json").write_text(json.dumps(manifest))
     elif damage == "data size":
         path.write_bytes(path.read_bytes()[:-1])
     else:  # other settings: another cache, this one left as it is

@@ -668,7 +668,19 @@ def _check_manifest(
     shape = list(_shape(dataset))
     if manifest.get("shape") != shape:
         return None
-    n = shape[0]
+    checked = check_manifest_samples(manifest, dataset)
+    if checked is None:
+        return None
+    failed, checksums = checked
+    return tuple(shape), failed, checksums
+
+
+def check_manifest_samples(
+    manifest: dict[str, Any], dataset: Any
+) -> tuple[list[tuple[int, str]], np.ndarray] | None:
+    """The per-sample fields every disk cache's manifest has, checked against ``dataset``:
+    ``(failed, checksums)``, or ``None`` when one is malformed or the files changed."""
+    n = len(dataset)
     failed_raw, sums = manifest.get("failed"), manifest.get("checksums")
     if not isinstance(failed_raw, list) or not isinstance(sums, list) or len(sums) != n:
         return None
@@ -687,7 +699,7 @@ def _check_manifest(
             return None
     except OSError:  # a file vanished between indexing and now
         return None
-    return tuple(shape), failed, np.array(sums, dtype=np.uint32)
+    return failed, np.array(sums, dtype=np.uint32)
 
 
 def open_manifest(

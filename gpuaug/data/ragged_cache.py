@@ -35,6 +35,7 @@ from gpuaug.data.cache import (
     _settings,
     _write_json,
     cache_key,
+    check_manifest_samples,
     failed_rows,
     file_manifest,
     open_manifest,
@@ -303,25 +304,13 @@ def _check_manifest(
     n = len(dataset)
     nbytes = manifest.get("nbytes")
     table = np.asarray(manifest.get("table"), dtype=np.int64)
-    sums = manifest.get("checksums")
-    if type(nbytes) is not int or table.shape != (n, 3) or not isinstance(sums, list):
-        return None
-    if len(sums) != n or (table < 0).any():
+    if type(nbytes) is not int or table.shape != (n, 3) or (table < 0).any():
         return None
     ends = table[:, 0] + int(dataset.channels) * table[:, 1] * table[:, 2]
     if n and int(ends.max()) > nbytes:
         return None
-    failed = []
-    for item in manifest.get("failed", []):
-        index, reason = item
-        if type(index) is not int or not 0 <= index < n or not isinstance(reason, str):
-            return None
-        failed.append((index, reason))
-    if not all(type(v) is int and 0 <= v < 2**32 for v in sums):
+    checked = check_manifest_samples(manifest, dataset)
+    if checked is None:
         return None
-    try:
-        if manifest.get("files") != file_manifest(dataset):
-            return None
-    except OSError:
-        return None
-    return nbytes, table, failed, np.array(sums, dtype=np.uint32)
+    failed, checksums = checked
+    return nbytes, table, failed, checksums
