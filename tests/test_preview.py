@@ -258,9 +258,23 @@ def test_a_recipe_preview_in_another_colour_mode_names_color_mode(image_tree):
         _recipe_preview(image_tree, color_mode="grayscale")
 
 
+def _assert_recipe_tiles(picture: np.ndarray, expected: torch.Tensor) -> None:
+    """Each augmented tile of a 6-tile, 2-row recipe preview at 32 x 32 is ``expected``'s."""
+    from gpuaug.preview import RECIPE_CAPTION_LINES
+
+    layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
+    for i in range(6):
+        row, column = divmod(i, 3)
+        x = PAD + (column + 1) * layout.cell_width
+        y = layout.header_height + row * layout.cell_height + PAD
+        tile = picture[y : y + layout.tile_height : layout.scale, x : x + layout.tile_width]
+        tile = tile[:, :: layout.scale]
+        assert np.array_equal(tile, expected[i].permute(1, 2, 0).numpy())
+
+
 def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
     from gpuaug.augment.recipe import TrainRecipe
-    from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources
+    from gpuaug.preview import _pick_sources
 
     picture = np.asarray(_recipe_preview(image_tree, seed=3))
     # the same sources and batch as the preview, run by hand
@@ -273,14 +287,7 @@ def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(imag
     cfg = recipe.config
     shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
     expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
-    layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
-    for i in range(6):
-        row, column = divmod(i, 3)
-        x = PAD + (column + 1) * layout.cell_width
-        y = layout.header_height + row * layout.cell_height + PAD
-        tile = picture[y : y + layout.tile_height : layout.scale, x : x + layout.tile_width]
-        tile = tile[:, :: layout.scale]
-        assert np.array_equal(tile, expected[i].permute(1, 2, 0).numpy())
+    _assert_recipe_tiles(picture, expected)
 
 
 def test_a_recipe_preview_of_images_at_their_own_sizes_crops_each_from_its_own_pixels(tmp_path):
@@ -288,7 +295,7 @@ def test_a_recipe_preview_of_images_at_their_own_sizes_crops_each_from_its_own_p
     with each image's size, so every crop lies inside its own image."""
     from gpuaug.augment.recipe import TrainRecipe
     from gpuaug.loader.stages.ragged import pack_images, unpack
-    from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources, make_recipe_preview
+    from gpuaug.preview import _pick_sources, make_recipe_preview
 
     rng = np.random.default_rng(0)
     for name, (h, w) in {"a": (30, 44), "b": (40, 26)}.items():
@@ -309,14 +316,7 @@ def test_a_recipe_preview_of_images_at_their_own_sizes_crops_each_from_its_own_p
     cfg = recipe.config
     shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
     expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
-    layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
-    for i in range(6):
-        row, column = divmod(i, 3)
-        x = PAD + (column + 1) * layout.cell_width
-        y = layout.header_height + row * layout.cell_height + PAD
-        tile = picture[y : y + layout.tile_height : layout.scale, x : x + layout.tile_width]
-        tile = tile[:, :: layout.scale]
-        assert np.array_equal(tile, expected[i].permute(1, 2, 0).numpy())
+    _assert_recipe_tiles(picture, expected)
 
 
 def test_recipe_captions_name_each_tiles_own_draws():
