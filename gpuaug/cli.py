@@ -503,12 +503,18 @@ def _preview(args: argparse.Namespace) -> int:
         )
     for warning in caught:
         print(f"{PROG}: note: {warning.message}", file=sys.stderr)
+    _write_png(image, out)
+    return EXIT_OK
+
+
+def _write_png(image: Any, out: Path) -> None:
+    """Saves a preview grid to ``out`` and says where (a write error exits with
+    EXIT_RUNTIME, naming the file)."""
     try:
         image.save(out, format="PNG")
     except OSError as err:
         raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
     print(f"wrote {out.resolve()} ({image.width}x{image.height} PNG)")
-    return EXIT_OK
 
 
 def _preview_recipe(args: argparse.Namespace, directory: Path) -> int:
@@ -543,11 +549,7 @@ def _preview_recipe(args: argparse.Namespace, directory: Path) -> int:
         color_mode=args.color_mode,
         title=f"gpuaug recipe preview: {shown}  seed={args.seed}",
     )
-    try:
-        image.save(out, format="PNG")
-    except OSError as err:
-        raise CLIError(f"cannot write {str(out)!r}: {err}", EXIT_RUNTIME) from err
-    print(f"wrote {out.resolve()} ({image.width}x{image.height} PNG)")
+    _write_png(image, out)
     print(recipe.describe())
     return EXIT_OK
 

@@ -42,6 +42,7 @@ from gpuaug.augment.config import AugmentConfig, load_config
 from gpuaug.augment.module import AugmentParams, GPUAugment
 from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.image import ImageLoadError
+from gpuaug.loader.stages.ragged import pack_images, unpack
 
 __all__ = [
     "GridLayout",
@@ -275,15 +276,7 @@ def make_preview(
             interpolation=interpolation,
             on_error="skip",
         )
-    select = torch.Generator().manual_seed(seed)
-    sources, failures = _pick_sources(dataset, layout.rows, select)
-    if not sources:
-        failed = [*dataset.skipped, *failures]
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
-        raise ValueError(
-            f"no readable image in {str(directory)!r} to preview"
-            + (f" (skipped: {reasons})" if reasons else "")
-        )
+    sources = _pick_sources(dataset, layout.rows, torch.Generator().manual_seed(seed), directory)
     layout = dataclasses.replace(layout, rows=len(sources))
 
     device = torch.device(device)
@@ -352,10 +345,13 @@ def _start_canvas(layout: GridLayout, header: str, subtitle: str):
 
 
 def _pick_sources(
-    dataset: DirectoryDataset, rows: int, generator: torch.Generator
-) -> tuple[list[tuple[str, str, torch.Tensor]], list[tuple[str, str]]]:
-    """Up to ``rows`` readable (path, class name, uint8 image), classes taken in turn, and
-    the (path, reason) of the files that failed to decode on the way."""
+    dataset: DirectoryDataset, rows: int, generator: torch.Generator, directory: Any
+) -> list[tuple[str, str, torch.Tensor]]:
+    """Up to ``rows`` readable (path, class name, uint8 image), classes taken in turn.
+
+    Raises:
+        ValueError: no image of ``directory`` decodes (naming the first files skipped).
+    """
     per_class: dict[int, list[int]] = {}
     for index, (_, target) in enumerate(dataset.samples):
         per_class.setdefault(target, []).append(index)
@@ -378,7 +374,14 @@ def _pick_sources(
                 failures.append((path, err.reason or str(err)))
                 continue
             picked.append((path, dataset.classes[target], image))
-    return picked, failures
+    if not picked:
+        failed = [*dataset.skipped, *failures]
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
+        raise ValueError(
+            f"no readable image in {str(directory)!r} to preview"
+            + (f" (skipped: {reasons})" if reasons else "")
+        )
+    return picked
 
 
 def _draw_cell(
@@ -784,7 +787,9 @@ def make_recipe_preview(
 
     Args:
         directory: Folder with one subfolder per class, or a `DirectoryDataset` (its size,
-            colour mode and interpolation are used).
+            colour mode and interpolation are used; with ``target_size=None`` each image
+            keeps its own size, capped by its ``max_side``, and is cropped from its own pixels
+            as the loader's ragged batches are).
         recipe: A `TrainRecipe`, a `RecipeConfig` of kind "train", a preset name
             ("imagenet_rrc") or a YAML path.
         n: Recipe outputs in the grid; each row gets ``ceil(n / rows)``.
@@ -802,7 +807,8 @@ def make_recipe_preview(
 
     Raises:
         ValueError: as `make_preview`; an evaluation recipe; a folder with more classes than
-            the recipe's ``num_classes`` when it mixes.
+            the recipe's ``num_classes`` when it mixes; a ``color_mode`` with another channel
+            count than the recipe's ``mean``.
     """
     from gpuaug.augment.recipe import RecipeConfig, TrainRecipe
 
@@ -812,9 +818,7 @@ def make_recipe_preview(
         name = "custom recipe" if isinstance(recipe, RecipeConfig) else str(recipe)
         recipe = TrainRecipe(recipe)
     cfg = recipe.config
-    if isinstance(directory, DirectoryDataset):
-        if directory.target_size is None:
-            raise ValueError("the dataset to preview needs a `target_size`; got None")
+    if isinstance(directory, DirectoryDataset):  # target_size=None: as the ragged loader
         dataset, directory = directory, directory.root
     else:
         dataset = DirectoryDataset(
@@ -830,38 +834,53 @@ def make_recipe_preview(
             f"the recipe mixes with `num_classes`={cfg.num_classes}, but {str(directory)!r} "
             f"has {len(dataset.classes)} classes"
         )
+    if len(cfg.mean) != dataset.channels:
+        raise ValueError(
+            f"the recipe normalises {len(cfg.mean)} channels (mean / std); "
+            f"`color_mode`={dataset.color_mode!r} gives {dataset.channels}"
+        )
     layout = grid_layout(n, rows, cfg.output_size)
     layout = dataclasses.replace(layout, caption_lines=RECIPE_CAPTION_LINES)
-    select = torch.Generator().manual_seed(seed)
-    sources, failures = _pick_sources(dataset, layout.rows, select)
-    if not sources:
-        failed = [*dataset.skipped, *failures]
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in failed[:3])
-        raise ValueError(
-            f"no readable image in {str(directory)!r} to preview"
-            + (f" (skipped: {reasons})" if reasons else "")
-        )
+    sources = _pick_sources(dataset, layout.rows, torch.Generator().manual_seed(seed), directory)
     layout = dataclasses.replace(layout, rows=len(sources))
     k = layout.per_row
-    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(k, dim=0)
+    images = [image for _, _, image in sources]
+    if dataset.target_size is None:  # each at its own size: padded, with its sizes
+        padded, sizes = unpack(*pack_images(images), dataset.channels)
+        decoded = "each at its own size"
+    else:
+        padded, sizes = torch.stack(images), None
+        decoded = "x".join(map(str, padded.shape[-2:]))
+    batch = padded.repeat_interleave(k, dim=0)
     labels = torch.tensor([dataset.classes.index(label) for _, label, _ in sources])
     with torch.no_grad():
-        out, _ = recipe(batch, labels.repeat_interleave(k), seed=seed)
+        out, _ = recipe(
+            batch, labels.repeat_interleave(k), seed=seed,
+            sizes=None if sizes is None else sizes.repeat_interleave(k, dim=0),
+        )  # fmt: skip
     params = recipe.last_params
     assert params is not None  # set by the call above
     mean = torch.tensor(cfg.mean).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std).view(1, -1, 1, 1)
     tiles = _to_uint8((out * std + mean) * 255.0)
-    decoded = tuple(batch.shape[-2:])
-    shown = torch.nn.functional.interpolate(
-        torch.stack([image for _, _, image in sources]).float(), size=cfg.output_size,
-        mode="bilinear", antialias=True, align_corners=False,
-    )  # fmt: skip
-    originals = _to_uint8(shown)
+    originals = torch.cat(
+        [
+            _to_uint8(
+                torch.nn.functional.interpolate(
+                    image[None].float(),
+                    size=cfg.output_size,
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )  # fmt: skip
+            )
+            for image in images
+        ]
+    )
     canvas, draw, font = _start_canvas(
         layout,
         title or f"gpuaug recipe preview: {name}  seed={seed}",
-        f"first column: original ({decoded[0]}x{decoded[1]}, shown at the output size); then "
+        f"first column: original ({decoded}, shown at the output size); then "
         f"{k} recipe outputs each, one batch (partners are other tiles); normalisation undone",
     )
     for row, (path, label, _) in enumerate(sources):

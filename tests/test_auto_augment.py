@@ -128,6 +128,20 @@ def test_apply_round_groups_on_the_cpu_and_the_reference_reads_nothing_on_the_ho
     reference.assert_clean()
 
 
+def test_device_images_with_cpu_draws_take_the_device_form_on_the_images_device(monkeypatch):
+    """The form follows the pixels ("meta" images stand in for a GPU's): CPU draws are copied
+    to the images' device and the per-op grouping, which reads them on the host, is not run."""
+
+    def no_grouping(*args, **kwargs):
+        raise AssertionError("the grouped CPU form ran on device images")
+
+    monkeypatch.setattr("gpuaug.augment.auto_augment.apply_round_grouped", no_grouping)
+    x = torch.zeros(len(OPS), 3, 12, 14, dtype=torch.uint8, device="meta")
+    op, mag = torch.arange(len(OPS)), torch.full((len(OPS),), 0.3, dtype=torch.float64)
+    out = apply_round(x, op, mag)
+    assert out.device.type == "meta" and out.shape == x.shape
+
+
 def test_the_one_pixel_border_reads_the_edge_as_grid_sample_does():
     x = _images(2, 16, 16)
     ours = apply_round(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from gpuaug import cli
@@ -65,3 +66,12 @@ def test_preview_names_an_unknown_recipe(image_tree, tmp_path, capsys):
     args = ["preview", str(image_tree), "--recipe", "no_such_recipe"]
     assert cli.main([*args, "--out", str(tmp_path / "g.png")]) == 2
     assert "no_such_recipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", [[], ["--recipe", "imagenet_rrc"]])
+def test_both_previews_name_a_grid_they_cannot_write(image_tree, tmp_path, capsys, recipe):
+    out = tmp_path / "taken"
+    out.mkdir()  # a folder where the PNG should go
+    args = ["preview", str(image_tree), *recipe, "--out", str(out), "--n", "2", "--rows", "1"]
+    assert cli.main([*args, "--target-size", "24", "32"]) == cli.EXIT_RUNTIME
+    assert f"cannot write {str(out)!r}" in capsys.readouterr().err

@@ -218,3 +218,20 @@ def test_an_integer_batch_is_refused():
     erase = RandomErasing()
     with pytest.raises(ValueError, match="float batch"):
         erase(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("strides", ["channels_last", "transposed"])
+def test_pixel_erasing_on_the_cpu_takes_a_batch_of_any_strides(strides):
+    """The CPU form writes the erased pixels through flat rows; a batch that is not
+    contiguous (channels_last, a transposed view) gives the contiguous batch's result."""
+    erasing = RandomErasing(re_prob=1.0, re_mode="pixel", re_count=2)
+    x = torch.randn(4, 3, 16, 20)
+    if strides == "channels_last":
+        y = x.contiguous(memory_format=torch.channels_last)
+    else:
+        y = x.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not y.is_contiguous() and torch.equal(x, y)
+    want = erasing(x, generator=torch.Generator().manual_seed(0))
+    got = erasing(y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, want) and not torch.equal(want, x)
+    assert torch.equal(y, x)  # the input is left as it was

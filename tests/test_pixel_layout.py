@@ -187,6 +187,17 @@ def test_auto_is_rgbx_where_the_fused_kernel_reads_the_batch_on_cuda(tree, monke
         assert got.layout == "rgbx" and "one 32-bit load per tap" in got.reason
 
 
+def test_auto_is_planar_for_a_recipe_loader_even_under_the_kernel(tree, monkeypatch):
+    """A recipe's crop reads the batch, not the fused kernel: RGBX would only cost bytes."""
+    _triton_here(monkeypatch)
+    aug = gpuaug.GPUAugment(None)  # the loader's module beside a recipe: a float conversion
+    got = choose_layout("auto", aug, _dataset(tree), torch.device("cuda"), None, recipe=True)
+    assert got.layout == "planar" and "the recipe" in got.reason
+    assert choose_layout("auto", aug, _dataset(tree), torch.device("cuda"), None).layout == "rgbx"
+    forced = choose_layout("rgbx", aug, _dataset(tree), torch.device("cuda"), None, recipe=True)
+    assert forced.layout == "rgbx"
+
+
 def test_auto_is_planar_on_the_cpu(tree):
     got = choose_layout("auto", gpuaug.GPUAugment(BOOK), _dataset(tree), torch.device("cpu"), None)
     assert got.layout == "planar" and "'reference' backend" in got.reason

@@ -245,21 +245,23 @@ def test_a_recipe_preview_has_the_layout_of_its_output_size_and_replays_by_seed(
     assert png_bytes(first) != png_bytes(other)
 
 
-def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
-    from gpuaug.augment.recipe import TrainRecipe
-    from gpuaug.preview import RECIPE_CAPTION_LINES, _pick_sources
+def test_a_recipe_preview_of_a_folder_whose_images_fail_to_decode_is_rejected(make_tree):
+    root = make_tree({"a": 1, "b": 1}, size=(16, 16))
+    for path in root.glob("*/img_000.png"):
+        path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(ValueError, match="no readable image in .*img_000.png"):
+        _recipe_preview(root)
 
-    picture = np.asarray(_recipe_preview(image_tree, seed=3))
-    # the same sources and batch as the preview, run by hand
-    dataset = DirectoryDataset(image_tree, target_size=(24, 32), class_mode=None)
-    sources, _ = _pick_sources(dataset, 2, torch.Generator().manual_seed(3))
-    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(3, dim=0)
-    labels = torch.tensor([dataset.classes.index(c) for _, c, _ in sources]).repeat_interleave(3)
-    recipe = TrainRecipe(_recipe_config())
-    out, _ = recipe(batch, labels, seed=3)
-    cfg = recipe.config
-    shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
+
+def test_a_recipe_preview_in_another_colour_mode_names_color_mode(image_tree):
+    with pytest.raises(ValueError, match="`color_mode`='grayscale' gives 1"):
+        _recipe_preview(image_tree, color_mode="grayscale")
+
+
+def _assert_recipe_tiles(picture: np.ndarray, expected: torch.Tensor) -> None:
+    """Each augmented tile of a 6-tile, 2-row recipe preview at 32 x 32 is ``expected``'s."""
+    from gpuaug.preview import RECIPE_CAPTION_LINES
+
     layout = dataclasses.replace(grid_layout(6, 2, (32, 32)), caption_lines=RECIPE_CAPTION_LINES)
     for i in range(6):
         row, column = divmod(i, 3)
@@ -268,6 +270,53 @@ def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(imag
         tile = picture[y : y + layout.tile_height : layout.scale, x : x + layout.tile_width]
         tile = tile[:, :: layout.scale]
         assert np.array_equal(tile, expected[i].permute(1, 2, 0).numpy())
+
+
+def test_recipe_tiles_are_the_recipes_outputs_with_the_normalisation_undone(image_tree):
+    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.preview import _pick_sources
+
+    picture = np.asarray(_recipe_preview(image_tree, seed=3))
+    # the same sources and batch as the preview, run by hand
+    dataset = DirectoryDataset(image_tree, target_size=(24, 32), class_mode=None)
+    sources = _pick_sources(dataset, 2, torch.Generator().manual_seed(3), image_tree)
+    batch = torch.stack([image for _, _, image in sources]).repeat_interleave(3, dim=0)
+    labels = torch.tensor([dataset.classes.index(c) for _, c, _ in sources]).repeat_interleave(3)
+    recipe = TrainRecipe(_recipe_config())
+    out, _ = recipe(batch, labels, seed=3)
+    cfg = recipe.config
+    shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
+    _assert_recipe_tiles(picture, expected)
+
+
+def test_a_recipe_preview_of_images_at_their_own_sizes_crops_each_from_its_own_pixels(tmp_path):
+    """A data set with target_size=None (the ragged loader's): the batch is the padded one
+    with each image's size, so every crop lies inside its own image."""
+    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.loader.stages.ragged import pack_images, unpack
+    from gpuaug.preview import _pick_sources, make_recipe_preview
+
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (30, 44), "b": (40, 26)}.items():
+        (tmp_path / name).mkdir()
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / name / "img.png")
+    dataset = DirectoryDataset(tmp_path, target_size=None, class_mode=None)
+    picture = np.asarray(make_recipe_preview(dataset, _recipe_config(), n=6, rows=2, seed=3))
+    sources = _pick_sources(dataset, 2, torch.Generator().manual_seed(3), tmp_path)
+    padded, sizes = unpack(*pack_images([image for _, _, image in sources]), 3)
+    batch, sizes = padded.repeat_interleave(3, dim=0), sizes.repeat_interleave(3, dim=0)
+    labels = torch.tensor([dataset.classes.index(c) for _, c, _ in sources]).repeat_interleave(3)
+    recipe = TrainRecipe(_recipe_config())
+    out, _ = recipe(batch, labels, seed=3, sizes=sizes)
+    crop = recipe.last_params.crop
+    inside = crop.top_left_px + crop.size_px <= sizes
+    assert bool(inside.all())  # no crop reads the padding
+    cfg = recipe.config
+    shown = out * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    expected = (shown * 255).round().clamp(0, 255).to(torch.uint8)
+    _assert_recipe_tiles(picture, expected)
 
 
 def test_recipe_captions_name_each_tiles_own_draws():

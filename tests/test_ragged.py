@@ -10,6 +10,7 @@ negative control; the validation transform; bad arguments named.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,8 @@ def test_describe_says_each_image_keeps_its_size(tmp_path):
         ({"keep_aspect_ratio": True}, "`keep_aspect_ratio`=True .* needs a `target_size`"),
         ({"cache": "device"}, "`cache`='device' holds images of one size"),
         ({"color_mode": "grayscale"}, "`recipe` normalises 3 channels"),
+        ({"dtype": torch.float16}, "`dtype`='float16' would not be applied"),
+        ({"dtype": torch.bfloat16, "target_size": (32, 32)}, "`dtype`='bfloat16' would not"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(tmp_path, kwargs, message):
@@ -311,6 +314,33 @@ def test_a_changed_byte_of_a_ragged_disk_cache_is_found_on_its_first_read(tmp_pa
     with pytest.raises(CacheCorruptedError, match="is corrupted: image 0"):
         list(loader)
     assert not path.with_suffix(".json").exists()  # the next start rebuilds
+
+
+@pytest.mark.parametrize("damage", ["manifest", "failed entry", "data size", "max_side"])
+def test_a_damaged_or_stale_ragged_disk_cache_is_rebuilt(tmp_path, damage):
+    root = _tree(tmp_path / "d", SIZES[:4])
+    kwargs = {"cache": "disk", "cache_dir": tmp_path / "cache", "max_side": 48}
+    path = _loader(root, _recipe(), **kwargs).cache.path
+    if damage == "manifest":
+        path.with_suffix(".json").write_text("{not json")
+    elif damage == "failed entry":  # a hand-edited manifest: a sample index out of range
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        manifest["failed"] = [[len(SIZES), "gone"]]
+        path.with_suffix(".json").write_text(json.dumps(manifest))
+    elif damage == "data size":
+        path.write_bytes(path.read_bytes()[:-1])
+    else:  # other settings: another cache, this one left as it is
+        kwargs["max_side"] = 40
+    again = _loader(root, _recipe(), **kwargs)
+    assert again.cache.built
+    assert int(again.cache.table[:, 1:].max()) == kwargs["max_side"]
+
+
+def test_a_ragged_disk_cache_dir_that_is_a_file_is_refused_by_name(tmp_path):
+    root = _tree(tmp_path / "d", SIZES[:2])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cache_dir"):
+        _loader(root, _recipe(), cache="disk", cache_dir=tmp_path / "file")
 
 
 # ---------------------------------------------------------------------- decode="gpu"
@@ -490,3 +520,17 @@ def test_images_at_their_own_sizes_travel_planar_and_rgbx_is_refused_by_name(tmp
     assert "own sizes" in loader.layout_reason
     with pytest.raises(ValueError, match=r"`layout`='rgbx'.*own sizes \(target_size=None\)"):
         _loader(root, _recipe(), layout="rgbx")
+
+
+def test_a_training_recipe_on_the_validation_subset_is_refused_unless_asked_for(tmp_path):
+    """As the Keras-style augmentation is off there by default: random crops and mixing on
+    validation images are refused, an eval recipe runs, augment_validation=True allows it."""
+    root = _tree(tmp_path / "d", SIZES)
+    split = {"subset": "validation", "validation_split": 0.5}
+    with pytest.raises(ValueError, match="subset='validation' with a training `recipe`"):
+        _loader(root, _recipe(), **split)
+    evaluating = _loader(root, EvalRecipe(RecipeConfig(kind="eval", size=16, resize_size=20)),
+                         **split)  # fmt: skip
+    assert next(iter(evaluating))[0].shape[-2:] == (16, 16)
+    asked = _loader(root, _recipe(), augment_validation=True, **split)
+    assert isinstance(asked.recipe, TrainRecipe) and len(asked.dataset) < len(SIZES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,17 @@ def test_a_recipe_the_user_configured_keeps_its_classes_and_a_mismatch_is_refuse
     path.write_text(load_recipe("imagenet_rrc", num_classes=7).to_yaml())
     with pytest.raises(ValueError, match="num_classes=7 must be the data's 3 classes"):
         _loader(root, path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"num_classes": 0}, "`num_classes` must be an int >= 1 or None; got 0"),
+        ({"num_classes": True}, "`num_classes` must be an int >= 1 or None; got True"),
+        ({"size": 0}, "`size` must be a positive int or"),
+        ({"size": (224, 2.5)}, "`size` must be a positive int or"),
+    ],
+)
+def test_an_override_out_of_range_is_refused_by_its_field_name(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_recipe("imagenet_rrc", **override)

@@ -168,6 +168,20 @@ def test_resized_crop_takes_the_per_crop_form_on_the_cpu():
     assert torch.equal(resized_crop(x, p, (12, 12)), resized_crop_per_crop(x, p, (12, 12)))
 
 
+def test_device_images_with_cpu_params_take_the_device_form_on_the_images_device(monkeypatch):
+    """The form follows the pixels: CPU params ("meta" images stand in for a GPU's) are copied
+    to the images' device, and no per-crop loop runs there."""
+
+    def no_loop(*args, **kwargs):
+        raise AssertionError("the per-crop loop ran on device images")
+
+    monkeypatch.setattr("gpuaug.augment.rrc.resized_crop_per_crop", no_loop)
+    x = torch.rand(3, 3, 30, 40, device="meta")
+    p = sample_crop_params(3, 30, 40, (12, 12), generator=torch.Generator().manual_seed(0))
+    out = resized_crop(x, p, (12, 12))
+    assert out.device.type == "meta" and out.shape == (3, 3, 12, 12)
+
+
 def test_replay_with_the_last_params_reproduces_the_batch():
     rrc = RandomResizedCrop(12, flip_p=0.5)
     x = torch.rand(6, 3, 40, 50)

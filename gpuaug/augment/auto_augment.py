@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpuaug.augment.warp import warp_affine
-from gpuaug.device import host_reads_free, params_to_device
+from gpuaug.device import host_reads_free, host_to_device, params_to_device
 
 __all__ = [
     "OPS",
@@ -377,7 +377,7 @@ def apply_round(
 ) -> torch.Tensor:
     """One op per image, torchvision's ``_apply_image_or_video_transform`` for the batch.
 
-    On the CPU (``op`` a CPU tensor, readable on the host for free) each op runs only on the
+    On the CPU (CPU images: ``op`` is read on the host for free) each op runs only on the
     images that drew it (`apply_round_grouped`); on a device every op runs on the whole batch
     and each image keeps its own (`apply_round_reference`: fixed shapes, no host sync). Both
     give the same result.
@@ -392,10 +392,12 @@ def apply_round(
         The batch after each image's op, in the images' dtype.
 
     Shape:
-        images: (B, C, H, W); op: (B,) int64; magnitude: (B,) float64, same device
-        -> (B, C, H, W), same dtype and device.
+        images: (B, C, H, W); op: (B,) int64; magnitude: (B,) float64 (copied to the images'
+        device if elsewhere) -> (B, C, H, W), same dtype and device.
     """
-    if host_reads_free(op):
+    if op.device != images.device:  # e.g. CPU draws for device images
+        op, magnitude = host_to_device(op, images.device), host_to_device(magnitude, images.device)
+    if host_reads_free(images):  # the form follows where the pixels are
         return apply_round_grouped(images, op, magnitude, fill)
     return apply_round_reference(images, op, magnitude, fill)
 

@@ -151,7 +151,7 @@ def _fill_pixels(images: torch.Tensor, covered: torch.Tensor, seed: torch.Tensor
     channel = torch.arange(channels, device=images.device, dtype=torch.int64)[:, None]
     index = channel * plane + (row * width + col)[None, :]  # (C, N) within an image
     image = image.expand(channels, -1)
-    out = images.clone()
+    out = images.clone(memory_format=torch.contiguous_format)  # any strides in: flat rows
     flat = out.view(batch, channels * plane)
     flat[image, index] = hashed_normals_at(seed, image, index).to(images.dtype)
     return out

@@ -122,6 +122,11 @@ class RecipeConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        sides = (self.size,) if isinstance(self.size, int) else tuple(self.size)
+        if len(sides) not in (1, 2) or not all(_positive_int(v) for v in sides):
+            raise ValueError(f"`size` must be a positive int or (rows, columns); got {self.size!r}")
+        if self.num_classes is not None and not _positive_int(self.num_classes):
+            raise ValueError(f"`num_classes` must be an int >= 1 or None; got {self.num_classes!r}")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -166,6 +171,10 @@ class RecipeConfig:
             value = getattr(self, f.name)
             data[f.name] = list(value) if isinstance(value, tuple) else value
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def load_recipe(

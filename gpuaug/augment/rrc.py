@@ -267,11 +267,11 @@ def resized_crop(
 ) -> torch.Tensor:
     """Crop, resize and flip each image by its params.
 
-    On a device: `resized_crop_matrices` (two batched matrix products, nothing read back to the
-    host). On the CPU (params readable on the host for free): `resized_crop_per_crop` (torch's
-    ``interpolate`` once per distinct crop, reading only the crop's pixels), which is
-    torchvision's own resampling of a float image; the two agree within the float rounding of
-    their sums (`tests/test_rrc.py`).
+    The form follows where the images are (params on another device are copied to theirs
+    first). On a device: `resized_crop_matrices` (two batched matrix products, nothing read
+    back to the host). On the CPU: `resized_crop_per_crop` (torch's ``interpolate`` once per
+    distinct crop, reading only the crop's pixels), which is torchvision's own resampling of a
+    float image; the two agree within the float rounding of their sums (`tests/test_rrc.py`).
 
     Same arguments, result and shapes as `resized_crop_matrices`.
     """
@@ -279,7 +279,9 @@ def resized_crop(
         raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
     if len(params) != images.shape[0]:
         raise ValueError(f"`params` are for {len(params)} images; the batch has {images.shape[0]}")
-    if host_reads_free(params.size_px):
+    if params.size_px.device != images.device:  # e.g. CPU params for device images
+        params = params.to(images.device)
+    if host_reads_free(images):  # the form follows where the pixels are
         return resized_crop_per_crop(images, params, size, antialias=antialias)
     return resized_crop_matrices(images, params, size, antialias=antialias)
 

@@ -66,14 +66,16 @@ import json
 import os
 import socket
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from gpuaug.data.pixel_layout import LAYOUTS, as_layout, rgbx_pixels, rgbx_view
+
+_T = TypeVar("_T")
 
 __all__ = [
     "CACHE_KINDS",
@@ -613,29 +615,18 @@ class ImageCache:
         Raises:
             ValueError: ``cache_dir`` (or ``$GPUAUG_CACHE_DIR``) names a file.
         """
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        if folder.exists() and not folder.is_dir():
-            resolve_cache_dir(cache_dir)  # raises, naming the setting
-        path = folder / f"{cache_key(dataset, decoder, layout)}.u8"
-        manifest_path = path.with_suffix(".json")
-        if not (path.is_file() and manifest_path.is_file()):
+        found = open_manifest(
+            cache_dir,
+            f"{cache_key(dataset, decoder, layout)}.u8",
+            lambda manifest: _check_manifest(manifest, dataset, decoder, layout),
+        )
+        if found is None:
             return None
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            checked = _check_manifest(manifest, dataset, decoder, layout)
-        except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError):
-            return None
-        if checked is None:
-            return None
-        shape, failed, checksums = checked
+        path, (shape, failed, checksums) = found
         stored = _stored_shape(shape, layout)
         if path.stat().st_size != int(np.prod(stored)):
             return None
-        valid = torch.ones(shape[0], dtype=torch.bool)
-        failures = []
-        for index, reason in failed:
-            valid[index] = False
-            failures.append((dataset.samples[index][0], reason))
+        valid, failures = failed_rows(dataset, failed)
         mm = np.memmap(path, dtype=np.uint8, mode="r", shape=stored)
         return cls(
             "disk",
@@ -677,7 +668,19 @@ def _check_manifest(
     shape = list(_shape(dataset))
     if manifest.get("shape") != shape:
         return None
-    n = shape[0]
+    checked = check_manifest_samples(manifest, dataset)
+    if checked is None:
+        return None
+    failed, checksums = checked
+    return tuple(shape), failed, checksums
+
+
+def check_manifest_samples(
+    manifest: dict[str, Any], dataset: Any
+) -> tuple[list[tuple[int, str]], np.ndarray] | None:
+    """The per-sample fields every disk cache's manifest has, checked against ``dataset``:
+    ``(failed, checksums)``, or ``None`` when one is malformed or the files changed."""
+    n = len(dataset)
     failed_raw, sums = manifest.get("failed"), manifest.get("checksums")
     if not isinstance(failed_raw, list) or not isinstance(sums, list) or len(sums) != n:
         return None
@@ -696,7 +699,43 @@ def _check_manifest(
             return None
     except OSError:  # a file vanished between indexing and now
         return None
-    return tuple(shape), failed, np.array(sums, dtype=np.uint32)
+    return failed, np.array(sums, dtype=np.uint32)
+
+
+def open_manifest(
+    cache_dir: str | os.PathLike[str] | None, name: str, check: Callable[[Any], _T | None]
+) -> tuple[Path, _T] | None:
+    """The data file ``name`` of a disk cache and what ``check`` makes of its JSON manifest,
+    or ``None`` when either file is missing or the manifest does not parse or check (the
+    caller rebuilds).
+
+    Raises:
+        ValueError: ``cache_dir`` (or ``$GPUAUG_CACHE_DIR``) names a file.
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        resolve_cache_dir(cache_dir)  # raises, naming the setting
+    path = folder / name
+    manifest_path = path.with_suffix(".json")
+    if not (path.is_file() and manifest_path.is_file()):
+        return None
+    try:
+        checked = check(json.loads(manifest_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError):
+        return None
+    return None if checked is None else (path, checked)
+
+
+def failed_rows(
+    dataset: Any, failed: Sequence[tuple[int, str]]
+) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """A manifest's failed samples as a cache's ``valid`` mask and ``(path, reason)`` list."""
+    valid = torch.ones(len(dataset), dtype=torch.bool)
+    failures = []
+    for index, reason in failed:
+        valid[index] = False
+        failures.append((dataset.samples[index][0], reason))
+    return valid, failures
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

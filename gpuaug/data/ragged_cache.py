@@ -19,7 +19,6 @@ a copy per image on the host (``k`` ``memcpy``), not on the device.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -36,8 +35,10 @@ from gpuaug.data.cache import (
     _settings,
     _write_json,
     cache_key,
-    default_cache_dir,
+    check_manifest_samples,
+    failed_rows,
     file_manifest,
+    open_manifest,
     remove_stale_temp_files,
     resolve_cache_dir,
 )
@@ -263,26 +264,15 @@ class RaggedCache:
     ) -> RaggedCache | None:
         """An up-to-date ragged disk cache of ``dataset``, or ``None`` (missing, stale or
         damaged: the caller rebuilds)."""
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        if folder.exists() and not folder.is_dir():
-            resolve_cache_dir(cache_dir)  # raises, naming the setting
-        path = folder / f"{cache_key(dataset, decoder)}.ragged.u8"
-        manifest_path = path.with_suffix(".json")
-        if not (path.is_file() and manifest_path.is_file()):
+        found = open_manifest(
+            cache_dir,
+            f"{cache_key(dataset, decoder)}.ragged.u8",
+            lambda manifest: _check_manifest(manifest, dataset, decoder),
+        )
+        if found is None or found[0].stat().st_size != found[1][0]:
             return None
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            checked = _check_manifest(manifest, dataset, decoder)
-        except (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError):
-            return None
-        if checked is None or path.stat().st_size != checked[0]:
-            return None
-        nbytes, table, failed, checksums = checked
-        valid = torch.ones(len(table), dtype=torch.bool)
-        failures = []
-        for index, reason in failed:
-            valid[index] = False
-            failures.append((dataset.samples[index][0], reason))
+        path, (nbytes, table, failed, checksums) = found
+        valid, failures = failed_rows(dataset, failed)
         return cls(
             "disk", _memmap(path, nbytes), table, int(dataset.channels), valid,
             failures=failures, path=path, built=False, checksums=checksums,
@@ -314,25 +304,13 @@ def _check_manifest(
     n = len(dataset)
     nbytes = manifest.get("nbytes")
     table = np.asarray(manifest.get("table"), dtype=np.int64)
-    sums = manifest.get("checksums")
-    if type(nbytes) is not int or table.shape != (n, 3) or not isinstance(sums, list):
-        return None
-    if len(sums) != n or (table < 0).any():
+    if type(nbytes) is not int or table.shape != (n, 3) or (table < 0).any():
         return None
     ends = table[:, 0] + int(dataset.channels) * table[:, 1] * table[:, 2]
     if n and int(ends.max()) > nbytes:
         return None
-    failed = []
-    for item in manifest.get("failed", []):
-        index, reason = item
-        if type(index) is not int or not 0 <= index < n or not isinstance(reason, str):
-            return None
-        failed.append((index, reason))
-    if not all(type(v) is int and 0 <= v < 2**32 for v in sums):
+    checked = check_manifest_samples(manifest, dataset)
+    if checked is None:
         return None
-    try:
-        if manifest.get("files") != file_manifest(dataset):
-            return None
-    except OSError:
-        return None
-    return nbytes, table, failed, np.array(sums, dtype=np.uint32)
+    failed, checksums = checked
+    return nbytes, table, failed, checksums

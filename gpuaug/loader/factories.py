@@ -19,13 +19,14 @@ import torch
 
 from gpuaug.augment.config import AugmentConfig
 from gpuaug.augment.module import GPUAugment
+from gpuaug.augment.recipe import TrainRecipe
 from gpuaug.augment.validation import note, validation_module
 from gpuaug.data.detection import Annotations, DetectionDataset
 from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.paired import DEFAULT_MASK_FILL, PairedDataset
 from gpuaug.loader.config import LoaderConfig
 from gpuaug.loader.gpu_loader import GPULoader
-from gpuaug.loader.stages.finish import factory_module, validation_split_of
+from gpuaug.loader.stages.finish import factory_module, recipe_module, validation_split_of
 
 __all__ = [
     "flow_from_detection_file",
@@ -224,7 +225,9 @@ def flow_from_directory(
             `gpuaug.data.image.load_image`).
         augment_validation: augment a ``subset="validation"`` loader too (as Keras does);
             by default it runs only the deterministic stages of ``augment`` (rescale,
-            preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`).
+            preprocessing, normalisation with the fitted statistics; `gpuaug.augment.validation`),
+            and a training ``recipe`` on the validation subset is refused (pass an
+            ``EvalRecipe``) unless this is True.
         augment_seed: seed of the augmentation alone (``seed`` then seeds only the order);
             ``None``: ``seed`` seeds both.
         max_side: with ``target_size=None``, images whose long side is longer are resized
@@ -302,6 +305,13 @@ def flow_from_directory(
         raise TypeError(f"`augment_validation` must be a bool; got {augment_validation!r}")
     notes: list[str] = []
     if recipe is not None:
+        recipe = recipe_module(recipe, dataset.num_classes)
+        if subset == "validation" and not augment_validation and isinstance(recipe, TrainRecipe):
+            raise ValueError(
+                "subset='validation' with a training `recipe` would crop, augment and mix the "
+                "validation images at random: pass an evaluation recipe (e.g. "
+                "recipe='imagenet_rrc_val'), or augment_validation=True to run it anyway"
+            )
         loader = GPULoader(dataset, None, config, recipe=recipe)
         loader.augment_notes = notes
         return loader

@@ -219,8 +219,9 @@ class GPULoader:
         )
         self.augment = augment_module(augment, DTYPES[config.dtype]).to(self.device)
         self.layout, self.layout_reason = choose_layout(
-            config.layout, self.augment, dataset, self.device, config.cache
-        )
+            config.layout, self.augment, dataset, self.device, config.cache,
+            recipe=recipe is not None,
+        )  # fmt: skip
         self.sampler = EpochBatchSampler(
             len(dataset),
             config.batch_size,

@@ -126,8 +126,8 @@ def check_recipe(
     Raises:
         ValueError: ``target_size=None`` without a recipe; a recipe with an ``augment``, with
             masks, boxes or a data set's own outputs, with another channel count than its
-            ``mean``, mixing without class labels or with another class count; a ragged
-            batch with ``cache="device"``.
+            ``mean``, mixing without class labels or with another class count, with another
+            ``dtype`` than float32 (its output's); a ragged batch with ``cache="device"``.
     """
     if recipe is None:
         if ragged:
@@ -164,6 +164,11 @@ def check_recipe(
                 f"`recipe`'s num_classes={recipe.config.num_classes} must be the data's "
                 f"{dataset.num_classes} classes"
             )
+    if getattr(config, "dtype", "float32") != "float32":
+        raise ValueError(
+            f"a `recipe` outputs float32 (normalised); `dtype`={config.dtype!r} would not be "
+            "applied: pass dtype=torch.float32 and cast x (e.g. under autocast)"
+        )
     if ragged and getattr(config, "cache", None) == "device":
         raise ValueError(
             "`cache`='device' holds images of one size; with target_size=None use cache='host' "

@@ -14,11 +14,12 @@ batch, and planar everywhere else:
 
 - RGBX: the loader's device is CUDA, its augmentation resolves to the ``"triton"`` backend,
   and the images are 3-channel uint8 with no mask packed beside them;
-- planar: any other backend (the reference, the CPU ones read either layout at the same
-  speed), other channel counts (grayscale, RGBA, masks riding as extra channels), float
-  arrays, a ``"disk"`` cache (where reading the file is the likely limit, and an existing
-  planar cache stays valid) and an in-memory array served from host memory (kept as given,
-  no second copy of it).
+- planar: a loader running a ``recipe`` (its crop reads the batch, not the kernel), any
+  other backend (the reference, the CPU ones read either layout at the same speed), other
+  channel counts (grayscale, RGBA, masks riding as extra channels), float arrays, a
+  ``"disk"`` cache (where reading the file is the likely limit, and an existing planar cache
+  stays valid) and an in-memory array served from host memory (kept as given, no second copy
+  of it).
 
 ``layout="rgbx"`` or ``"planar"`` forces a layout (RGBX needs 3-channel uint8 images).
 """
@@ -71,6 +72,7 @@ def choose_layout(
     cache: str | None,
     *,
     backend: str | None = None,
+    recipe: bool = False,
 ) -> LayoutChoice:
     """The layout of a loader's batches (see the module docstring).
 
@@ -82,6 +84,8 @@ def choose_layout(
         cache: ``LoaderConfig.cache``.
         backend: the backend ``augment`` resolves to on ``device``, if already known (else
             resolved here; the kernel model passes ``"triton"`` for a CUDA machine).
+        recipe: the loader runs a ``recipe`` in place of ``augment`` (its crop, not the fused
+            kernel, reads the batch).
 
     Raises:
         ValueError: ``"rgbx"`` for images that cannot be RGBX (naming why).
@@ -97,6 +101,12 @@ def choose_layout(
         return LayoutChoice("rgbx", "layout='rgbx' was asked for")
     if impossible is not None:
         return LayoutChoice("planar", impossible)
+    if recipe:
+        return LayoutChoice(
+            "planar",
+            "the recipe, not the fused Triton kernel, reads the batch (RGBX would only add "
+            "1/3 the bytes)",
+        )
     if backend is None:
         dtype = torch.float32 if augment.kornia is not None else augment.dtype
         backend = resolve_backend(augment.backend, device, dtype)
