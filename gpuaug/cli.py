@@ -519,7 +519,8 @@ def _write_png(image: Any, out: Path) -> None:
 
 def _preview_recipe(args: argparse.Namespace, directory: Path) -> int:
     """``preview --recipe``: the training recipe's outputs, captioned with their draws."""
-    from gpuaug.augment.recipe import TrainRecipe
+    from gpuaug.augment.recipe import TrainRecipe, is_preset_name, load_recipe
+    from gpuaug.data.directory import find_classes
     from gpuaug.preview import make_recipe_preview
 
     if args.config is not None:
@@ -532,7 +533,10 @@ def _preview_recipe(args: argparse.Namespace, directory: Path) -> int:
     if _looks_like_path(name) and not Path(name).exists():
         raise CLIError(f"recipe file not found: {name!r}")
     try:
-        recipe = TrainRecipe(name)
+        config = load_recipe(name)
+        if is_preset_name(name) and config.mixes:  # as the loader: the folder's classes
+            config = load_recipe(config, num_classes=max(1, len(find_classes(directory)[0])))
+        recipe = TrainRecipe(config)
     except (ValueError, TypeError) as err:
         raise CLIError(f"invalid recipe {name!r}: {err}") from err
     out = args.out

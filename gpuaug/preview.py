@@ -810,8 +810,9 @@ def make_recipe_preview(
             the recipe's ``num_classes`` when it mixes; a ``color_mode`` with another channel
             count than the recipe's ``mean``.
     """
-    from gpuaug.augment.recipe import RecipeConfig, TrainRecipe
+    from gpuaug.augment.recipe import RecipeConfig, TrainRecipe, is_preset_name, load_recipe
 
+    named_preset = isinstance(recipe, str) and is_preset_name(recipe)
     if isinstance(recipe, TrainRecipe):
         name = "custom recipe"
     else:
@@ -829,6 +830,10 @@ def make_recipe_preview(
             interpolation=interpolation,
             on_error="skip",
         )
+    if named_preset and cfg.mixes and cfg.num_classes != len(dataset.classes):
+        # as the loader does: a preset named by the user takes the folder's classes
+        recipe = TrainRecipe(load_recipe(cfg, num_classes=len(dataset.classes)))
+        cfg = recipe.config
     if cfg.mixes and cfg.num_classes is not None and len(dataset.classes) > cfg.num_classes:
         raise ValueError(
             f"the recipe mixes with `num_classes`={cfg.num_classes}, but {str(directory)!r} "

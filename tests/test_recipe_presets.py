@@ -73,3 +73,34 @@ def test_a_recipe_the_user_configured_keeps_its_classes_and_a_mismatch_is_refuse
 def test_an_override_out_of_range_is_refused_by_its_field_name(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_recipe("imagenet_rrc", **override)
+
+
+def test_an_augmentation_preset_given_as_a_recipe_is_named_as_such():
+    with pytest.raises(ValueError, match="'strong' is an augmentation preset, not a recipe"):
+        load_recipe("strong")
+
+
+def test_the_recipe_preview_of_a_preset_mixes_over_the_folders_classes(tmp_path):
+    from gpuaug.preview import make_recipe_preview
+
+    root = _folder(tmp_path / "d", classes=2, per_class=3)
+    grid = make_recipe_preview(root, "imagenet_rrc", n=4, rows=2, target_size=(32, 32))
+    assert grid.size[0] > 0
+    with pytest.raises(ValueError, match="num_classes`=1, .* has 2 classes"):
+        make_recipe_preview(root, load_recipe("imagenet_rrc", num_classes=1), n=4, rows=2)
+
+
+def test_gpuaug_preview_of_a_preset_describes_the_folders_classes(tmp_path, capsys):
+    from gpuaug.cli import main
+
+    root = _folder(tmp_path / "d", classes=2, per_class=3)
+    code = main(["preview", str(root), "--recipe", "imagenet_rrc", "--out",
+                 str(tmp_path / "r.png"), "--n", "4", "--rows", "2"])  # fmt: skip
+    assert code == 0 and (tmp_path / "r.png").is_file()
+    text = capsys.readouterr().out
+    assert "num_classes=2" in text and "num_classes=1000" not in text
+
+
+def test_a_mistyped_recipe_preset_lists_the_recipe_presets():
+    with pytest.raises(ValueError, match=r"'imagenet_rcc'.*\['imagenet_rrc', 'imagenet_rrc_val'"):
+        load_recipe("imagenet_rcc")

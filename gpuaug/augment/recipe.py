@@ -193,8 +193,15 @@ def load_recipe(
         if is_preset_name(text):
             path = preset_dir() / f"{text}.yaml"
             if not path.is_file():
+                presets = sorted(p.stem for p in preset_dir().glob("*.yaml") if _is_recipe_file(p))
                 raise ValueError(
-                    f"unknown recipe preset {text!r}; the presets are in {preset_dir()}"
+                    f"unknown recipe preset {text!r}; the recipe presets are {presets} (in "
+                    f"{preset_dir()})"
+                )
+            if not _is_recipe_file(path):
+                raise ValueError(
+                    f"{text!r} is an augmentation preset, not a recipe (a recipe's first key "
+                    "is `recipe: train` or `recipe: eval`): pass it as `augment`"
                 )
             config = RecipeConfig.from_yaml(path)
         else:
@@ -209,6 +216,12 @@ def load_recipe(
             f"is named; the fields are {', '.join(sorted(fields))}"
         )
     return dataclasses.replace(config, **overrides)
+
+
+def _is_recipe_file(path: Path) -> bool:
+    """Whether a preset file is a recipe (its ``recipe:`` marker), not an augmentation."""
+    data = yaml.safe_load(path.read_text())
+    return isinstance(data, dict) and "recipe" in data
 
 
 def is_preset_name(text: str) -> bool:
