@@ -480,3 +480,11 @@ def test_on_cuda_auto_assembles_rgbx_and_pins_the_whole_buffer(tree):
         c = make(tree, "auto", device="cuda", cache=cache)
         for a, b in zip(uint8_batches(c), uint8_batches(planar), strict=True):
             assert fused._rgbx(a) and torch.equal(a, b)
+
+
+def test_rgbx_asked_for_where_the_kernel_does_not_read_it_says_so(tree):
+    loader = make(tree, "rgbx")  # the reference backend on the CPU
+    assert loader.layout == "rgbx"
+    assert loader.layout_reason.startswith("layout='rgbx' was asked for, with no gain here")
+    assert "'reference' backend augments on cpu" in loader.layout_reason
+    assert "no gain here" in loader.describe()

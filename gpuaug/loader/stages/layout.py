@@ -64,6 +64,27 @@ def _why_not_rgbx(dataset: Any) -> str | None:
     return None
 
 
+def _why_no_gain(
+    augment: GPUAugment, device: torch.device, recipe: bool, backend: str | None
+) -> str | None:
+    """Why the fused kernel will not read this loader's batches (so RGBX gains nothing), or
+    ``None`` when it will."""
+    if recipe:
+        return (
+            "the recipe, not the fused Triton kernel, reads the batch (RGBX would only add "
+            "1/3 the bytes)"
+        )
+    if backend is None:
+        dtype = torch.float32 if augment.kornia is not None else augment.dtype
+        backend = resolve_backend(augment.backend, device, dtype)
+    if backend != "triton" or device.type != "cuda":
+        return (
+            f"the {backend!r} backend augments on {device} (RGBX speeds up only the fused "
+            "Triton kernel on CUDA)"
+        )
+    return None
+
+
 def choose_layout(
     asked: str,
     augment: GPUAugment,
@@ -98,24 +119,15 @@ def choose_layout(
             raise ValueError(
                 f"`layout`='rgbx' needs 3-channel uint8 images of one size; got {impossible}"
             )
-        return LayoutChoice("rgbx", "layout='rgbx' was asked for")
+        gain = _why_no_gain(augment, device, recipe, backend)
+        if gain is None:
+            return LayoutChoice("rgbx", "layout='rgbx' was asked for")
+        return LayoutChoice("rgbx", f"layout='rgbx' was asked for, with no gain here: {gain}")
     if impossible is not None:
         return LayoutChoice("planar", impossible)
-    if recipe:
-        return LayoutChoice(
-            "planar",
-            "the recipe, not the fused Triton kernel, reads the batch (RGBX would only add "
-            "1/3 the bytes)",
-        )
-    if backend is None:
-        dtype = torch.float32 if augment.kornia is not None else augment.dtype
-        backend = resolve_backend(augment.backend, device, dtype)
-    if backend != "triton" or device.type != "cuda":
-        return LayoutChoice(
-            "planar",
-            f"the {backend!r} backend augments on {device} (RGBX speeds up only the fused "
-            "Triton kernel on CUDA)",
-        )
+    gain = _why_no_gain(augment, device, recipe, backend)
+    if gain is not None:
+        return LayoutChoice("planar", gain)
     if cache == "disk":
         return LayoutChoice(
             "planar",
