@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import dataclasses
+import gc
 import multiprocessing
 import os
 import signal
@@ -51,6 +52,16 @@ def identify(x: torch.Tensor, table: dict[bytes, int]) -> list[int]:
 def make(tree, **kwargs) -> GPULoader:
     kwargs = {"target_size": SIZE, "batch_size": 4, "seed": 0, "num_workers": 0, **kwargs}
     return gpuaug.flow_from_directory(tree, device="cpu", **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_workers_of_earlier_tests():
+    """Starts each test with no worker process of an earlier test file alive: a loader that an
+    earlier test advanced with ``next(loader)`` and dropped sits in a reference cycle (it holds
+    its endless iterator, whose frame holds it) until the cyclic garbage collector runs, and its
+    workers live until then; the checks below count this test's workers only."""
+    gc.collect()
+    no_worker_left()
 
 
 def no_worker_left(timeout: float = 10.0) -> bool:
