@@ -237,6 +237,14 @@ def test_describe_says_each_image_keeps_its_size(tmp_path):
     assert _loader(root, _recipe()).stats()["target_size"] is None
 
 
+def test_describe_says_a_decode_gpu_batch_travels_as_its_jpeg_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("gpuaug.loader.gpu_loader.check_decode", lambda *a, **k: None)
+    root = _tree(tmp_path / "d", SIZES[:4], ext="jpg")
+    text = _loader(root, _recipe(), decode="gpu").describe()
+    assert "JPEG files travel as they are and nvJPEG decodes them into one packed" in text
+    assert "a batch travels as one packed" not in text
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

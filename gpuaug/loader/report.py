@@ -100,10 +100,16 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             f"  images: {shape}, {loader.dataset.color_mode} ({st['channels']} channels); "
             f"class_mode={st['class_mode']!r}"
         )
+        travels = (
+            "its JPEG files travel as they are and nvJPEG decodes them into one packed uint8 "
+            "buffer and an (offset, H, W) table on the device (other files: packed by the "
+            "workers)"
+            if loader.config.decode == "gpu"
+            else "a batch travels as one packed uint8 buffer and an (offset, H, W) table"
+        )
         lines.append(
-            "  a batch travels as one packed uint8 buffer and an (offset, H, W) table; on the "
-            "device one gather makes the zero-padded (B, C, Hmax, Wmax) batch and the recipe "
-            "crops each image from its own pixels"
+            f"  {travels}; on the device one gather makes the zero-padded (B, C, Hmax, Wmax) "
+            "batch and the recipe crops each image from its own pixels"
         )
     else:
         h, w = st["target_size"]
