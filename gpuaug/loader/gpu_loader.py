@@ -447,7 +447,11 @@ class GPULoader:
 
     def __next__(self) -> Any:
         """Keras' ``next(iterator)``: the next batch, epoch after epoch without end (a
-        ``for`` loop over the loader, by contrast, runs one epoch)."""
+        ``for`` loop over the loader, by contrast, runs one epoch).
+
+        The endless iteration is kept on the loader and refers to it, so a loader advanced
+        with ``next`` and then dropped keeps its worker processes until Python's cyclic
+        garbage collector frees it; `close` (or ``with loader:``) stops them at once."""
         if self.saver is not None:  # a save_to_dir error of an earlier step, then the next
             self.saver.check()
         if self._endless is None:
