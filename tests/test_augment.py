@@ -572,6 +572,31 @@ def test_a_module_call_on_fake_tensors_reads_no_data_pointer():
     assert out.shape == (2, 3, 8, 8)
 
 
+def test_a_channels_last_batch_on_fake_tensors_reads_no_data_pointer():
+    # an interleaved source is where the plan's key reads a pointer: not for a FakeTensor
+    aug = GPUAugment(FULL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with FakeTensorMode():
+            x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+            out = aug(x.contiguous(memory_format=torch.channels_last), generator=_gen())
+    assert out.shape == (2, 3, 8, 8)
+
+
+def test_stats_fitted_under_inference_mode_are_used_and_their_in_place_changes_seen():
+    # inference tensors have no version counter: the module keeps no plan over them
+    config = AugmentConfig(featurewise_center=True, rotation_range=20)
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    with torch.inference_mode():
+        aug = GPUAugment(config).fit(x.float())
+    first = aug(x, generator=_gen(1))
+    assert torch.equal(first, aug.apply(x, aug.last_params))
+    with torch.inference_mode():
+        aug.mean.add_(10.0)
+    second = aug(x, generator=_gen(1))
+    assert torch.allclose(second, first - 10.0, atol=1e-4)
+
+
 def test_pinned_staging_refuses_a_depth_below_one():
     with pytest.raises(ValueError, match="`max_depth` must be an int >= 1; got 0"):
         PinnedStaging(0)
@@ -604,6 +629,18 @@ def test_staged_draws_are_the_cpu_generators_draws_and_each_batch_keeps_its_own(
     before = [host.data_ptr() for host, _ in ring]
     sample_draws(6, generator=_gen(), device="cuda", staging=staging)  # all copies done: reused
     assert sorted(host.data_ptr() for host, _ in ring) == sorted(before)
+
+
+@pytest.mark.cuda
+def test_draws_made_under_graph_capture_bypass_the_pinned_ring():
+    # no Event.query while capturing, and no ring buffer a replay would read while refilled
+    staging = PinnedStaging()
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        sample_draws(4, generator=_gen(), device="cuda", staging=staging)
+    assert staging._rings == {}
 
 
 @pytest.mark.cuda

@@ -424,11 +424,20 @@ class GPUAugment(nn.Module):
         (which may be reassigned) and the fitted statistics' identity and version (refit or
         changed in place). A call that finds its plan runs it without any other check.
         """
-        if not isinstance(images, torch.Tensor) or torch.compiler.is_compiling():
-            return None
+        if type(images) is not torch.Tensor or torch.compiler.is_compiling():
+            return None  # a subclass (FakeTensor, ...) has no pointer to key on: `apply`
         c = self.config
         fitted = c.featurewise_center or c.featurewise_std_normalization or c.zca_whitening
         stats = self.stats if fitted else None
+        if stats is None:
+            versions = None
+        else:
+            fields = (stats.mean, stats.std, stats.zca_matrix)
+            if any(t is not None and t.is_inference() for t in fields):
+                # made under torch.inference_mode: no version counter to see an in-place
+                # change by, so no plan is kept (each call goes through `apply`)
+                return None
+            versions = tuple(map(_version, fields))
         key = (
             images.shape,
             images.stride(),
@@ -440,9 +449,7 @@ class GPUAugment(nn.Module):
             self.dtype,
             self.memory_format,
             self.backend,
-            None
-            if stats is None
-            else tuple(map(_version, (stats.mean, stats.std, stats.zca_matrix))),
+            versions,
         )
         found = self._plans.get(key)
         if found is None:

@@ -353,6 +353,9 @@ def sample_draws(
         and device.type == "cuda"
         and draw_device.type == "cpu"
         and torch.cuda.is_available()  # not for fake CUDA tensors (tracing, tests)
+        # under CUDA graph capture an event cannot be queried, and a replay would read a
+        # buffer the ring fills again: a pinned copy of its own (`host_to_device`)
+        and not torch.cuda.is_current_stream_capturing()
     ):
         u = staging.to_device(
             lambda out: torch.rand(shape, generator=generator, out=out),
