@@ -69,7 +69,8 @@ examples:
   gpuaug inspect data/train -v            # plus the loader's describe(): seeds, workers
 
 Bad files (unreadable, truncated, not an image) are listed with the reason and skipped,
-as flow_from_directory(..., on_error="skip") would. Without --full only the image
+as flow_from_directory(..., on_error="skip") would (its default, on_error="raise", stops
+with an error naming them). Without --full only the image
 headers are read, which is fast but misses files that are truncated after the header.
 """
 
@@ -405,6 +406,10 @@ def _inspect(args: argparse.Namespace) -> int:
         out.append(f"Bad files ({len(dataset.skipped)}, skipped; {check}):")
         for path, reason in dataset.skipped:
             out.append(f"  {_relative(path, directory)}: {reason}")
+        out.append(
+            "  (the counts below leave them out, as on_error='skip' does; the loaders' default,"
+            " on_error='raise', stops at them)"
+        )
     else:
         out.append(f"Bad files: none ({check})")
 

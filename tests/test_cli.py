@@ -74,6 +74,7 @@ def test_inspect_full_lists_corrupt_and_truncated_files_with_reasons(make_tree):
     bad = result.stdout.split("Bad files (2", 1)[1]
     assert "a/broken.jpg: " in bad
     assert "b/truncated.png: " in bad
+    assert "on_error='raise', stops at them" in bad  # what the loaders do by default
     assert "a      3" in result.stdout  # the two bad files are not counted
 
 
