@@ -28,7 +28,7 @@ from torch import nn
 from gpuaug.augment.auto_augment import OPS, AutoAugmentParams, RandAugment, TrivialAugmentWide
 from gpuaug.augment.config import preset_dir
 from gpuaug.augment.erasing import ErasingParams, RandomErasing
-from gpuaug.augment.mixup import MixParams, Mixup
+from gpuaug.augment.mixup import MIX_MODES, MixParams, Mixup
 from gpuaug.augment.rrc import CropParams, RandomResizedCrop, center_crop_params, resized_crop
 
 __all__ = [
@@ -127,6 +127,24 @@ class RecipeConfig:
             raise ValueError(f"`size` must be a positive int or (rows, columns); got {self.size!r}")
         if self.num_classes is not None and not _positive_int(self.num_classes):
             raise ValueError(f"`num_classes` must be an int >= 1 or None; got {self.num_classes!r}")
+        # the fields the steps' modules know by other names (flip_p, prob, mode, ...)
+        for name in ("hflip", "mixup_prob", "mixup_switch_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}")
+        if self.mixup_mode not in MIX_MODES:
+            raise ValueError(
+                f"`mixup_mode` must be one of {list(MIX_MODES)}; got {self.mixup_mode!r}"
+            )
+        if self.auto_augment == "rand_augment":
+            if not isinstance(self.ra_num_ops, int) or self.ra_num_ops < 0:
+                raise ValueError(f"`ra_num_ops` must be an int >= 0; got {self.ra_num_ops!r}")
+            bins = self.num_magnitude_bins
+            if not isinstance(self.ra_magnitude, int) or not 0 <= self.ra_magnitude < bins:
+                raise ValueError(
+                    f"`ra_magnitude` must be an int in [0, num_magnitude_bins={bins}); "
+                    f"got {self.ra_magnitude!r}"
+                )
 
     @property
     def output_size(self) -> tuple[int, int]:
