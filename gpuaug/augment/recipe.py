@@ -127,6 +127,8 @@ class RecipeConfig:
             raise ValueError(f"`size` must be a positive int or (rows, columns); got {self.size!r}")
         if self.num_classes is not None and not _positive_int(self.num_classes):
             raise ValueError(f"`num_classes` must be an int >= 1 or None; got {self.num_classes!r}")
+        if not _positive_int(self.resize_size):
+            raise ValueError(f"`resize_size` must be an int >= 1; got {self.resize_size!r}")
         # the fields the steps' modules know by other names (flip_p, prob, mode, ...)
         for name in ("hflip", "mixup_prob", "mixup_switch_prob"):
             value = getattr(self, name)
