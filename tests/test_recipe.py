@@ -135,6 +135,7 @@ def test_eval_equals_torchvisions_resize_centre_crop_normalise():
         ({"mixup_alpha": 0.8, "num_classes": 3, "mixup_mode": "image"}, "`mixup_mode` must be"),
         ({"auto_augment": "rand_augment", "ra_magnitude": 31}, "`ra_magnitude` must be"),
         ({"auto_augment": "rand_augment", "ra_num_ops": -1}, "`ra_num_ops` must be"),
+        ({"mean": (0.5,) * 4, "std": (0.5,) * 4}, "`auto_augment`='trivial_augment_wide' runs"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, message):

@@ -118,6 +118,11 @@ class RecipeConfig:
                 f"`mean` and `std` must have one value per channel and std > 0; "
                 f"got {self.mean}, {self.std}"
             )
+        if self.auto_augment is not None and self.kind == "train" and len(self.mean) not in (1, 3):
+            raise ValueError(
+                f"`auto_augment`={self.auto_augment!r} runs on 1 or 3 channels (torchvision's "
+                f"ops); `mean` / `std` have {len(self.mean)}: set auto_augment=None"
+            )
         for name in ("size", "scale", "ratio", "mean", "std", "cutmix_minmax"):
             value = getattr(self, name)
             if isinstance(value, list):
