@@ -143,6 +143,14 @@ def test_bad_settings_are_refused_by_name(kwargs, message):
         RecipeConfig(**kwargs)
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_images_with_another_channel_count_than_the_mean_are_refused_by_both_recipes(channels):
+    x = torch.randint(0, 256, (2, channels, 30, 40), dtype=torch.uint8)
+    for recipe in (TrainRecipe(RecipeConfig(size=16)), EvalRecipe("imagenet_rrc_val")):
+        with pytest.raises(ValueError, match=f"`images` have {channels} channels"):
+            recipe(x)
+
+
 def test_mixing_without_num_classes_is_refused():
     with pytest.raises(ValueError, match="`num_classes` must be set"):
         TrainRecipe(RecipeConfig(mixup_alpha=0.8))

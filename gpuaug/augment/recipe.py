@@ -264,6 +264,16 @@ class RecipeParams:
     mix: MixParams | None
 
 
+def _check_images(images: torch.Tensor, config: RecipeConfig) -> None:
+    """Refuses a batch that is not (B, C, H, W) with one channel per value of ``mean``."""
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
+    if images.shape[1] != len(config.mean):
+        raise ValueError(
+            f"`images` have {images.shape[1]} channels; `mean` / `std` have {len(config.mean)}"
+        )
+
+
 def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """``(x / 255 - mean) / std`` as one multiply-add per channel (Python scalars: no copy)."""
     out = torch.empty_like(x)
@@ -396,13 +406,7 @@ class TrainRecipe(nn.Module):
         ``sizes`` (B, 2) gives each image's own (h, w) when a padded batch holds images of
         different sizes (each is cropped from its own pixels).
         """
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
-        if images.shape[1] != len(self.config.mean):
-            raise ValueError(
-                f"`images` have {images.shape[1]} channels; `mean` / `std` have "
-                f"{len(self.config.mean)}"
-            )
+        _check_images(images, self.config)
         if params is None:
             params = self.sample_params(images, seed=seed, generator=generator, sizes=sizes)
         self.last_params = params
@@ -470,8 +474,7 @@ class EvalRecipe(nn.Module):
 
     def forward(self, images: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """The validation batch (deterministic)."""
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
+        _check_images(images, self.config)
         b, _, h, w = images.shape
         if sizes is None:
             heights = torch.full((b,), h, dtype=torch.int64, device=images.device)
