@@ -128,11 +128,27 @@ def test_eval_equals_torchvisions_resize_centre_crop_normalise():
         ({"kind": "test"}, "`kind` must be"),
         ({"auto_augment": "autoaugment"}, "`auto_augment` must be one of"),
         ({"mean": (0.5,), "std": (0.5, 0.5)}, "`mean` and `std`"),
+        # the fields the steps' modules name otherwise (flip_p, prob, switch_prob, mode, ...)
+        ({"hflip": 1.5}, "`hflip` must be in"),
+        ({"mixup_alpha": 0.8, "num_classes": 3, "mixup_prob": 2.0}, "`mixup_prob` must be in"),
+        ({"cutmix_alpha": 1.0, "num_classes": 3, "mixup_switch_prob": -1}, "`mixup_switch_prob`"),
+        ({"mixup_alpha": 0.8, "num_classes": 3, "mixup_mode": "image"}, "`mixup_mode` must be"),
+        ({"auto_augment": "rand_augment", "ra_magnitude": 31}, "`ra_magnitude` must be"),
+        ({"auto_augment": "rand_augment", "ra_num_ops": -1}, "`ra_num_ops` must be"),
+        ({"mean": (0.5,) * 4, "std": (0.5,) * 4}, "`auto_augment`='trivial_augment_wide' runs"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RecipeConfig(**kwargs)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_images_with_another_channel_count_than_the_mean_are_refused_by_both_recipes(channels):
+    x = torch.randint(0, 256, (2, channels, 30, 40), dtype=torch.uint8)
+    for recipe in (TrainRecipe(RecipeConfig(size=16)), EvalRecipe("imagenet_rrc_val")):
+        with pytest.raises(ValueError, match=f"`images` have {channels} channels"):
+            recipe(x)
 
 
 def test_mixing_without_num_classes_is_refused():

@@ -68,6 +68,8 @@ def test_a_recipe_the_user_configured_keeps_its_classes_and_a_mismatch_is_refuse
         ({"num_classes": True}, "`num_classes` must be an int >= 1 or None; got True"),
         ({"size": 0}, "`size` must be a positive int or"),
         ({"size": (224, 2.5)}, "`size` must be a positive int or"),
+        ({"resize_size": 0}, "`resize_size` must be an int >= 1; got 0"),
+        ({"resize_size": 2.5}, "`resize_size` must be an int >= 1; got 2.5"),
     ],
 )
 def test_an_override_out_of_range_is_refused_by_its_field_name(override, message):

@@ -121,6 +121,20 @@ def test_validation_params_equal_torchvisions_resize_then_centre_crop(form):
     torch.testing.assert_close(ours, expected, rtol=0, atol=2e-3)
 
 
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(("height", "width"), [(40, 30), (30, 40), (52, 37)])
+def test_a_centre_crop_larger_than_the_resized_image_is_zero_padded_as_torchvisions(
+    form, height, width
+):
+    # a (rows, columns) crop wider than a portrait image's resized width: CenterCrop pads
+    x = torch.rand(1, 3, height, width) * 255
+    for resize, crop in [(20, (16, 24)), (20, (27, 16)), (16, (23, 23))]:
+        eval_tf = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+        params = center_crop_params(torch.tensor([height]), torch.tensor([width]), resize, crop)
+        ours = form(x, params, crop)
+        torch.testing.assert_close(ours[0], eval_tf(x[0]), rtol=0, atol=2e-3)
+
+
 def test_validation_of_a_padded_batch_reads_each_image_at_its_own_size():
     small = torch.rand(3, 30, 45) * 255
     padded = torch.zeros(1, 3, 60, 60)

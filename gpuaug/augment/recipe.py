@@ -28,7 +28,7 @@ from torch import nn
 from gpuaug.augment.auto_augment import OPS, AutoAugmentParams, RandAugment, TrivialAugmentWide
 from gpuaug.augment.config import preset_dir
 from gpuaug.augment.erasing import ErasingParams, RandomErasing
-from gpuaug.augment.mixup import MixParams, Mixup
+from gpuaug.augment.mixup import MIX_MODES, MixParams, Mixup
 from gpuaug.augment.rrc import CropParams, RandomResizedCrop, center_crop_params, resized_crop
 
 __all__ = [
@@ -118,6 +118,11 @@ class RecipeConfig:
                 f"`mean` and `std` must have one value per channel and std > 0; "
                 f"got {self.mean}, {self.std}"
             )
+        if self.auto_augment is not None and self.kind == "train" and len(self.mean) not in (1, 3):
+            raise ValueError(
+                f"`auto_augment`={self.auto_augment!r} runs on 1 or 3 channels (torchvision's "
+                f"ops); `mean` / `std` have {len(self.mean)}: set auto_augment=None"
+            )
         for name in ("size", "scale", "ratio", "mean", "std", "cutmix_minmax"):
             value = getattr(self, name)
             if isinstance(value, list):
@@ -127,6 +132,26 @@ class RecipeConfig:
             raise ValueError(f"`size` must be a positive int or (rows, columns); got {self.size!r}")
         if self.num_classes is not None and not _positive_int(self.num_classes):
             raise ValueError(f"`num_classes` must be an int >= 1 or None; got {self.num_classes!r}")
+        if not _positive_int(self.resize_size):
+            raise ValueError(f"`resize_size` must be an int >= 1; got {self.resize_size!r}")
+        # the fields the steps' modules know by other names (flip_p, prob, mode, ...)
+        for name in ("hflip", "mixup_prob", "mixup_switch_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}")
+        if self.mixup_mode not in MIX_MODES:
+            raise ValueError(
+                f"`mixup_mode` must be one of {list(MIX_MODES)}; got {self.mixup_mode!r}"
+            )
+        if self.auto_augment == "rand_augment":
+            if not isinstance(self.ra_num_ops, int) or self.ra_num_ops < 0:
+                raise ValueError(f"`ra_num_ops` must be an int >= 0; got {self.ra_num_ops!r}")
+            bins = self.num_magnitude_bins
+            if not isinstance(self.ra_magnitude, int) or not 0 <= self.ra_magnitude < bins:
+                raise ValueError(
+                    f"`ra_magnitude` must be an int in [0, num_magnitude_bins={bins}); "
+                    f"got {self.ra_magnitude!r}"
+                )
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -237,6 +262,16 @@ class RecipeParams:
     auto_augment: AutoAugmentParams | None
     erasing: ErasingParams | None
     mix: MixParams | None
+
+
+def _check_images(images: torch.Tensor, config: RecipeConfig) -> None:
+    """Refuses a batch that is not (B, C, H, W) with one channel per value of ``mean``."""
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
+    if images.shape[1] != len(config.mean):
+        raise ValueError(
+            f"`images` have {images.shape[1]} channels; `mean` / `std` have {len(config.mean)}"
+        )
 
 
 def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -371,13 +406,7 @@ class TrainRecipe(nn.Module):
         ``sizes`` (B, 2) gives each image's own (h, w) when a padded batch holds images of
         different sizes (each is cropped from its own pixels).
         """
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
-        if images.shape[1] != len(self.config.mean):
-            raise ValueError(
-                f"`images` have {images.shape[1]} channels; `mean` / `std` have "
-                f"{len(self.config.mean)}"
-            )
+        _check_images(images, self.config)
         if params is None:
             params = self.sample_params(images, seed=seed, generator=generator, sizes=sizes)
         self.last_params = params
@@ -445,8 +474,7 @@ class EvalRecipe(nn.Module):
 
     def forward(self, images: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """The validation batch (deterministic)."""
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be (B, C, H, W); got {tuple(images.shape)}")
+        _check_images(images, self.config)
         b, _, h, w = images.shape
         if sizes is None:
             heights = torch.full((b,), h, dtype=torch.int64, device=images.device)

@@ -63,7 +63,8 @@ class CropParams:
 
     A random resized crop maps ``[top, top + h) x [left, left + w)`` onto the whole output
     (``out_total = size``, ``out_offset = 0``). The validation transform resizes the whole image
-    to ``out_total`` and keeps the output window starting at ``out_offset`` (a centre crop).
+    to ``out_total`` and keeps the output window starting at ``out_offset`` (a centre crop);
+    the window's pixels outside the resized region are zeros (``CenterCrop``'s padding).
 
     Attributes:
         top_left_px: (top, left) of the region read, in the image's own pixels.
@@ -202,8 +203,8 @@ def center_crop_params(
     new_long = torch.floor(resize_size * long_side / short_side).to(torch.int64)
     new_h = torch.where(short_is_h, resize_size, new_long)
     new_w = torch.where(short_is_h, new_long, resize_size)
-    off_h = torch.round((new_h - crop_size[0]).to(torch.float64) / 2.0).to(torch.int64)
-    off_w = torch.round((new_w - crop_size[1]).to(torch.float64) / 2.0).to(torch.int64)
+    off_h = _centre_offset(new_h, crop_size[0])
+    off_w = _centre_offset(new_w, crop_size[1])
     zeros = torch.zeros_like(h)
     return CropParams(
         top_left_px=torch.stack([zeros, zeros], dim=1),
@@ -212,6 +213,15 @@ def center_crop_params(
         out_offset=torch.stack([off_h, off_w], dim=1),
         flip_h=torch.zeros_like(h, dtype=torch.bool),
     )
+
+
+def _centre_offset(resized: torch.Tensor, crop: int) -> torch.Tensor:
+    """``CenterCrop``'s offset of a ``crop`` window in a ``resized`` side: ``int(round((resized
+    - crop) / 2))``, or, for a crop larger than the side, minus the zero rows it pads before it
+    (``(crop - resized) // 2``)."""
+    inside = torch.round((resized - crop).to(torch.float64) / 2.0).to(torch.int64)
+    padded = -torch.div(crop - resized, 2, rounding_mode="floor")
+    return torch.where(resized < crop, padded, inside)
 
 
 def axis_weights(
@@ -254,6 +264,9 @@ def axis_weights(
         rel = x - start
         weight = torch.clamp(1.0 - torch.abs(rel - src), min=0.0)
         weight = torch.where((rel >= 0) & (rel < length), weight, 0.0)
+    # outside the resized region (a centre crop larger than it): zeros, CenterCrop's padding
+    inside = (o + out_offset >= 0) & (o + out_offset < out_total)
+    weight = torch.where(inside, weight, 0.0)
     total = weight.sum(dim=2, keepdim=True)
     return (weight / torch.where(total > 0, total, 1.0)).to(torch.float32)
 
@@ -319,7 +332,12 @@ def resized_crop_per_crop(
             region.to(torch.float32), size=(total_h, total_w), mode="bilinear",
             align_corners=False, antialias=antialias,
         )  # fmt: skip
-        window = resized[:, :, off_h : off_h + rows, off_w : off_w + cols]
+        window = resized[:, :, max(off_h, 0) : off_h + rows, max(off_w, 0) : off_w + cols]
+        if window.shape[-2:] != (rows, cols):  # a centre crop larger than the resized region
+            pad_top, pad_left = max(-off_h, 0), max(-off_w, 0)  # CenterCrop's zero padding
+            pad_bottom = rows - pad_top - window.shape[-2]
+            pad_right = cols - pad_left - window.shape[-1]
+            window = F.pad(window, (pad_left, pad_right, pad_top, pad_bottom))
         if len(members) == 1:
             out[members[0]] = window[0]
         else:
