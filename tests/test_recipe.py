@@ -113,6 +113,16 @@ def test_describe_shows_each_steps_params_of_an_image():
     assert "TrivialAugmentWide" in text and "Mixup" in text and "lam=" in text
 
 
+def test_a_batch_without_targets_is_not_mixed_and_its_params_say_so():
+    recipe = TrainRecipe(SMALL)
+    x, y = _batch()
+    out, none = recipe(x, seed=1)
+    assert none is None and recipe.last_params.mix is None
+    assert "lam=" not in recipe.describe(recipe.last_params, 0)
+    mixed, _ = recipe(x, y, seed=1)
+    assert recipe.last_params.mix is not None and not torch.equal(out, mixed)
+
+
 def test_eval_equals_torchvisions_resize_centre_crop_normalise():
     cfg = RecipeConfig(kind="eval", size=16, resize_size=20)
     x = torch.rand(2, 3, 30, 45) * 255

@@ -75,7 +75,9 @@ class RecipeConfig:
         mixup_prob: timm's ``prob`` (``--mixup-prob``).
         mixup_switch_prob: timm's ``switch_prob``.
         mixup_mode: "batch", "pair" or "elem".
-        label_smoothing: Soft targets' smoothing.
+        label_smoothing: Soft targets' smoothing, applied with MixUp / CutMix (timm's
+            ``smoothing``). Without mixing the targets stay class indices and the smoothing
+            belongs in the loss (``CrossEntropyLoss(label_smoothing=...)``), as in timm.
         num_classes: Classes of the soft targets (needed when mixing).
         resize_size: "eval": the short side before the centre crop.
         antialias: Filter when shrinking (torchvision's antialias=True).
@@ -409,6 +411,8 @@ class TrainRecipe(nn.Module):
         _check_images(images, self.config)
         if params is None:
             params = self.sample_params(images, seed=seed, generator=generator, sizes=sizes)
+        if target is None and params.mix is not None:
+            params = dataclasses.replace(params, mix=None)  # nothing to mix: say none ran
         self.last_params = params
         return self.apply(images, target, params)
 
