@@ -231,3 +231,13 @@ def test_float_targets_are_refused():
     mix = Mixup(num_classes=3)
     with pytest.raises(ValueError, match="`target` must be"):
         mix(torch.rand(2, 3, 8, 8), torch.zeros(2))
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_a_class_outside_num_classes_is_refused_naming_both(bad):
+    mix = Mixup(num_classes=3)
+    target = torch.tensor([0, bad])
+    with pytest.raises(ValueError, match=r"`target` holds classes .*`num_classes`=3 allows 0\.\.2"):
+        mix(torch.rand(2, 3, 8, 8), target)
+    images, soft = mix(torch.rand(2, 3, 8, 8), torch.tensor([0, 2]))
+    assert soft.shape == (2, 3)

@@ -98,7 +98,8 @@ def test_on_the_cpu_only_the_crops_op_groups_and_erased_pixels_are_read_on_the_h
     with SyncCheck(device_forms=False) as check:
         recipe(x, y, seed=1)
     places = {e.where.split(":")[0] for e in check.events}
-    assert places == {"rrc.py", "auto_augment.py", "erasing.py"}
+    # mixup.py: the targets' range check, on the CPU only
+    assert places == {"rrc.py", "auto_augment.py", "erasing.py", "mixup.py"}
     with SyncCheck() as check:  # the forms a device runs read nothing back
         recipe(x, y, seed=1)
     check.assert_clean()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpuaug.device import params_to_device
+from gpuaug.device import host_reads_free, params_to_device
 
 __all__ = ["MIX_MODES", "MixParams", "Mixup", "mixup_target"]
 
@@ -326,6 +326,16 @@ class Mixup(nn.Module):
             )
         if len(params) != batch:
             raise ValueError(f"`params` are for {len(params)} images; the batch has {batch}")
+        if (
+            host_reads_free(target)
+            and batch
+            and not 0 <= int(target.min()) <= int(target.max()) < self.num_classes
+        ):
+            # on a device this check would wait for it; there the one-hot scatter asserts
+            raise ValueError(
+                f"`target` holds classes {int(target.min())}..{int(target.max())}; "
+                f"`num_classes`={self.num_classes} allows 0..{self.num_classes - 1}"
+            )
         if mask is not None:
             if self.mixup_alpha > 0:
                 raise ValueError(
