@@ -220,6 +220,7 @@ def test_antialias_against_torchvision_is_measured_on_a_photo_like_image():
     [
         ({"size": 0}, "`size` must be"),
         ({"size": 8, "scale": (0.5, 0.1)}, "`scale` must be a pair"),
+        ({"size": 8, "scale": (-0.1, 1.0)}, r"`scale` must be a pair 0 <= lo <= hi"),
         ({"size": 8, "ratio": (0.0, 1.0)}, "`ratio` must be a pair"),
         ({"size": 8, "flip_p": 2.0}, "`flip_p` must be in"),
     ],
@@ -227,3 +228,13 @@ def test_antialias_against_torchvision_is_measured_on_a_photo_like_image():
 def test_bad_arguments_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RandomResizedCrop(**kwargs)
+
+
+def test_a_scale_from_zero_is_accepted_as_torchvision_accepts_it():
+    # a try of area 0 fits nowhere and is retried, as in torchvision's get_params
+    stats = pytest.importorskip("scipy.stats")
+    reference = _torchvision_crops(1500, 30, 40, (0.0, 1.0))
+    ours = _ours(1500, 30, 40, (0.0, 1.0))
+    assert bool((ours[:, 2:] >= 1).all())
+    area = lambda c: (c[:, 2] * c[:, 3]).numpy()  # noqa: E731
+    assert stats.ks_2samp(area(ours), area(reference)).pvalue > 1e-3

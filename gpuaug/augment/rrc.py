@@ -96,7 +96,8 @@ def _check_pair(name: str, value: Sequence[float], positive: bool) -> tuple[floa
         raise ValueError(f"`{name}` must be a pair (lo, hi); got {value!r}")
     lo, hi = float(value[0]), float(value[1])
     if lo > hi or (positive and lo <= 0) or lo < 0:
-        raise ValueError(f"`{name}` must be a pair 0 < lo <= hi; got {value!r}")
+        bound = "0 < lo <= hi" if positive else "0 <= lo <= hi"
+        raise ValueError(f"`{name}` must be a pair {bound}; got {value!r}")
     return lo, hi
 
 
@@ -138,7 +139,7 @@ def sample_crop_params(
     Returns:
         The batch's `CropParams`.
     """
-    scale = _check_pair("scale", scale, positive=True)
+    scale = _check_pair("scale", scale, positive=False)
     ratio = _check_pair("ratio", ratio, positive=True)
     if not 0.0 <= flip_p <= 1.0:
         raise ValueError(f"`flip_p` must be in [0, 1]; got {flip_p}")
@@ -435,7 +436,7 @@ class RandomResizedCrop(nn.Module):
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"`size` must be an int or a pair of ints >= 1; got {size!r}")
         self.size = (int(size[0]), int(size[1]))
-        self.scale = _check_pair("scale", scale, positive=True)
+        self.scale = _check_pair("scale", scale, positive=False)
         self.ratio = _check_pair("ratio", ratio, positive=True)
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"`flip_p` must be in [0, 1]; got {flip_p}")
