@@ -348,12 +348,13 @@ class Mixup(nn.Module):
                     f"got {tuple(mask.shape)}"
                 )
         partner = params.partner
-        other = images[partner]
-        # a CutMix image blends with weight 1 (itself, exactly), then takes the box from `other`
-        lam = torch.where(params.use_cutmix, 1.0, params.lam).to(images.dtype)[:, None, None, None]
-        blended = images * lam + other * (1.0 - lam)
+        # one weight per pixel, the image's share: a MixUp image's lam everywhere; a CutMix
+        # image's 1 outside its box (itself) and 0 inside (the partner). lerp is exact at both
+        # ends, so CutMix copies pixels bit for bit. Two passes: the partner gather, the lerp.
+        lam = torch.where(params.use_cutmix, 1.0, params.lam).to(images.dtype)[:, None, None]
         inside = self._in_box(params, height, width, images.device)  # False unless CutMix
-        out = torch.where(inside[:, None], other, blended)
+        weight = torch.where(inside, 0.0, lam)[:, None]  # (B, 1, H, W)
+        out = images[partner].lerp_(images, weight)
         soft = mixup_target(target, self.num_classes, params.lam, partner, self.label_smoothing)
         if mask is None:
             return out, soft
