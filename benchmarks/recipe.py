@@ -9,11 +9,15 @@ Every pipeline reads the same folder (`benchmarks.data.make_image_folder`: photo
 longer side 300..500 px) with the same number of worker processes and batch size, and hands out
 a normalised float32 batch and its targets on ``--device``:
 
-- ``gpuaug``: `gpuaug.flow_from_directory` (workers decode and resize to ``--load-size``, no Keras
-  augmentation) + `gpuaug.augment.recipe.TrainRecipe` on the device, per image:
-  RandomResizedCrop + flip, TrivialAugmentWide, normalise, RandomErasing (0.25, pixel),
-  MixUp 0.8 / CutMix 1.0 ("elem"), label smoothing 0.1. The crop is taken from the image the
-  workers resized to ``--load-size`` (the loader has no full-size mode).
+- ``gpuaug``: `gpuaug.flow_from_directory(target_size=None, max_side=--max-side, recipe=...)`,
+  the loader's own recipe mode: workers decode each image at its own size (capped at
+  ``--max-side``), the batch travels packed, and the loader runs
+  `gpuaug.augment.recipe.TrainRecipe` on the device, per image: RandomResizedCrop (from the
+  decoded image, as torchvision) + flip, TrivialAugmentWide, normalise, RandomErasing (0.25,
+  pixel), MixUp 0.8 / CutMix 1.0 ("elem"), label smoothing 0.1.
+- ``gpuaug-resized``: the same `TrainRecipe` called by hand on batches the workers resized to
+  ``--load-size`` x ``--load-size`` first (a fixed-size loader; the crop is taken from the
+  resized image).
 - ``torchvision-v2``: ``ImageFolder`` + ``v2.Compose(RandomResizedCrop(antialias=True),
   RandomHorizontalFlip, TrivialAugmentWide, ToImage, ToDtype, Normalize,
   RandomErasing(0.25, value="random"))`` in DataLoader workers (pinned), ``.to(device)``, then
@@ -64,22 +68,48 @@ def _forever(loader) -> Iterator:
         yield from loader
 
 
+def _recipe_config(args, num_classes: int):
+    from gpuaug.augment.recipe import RecipeConfig
+
+    return RecipeConfig(
+        size=args.size, re_prob=0.25, re_mode="pixel", mixup_alpha=0.8, cutmix_alpha=1.0,
+        mixup_mode="elem", num_classes=num_classes,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def gpuaug_ragged(folder: Path, args) -> Iterator[P.Runner]:
+    import gpuaug
+
+    classes = sum(1 for d in Path(folder).iterdir() if d.is_dir())
+    loader = gpuaug.flow_from_directory(
+        folder, target_size=None, max_side=getattr(args, "max_side", 512),
+        recipe=_recipe_config(args, classes), class_mode="sparse", batch_size=args.batch_size,
+        seed=0, device=args.device, num_workers=args.workers, progress=False,
+    )  # fmt: skip
+    batches = _forever(loader)
+
+    def one() -> int:
+        images, _soft = next(batches)
+        return images.shape[0]
+
+    try:
+        yield P.Runner(one, warmup_batches=max(2, args.workers), batches_per_round=1)
+    finally:
+        loader.close()
+
+
 @contextlib.contextmanager
 def gpuaug_recipe(folder: Path, args) -> Iterator[P.Runner]:
     import gpuaug
-    from gpuaug.augment.recipe import RecipeConfig, TrainRecipe
+    from gpuaug.augment.recipe import TrainRecipe
 
     loader = gpuaug.flow_from_directory(
         folder, target_size=(args.load_size, args.load_size), class_mode="sparse",
         batch_size=args.batch_size, seed=0, device=args.device, num_workers=args.workers,
         progress=False,
     )  # fmt: skip
-    recipe = TrainRecipe(
-        RecipeConfig(
-            size=args.size, re_prob=0.25, re_mode="pixel", mixup_alpha=0.8, cutmix_alpha=1.0,
-            mixup_mode="elem", num_classes=2,
-        )
-    )  # fmt: skip
+    recipe = TrainRecipe(_recipe_config(args, loader.dataset.num_classes))
     batches = _forever(loader)
     step = iter(range(10**9))
 
@@ -200,7 +230,16 @@ def dali_cpu(folder: Path, args) -> Iterator[P.Runner]:  # pragma: no cover - ne
 
 #: name -> (factory, unavailable(args) -> reason or None, what it runs)
 PIPELINES = {
-    "gpuaug": (gpuaug_recipe, lambda a: None, "RRC+flip+TA+normalise+RE+MixUp/CutMix per image"),
+    "gpuaug": (
+        gpuaug_ragged,
+        lambda a: None,
+        "the loader's recipe mode: own sizes, RRC+flip+TA+normalise+RE+MixUp/CutMix per image",
+    ),
+    "gpuaug-resized": (
+        gpuaug_recipe,
+        lambda a: None,
+        "the same steps on batches resized to --load-size first",
+    ),
     "torchvision-v2": (
         torchvision_v2,
         lambda a: None,
@@ -225,13 +264,14 @@ def run(args) -> dict:
             make_image_folder(folder, args.images, progress=False)
         results: dict = {
             "settings": {
-                k: getattr(args, k)
+                k: getattr(args, k, None)
                 for k in (
                     "images",
                     "batch_size",
                     "workers",
                     "size",
                     "load_size",
+                    "max_side",
                     "steps",
                     "repeats",
                     "device",
@@ -289,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=224, help="output side")
-    parser.add_argument("--load-size", type=int, default=288, help="gpuaug's decode size")
+    parser.add_argument(
+        "--load-size", type=int, default=288, help="gpuaug-resized's decode size (square)"
+    )
+    parser.add_argument(
+        "--max-side", type=int, default=512, help="gpuaug's cap on an image's long side"
+    )
     parser.add_argument(
         "--steps", type=int, default=16, help="timed batches (>> the prefetch queue)"
     )

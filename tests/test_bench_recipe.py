@@ -11,8 +11,8 @@ from benchmarks import recipe as bench_recipe
 
 def _args(folder, pipelines: str) -> argparse.Namespace:
     return argparse.Namespace(
-        folder=str(folder), images=8, batch_size=4, workers=0, size=16, load_size=24, steps=1,
-        repeats=1, device="cpu", pipelines=pipelines,
+        folder=str(folder), images=8, batch_size=4, workers=0, size=16, load_size=24,
+        max_side=40, steps=1, repeats=1, device="cpu", pipelines=pipelines,
     )  # fmt: skip
 
 
@@ -26,6 +26,14 @@ def test_each_pipeline_reports_images_per_second_and_its_ratio_to_gpuaug(make_tr
     for name in ("torchvision-v2", "timm"):
         assert pipelines[name]["median"] > 0 and pipelines[name]["ratio_to_gpuaug"] > 0
     assert "| gpuaug |" in bench_recipe.markdown(results)
+
+
+def test_gpuaug_runs_the_loaders_recipe_mode_and_the_resized_form_beside_it(make_tree):
+    root = make_tree({"a": 4, "b": 4}, size=(40, 56), ext="jpg")
+    results = bench_recipe.run(_args(root, "gpuaug,gpuaug-resized"))
+    ragged, resized = results["pipelines"]["gpuaug"], results["pipelines"]["gpuaug-resized"]
+    assert ragged["ratio_to_gpuaug"] == 1.0 and resized["ratio_to_gpuaug"] > 0
+    assert "own sizes" in ragged["notes"] and results["settings"]["max_side"] == 40
 
 
 def test_an_unavailable_pipeline_is_skipped_with_its_reason(make_tree, monkeypatch):
