@@ -547,12 +547,19 @@ def steady_state_calls(name: str = "book_fp32", batch: int = 8) -> dict[str, Any
         _Launcher.RECORD = None
         with Ops() as ops:
             aug(images, generator=generator)
+    import triton
+
+    import gpuaug
+
+    roots = {
+        "gpuaug": Path(gpuaug.__file__).resolve().parent,
+        "triton": Path(triton.__file__).resolve().parent,
+        "torch": Path(torch.__file__).resolve().parent,
+        "benchmarks": Path(__file__).resolve().parent,
+    }
     by_file: dict[str, int] = {}
     for filename in calls:
-        parts = Path(filename).parts
-        package = next(
-            (p for p in ("gpuaug", "triton", "torch", "benchmarks") if p in parts), "other"
-        )
+        package = package_of(filename, roots)
         by_file[package] = by_file.get(package, 0) + 1
     return {
         "python_calls": len(calls),
@@ -560,6 +567,17 @@ def steady_state_calls(name: str = "book_fp32", batch: int = 8) -> dict[str, Any
         "torch_ops": ops.ops,
         "launches": launches,
     }
+
+
+def package_of(filename: str, roots: dict[str, Path]) -> str:
+    """The name of the package folder in ``roots`` holding ``filename``, else ``"other"``.
+
+    The deepest folder wins: installed from the wheel the benchmarks are ``gpuaug/benchmarks``,
+    and a checkout may itself sit in a folder named ``gpuaug`` with torch in its ``.venv``.
+    """
+    path = Path(filename).resolve()
+    found = [(len(root.parts), name) for name, root in roots.items() if path.is_relative_to(root)]
+    return max(found)[1] if found else "other"
 
 
 def main(argv: list[str] | None = None) -> int:
