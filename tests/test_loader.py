@@ -425,6 +425,8 @@ def test_raise_names_the_bad_file_from_a_worker(bad_tree):
         for _ in loader:
             pass
     assert info.value.path.endswith("img_002.png")
+    notes = "\n".join(info.value.__notes__)  # what to do, and how to find the others first
+    assert "on_error='skip'" in notes and "gpuaug inspect DIR --full" in notes
     assert no_worker_left()
 
 

@@ -45,7 +45,11 @@ def settle_failures(
         index, reason = min(bad)
         error = ImageLoadError(failed_path(dataset, index, reason), str(reason))
         more = f" ({len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
-        error.add_note(f"Fix or remove the file{more}, or pass on_error='skip'.")
+        error.add_note(
+            f"Fix or remove the file{more}, or pass on_error='skip'. The check made when the "
+            "loader was built reads image headers at most; `gpuaug inspect DIR --full` decodes "
+            "every file and lists all that fail, before training."
+        )
         raise error
     failures.extend(bad)
 
