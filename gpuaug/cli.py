@@ -445,7 +445,11 @@ def _inspect(args: argparse.Namespace) -> int:
             f"  {name:<10}  {len(part)} samples, {steps} step{'s' if steps != 1 else ''} per epoch"
         )
 
-    source = args.config if args.config else "no --config: none"
+    source = (
+        args.config
+        if args.config
+        else f"no --config: none; `gpuaug preview` shows {PREVIEW_DEFAULT_CONFIG} without one"
+    )
     out.append(f"Augmentation ({source}):")
     description = config.describe().strip() if config is not None else ""
     for line in (description or "no augmentation").splitlines():

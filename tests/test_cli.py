@@ -75,6 +75,8 @@ def test_inspect_full_lists_corrupt_and_truncated_files_with_reasons(make_tree):
     assert "a/broken.jpg: " in bad
     assert "b/truncated.png: " in bad
     assert "on_error='raise', stops at them" in bad  # what the loaders do by default
+    # no --config: none here, and it says what preview shows without one
+    assert "Augmentation (no --config: none; `gpuaug preview` shows chollet_cats_dogs" in bad
     assert "a      3" in result.stdout  # the two bad files are not counted
 
 
