@@ -281,7 +281,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 #: The main kernel's budgets, per variant: SASS instructions per output pixel (measured with
 #: triton 3.8 and rounded up by about 10%), for every variant registers <= 96 and nothing
-#: spilled. Pass 1 / pass 2 of a channel shift have their own.
+#: spilled. Pass 1 / pass 2 of a channel shift have their own. Triton 3.6 compiles "reflect"
+#: and "wrap" to more instructions (352.5 and 387) than these allow; docs/kernel.md.
 MAX_REGISTERS = 96
 INSTRUCTION_BUDGETS: dict[str, float] = {
     "book_fp32": 192,

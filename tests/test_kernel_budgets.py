@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton.backends.nvidia")
+import triton  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ from the checkout
 from benchmarks import sm90  # noqa: E402
@@ -83,7 +84,9 @@ def test_the_main_kernel_stays_within_its_instruction_budget(compiled):
     for name, rows in compiled.items():
         for row in _main(rows):
             budget = sm90.INSTRUCTION_BUDGETS[name]
-            assert row["instructions_per_pixel"] <= budget, (name, row["instructions_per_pixel"])
+            # budgets of triton 3.8 (3.6 compiles reflect and wrap longer: docs/kernel.md)
+            got = row["instructions_per_pixel"]
+            assert got <= budget, (name, got, f"triton {triton.__version__}")
 
 
 def test_the_matrix_is_read_once_per_thread_not_recomputed(compiled):
