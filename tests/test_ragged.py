@@ -24,7 +24,13 @@ import gpuaug
 from gpuaug.augment.recipe import EvalRecipe, RecipeConfig, TrainRecipe
 from gpuaug.augment.rrc import sample_crop_params
 from gpuaug.data.image import capped_size, load_image
-from gpuaug.loader.stages.ragged import pack_images, pack_table, unpack, unpack_reference
+from gpuaug.loader.stages.ragged import (
+    pack_images,
+    pack_table,
+    unpack,
+    unpack_reference,
+    zero_padding,
+)
 from gpuaug.sync_check import SyncCheck
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]
@@ -94,6 +100,19 @@ def test_unpack_equals_a_per_image_loop_in_any_row_order():
     rows = torch.tensor([8, 0, 3, 3])  # reordered, repeated; a buffer without its spare bytes
     cut = data[: sum(i.numel() for i in images)]
     assert torch.equal(unpack(cut, table[rows], 3)[0], unpack_reference(data, table[rows], 3)[0])
+
+
+def test_both_forms_of_zero_padding_give_the_same_batch():
+    # the CPU's two multiplies and the device's one masked_fill_ (run here on the CPU)
+    g = torch.Generator().manual_seed(1)
+    batch = torch.randint(1, 256, (5, 2, 9, 11), dtype=torch.uint8, generator=g)
+    h, w = torch.tensor([9, 1, 4, 9, 0]), torch.tensor([11, 11, 1, 3, 0])
+    two = zero_padding(batch.clone(), h, w, two_passes=True)
+    one = zero_padding(batch.clone(), h, w, two_passes=False)
+    assert torch.equal(two, one)
+    for i in range(5):
+        assert torch.equal(two[i, :, : h[i], : w[i]], batch[i, :, : h[i], : w[i]])
+        assert int(two[i].sum()) == int(batch[i, :, : h[i], : w[i]].sum())
 
 
 def test_unpack_makes_no_host_sync():

@@ -108,8 +108,9 @@ def describe_loader(loader: Any, verbose: bool = False) -> str:
             else "a batch travels as one packed uint8 buffer and an (offset, H, W) table"
         )
         lines.append(
-            f"  {travels}; on the device one gather and two multiplies make the zero-padded "
-            "(B, C, Hmax, Wmax) batch and the recipe crops each image from its own pixels"
+            f"  {travels}; on the device one gather and a zeroing of the padding make the "
+            "zero-padded (B, C, Hmax, Wmax) batch and the recipe crops each image from its own "
+            "pixels"
         )
     else:
         h, w = st["target_size"]

@@ -11,7 +11,7 @@ On the device, :func:`unpack` places the images top-left in a zero-padded ``(k, 
 Wmax)`` tensor with one ``index_select``: the buffer is viewed as overlapping rows of
 ``Wmax`` bytes (``as_strided`` with strides ``(1, 1)``: row ``r`` starts at byte ``r``), each
 output row ``(image, channel, y)`` picks the row starting at ``offset + c H W + y W``, and
-the bytes past each image's height and width are zeroed by two broadcast 0/1 multiplies.
+the bytes past each image's height and width are zeroed (:func:`zero_padding`).
 No Python loop over the images, and nothing makes the host wait: ``Hmax`` and ``Wmax`` are
 read from the table on the host, which knows it. The buffer carries ``Wmax`` spare bytes at its end
 (:func:`pack_images` adds them) so that the view stays inside it.
@@ -28,7 +28,14 @@ import torch
 
 from gpuaug.device import host_to_device
 
-__all__ = ["pack_images", "pack_table", "packed_nbytes", "unpack", "unpack_reference"]
+__all__ = [
+    "pack_images",
+    "pack_table",
+    "packed_nbytes",
+    "unpack",
+    "unpack_reference",
+    "zero_padding",
+]
 
 
 def pack_table(shapes: Sequence[tuple[int, int, int]]) -> torch.Tensor:
@@ -113,17 +120,33 @@ def unpack(
     tab = host_to_device(table, device)
     off, h, w = tab[:, 0], tab[:, 1], tab[:, 2]
     y = torch.arange(hmax, device=device)
-    x = torch.arange(wmax, device=device)
     c = torch.arange(channels, device=device)
     rows_y = torch.minimum(y[None, :], h[:, None] - 1)  # rows past H read the last (masked)
     starts = off[:, None, None] + c[None, :, None] * (h * w)[:, None, None]
     starts = starts + rows_y[:, None, :] * w[:, None, None]  # (k, C, Hmax)
     windows = data.as_strided((data.numel() - wmax + 1, wmax), (1, 1))
     images = windows.index_select(0, starts.reshape(-1)).view(k, channels, hmax, wmax)
-    # zero past each image's height, then past its width: two multiplies by (k, 1, Hmax, 1)
-    # and (k, 1, 1, Wmax) 0/1 masks (on the CPU ten times faster than one masked_fill_)
-    images.mul_((y[None, :] < h[:, None]).to(torch.uint8)[:, None, :, None])
-    return images.mul_((x[None, :] < w[:, None]).to(torch.uint8)[:, None, None, :]), sizes
+    return zero_padding(images, h, w, two_passes=device.type == "cpu"), sizes
+
+
+def zero_padding(
+    images: torch.Tensor, h: torch.Tensor, w: torch.Tensor, *, two_passes: bool
+) -> torch.Tensor:
+    """Zeroes ``images`` (k, C, Hmax, Wmax) in place past each image's ``h`` rows and ``w``
+    columns ((k,) int64 on its device).
+
+    ``two_passes``: multiply by a (k, 1, Hmax, 1) and a (k, 1, 1, Wmax) 0/1 mask, the CPU form
+    (ten times faster there than a ``masked_fill_``); else one ``masked_fill_`` with a
+    broadcast mask, one pass over the batch, the device form. The same result.
+    """
+    hmax, wmax = images.shape[-2:]
+    y = torch.arange(hmax, device=images.device)
+    x = torch.arange(wmax, device=images.device)
+    if two_passes:
+        images.mul_((y[None, :] < h[:, None]).to(torch.uint8)[:, None, :, None])
+        return images.mul_((x[None, :] < w[:, None]).to(torch.uint8)[:, None, None, :])
+    outside = (y[None, :, None] >= h[:, None, None]) | (x[None, None, :] >= w[:, None, None])
+    return images.masked_fill_(outside[:, None], 0)
 
 
 def unpack_reference(
