@@ -407,8 +407,8 @@ def _inspect(args: argparse.Namespace) -> int:
         for path, reason in dataset.skipped:
             out.append(f"  {_relative(path, directory)}: {reason}")
         out.append(
-            "  (the counts below leave them out, as on_error='skip' does; the loaders' default,"
-            " on_error='raise', stops at them)"
+            "  (the counts above and below leave them out, as on_error='skip' does; the "
+            "loaders' default, on_error='raise', stops at them)"
         )
     else:
         out.append(f"Bad files: none ({check})")

@@ -421,3 +421,22 @@ def test_describe_says_when_the_kernels_compile_ahead(tree):
     assert "while the first batch decodes (still compiling)" in loader.describe()
     loader.compiling_ahead.set_result([])
     assert "while the first batch decodes (done)" in loader.describe()
+
+
+def test_a_failed_file_names_gpuaug_inspect_only_for_a_class_folder_data_set(tmp_path):
+    from types import SimpleNamespace
+
+    from gpuaug.data.directory import DirectoryDataset
+    from gpuaug.data.image import ImageLoadError
+    from gpuaug.loader.stages.skip import settle_failures
+
+    root = write_tree(tmp_path / "data", {"a": 2, "b": 1}, (8, 8))
+    folder = DirectoryDataset(root, target_size=(8, 8))
+    flat = SimpleNamespace(on_error="raise", samples=[("rows.csv/x.png", 0)])  # e.g. a dataframe
+    notes = {}
+    for name, dataset in (("folder", folder), ("flat", flat)):
+        with pytest.raises(ImageLoadError) as info:
+            settle_failures([(0, "image file is truncated")], dataset, [])
+        notes[name] = "\n".join(info.value.__notes__)
+    assert "on_error='skip'" in notes["folder"] and "gpuaug inspect DIR --full" in notes["folder"]
+    assert "on_error='skip'" in notes["flat"] and "gpuaug inspect" not in notes["flat"]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpuaug.data.directory import DirectoryDataset
 from gpuaug.data.image import ImageLoadError
 from gpuaug.data.pixel_layout import as_layout, move
 from gpuaug.loader.stages.batch import DeviceBatch, failed_path
@@ -45,11 +46,14 @@ def settle_failures(
         index, reason = min(bad)
         error = ImageLoadError(failed_path(dataset, index, reason), str(reason))
         more = f" ({len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
-        error.add_note(
-            f"Fix or remove the file{more}, or pass on_error='skip'. The check made when the "
-            "loader was built reads image headers at most; `gpuaug inspect DIR --full` decodes "
-            "every file and lists all that fail, before training."
-        )
+        note = f"Fix or remove the file{more}, or pass on_error='skip'."
+        if isinstance(dataset, DirectoryDataset):  # what `gpuaug inspect` reads
+            note += (
+                " The check made when the loader was built reads image headers at most; "
+                "`gpuaug inspect DIR --full` decodes every file and lists all that fail, "
+                "before training."
+            )
+        error.add_note(note)
         raise error
     failures.extend(bad)
 
