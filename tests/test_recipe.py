@@ -146,6 +146,9 @@ def test_eval_equals_torchvisions_resize_centre_crop_normalise():
         ({"mixup_alpha": 0.8, "num_classes": 3, "mixup_mode": "image"}, "`mixup_mode` must be"),
         ({"auto_augment": "rand_augment", "ra_magnitude": 31}, "`ra_magnitude` must be"),
         ({"auto_augment": "rand_augment", "ra_num_ops": -1}, "`ra_num_ops` must be"),
+        ({"auto_augment": "rand_augment", "ra_num_ops": True}, "`ra_num_ops` must be"),
+        ({"num_magnitude_bins": 1}, "`num_magnitude_bins` must be an int >= 2"),
+        ({"num_magnitude_bins": 31.0}, "`num_magnitude_bins` must be an int >= 2"),
         ({"mean": (0.5,) * 4, "std": (0.5,) * 4}, "`auto_augment`='trivial_augment_wide' runs"),
     ],
 )

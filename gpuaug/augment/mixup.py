@@ -350,7 +350,8 @@ class Mixup(nn.Module):
         partner = params.partner
         # one weight per pixel, the image's share: a MixUp image's lam everywhere; a CutMix
         # image's 1 outside its box (itself) and 0 inside (the partner). lerp is exact at both
-        # ends, so CutMix copies pixels bit for bit. Two passes: the partner gather, the lerp.
+        # ends, so CutMix copies finite pixels bit for bit (an inf or NaN in either image
+        # makes the pixel NaN). Two passes: the partner gather, the lerp.
         lam = torch.where(params.use_cutmix, 1.0, params.lam).to(images.dtype)[:, None, None]
         inside = self._in_box(params, height, width, images.device)  # False unless CutMix
         weight = torch.where(inside, 0.0, lam)[:, None]  # (B, 1, H, W)

@@ -145,11 +145,13 @@ class RecipeConfig:
             raise ValueError(
                 f"`mixup_mode` must be one of {list(MIX_MODES)}; got {self.mixup_mode!r}"
             )
+        bins = self.num_magnitude_bins
+        if self.auto_augment is not None and (not _int(bins) or bins < 2):
+            raise ValueError(f"`num_magnitude_bins` must be an int >= 2; got {bins!r}")
         if self.auto_augment == "rand_augment":
-            if not isinstance(self.ra_num_ops, int) or self.ra_num_ops < 0:
+            if not _int(self.ra_num_ops) or self.ra_num_ops < 0:
                 raise ValueError(f"`ra_num_ops` must be an int >= 0; got {self.ra_num_ops!r}")
-            bins = self.num_magnitude_bins
-            if not isinstance(self.ra_magnitude, int) or not 0 <= self.ra_magnitude < bins:
+            if not _int(self.ra_magnitude) or not 0 <= self.ra_magnitude < bins:
                 raise ValueError(
                     f"`ra_magnitude` must be an int in [0, num_magnitude_bins={bins}); "
                     f"got {self.ra_magnitude!r}"
@@ -200,8 +202,12 @@ class RecipeConfig:
         return yaml.safe_dump(data, sort_keys=False)
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _int(value) and value >= 1
 
 
 def load_recipe(
