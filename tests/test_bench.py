@@ -20,7 +20,7 @@ from PIL import Image
 # benchmarks/ is not installed by pip: import it from the checkout, whatever the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench, counting, report  # noqa: E402
+from benchmarks import bench, counting, report, sm90  # noqa: E402
 from benchmarks import data as bench_data  # noqa: E402
 from benchmarks import pipelines as P  # noqa: E402
 
@@ -408,3 +408,28 @@ def test_dali_is_measured_in_both_figures_or_skipped_with_the_reason(tiny_run):
             assert "images_per_s" in report.find(doc, figure, "dali", b), (figure, b)
     pairs = {(x["numerator"], x["denominator"], x["figure"]) for x in doc["speedups"]}
     assert ("gpuaug", "dali", "end_to_end") in pairs and ("gpuaug", "dali", "augment_only") in pairs
+
+
+# benchmarks.sm90's call counting (pure Python: no triton needed)
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("/x/gpuaug/gpuaug/augment/module.py", "gpuaug"),  # a checkout in a folder named gpuaug
+        ("/x/gpuaug/.venv/lib/site-packages/torch/nn/modules/module.py", "torch"),
+        ("/x/gpuaug/.venv/lib/site-packages/triton/runtime/driver.py", "triton"),
+        ("/x/gpuaug/benchmarks/sm90.py", "benchmarks"),
+        ("/x/gpuaug/.venv/lib/python3.11/functools.py", "other"),
+    ],
+)
+def test_python_calls_are_counted_by_the_package_folder_that_holds_them(filename, expected):
+    site = "/x/gpuaug/.venv/lib/site-packages"
+    roots = {
+        "gpuaug": Path("/x/gpuaug/gpuaug"),
+        "torch": Path(f"{site}/torch"),
+        "triton": Path(f"{site}/triton"),
+        "benchmarks": Path("/x/gpuaug/benchmarks"),
+    }
+    assert sm90.package_of(filename, roots) == expected
+    # installed from the wheel, the benchmarks are a sub-package of gpuaug: the deeper wins
+    wheel = {"gpuaug": Path(f"{site}/gpuaug"), "benchmarks": Path(f"{site}/gpuaug/benchmarks")}
+    assert sm90.package_of(f"{site}/gpuaug/benchmarks/sm90.py", wheel) == "benchmarks"

@@ -249,27 +249,3 @@ def test_kernels_compiled_ahead_leave_nothing_to_compile_at_the_first_batch():
     assert cold["ahead"] == 0 and cold["compiled_at_launch"] == 2  # the prologue, the pass
     assert warm == {"ahead": 2, "compiled_at_launch": 0}
     assert rgbx == {"ahead": 2, "compiled_at_launch": 0}  # a loader's RGBX batches too
-
-
-@pytest.mark.parametrize(
-    ("filename", "expected"),
-    [
-        ("/x/gpuaug/gpuaug/augment/module.py", "gpuaug"),  # a checkout in a folder named gpuaug
-        ("/x/gpuaug/.venv/lib/site-packages/torch/nn/modules/module.py", "torch"),
-        ("/x/gpuaug/.venv/lib/site-packages/triton/runtime/driver.py", "triton"),
-        ("/x/gpuaug/benchmarks/sm90.py", "benchmarks"),
-        ("/x/gpuaug/.venv/lib/python3.11/functools.py", "other"),
-    ],
-)
-def test_python_calls_are_counted_by_the_package_folder_that_holds_them(filename, expected):
-    site = "/x/gpuaug/.venv/lib/site-packages"
-    roots = {
-        "gpuaug": Path("/x/gpuaug/gpuaug"),
-        "torch": Path(f"{site}/torch"),
-        "triton": Path(f"{site}/triton"),
-        "benchmarks": Path("/x/gpuaug/benchmarks"),
-    }
-    assert sm90.package_of(filename, roots) == expected
-    # installed from the wheel, the benchmarks are a sub-package of gpuaug: the deeper wins
-    wheel = {"gpuaug": Path(f"{site}/gpuaug"), "benchmarks": Path(f"{site}/gpuaug/benchmarks")}
-    assert sm90.package_of(f"{site}/gpuaug/benchmarks/sm90.py", wheel) == "benchmarks"
