@@ -80,11 +80,12 @@ def _recipe_config(args, num_classes: int):
 @contextlib.contextmanager
 def gpuaug_ragged(folder: Path, args) -> Iterator[P.Runner]:
     import gpuaug
+    from gpuaug.data.directory import find_classes
 
-    classes = sum(1 for d in Path(folder).iterdir() if d.is_dir())
+    classes, _ = find_classes(folder)  # as the loader finds them (hidden folders left out)
     loader = gpuaug.flow_from_directory(
         folder, target_size=None, max_side=getattr(args, "max_side", 512),
-        recipe=_recipe_config(args, classes), class_mode="sparse", batch_size=args.batch_size,
+        recipe=_recipe_config(args, len(classes)), class_mode="sparse", batch_size=args.batch_size,
         seed=0, device=args.device, num_workers=args.workers, progress=False,
     )  # fmt: skip
     batches = _forever(loader)
