@@ -326,16 +326,14 @@ class Mixup(nn.Module):
             )
         if len(params) != batch:
             raise ValueError(f"`params` are for {len(params)} images; the batch has {batch}")
-        if (
-            host_reads_free(target)
-            and batch
-            and not 0 <= int(target.min()) <= int(target.max()) < self.num_classes
-        ):
+        if host_reads_free(target) and batch:
             # on a device this check would wait for it; there the one-hot scatter asserts
-            raise ValueError(
-                f"`target` holds classes {int(target.min())}..{int(target.max())}; "
-                f"`num_classes`={self.num_classes} allows 0..{self.num_classes - 1}"
-            )
+            low, high = (int(v) for v in torch.aminmax(target))
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"`target` holds classes {low}..{high}; "
+                    f"`num_classes`={self.num_classes} allows 0..{self.num_classes - 1}"
+                )
         if mask is not None:
             if self.mixup_alpha > 0:
                 raise ValueError(
