@@ -112,7 +112,8 @@ def host_reads_free(t: torch.Tensor) -> bool:
     The one place the augmentation steps choose between their two forms: on the CPU they read
     their per-sample draws on the host and work only where a draw asks for it (the images an op
     applies to, the pixels a box erases); on a device they keep fixed-shape passes over the
-    batch, which read nothing back.
+    batch, which read nothing back. The ragged unpack (`gpuaug.loader.stages.ragged`) picks its
+    CPU form of zeroing the padding here too.
     """
     return t.device.type == "cpu" and not _DEVICE_FORMS[0]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from gpuaug.device import host_to_device
+from gpuaug.device import host_reads_free, host_to_device
 
 __all__ = [
     "pack_images",
@@ -126,21 +126,27 @@ def unpack(
     starts = starts + rows_y[:, None, :] * w[:, None, None]  # (k, C, Hmax)
     windows = data.as_strided((data.numel() - wmax + 1, wmax), (1, 1))
     images = windows.index_select(0, starts.reshape(-1)).view(k, channels, hmax, wmax)
-    return zero_padding(images, h, w, two_passes=device.type == "cpu"), sizes
+    return zero_padding(images, h, w, two_passes=host_reads_free(images), y=y), sizes
 
 
 def zero_padding(
-    images: torch.Tensor, h: torch.Tensor, w: torch.Tensor, *, two_passes: bool
+    images: torch.Tensor,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    two_passes: bool,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Zeroes ``images`` (k, C, Hmax, Wmax) in place past each image's ``h`` rows and ``w``
     columns ((k,) int64 on its device).
 
     ``two_passes``: multiply by a (k, 1, Hmax, 1) and a (k, 1, 1, Wmax) 0/1 mask, the CPU form
     (ten times faster there than a ``masked_fill_``); else one ``masked_fill_`` with a
-    broadcast mask, one pass over the batch, the device form. The same result.
+    broadcast mask, one pass over the batch, the device form. The same result. ``y``: the
+    caller's ``arange(Hmax)``, when it has one.
     """
     hmax, wmax = images.shape[-2:]
-    y = torch.arange(hmax, device=images.device)
+    y = torch.arange(hmax, device=images.device) if y is None else y
     x = torch.arange(wmax, device=images.device)
     if two_passes:
         images.mul_((y[None, :] < h[:, None]).to(torch.uint8)[:, None, :, None])
