@@ -933,7 +933,7 @@ def _launches(
 ) -> _Launches:
     """The cached `_Launches` of this batch's kind (built on first sight)."""
     fields = (None, None) if stats is None or tail else (stats.mean, stats.std)
-    if any(t is not None and t.is_inference() for t in fields):
+    if stats is not None and any(t is not None and t.is_inference() for t in fields):
         # made under torch.inference_mode: no version counter to see an in-place change by,
         # so built for this call and not kept
         return _build_launches(images, config, stats, out, tail, from_draws, fields)
